@@ -1,0 +1,47 @@
+//! `POST /api/v1/users/{id}/notifications`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ServiceCaller;
+use crate::error::{Code, Failure};
+use crate::ids::UserId;
+use crate::protocol::socket::encode_event;
+use crate::rooms::registry::Emit;
+use crate::rooms::{Deliver, RoomKey};
+use crate::state::AppState;
+
+/// The body of a notification.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    kind: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Emits `notification {kind, data}` to `user:{id}`.
+pub async fn notify(
+    _caller: ServiceCaller,
+    app: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<Notification>,
+) -> Result<HttpResponse, Failure> {
+    let user = UserId::parse(&path)
+        .ok_or_else(|| Failure::new(Code::BadRequest, "user id must be 1-64 of [A-Za-z0-9_-]"))?;
+    let Notification { kind, data } = body.into_inner();
+    if !(1..=64).contains(&kind.chars().count()) {
+        return Err(Failure::new(
+            Code::Unprocessable,
+            "kind must be 1 to 64 characters",
+        ));
+    }
+    let room = RoomKey::User(user);
+    let frame = encode_event("notification", &json!({ "kind": kind, "data": data }), None);
+    app.registry.do_send(Emit {
+        room: room.clone(),
+        frame: Deliver(frame.into()),
+    });
+    Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
+}

@@ -1,0 +1,181 @@
+//! The contract's failures (§3), mapped once to ack payloads and HTTP statuses.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Map, Value};
+
+use crate::protocol::events::EventError;
+use crate::store::StoreError;
+
+/// The contract's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    RateLimited,
+    Unavailable,
+    AuctionClosed,
+    BidTooLow,
+    InvalidTransition,
+    Unsupported,
+    ServiceUnavailable,
+    PayloadTooLarge,
+    /// A well-formed request whose fields break the contract (HTTP 422).
+    Unprocessable,
+    Internal,
+}
+
+impl Code {
+    /// The code as the wire shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadRequest | Code::PayloadTooLarge | Code::Unprocessable => "bad_request",
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::NotFound => "not_found",
+            Code::Conflict => "conflict",
+            Code::RateLimited => "rate_limited",
+            Code::Unavailable => "unavailable",
+            Code::AuctionClosed => "auction_closed",
+            Code::BidTooLow => "bid_too_low",
+            Code::InvalidTransition => "invalid_transition",
+            Code::Unsupported => "unsupported",
+            Code::ServiceUnavailable => "service_unavailable",
+            Code::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status the server API answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::BadRequest | Code::Unsupported => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::Conflict | Code::InvalidTransition | Code::Unavailable => StatusCode::CONFLICT,
+            Code::AuctionClosed | Code::BidTooLow | Code::Unprocessable => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A refused event or request: a code, a short message for the client, and
+/// any extra fields the code carries (`retryAfterMs`, `minAmount`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: Code,
+    pub message: String,
+    pub extra: Map<String, Value>,
+}
+
+impl Failure {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
+    }
+
+    /// `{"code","message",…extra}`.
+    pub fn body(&self) -> Value {
+        let mut body = self.extra.clone();
+        body.insert("code".into(), json!(self.code.as_str()));
+        body.insert("message".into(), json!(self.message));
+        Value::Object(body)
+    }
+
+    /// The ack payload `{"ok":false,"error":{…}}`.
+    pub fn ack(&self) -> Value {
+        json!({ "ok": false, "error": self.body() })
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl ResponseError for Failure {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.body() }))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Failure::new(Code::NotFound, "not found"),
+            StoreError::Unavailable(cause) => {
+                log::warn!("store unavailable: {cause}");
+                Failure::new(
+                    Code::ServiceUnavailable,
+                    "a store is unavailable; nothing was written",
+                )
+            }
+            StoreError::Internal(cause) => {
+                log::error!("store error: {cause}");
+                Failure::new(Code::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl From<EventError> for Failure {
+    fn from(err: EventError) -> Self {
+        match err {
+            EventError::Unsupported(name) => {
+                Failure::new(Code::Unsupported, format!("unknown event {name:?}"))
+            }
+            EventError::BadRequest(message) => Failure::new(Code::BadRequest, message),
+        }
+    }
+}
+
+/// The ack payload `{"ok":true,…fields}` for a successful event.
+pub fn ok_ack(fields: Value) -> Value {
+    let mut body = match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    body.insert("ok".into(), Value::Bool(true));
+    Value::Object(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_follow_the_contract() {
+        let mut failure = Failure::new(Code::RateLimited, "slow down");
+        failure.extra.insert("retryAfterMs".into(), json!(200));
+        assert_eq!(
+            failure.ack(),
+            json!({"ok":false,"error":{"code":"rate_limited","message":"slow down","retryAfterMs":200}})
+        );
+        assert_eq!(ok_ack(json!({"a":1})), json!({"ok":true,"a":1}));
+        assert_eq!(ok_ack(json!({})), json!({"ok":true}));
+    }
+
+    #[test]
+    fn store_errors_map_to_contract_codes() {
+        let down = Failure::from(StoreError::Unavailable("x".into()));
+        assert_eq!(down.code.as_str(), "service_unavailable");
+        assert_eq!(down.code.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(Failure::from(StoreError::NotFound).code, Code::NotFound);
+    }
+}

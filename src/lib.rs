@@ -1,0 +1,164 @@
+//! souk: real-time coordination for online marketplaces over Socket.IO v5.
+//!
+//! Data flows: a frame arrives at a [`session`], is decoded by [`protocol`],
+//! authorized with [`auth`] and data from the [`store`], goes to a room actor
+//! in [`rooms`], and fans out as one pre-encoded frame. The marketplace
+//! backend talks to the [`api`].
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod ids;
+pub mod logging;
+pub mod metrics;
+pub mod protocol;
+pub mod rooms;
+pub mod session;
+pub mod settings;
+pub mod state;
+pub mod store;
+pub mod time;
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+
+use crate::rooms::registry::ShutdownAll;
+use crate::rooms::Registry;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] auth::KeyError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A node, bound and ready to run.
+pub struct Application {
+    server: Server,
+    address: SocketAddr,
+    state: web::Data<AppState>,
+    room_arbiters: Vec<Arbiter>,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks one) and builds the node's actors.
+    /// Call inside an actix system.
+    pub fn build(settings: Settings) -> Result<Self, StartError> {
+        let metrics = metrics::Metrics::new()?;
+        let auth = auth::Authenticator::new(&settings.jwt, settings.dev)?;
+        let db = store::Db::new(
+            &settings.database_url,
+            settings.db_pool_size,
+            metrics.clone(),
+        )?;
+        let redis = store::Redis::new(&settings.redis_url, metrics.clone())?;
+        let threads = match settings.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let room_arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        let registry = Registry::new(
+            room_arbiters.iter().map(Arbiter::handle).collect(),
+            metrics.clone(),
+        )
+        .start();
+
+        let listener =
+            TcpListener::bind(&settings.http_addr).map_err(|source| StartError::Bind {
+                addr: settings.http_addr.clone(),
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.http_addr.clone(),
+            source,
+        })?;
+        let dev = settings.dev;
+        let grace = settings.shutdown_grace;
+        let state = web::Data::new(AppState::new(settings, auth, db, redis, registry, metrics));
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(|cfg| api::configure(cfg, dev))
+        })
+        .workers(threads)
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs().max(1))
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: address.to_string(),
+            source,
+        })?
+        .run();
+        Ok(Application {
+            server,
+            address,
+            state,
+            room_arbiters,
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The node's shared state (tests read the registry through it).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// A handle that shuts the node down gracefully.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            registry: self.state.registry.clone(),
+        }
+    }
+
+    /// Serves until stopped.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        log::info!(
+            "listening on {} as node {}",
+            self.address,
+            self.state.settings.node_id
+        );
+        let result = self.server.await;
+        for arbiter in &self.room_arbiters {
+            arbiter.stop();
+        }
+        result
+    }
+}
+
+/// Stops a node: tells every connection to reconnect elsewhere, then stops
+/// the HTTP server, waiting up to the grace period.
+#[derive(Clone)]
+pub struct Stopper {
+    server: ServerHandle,
+    registry: Addr<Registry>,
+}
+
+impl Stopper {
+    pub async fn stop(&self) {
+        match self.registry.send(ShutdownAll).await {
+            Ok(count) => log::info!("shutting down: closing {count} connections"),
+            Err(err) => log::warn!("shutting down: registry gone: {err}"),
+        }
+        self.server.stop(true).await;
+    }
+}

@@ -1,0 +1,113 @@
+//! `souk serve` runs a node; `souk migrate` applies migrations and exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use souk::settings::Settings;
+use souk::{store, Application};
+
+const USAGE: &str =
+    "usage: souk serve [--no-migrate] [--config PATH] | souk migrate [--config PATH]";
+
+fn main() -> ExitCode {
+    souk::logging::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut command = None;
+    let mut migrate = true;
+    let mut config = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "serve" | "migrate" if command.is_none() => command = Some(arg.clone()),
+            "--no-migrate" => migrate = false,
+            "--config" => match rest.next() {
+                Some(path) => config = Some(PathBuf::from(path)),
+                None => return usage(),
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => return usage(),
+        }
+    }
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            log::error!("{err}");
+            eprintln!("souk: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match command.as_deref() {
+        Some("migrate") => run_migrations(&settings),
+        Some("serve") => {
+            if migrate && run_migrations(&settings) != ExitCode::SUCCESS {
+                return ExitCode::FAILURE;
+            }
+            serve(settings)
+        }
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
+}
+
+fn run_migrations(settings: &Settings) -> ExitCode {
+    match store::db::migrate(&settings.database_url) {
+        Ok(applied) => {
+            log::info!("migrations applied: {}", applied.len());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            log::error!("cannot migrate: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings)?;
+        let stopper = app.stopper();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            stopper.stop().await;
+        });
+        app.run_until_stopped().await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    match result {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            log::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => log::info!("SIGTERM received"),
+                _ = int.recv() => log::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            log::error!("cannot listen for signals; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

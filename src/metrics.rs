@@ -1,0 +1,92 @@
+//! Prometheus metrics (contract §9), one registry per node so tests can run
+//! several nodes in one process.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric a node exports; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `souk_connections`: open Socket.IO connections.
+    pub connections: IntGauge,
+    /// `souk_rooms{kind}`: live rooms on this node.
+    pub rooms: IntGaugeVec,
+    /// `souk_events_total{event,outcome}`: client events handled.
+    pub events: IntCounterVec,
+    /// `souk_event_duration_seconds{event}`: time from decode to ack.
+    pub event_duration: HistogramVec,
+    /// `souk_deliveries_total`: frames handed to connections by rooms.
+    pub deliveries: IntCounter,
+    /// `souk_disconnects_total{reason}`: closed connections by reason.
+    pub disconnects: IntCounterVec,
+    /// `souk_redis_ops_total`: Redis round trips.
+    pub redis_ops: IntCounter,
+    /// `souk_db_ops_total`: Postgres units of work.
+    pub db_ops: IntCounter,
+    /// `souk_bad_frames_total`: frames answered with `bad_request`.
+    pub bad_frames: IntCounter,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let connections = IntGauge::new("souk_connections", "Open Socket.IO connections")?;
+        let rooms = IntGaugeVec::new(
+            Opts::new("souk_rooms", "Live rooms on this node"),
+            &["kind"],
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new("souk_events_total", "Client events handled"),
+            &["event", "outcome"],
+        )?;
+        let event_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "souk_event_duration_seconds",
+                "Time from a client event's decode to its answer",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["event"],
+        )?;
+        let deliveries = IntCounter::new("souk_deliveries_total", "Frames delivered by rooms")?;
+        let disconnects = IntCounterVec::new(
+            Opts::new("souk_disconnects_total", "Closed connections by reason"),
+            &["reason"],
+        )?;
+        let redis_ops = IntCounter::new("souk_redis_ops_total", "Redis round trips")?;
+        let db_ops = IntCounter::new("souk_db_ops_total", "Postgres units of work")?;
+        let bad_frames =
+            IntCounter::new("souk_bad_frames_total", "Frames answered with bad_request")?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(rooms.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(event_duration.clone()))?;
+        registry.register(Box::new(deliveries.clone()))?;
+        registry.register(Box::new(disconnects.clone()))?;
+        registry.register(Box::new(redis_ops.clone()))?;
+        registry.register(Box::new(db_ops.clone()))?;
+        registry.register(Box::new(bad_frames.clone()))?;
+        Ok(Metrics {
+            registry,
+            connections,
+            rooms,
+            events,
+            event_duration,
+            deliveries,
+            disconnects,
+            redis_ops,
+            db_ops,
+            bad_frames,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}

@@ -1,0 +1,509 @@
+//! One actor per connection: reads frames, decodes them, authorizes, routes
+//! events, and writes frames back. The only module that knows the WebSocket
+//! library (actix-web-actors); a move to actix-ws touches this folder alone.
+
+mod upgrade;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use bytes::BytesMut;
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::auth::{AuthError, Identity, Role};
+use crate::error::{ok_ack, Code, Failure};
+use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS};
+use crate::protocol::socket::{self, Packet, PacketType};
+use crate::protocol::{engine, DecodeError};
+use crate::rooms::registry::{Join, Register, Unregister};
+use crate::rooms::{Deliver, RoomKey, SessionId, Shutdown};
+use crate::state::{random_id, AppState};
+
+pub use upgrade::socket_io;
+
+/// Bad frames in a row that close a connection (contract §1).
+const MAX_BAD_FRAMES_IN_ROW: u32 = 10;
+/// Refused CONNECTs that close a connection.
+const MAX_FAILED_CONNECTS: u32 = 10;
+/// The longest single timer; longer waits re-arm.
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+/// Length of generated sids and pids.
+const ID_LEN: usize = 20;
+
+/// Why a connection closed, as the `souk_disconnects_total{reason}` label.
+mod reason {
+    pub const TRANSPORT_CLOSE: &str = "transport close";
+    pub const TRANSPORT_ERROR: &str = "transport error";
+    pub const PARSE_ERROR: &str = "parse error";
+    pub const PING_TIMEOUT: &str = "ping timeout";
+    pub const CONNECT_TIMEOUT: &str = "connect timeout";
+    pub const CLIENT_DISCONNECT: &str = "client namespace disconnect";
+    pub const TOKEN_EXPIRED: &str = "token expired";
+    pub const UNAUTHORIZED: &str = "too many refused connects";
+    pub const SHUTDOWN: &str = "server shutting down";
+}
+
+/// One WebSocket connection.
+pub struct Session {
+    id: SessionId,
+    engine_sid: String,
+    app: Arc<AppState>,
+    /// The token of an `Authorization: Bearer` upgrade header, if any.
+    header_token: Option<String>,
+    state: State,
+    ping_seq: u64,
+    awaiting_pong: Option<u64>,
+    bad_frames_in_row: u32,
+    failed_connects: u32,
+    /// A message arriving in continuation frames, bounded by maxPayload.
+    fragment: Option<Fragment>,
+    close_reason: &'static str,
+}
+
+enum State {
+    /// Engine.IO is open; the client has not CONNECTed to `/` yet.
+    Handshake,
+    Connected(Connected),
+}
+
+struct Connected {
+    identity: Identity,
+    expiry_timer: Option<SpawnHandle>,
+}
+
+struct Fragment {
+    text: bool,
+    data: BytesMut,
+}
+
+impl Session {
+    fn new(app: Arc<AppState>, header_token: Option<String>) -> Self {
+        Session {
+            id: app.next_session_id(),
+            engine_sid: random_id(ID_LEN),
+            app,
+            header_token,
+            state: State::Handshake,
+            ping_seq: 0,
+            awaiting_pong: None,
+            bad_frames_in_row: 0,
+            failed_connects: 0,
+            fragment: None,
+            close_reason: reason::TRANSPORT_CLOSE,
+        }
+    }
+
+    fn close(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reason: &'static str,
+        code: ws::CloseCode,
+    ) {
+        self.close_reason = reason;
+        ctx.close(Some(ws::CloseReason {
+            code,
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn ping(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.awaiting_pong.is_some() {
+            return; // the previous ping's timeout is still running
+        }
+        self.ping_seq += 1;
+        let seq = self.ping_seq;
+        self.awaiting_pong = Some(seq);
+        ctx.text(engine::PING);
+        ctx.run_later(self.app.settings.ping_timeout, move |act, ctx| {
+            if act.awaiting_pong == Some(seq) {
+                act.close(ctx, reason::PING_TIMEOUT, ws::CloseCode::Away);
+            }
+        });
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let packet = match engine::decode(text) {
+            Ok(packet) => packet,
+            Err(err) => return self.bad_frame(err, ctx),
+        };
+        match packet {
+            engine::ClientPacket::Close => {
+                self.close(ctx, reason::TRANSPORT_CLOSE, ws::CloseCode::Normal)
+            }
+            engine::ClientPacket::Ping(data) => {
+                self.bad_frames_in_row = 0;
+                ctx.text(engine::encode_pong(data));
+            }
+            engine::ClientPacket::Pong(_) => {
+                self.bad_frames_in_row = 0;
+                self.awaiting_pong = None;
+            }
+            engine::ClientPacket::Upgrade | engine::ClientPacket::Noop => {
+                self.bad_frames_in_row = 0;
+            }
+            engine::ClientPacket::Message(data) => match socket::decode(data) {
+                Ok(packet) => {
+                    self.bad_frames_in_row = 0;
+                    self.on_packet(packet, ctx);
+                }
+                Err(err) => self.bad_frame(err, ctx),
+            },
+        }
+    }
+
+    /// Answers a frame that does not parse; too many in a row close the connection.
+    fn bad_frame(&mut self, err: DecodeError, ctx: &mut ws::WebsocketContext<Self>) {
+        self.bad_frames_in_row += 1;
+        self.app.metrics.bad_frames.inc();
+        let failure = Failure::new(Code::BadRequest, format!("malformed frame: {err}"));
+        self.send_server_error(&failure, None, ctx);
+        if self.bad_frames_in_row >= MAX_BAD_FRAMES_IN_ROW {
+            self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Protocol);
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet<'_>, ctx: &mut ws::WebsocketContext<Self>) {
+        let root = packet.namespace == "/";
+        match packet.kind {
+            PacketType::Connect if root => self.on_connect(packet.data, ctx),
+            PacketType::Connect => {
+                let body = json!({ "message": "Invalid namespace" });
+                ctx.text(socket::encode_connect_error(packet.namespace, &body));
+            }
+            PacketType::Disconnect if root => {
+                self.close(ctx, reason::CLIENT_DISCONNECT, ws::CloseCode::Normal)
+            }
+            PacketType::Disconnect => {}
+            PacketType::Event if !root => {
+                let failure = Failure::new(Code::BadRequest, "unknown namespace");
+                self.reply(ctx, packet.ack_id, None, Err(failure));
+            }
+            PacketType::Event => {
+                let args = match packet.data {
+                    Some(Value::Array(args)) => args,
+                    _ => Vec::new(), // the decoder only lets arrays through
+                };
+                self.on_event(packet.ack_id, &args, ctx);
+            }
+            // souk never asks a client for an ack, so there is nothing to match.
+            PacketType::Ack => {}
+            PacketType::ConnectError => {
+                self.bad_frame(DecodeError::BadPayload, ctx);
+            }
+            PacketType::BinaryEvent | PacketType::BinaryAck => {
+                let failure = Failure::new(Code::Unsupported, "binary packets are not supported");
+                self.reply(ctx, packet.ack_id, None, Err(failure));
+            }
+        }
+    }
+
+    fn on_connect(&mut self, auth: Option<Value>, ctx: &mut ws::WebsocketContext<Self>) {
+        if matches!(self.state, State::Connected(_)) {
+            let failure = Failure::new(Code::BadRequest, "already connected");
+            return self.send_server_error(&failure, None, ctx);
+        }
+        let token = match auth.as_ref().and_then(|a| a.get("token")) {
+            Some(Value::String(token)) => Ok(token.as_str()),
+            Some(_) => Err(AuthError::Invalid),
+            None => self.header_token.as_deref().ok_or(AuthError::Missing),
+        };
+        let identity = token
+            .and_then(|token| self.app.auth.verify(token))
+            .and_then(|identity| match identity.role {
+                Role::Service => Err(AuthError::Invalid),
+                _ => Ok(identity),
+            });
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(err) => {
+                self.failed_connects += 1;
+                let body = json!({ "message": "unauthorized", "data": { "code": err.code() } });
+                ctx.text(socket::encode_connect_error("/", &body));
+                if self.failed_connects >= MAX_FAILED_CONNECTS {
+                    self.close(ctx, reason::UNAUTHORIZED, ws::CloseCode::Policy);
+                }
+                return;
+            }
+        };
+        ctx.text(socket::encode_connect_ok(
+            &random_id(ID_LEN),
+            &random_id(ID_LEN),
+        ));
+        self.app.registry.do_send(Join {
+            session: self.id,
+            room: RoomKey::User(identity.user_id.clone()),
+        });
+        log::debug!(
+            "session {} connected as {}",
+            self.engine_sid,
+            identity.user_id
+        );
+        self.state = State::Connected(Connected {
+            identity,
+            expiry_timer: None,
+        });
+        self.arm_expiry(ctx);
+    }
+
+    /// Schedules the token-expiry disconnect for the current identity.
+    fn arm_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let State::Connected(connected) = &mut self.state else {
+            return;
+        };
+        if let Some(handle) = connected.expiry_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let remaining = (connected.identity.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let handle = ctx.run_later(remaining.min(MAX_TIMER), |act, ctx| act.check_expiry(ctx));
+        if let State::Connected(connected) = &mut self.state {
+            connected.expiry_timer = Some(handle);
+        }
+    }
+
+    fn check_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let State::Connected(connected) = &self.state else {
+            return;
+        };
+        if Utc::now() < connected.identity.expires_at {
+            return self.arm_expiry(ctx);
+        }
+        let failure = Failure::new(Code::Unauthorized, "token expired");
+        let payload = json!({ "code": "token_expired", "message": failure.message, "event": null });
+        ctx.text(socket::encode_event("server:error", &payload, None));
+        ctx.text(socket::DISCONNECT);
+        self.close(ctx, reason::TOKEN_EXPIRED, ws::CloseCode::Policy);
+    }
+
+    fn on_event(
+        &mut self,
+        ack_id: Option<u64>,
+        args: &[Value],
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let started = Instant::now();
+        let name = match args.first() {
+            Some(Value::String(name)) => KNOWN_EVENTS.iter().find(|known| **known == name).copied(),
+            _ => None,
+        };
+        if !matches!(self.state, State::Connected(_)) {
+            self.bad_frames_in_row += 1;
+            let failure = Failure::new(Code::Unauthorized, "send CONNECT before events");
+            return self.reply(ctx, ack_id, name, Err(failure));
+        }
+        let outcome = match events::parse(args) {
+            Ok(ClientEvent::AuthRefresh { token }) => self.refresh(&token, ctx),
+            Err(err) => Err(Failure::from(err)),
+        };
+        self.app
+            .metrics
+            .event_duration
+            .with_label_values(&[name.unwrap_or("unknown")])
+            .observe(started.elapsed().as_secs_f64());
+        self.reply(ctx, ack_id, name, outcome);
+    }
+
+    /// `auth:refresh`: a new token for the same user moves the expiry.
+    fn refresh(
+        &mut self,
+        token: &str,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Result<Value, Failure> {
+        let State::Connected(connected) = &mut self.state else {
+            return Err(Failure::new(Code::Unauthorized, "not connected"));
+        };
+        let identity = self.app.auth.verify(token).map_err(|err| {
+            Failure::new(Code::Unauthorized, format!("token refused: {}", err.code()))
+        })?;
+        if identity.user_id != connected.identity.user_id {
+            return Err(Failure::new(
+                Code::Forbidden,
+                "the new token names another user",
+            ));
+        }
+        if identity.role == Role::Service {
+            return Err(Failure::new(
+                Code::Unauthorized,
+                "token refused: invalid_token",
+            ));
+        }
+        let expires_at = identity.expires_at;
+        connected.identity = identity;
+        self.arm_expiry(ctx);
+        Ok(json!({ "expiresAt": crate::time::rfc3339(expires_at) }))
+    }
+
+    /// Answers an event: through its ack id, or as `server:error` when it
+    /// failed without one.
+    fn reply(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        ack_id: Option<u64>,
+        event: Option<&'static str>,
+        outcome: Result<Value, Failure>,
+    ) {
+        let label = event.unwrap_or("unknown");
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        self.app
+            .metrics
+            .events
+            .with_label_values(&[label, result])
+            .inc();
+        match (ack_id, outcome) {
+            (Some(id), Ok(fields)) => ctx.text(socket::encode_ack(id, &ok_ack(fields))),
+            (Some(id), Err(failure)) => ctx.text(socket::encode_ack(id, &failure.ack())),
+            (None, Ok(_)) => {}
+            (None, Err(failure)) => self.send_server_error(&failure, event, ctx),
+        }
+    }
+
+    fn send_server_error(
+        &self,
+        failure: &Failure,
+        event: Option<&str>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let payload = json!({
+            "code": failure.code.as_str(),
+            "message": failure.message,
+            "event": event,
+        });
+        ctx.text(socket::encode_event("server:error", &payload, None));
+    }
+
+    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (start, text, bytes, last) = match item {
+            actix_http::ws::Item::FirstText(bytes) => (true, true, bytes, false),
+            actix_http::ws::Item::FirstBinary(bytes) => (true, false, bytes, false),
+            actix_http::ws::Item::Continue(bytes) => (false, false, bytes, false),
+            actix_http::ws::Item::Last(bytes) => (false, false, bytes, true),
+        };
+        if start {
+            self.fragment = Some(Fragment {
+                text,
+                data: BytesMut::new(),
+            });
+        }
+        let Some(fragment) = self.fragment.as_mut() else {
+            return self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Protocol);
+        };
+        if fragment.data.len() + bytes.len() > self.app.settings.max_payload {
+            return self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Size);
+        }
+        fragment.data.extend_from_slice(&bytes);
+        if !last {
+            return;
+        }
+        let Some(fragment) = self.fragment.take() else {
+            return;
+        };
+        if !fragment.text {
+            return self.on_binary(ctx);
+        }
+        match std::str::from_utf8(&fragment.data) {
+            Ok(text) => self.on_text(text, ctx),
+            Err(_) => self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Invalid),
+        }
+    }
+
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let failure = Failure::new(Code::Unsupported, "binary frames are not supported");
+        self.send_server_error(&failure, None, ctx);
+    }
+
+    fn identity(&self) -> Option<&Identity> {
+        match &self.state {
+            State::Connected(connected) => Some(&connected.identity),
+            State::Handshake => None,
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let settings = &self.app.settings;
+        self.app.metrics.connections.inc();
+        self.app.registry.do_send(Register {
+            session: self.id,
+            deliver: ctx.address().recipient(),
+            shutdown: ctx.address().recipient(),
+        });
+        ctx.text(engine::encode_open(&engine::Open {
+            sid: &self.engine_sid,
+            upgrades: &[],
+            ping_interval: settings.ping_interval.as_millis() as u64,
+            ping_timeout: settings.ping_timeout.as_millis() as u64,
+            max_payload: settings.max_payload,
+        }));
+        ctx.run_interval(settings.ping_interval, |act, ctx| act.ping(ctx));
+        ctx.run_later(settings.connect_timeout, |act, ctx| {
+            if matches!(act.state, State::Handshake) {
+                act.close(ctx, reason::CONNECT_TIMEOUT, ws::CloseCode::Policy);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.app.registry.do_send(Unregister { session: self.id });
+        self.app.metrics.connections.dec();
+        self.app
+            .metrics
+            .disconnects
+            .with_label_values(&[self.close_reason])
+            .inc();
+        log::debug!(
+            "session {} ({:?}) closed: {}",
+            self.engine_sid,
+            self.identity().map(|i| i.user_id.to_string()),
+            self.close_reason
+        );
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
+            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
+            Ok(ws::Message::Close(_)) => {
+                self.close(ctx, reason::TRANSPORT_CLOSE, ws::CloseCode::Normal)
+            }
+            Err(ws::ProtocolError::Overflow) => {
+                self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Size)
+            }
+            Err(err) => {
+                log::debug!("session {}: websocket error: {err}", self.engine_sid);
+                self.close(ctx, reason::TRANSPORT_ERROR, ws::CloseCode::Protocol);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        ctx.text(msg.0);
+    }
+}
+
+impl Handler<Shutdown> for Session {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        // A transport close (not a Socket.IO DISCONNECT) makes clients reconnect.
+        self.close(ctx, reason::SHUTDOWN, ws::CloseCode::Restart);
+    }
+}

@@ -1,0 +1,272 @@
+//! Every setting of a node, read once at start and passed in; no globals.
+//!
+//! Sources: an optional file of `NAME=value` lines (`--config PATH` or
+//! `SOUK_CONFIG`), then environment variables, which win.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The HS256 secret used in dev mode when none is configured.
+pub const DEV_JWT_SECRET: &str = "souk-dev-secret-do-not-use-in-production";
+
+/// A node's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `SOUK_HTTP_ADDR`: listen address; port 0 picks a free port.
+    pub http_addr: String,
+    /// `SOUK_DATABASE_URL`: Postgres.
+    pub database_url: String,
+    /// `SOUK_REDIS_URL`: Redis.
+    pub redis_url: String,
+    /// Token checking.
+    pub jwt: JwtSettings,
+    /// `SOUK_NODE_ID`: this node's name in logs and the cluster view.
+    pub node_id: String,
+    /// `SOUK_DEV`: dev mode (demo tokens, the dev secret).
+    pub dev: bool,
+    /// `SOUK_PING_INTERVAL_MS`: how often the server pings.
+    pub ping_interval: Duration,
+    /// `SOUK_PING_TIMEOUT_MS`: how long a pong may take after a ping.
+    pub ping_timeout: Duration,
+    /// `SOUK_CONNECT_TIMEOUT_MS`: how long a new connection may take to CONNECT.
+    pub connect_timeout: Duration,
+    /// `SOUK_MAX_PAYLOAD`: the largest frame accepted, in bytes.
+    pub max_payload: usize,
+    /// `SOUK_DB_POOL_SIZE`: Postgres connections per node.
+    pub db_pool_size: u32,
+    /// `SOUK_WORKERS`: HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// `SOUK_SHUTDOWN_GRACE_MS`: how long `SIGTERM` waits for connections.
+    pub shutdown_grace: Duration,
+}
+
+/// Which tokens are accepted.
+#[derive(Debug, Clone, Default)]
+pub struct JwtSettings {
+    /// `SOUK_JWT_SECRET`: HS256 shared secret.
+    pub secret: Option<String>,
+    /// `SOUK_JWT_PUBLIC_KEY`: PEM public key for RS256 or ES256.
+    pub public_key_path: Option<PathBuf>,
+    /// `SOUK_JWT_ISSUER`: required `iss`, when set.
+    pub issuer: Option<String>,
+    /// `SOUK_JWT_AUDIENCE`: required `aud`, when set.
+    pub audience: Option<String>,
+}
+
+/// A setting that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("settings file {path}, line {line}: expected NAME=value")]
+    FileLine { path: PathBuf, line: usize },
+    #[error("{name}={value:?} is not valid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(
+        "no token key configured: set SOUK_JWT_SECRET (HS256) or SOUK_JWT_PUBLIC_KEY \
+         (path of an RS256/ES256 PEM public key), or SOUK_DEV=1 for local development"
+    )]
+    NoJwtKey,
+}
+
+impl Settings {
+    /// Reads the settings file (if any) and the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let file = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("SOUK_CONFIG").map(PathBuf::from));
+        let mut values = match file {
+            Some(path) => read_file(&path)?,
+            None => HashMap::new(),
+        };
+        values.extend(env.into_iter().filter(|(k, _)| k.starts_with("SOUK_")));
+        Self::from_values(&values)
+    }
+
+    /// Builds settings from `NAME → value` pairs, filling in defaults.
+    pub fn from_values(values: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| values.get(name).filter(|v| !v.is_empty()).cloned();
+        let dev = match get("SOUK_DEV") {
+            None => false,
+            Some(v) => parse_bool("SOUK_DEV", &v)?,
+        };
+        let settings = Settings {
+            http_addr: get("SOUK_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            database_url: get("SOUK_DATABASE_URL")
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/souk".into()),
+            redis_url: get("SOUK_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            jwt: JwtSettings {
+                secret: get("SOUK_JWT_SECRET"),
+                public_key_path: get("SOUK_JWT_PUBLIC_KEY").map(PathBuf::from),
+                issuer: get("SOUK_JWT_ISSUER"),
+                audience: get("SOUK_JWT_AUDIENCE"),
+            },
+            node_id: get("SOUK_NODE_ID").unwrap_or_else(default_node_id),
+            dev,
+            ping_interval: millis(values, "SOUK_PING_INTERVAL_MS", 25_000)?,
+            ping_timeout: millis(values, "SOUK_PING_TIMEOUT_MS", 20_000)?,
+            connect_timeout: millis(values, "SOUK_CONNECT_TIMEOUT_MS", 45_000)?,
+            max_payload: number(values, "SOUK_MAX_PAYLOAD", 1_000_000)?,
+            db_pool_size: number(values, "SOUK_DB_POOL_SIZE", 16)?,
+            workers: number(values, "SOUK_WORKERS", 0)?,
+            shutdown_grace: millis(values, "SOUK_SHUTDOWN_GRACE_MS", 10_000)?,
+        };
+        if settings.jwt.secret.is_none() && settings.jwt.public_key_path.is_none() && !dev {
+            return Err(SettingsError::NoJwtKey);
+        }
+        Ok(settings)
+    }
+}
+
+fn read_file(path: &Path) -> Result<HashMap<String, String>, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut values = HashMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.split_once('=').ok_or(SettingsError::FileLine {
+            path: path.to_path_buf(),
+            line: index + 1,
+        })?;
+        values.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(values)
+}
+
+fn number<T: std::str::FromStr>(
+    values: &HashMap<String, String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, SettingsError> {
+    match values.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|_| SettingsError::Invalid {
+            name,
+            value: value.clone(),
+            reason: "expected a whole number",
+        }),
+    }
+}
+
+fn millis(
+    values: &HashMap<String, String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, SettingsError> {
+    let ms: u64 = number(values, name, default)?;
+    if ms == 0 {
+        return Err(SettingsError::Invalid {
+            name,
+            value: "0".into(),
+            reason: "must be at least 1 ms",
+        });
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, SettingsError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError::Invalid {
+            name,
+            value: value.into(),
+            reason: "expected 1/0, true/false, yes/no or on/off",
+        }),
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "souk".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_key_outside_dev_mode() {
+        let err = Settings::from_values(&values(&[])).err();
+        assert!(matches!(err, Some(SettingsError::NoJwtKey)));
+        let message = SettingsError::NoJwtKey.to_string();
+        assert!(message.contains("SOUK_JWT_SECRET"));
+        assert!(message.contains("SOUK_JWT_PUBLIC_KEY"));
+    }
+
+    #[test]
+    fn dev_mode_needs_no_key_and_defaults_follow_the_contract() -> Result<(), SettingsError> {
+        let s = Settings::from_values(&values(&[("SOUK_DEV", "1")]))?;
+        assert!(s.dev);
+        assert_eq!(s.http_addr, "127.0.0.1:8080");
+        assert_eq!(s.database_url, "postgres://postgres@127.0.0.1:5432/souk");
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.ping_interval, Duration::from_millis(25_000));
+        assert_eq!(s.ping_timeout, Duration::from_millis(20_000));
+        assert_eq!(s.max_payload, 1_000_000);
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_bad_numbers_and_booleans() {
+        let bad = [
+            ("SOUK_PING_INTERVAL_MS", "soon"),
+            ("SOUK_PING_INTERVAL_MS", "0"),
+            ("SOUK_MAX_PAYLOAD", "-1"),
+            ("SOUK_DEV", "maybe"),
+        ];
+        for (name, value) in bad {
+            let result = Settings::from_values(&values(&[("SOUK_JWT_SECRET", "s"), (name, value)]));
+            assert!(
+                matches!(result, Err(SettingsError::Invalid { .. })),
+                "{name}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_values_are_read_and_environment_wins() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("souk-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("souk.env");
+        std::fs::write(
+            &path,
+            "# comment\nSOUK_JWT_SECRET=from-file\nSOUK_HTTP_ADDR = 0.0.0.0:9000\n",
+        )?;
+        let mut merged = read_file(&path)?;
+        merged.extend(values(&[("SOUK_HTTP_ADDR", "127.0.0.1:1")]));
+        let s = Settings::from_values(&merged)?;
+        assert_eq!(s.jwt.secret.as_deref(), Some("from-file"));
+        assert_eq!(s.http_addr, "127.0.0.1:1");
+        std::fs::write(&path, "NOT A SETTING\n")?;
+        assert!(matches!(
+            read_file(&path),
+            Err(SettingsError::FileLine { line: 1, .. })
+        ));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}

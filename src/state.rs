@@ -1,0 +1,54 @@
+//! What every connection and request of a node shares.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::Addr;
+
+use crate::auth::Authenticator;
+use crate::metrics::Metrics;
+use crate::rooms::{Registry, SessionId};
+use crate::settings::Settings;
+use crate::store::{Db, Redis};
+
+/// A node's shared state, held behind `web::Data` (an `Arc`).
+pub struct AppState {
+    pub settings: Settings,
+    pub auth: Authenticator,
+    pub db: Db,
+    pub redis: Redis,
+    pub registry: Addr<Registry>,
+    pub metrics: Metrics,
+    next_session: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Settings,
+        auth: Authenticator,
+        db: Db,
+        redis: Redis,
+        registry: Addr<Registry>,
+        metrics: Metrics,
+    ) -> Self {
+        AppState {
+            settings,
+            auth,
+            db,
+            redis,
+            registry,
+            metrics,
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh node-local connection id.
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A random id of `len` URL-safe characters (sids, pids).
+pub fn random_id(len: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}

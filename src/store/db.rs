@@ -1,0 +1,85 @@
+//! Postgres: an r2d2 pool whose connections are only used on the blocking
+//! thread pool, and the embedded migrations.
+
+use std::time::Duration;
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::{sql_query, Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::StoreError;
+use crate::metrics::Metrics;
+
+/// The migrations in `migrations/`, built into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// How long a request waits for a pooled connection before the store counts as down.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A handle on Postgres; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<ConnectionManager<PgConnection>>,
+    metrics: Metrics,
+}
+
+impl Db {
+    /// Makes the pool without connecting, so a node starts (and says it is
+    /// not ready) while Postgres is down.
+    pub fn new(url: &str, size: u32, metrics: Metrics) -> Result<Self, StoreError> {
+        let pool = Pool::builder()
+            .max_size(size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .build_unchecked(ConnectionManager::new(url));
+        Ok(Db { pool, metrics })
+    }
+
+    /// Runs `work` with a connection on the blocking pool.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.metrics.db_ops.inc();
+        actix_web::rt::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|err| StoreError::Internal(format!("database task failed: {err}")))?
+    }
+
+    /// Whether Postgres answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| {
+            sql_query("SELECT 1").execute(conn)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Applies pending migrations; returns the names of those applied.
+pub fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
+    let mut conn =
+        PgConnection::establish(url).map_err(|err| StoreError::Unavailable(err.to_string()))?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|err| StoreError::Internal(format!("migration failed: {err}")))?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Reverts every applied migration; used by tests that check `down.sql`.
+pub fn revert_all(url: &str) -> Result<usize, StoreError> {
+    let mut conn =
+        PgConnection::establish(url).map_err(|err| StoreError::Unavailable(err.to_string()))?;
+    let reverted = conn
+        .revert_all_migrations(MIGRATIONS)
+        .map_err(|err| StoreError::Internal(format!("revert failed: {err}")))?;
+    Ok(reverted.len())
+}
