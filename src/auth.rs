@@ -158,14 +158,20 @@ fn validation(alg: Algorithm, settings: &JwtSettings) -> Validation {
     let mut validation = Validation::new(alg);
     validation.leeway = 0;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    // A configured issuer or audience must be present, not merely right when present.
+    let mut required = vec!["exp", "sub"];
     if let Some(issuer) = &settings.issuer {
         validation.set_issuer(&[issuer]);
+        required.push("iss");
     }
     match &settings.audience {
-        Some(audience) => validation.set_audience(&[audience]),
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
         None => validation.validate_aud = false,
     }
+    validation.set_required_spec_claims(&required);
     validation
 }
 

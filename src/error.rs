@@ -87,9 +87,10 @@ impl Failure {
 
     /// `{"code","message",…extra}`.
     pub fn body(&self) -> Value {
-        let mut body = self.extra.clone();
+        let mut body = Map::new();
         body.insert("code".into(), json!(self.code.as_str()));
         body.insert("message".into(), json!(self.message));
+        body.extend(self.extra.clone());
         Value::Object(body)
     }
 
@@ -147,11 +148,11 @@ impl From<EventError> for Failure {
 
 /// The ack payload `{"ok":true,…fields}` for a successful event.
 pub fn ok_ack(fields: Value) -> Value {
-    let mut body = match fields {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
+    let mut body = Map::new();
     body.insert("ok".into(), Value::Bool(true));
+    if let Value::Object(fields) = fields {
+        body.extend(fields);
+    }
     Value::Object(body)
 }
 

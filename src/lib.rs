@@ -51,7 +51,18 @@ pub struct Application {
     server: Server,
     address: SocketAddr,
     state: web::Data<AppState>,
-    room_arbiters: Vec<Arbiter>,
+    room_threads: RoomThreads,
+}
+
+/// The threads room actors run on; stopped when the node is dropped.
+struct RoomThreads(Vec<Arbiter>);
+
+impl Drop for RoomThreads {
+    fn drop(&mut self) {
+        for arbiter in &self.0 {
+            arbiter.stop();
+        }
+    }
 }
 
 impl Application {
@@ -108,7 +119,7 @@ impl Application {
             server,
             address,
             state,
-            room_arbiters,
+            room_threads: RoomThreads(room_arbiters),
         })
     }
 
@@ -137,10 +148,13 @@ impl Application {
             self.address,
             self.state.settings.node_id
         );
-        let result = self.server.await;
-        for arbiter in &self.room_arbiters {
-            arbiter.stop();
-        }
+        let Application {
+            server,
+            room_threads,
+            ..
+        } = self;
+        let result = server.await;
+        drop(room_threads);
         result
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{AuthError, Identity, Role};
 use crate::error::{ok_ack, Code, Failure};
-use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS};
+use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::registry::{Join, Register, Unregister};
@@ -180,7 +180,14 @@ impl Session {
             PacketType::Disconnect => {}
             PacketType::Event if !root => {
                 let failure = Failure::new(Code::BadRequest, "unknown namespace");
-                self.reply(ctx, packet.ack_id, None, Err(failure));
+                let name = EventName::of(
+                    packet
+                        .data
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .map_or(&[], Vec::as_slice),
+                );
+                self.reply(ctx, packet.ack_id, &name, Err(failure));
             }
             PacketType::Event => {
                 let args = match packet.data {
@@ -196,7 +203,7 @@ impl Session {
             }
             PacketType::BinaryEvent | PacketType::BinaryAck => {
                 let failure = Failure::new(Code::Unsupported, "binary packets are not supported");
-                self.reply(ctx, packet.ack_id, None, Err(failure));
+                self.reply(ctx, packet.ack_id, &EventName::none(), Err(failure));
             }
         }
     }
@@ -287,14 +294,11 @@ impl Session {
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         let started = Instant::now();
-        let name = match args.first() {
-            Some(Value::String(name)) => KNOWN_EVENTS.iter().find(|known| **known == name).copied(),
-            _ => None,
-        };
+        let name = EventName::of(args);
         if !matches!(self.state, State::Connected(_)) {
             self.bad_frames_in_row += 1;
             let failure = Failure::new(Code::Unauthorized, "send CONNECT before events");
-            return self.reply(ctx, ack_id, name, Err(failure));
+            return self.reply(ctx, ack_id, &name, Err(failure));
         }
         let outcome = match events::parse(args) {
             Ok(ClientEvent::AuthRefresh { token }) => self.refresh(&token, ctx),
@@ -303,9 +307,9 @@ impl Session {
         self.app
             .metrics
             .event_duration
-            .with_label_values(&[name.unwrap_or("unknown")])
+            .with_label_values(&[name.label])
             .observe(started.elapsed().as_secs_f64());
-        self.reply(ctx, ack_id, name, outcome);
+        self.reply(ctx, ack_id, &name, outcome);
     }
 
     /// `auth:refresh`: a new token for the same user moves the expiry.
@@ -344,21 +348,20 @@ impl Session {
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         ack_id: Option<u64>,
-        event: Option<&'static str>,
+        event: &EventName,
         outcome: Result<Value, Failure>,
     ) {
-        let label = event.unwrap_or("unknown");
         let result = if outcome.is_ok() { "ok" } else { "error" };
         self.app
             .metrics
             .events
-            .with_label_values(&[label, result])
+            .with_label_values(&[event.label, result])
             .inc();
         match (ack_id, outcome) {
             (Some(id), Ok(fields)) => ctx.text(socket::encode_ack(id, &ok_ack(fields))),
             (Some(id), Err(failure)) => ctx.text(socket::encode_ack(id, &failure.ack())),
             (None, Ok(_)) => {}
-            (None, Err(failure)) => self.send_server_error(&failure, event, ctx),
+            (None, Err(failure)) => self.send_server_error(&failure, event.text.as_deref(), ctx),
         }
     }
 
@@ -420,6 +423,36 @@ impl Session {
         match &self.state {
             State::Connected(connected) => Some(&connected.identity),
             State::Handshake => None,
+        }
+    }
+}
+
+/// An event's name as the client sent it (bounded, for `server:error`) and
+/// as a metric label (only the contract's names, so labels stay few).
+struct EventName {
+    text: Option<String>,
+    label: &'static str,
+}
+
+impl EventName {
+    fn of(args: &[Value]) -> Self {
+        match args.first() {
+            Some(Value::String(name)) => EventName {
+                text: Some(name.chars().take(MAX_ID_LEN).collect()),
+                label: KNOWN_EVENTS
+                    .iter()
+                    .find(|known| **known == name)
+                    .copied()
+                    .unwrap_or("unknown"),
+            },
+            _ => EventName::none(),
+        }
+    }
+
+    fn none() -> Self {
+        EventName {
+            text: None,
+            label: "unknown",
         }
     }
 }

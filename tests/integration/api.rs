@@ -1,0 +1,200 @@
+//! Health, readiness, metrics, dev tokens and the server API's auth.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn get(url: String) -> (u16, Value) {
+    let mut resp = awc::Client::new().get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[actix_web::test]
+async fn healthz_and_readyz_answer_when_stores_are_up() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        get(app.http("/healthz")).await,
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        get(app.http("/readyz")).await,
+        (200, json!({"postgres": "ok", "redis": "ok"}))
+    );
+}
+
+#[actix_web::test]
+async fn readyz_is_503_while_redis_is_down() {
+    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let (status, body) = get(app.http("/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["redis"], "down");
+    assert_eq!(body["postgres"], "ok");
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert_eq!(
+        get(app.http("/healthz")).await.0,
+        200,
+        "alive though not ready"
+    );
+}
+
+#[actix_web::test]
+async fn readyz_is_503_while_postgres_is_down() {
+    let app =
+        TestApp::spawn_with(&[("SOUK_DATABASE_URL", "postgres://postgres@127.0.0.1:1/souk")]).await;
+    let (status, body) = get(app.http("/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["postgres"], "down");
+    assert_eq!(body["redis"], "ok");
+}
+
+#[actix_web::test]
+async fn metrics_count_connections_events_and_disconnects() {
+    let app = TestApp::spawn().await;
+    let mut client = app.connect("mia").await;
+    client.emit_ack("nope", json!({})).await;
+    client
+        .emit_ack("auth:refresh", json!({"token": app.token("mia")}))
+        .await;
+    let text = app.metrics().await;
+    for line in [
+        "souk_connections 1",
+        r#"souk_events_total{event="unknown",outcome="error"} 1"#,
+        r#"souk_events_total{event="auth:refresh",outcome="ok"} 1"#,
+        r#"souk_rooms{kind="user"} 1"#,
+        "# TYPE souk_event_duration_seconds histogram",
+        "# TYPE souk_deliveries_total counter",
+        "# TYPE souk_redis_ops_total counter",
+        "# TYPE souk_db_ops_total counter",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    client.send("1").await;
+    client.expect_close().await;
+    eventually("disconnect counted", || async {
+        let text = app.metrics().await;
+        text.contains("souk_connections 0")
+            && text.contains(r#"souk_disconnects_total{reason="transport close"} 1"#)
+            && text.contains(r#"souk_rooms{kind="user"} 0"#)
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn the_server_api_needs_a_service_token() {
+    let app = TestApp::spawn().await;
+    let url = app.http("/api/v1/users/u1/notifications");
+    let body = json!({"kind": "k", "data": {}});
+    let client = awc::Client::new();
+
+    let mut resp = client.post(&url).send_json(&body).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "unauthorized");
+
+    let resp = client
+        .post(&url)
+        .bearer_auth("forged")
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let mut resp = client
+        .post(&url)
+        .bearer_auth(app.token("u1"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "forbidden");
+
+    let service = app.token_with_role("backend", "service");
+    let resp = client
+        .post(&url)
+        .bearer_auth(&service)
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+}
+
+#[actix_web::test]
+async fn the_server_api_refuses_bad_bodies_with_json_errors() {
+    let app = TestApp::spawn().await;
+    let service = app.token_with_role("backend", "service");
+    let client = awc::Client::new();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("/api/v1/users/u1/notifications", b"{not json".to_vec(), 400),
+        (
+            "/api/v1/users/u1/notifications",
+            br#"{"data":{}}"#.to_vec(),
+            422,
+        ),
+        (
+            "/api/v1/users/u1/notifications",
+            br#"{"kind":5}"#.to_vec(),
+            422,
+        ),
+        (
+            "/api/v1/users/u1/notifications",
+            br#"{"kind":""}"#.to_vec(),
+            422,
+        ),
+        (
+            "/api/v1/users/bad%20id/notifications",
+            br#"{"kind":"k"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/v1/users/u1/notifications",
+            format!(r#"{{"kind":"k","data":"{}"}}"#, "x".repeat(300 * 1024)).into_bytes(),
+            413,
+        ),
+    ];
+    for (path, body, status) in cases {
+        let mut resp = client
+            .post(app.http(path))
+            .bearer_auth(&service)
+            .content_type("application/json")
+            .send_body(body)
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "bad_request", "{path}: {error}");
+        assert!(error["error"]["message"].is_string());
+    }
+}
+
+#[actix_web::test]
+async fn dev_tokens_exist_only_in_dev_mode() {
+    let app = TestApp::spawn().await;
+    let resp = awc::Client::new()
+        .post(app.http("/dev/token"))
+        .send_json(&json!({"sub": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+
+    let dev = TestApp::spawn_with(&[("SOUK_DEV", "1")]).await;
+    let mut resp = awc::Client::new()
+        .post(dev.http("/dev/token"))
+        .send_json(&json!({"sub": "nina", "role": "seller"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let mut client = Client::open(&dev).await;
+    let reply = client.connect(body["token"].as_str()).await;
+    assert!(reply.starts_with("40{"), "{reply}");
+
+    let resp = awc::Client::new()
+        .post(dev.http("/dev/token"))
+        .send_json(&json!({"sub": "nina", "role": "root"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+}

@@ -1,0 +1,371 @@
+//! The test harness: `TestApp` (a node with its own database) and `Client`
+//! (a raw Socket.IO v5 client over a real WebSocket).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_http::ws;
+use awc::BoxedSocket;
+use chrono::Utc;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use souk::settings::Settings;
+use souk::Application;
+
+pub const SECRET: &str = "integration-test-secret";
+/// How long a test waits for any one frame.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub fn pg_admin_url() -> String {
+    std::env::var("SOUK_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("SOUK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database made for one test and dropped after it.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let name = format!("souk_test_{}", souk::state::random_id(12).to_lowercase());
+        let mut admin = PgConnection::establish(&format!("{}/postgres", pg_admin_url()))
+            .expect("connect to Postgres (is it running? scripts/test starts it)");
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .expect("create test database");
+        let url = format!("{}/{name}", pg_admin_url());
+        souk::store::db::migrate(&url).expect("migrate test database");
+        TestDb { name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&format!("{}/postgres", pg_admin_url())) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin);
+        }
+    }
+}
+
+/// A running node.
+pub struct TestApp {
+    pub address: String,
+    pub state: actix_web::web::Data<souk::state::AppState>,
+    /// Held so the database lives as long as the node, and is dropped after.
+    _db: TestDb,
+}
+
+/// Settings a test may change before its node starts.
+pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
+    let mut values: HashMap<String, String> = [
+        ("SOUK_HTTP_ADDR", "127.0.0.1:0"),
+        ("SOUK_DATABASE_URL", db.url.as_str()),
+        ("SOUK_JWT_SECRET", SECRET),
+        ("SOUK_WORKERS", "1"),
+        ("SOUK_DB_POOL_SIZE", "4"),
+        ("SOUK_NODE_ID", "test-node"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    values.insert("SOUK_REDIS_URL".into(), redis_url());
+    for (k, v) in extra {
+        values.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::from_values(&values).expect("test settings")
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    /// A node with some settings overridden (`SOUK_*` names).
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
+        let db = TestDb::create();
+        let settings = settings_for(&db, extra);
+        Self::start(settings, db)
+    }
+
+    pub fn start(settings: Settings, db: TestDb) -> TestApp {
+        let app = Application::build(settings).expect("build app");
+        let address = app.address().to_string();
+        let state = app.state();
+        actix_web::rt::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            state,
+            _db: db,
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.address)
+    }
+
+    /// A user token signed with the test secret.
+    pub fn token(&self, sub: &str) -> String {
+        hs256(json!({ "sub": sub, "exp": Utc::now().timestamp() + 3600 }))
+    }
+
+    /// A token with a role claim.
+    pub fn token_with_role(&self, sub: &str, role: &str) -> String {
+        hs256(json!({ "sub": sub, "role": role, "exp": Utc::now().timestamp() + 3600 }))
+    }
+
+    /// A client that has opened Engine.IO and CONNECTed as `sub`.
+    pub async fn connect(&self, sub: &str) -> Client {
+        let mut client = Client::open(self).await;
+        let reply = client.connect(Some(&self.token(sub))).await;
+        assert!(reply.starts_with("40{"), "CONNECT refused: {reply}");
+        client
+    }
+
+    /// How many sessions and rooms the node's registry holds.
+    pub async fn registry_stats(&self) -> souk::rooms::registry::Stats {
+        self.state
+            .registry
+            .send(souk::rooms::registry::GetStats)
+            .await
+            .expect("registry answers")
+    }
+
+    /// The node's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let mut resp = awc::Client::new()
+            .get(self.http("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
+    }
+}
+
+/// Signs claims with the test secret.
+pub fn hs256(claims: Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A raw Socket.IO client: sends and reads frames exactly as written.
+pub struct Client {
+    framed: actix_codec::Framed<BoxedSocket, ws::Codec>,
+    /// Events read while waiting for something else.
+    pub events: Vec<Value>,
+    pub open: Value,
+    /// Answer the server's pings automatically.
+    pub auto_pong: bool,
+    next_ack: u64,
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum Frame {
+    Text(String),
+    Closed(Option<ws::CloseReason>),
+}
+
+impl Client {
+    /// Opens a WebSocket and reads the Engine.IO open packet.
+    pub async fn open(app: &TestApp) -> Client {
+        Self::open_url(&app.ws_url(), None).await
+    }
+
+    pub async fn open_url(url: &str, bearer: Option<&str>) -> Client {
+        let mut request = awc::Client::new().ws(url).max_frame_size(16 * 1024 * 1024);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let (_, framed) = request.connect().await.expect("websocket upgrade");
+        let mut client = Client {
+            framed,
+            events: Vec::new(),
+            open: Value::Null,
+            auto_pong: true,
+            next_ack: 0,
+        };
+        let open = client.recv_text().await;
+        let body = open.strip_prefix('0').expect("open packet first");
+        client.open = serde_json::from_str(body).expect("open packet JSON");
+        client
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.framed
+            .send(ws::Message::Text(text.to_owned().into()))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn send_message(&mut self, message: ws::Message) {
+        self.framed.send(message).await.expect("send frame");
+    }
+
+    /// Sends CONNECT (with `{"token"}` when given) and returns the reply frame.
+    pub async fn connect(&mut self, token: Option<&str>) -> String {
+        match token {
+            Some(token) => self.send(&format!("40{}", json!({ "token": token }))).await,
+            None => self.send("40").await,
+        }
+        self.recv_text().await
+    }
+
+    /// The next frame, or the close.
+    pub async fn recv(&mut self) -> Frame {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.framed.next())
+                .await
+                .expect("a frame within the wait");
+            match frame {
+                Some(Ok(ws::Frame::Text(bytes))) => {
+                    let text = String::from_utf8(bytes.to_vec()).expect("utf-8 frame");
+                    if text == "2" && self.auto_pong {
+                        self.send("3").await;
+                        continue;
+                    }
+                    return Frame::Text(text);
+                }
+                Some(Ok(ws::Frame::Close(reason))) => return Frame::Closed(reason),
+                Some(Ok(ws::Frame::Ping(bytes))) => {
+                    let _ = self.framed.send(ws::Message::Pong(bytes)).await;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Frame::Closed(None),
+            }
+        }
+    }
+
+    /// The next text frame; panics on a close.
+    pub async fn recv_text(&mut self) -> String {
+        match self.recv().await {
+            Frame::Text(text) => text,
+            Frame::Closed(reason) => panic!("closed while waiting for a frame: {reason:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns the close reason.
+    pub async fn expect_close(&mut self) -> Option<ws::CloseReason> {
+        loop {
+            match self.recv().await {
+                Frame::Closed(reason) => return reason,
+                Frame::Text(_) => {}
+            }
+        }
+    }
+
+    /// Emits an event with an ack id and returns the ack's reply object.
+    pub async fn emit_ack(&mut self, name: &str, payload: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.send(&format!("42{id}{}", json!([name, payload])))
+            .await;
+        self.wait_ack(id).await
+    }
+
+    /// Waits for `43<id>[reply]`, keeping events that arrive meanwhile.
+    pub async fn wait_ack(&mut self, id: u64) -> Value {
+        let prefix = format!("43{id}[");
+        loop {
+            let text = self.recv_text().await;
+            if let Some(rest) = text.strip_prefix(&prefix) {
+                let args: Value = serde_json::from_str(&format!("[{rest}")).expect("ack JSON");
+                return args[0].clone();
+            }
+            self.keep_event(&text);
+        }
+    }
+
+    /// Waits for an event by name and returns its arguments after the name.
+    pub async fn wait_event(&mut self, name: &str) -> Vec<Value> {
+        if let Some(index) = self.events.iter().position(|e| e[0] == name) {
+            let event = self.events.remove(index);
+            return event.as_array().unwrap()[1..].to_vec();
+        }
+        loop {
+            let text = self.recv_text().await;
+            if let Some(body) = text.strip_prefix("42") {
+                let event: Value = serde_json::from_str(body).expect("event JSON");
+                if event[0] == name {
+                    return event.as_array().unwrap()[1..].to_vec();
+                }
+                self.events.push(event);
+            }
+        }
+    }
+
+    /// Asserts that no event named `name` arrives within `within`.
+    pub async fn assert_no_event(&mut self, name: &str, within: Duration) {
+        assert!(
+            !self.events.iter().any(|e| e[0] == name),
+            "unexpected {name} already received"
+        );
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(frame) = tokio::time::timeout_at(deadline, self.framed.next()).await {
+            match frame {
+                Some(Ok(ws::Frame::Text(bytes))) => {
+                    let text = String::from_utf8(bytes.to_vec()).unwrap();
+                    if text == "2" {
+                        self.send("3").await;
+                        continue;
+                    }
+                    assert!(
+                        !text.starts_with(&format!("42[\"{name}\"")),
+                        "unexpected {name}: {text}"
+                    );
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    }
+
+    fn keep_event(&mut self, text: &str) {
+        if let Some(body) = text.strip_prefix("42") {
+            if let Ok(event) = serde_json::from_str::<Value>(body) {
+                self.events.push(event);
+            }
+        }
+    }
+}
+
+/// The `server:error` payload of a frame, if it is one.
+pub fn server_error(text: &str) -> Option<Value> {
+    let event: Value = serde_json::from_str(text.strip_prefix("42")?).ok()?;
+    (event[0] == "server:error").then(|| event[1].clone())
+}
+
+/// Polls `check` until it is true or the wait runs out.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -1,0 +1,13 @@
+//! souk's integration tests: one binary, each test against a real node on a
+//! random port with its own fresh Postgres database and the real Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod api;
+mod bad_input;
+mod connect;
+mod heartbeat;
+mod process;
+mod schema;
+mod tokens;
