@@ -50,6 +50,18 @@ async fn refusals_carry_the_contract_codes() {
         (None, "missing_token"),
         (Some(String::new()), "missing_token"),
         (Some("not-a-jwt".into()), "invalid_token"),
+        // {"alg":"none"} with a valid-looking body and no signature.
+        (
+            Some(format!(
+                "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+                base64_url(&json!({"sub": "a", "exp": now + 60}).to_string())
+            )),
+            "invalid_token",
+        ),
+        (
+            Some(forged(json!({"sub": "a", "exp": now + 60}))),
+            "invalid_token",
+        ),
         (
             Some(hs256(json!({"sub": "a", "exp": now - 10}))),
             "token_expired",
@@ -247,4 +259,41 @@ async fn a_client_disconnect_leaves_every_room() {
         stats.sessions == 0 && stats.rooms == 0
     })
     .await;
+}
+
+/// Signs with a secret the node does not hold.
+fn forged(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret"),
+    )
+    .unwrap()
+}
+
+/// Unpadded base64url, as JWT segments are written.
+fn base64_url(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_url_matches_the_jwt_alphabet() {
+    assert_eq!(
+        base64_url(r#"{"sub":"a","exp":123}"#),
+        "eyJzdWIiOiJhIiwiZXhwIjoxMjN9"
+    );
+    assert_eq!(base64_url("ab"), "YWI");
+    assert_eq!(base64_url("abc?>"), "YWJjPz4");
 }
