@@ -37,6 +37,42 @@ id_type!(
     UserId
 );
 
+id_type!(
+    /// A listing, as the marketplace names it.
+    ListingId
+);
+
+id_type!(
+    /// A booking: named by the marketplace, or by souk for reservations.
+    BookingId
+);
+
+/// A chat message: a Postgres sequence number, shown on the wire as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub i64);
+
+impl MessageId {
+    /// Parses the wire form: a contract id made only of digits, above zero.
+    pub fn parse(text: &str) -> Option<Self> {
+        if !is_valid_id(text) || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse::<i64>().ok().filter(|n| *n > 0).map(MessageId)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl serde::Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +85,18 @@ mod tests {
         );
         assert_eq!(UserId::parse(""), None);
         assert_eq!(UserId::parse("a/b"), None);
+    }
+
+    #[test]
+    fn message_ids_are_positive_numbers_shown_as_strings() {
+        assert_eq!(MessageId::parse("42"), Some(MessageId(42)));
+        assert_eq!(MessageId::parse("0"), None);
+        assert_eq!(MessageId::parse("-1"), None);
+        assert_eq!(MessageId::parse("4x"), None);
+        assert_eq!(MessageId::parse("99999999999999999999"), None);
+        assert_eq!(
+            serde_json::to_string(&MessageId(7)).ok().as_deref(),
+            Some("\"7\"")
+        );
     }
 }

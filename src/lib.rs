@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod logging;
