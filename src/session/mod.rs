@@ -302,6 +302,11 @@ impl Session {
         }
         let outcome = match events::parse(args) {
             Ok(ClientEvent::AuthRefresh { token }) => self.refresh(&token, ctx),
+            #[allow(unreachable_patterns)]
+            Ok(other) => Err(Failure::new(
+                Code::Unsupported,
+                format!("{} is not served yet", other.name()),
+            )),
             Err(err) => Err(Failure::from(err)),
         };
         self.app
