@@ -120,6 +120,7 @@ impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => Failure::new(Code::NotFound, "not found"),
+            StoreError::Rejected { code, message } => Failure::new(code, message),
             StoreError::Unavailable(cause) => {
                 log::warn!("store unavailable: {cause}");
                 Failure::new(

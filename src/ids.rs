@@ -18,6 +18,11 @@ macro_rules! id_type {
                 is_valid_id(text).then(|| Self(text.to_owned()))
             }
 
+            /// An id read back from Postgres, where it was checked on the way in.
+            pub(crate) fn from_db(text: String) -> Self {
+                Self(text)
+            }
+
             /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0

@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod domain;
 pub mod error;
+pub mod handlers;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
@@ -85,9 +87,22 @@ impl Application {
         let room_arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let registry = Registry::new(
             room_arbiters.iter().map(Arbiter::handle).collect(),
+            settings.room_idle,
             metrics.clone(),
         )
         .start();
+        let writer = store::writer::MessageWriter::new(db.clone()).start();
+        let presence = rooms::presence::PresenceTracker::new(
+            redis.clone(),
+            cluster::Fanout::new(registry.clone()),
+            settings.presence_ttl,
+        )
+        .start();
+        let actors = state::Actors {
+            registry,
+            writer,
+            presence,
+        };
 
         let listener =
             TcpListener::bind(&settings.http_addr).map_err(|source| StartError::Bind {
@@ -100,7 +115,7 @@ impl Application {
         })?;
         let dev = settings.dev;
         let grace = settings.shutdown_grace;
-        let state = web::Data::new(AppState::new(settings, auth, db, redis, registry, metrics));
+        let state = web::Data::new(AppState::new(settings, auth, db, redis, actors, metrics));
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()

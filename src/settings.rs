@@ -39,6 +39,10 @@ pub struct Settings {
     pub workers: usize,
     /// `SOUK_SHUTDOWN_GRACE_MS`: how long `SIGTERM` waits for connections.
     pub shutdown_grace: Duration,
+    /// `SOUK_PRESENCE_TTL_MS`: how long a user stays online after their last heartbeat.
+    pub presence_ttl: Duration,
+    /// `SOUK_ROOM_IDLE_MS`: how long a room without members lives on.
+    pub room_idle: Duration,
 }
 
 /// Which tokens are accepted.
@@ -119,6 +123,8 @@ impl Settings {
             db_pool_size: number(values, "SOUK_DB_POOL_SIZE", 16)?,
             workers: number(values, "SOUK_WORKERS", 0)?,
             shutdown_grace: millis(values, "SOUK_SHUTDOWN_GRACE_MS", 10_000)?,
+            presence_ttl: millis(values, "SOUK_PRESENCE_TTL_MS", 60_000)?,
+            room_idle: millis(values, "SOUK_ROOM_IDLE_MS", 30_000)?,
         };
         if settings.jwt.secret.is_none() && settings.jwt.public_key_path.is_none() && !dev {
             return Err(SettingsError::NoJwtKey);

@@ -5,9 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::Addr;
 
 use crate::auth::Authenticator;
+use crate::cluster::Fanout;
 use crate::metrics::Metrics;
+use crate::rooms::presence::PresenceTracker;
 use crate::rooms::{Registry, SessionId};
 use crate::settings::Settings;
+use crate::store::writer::MessageWriter;
 use crate::store::{Db, Redis};
 
 /// A node's shared state, held behind `web::Data` (an `Arc`).
@@ -17,8 +20,18 @@ pub struct AppState {
     pub db: Db,
     pub redis: Redis,
     pub registry: Addr<Registry>,
+    pub fanout: Fanout,
+    pub writer: Addr<MessageWriter>,
+    pub presence: Addr<PresenceTracker>,
     pub metrics: Metrics,
     next_session: AtomicU64,
+}
+
+/// The actors a node's state points to.
+pub struct Actors {
+    pub registry: Addr<Registry>,
+    pub writer: Addr<MessageWriter>,
+    pub presence: Addr<PresenceTracker>,
 }
 
 impl AppState {
@@ -27,7 +40,7 @@ impl AppState {
         auth: Authenticator,
         db: Db,
         redis: Redis,
-        registry: Addr<Registry>,
+        actors: Actors,
         metrics: Metrics,
     ) -> Self {
         AppState {
@@ -35,7 +48,10 @@ impl AppState {
             auth,
             db,
             redis,
-            registry,
+            fanout: Fanout::new(actors.registry.clone()),
+            registry: actors.registry,
+            writer: actors.writer,
+            presence: actors.presence,
             metrics,
             next_session: AtomicU64::new(1),
         }

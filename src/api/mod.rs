@@ -1,8 +1,11 @@
 //! HTTP routes: the server API for the marketplace backend (§8), health and
 //! metrics, dev tokens, and the Socket.IO endpoint.
 
+mod bookings;
 mod dev;
 mod health;
+mod listings;
+mod rooms;
 mod service_auth;
 mod users;
 
@@ -32,7 +35,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, dev: bool) {
     .route("/metrics", web::get().to(health::metrics))
     .route("/socket.io/", web::get().to(crate::session::socket_io))
     .service(
-        web::scope("/api/v1").route("/users/{id}/notifications", web::post().to(users::notify)),
+        web::scope("/api/v1")
+            .route("/listings/{id}", web::put().to(listings::put))
+            .route("/listings/{id}", web::get().to(listings::get))
+            .route("/bookings/{id}", web::get().to(bookings::get))
+            .route(
+                "/bookings/{id}/transitions",
+                web::post().to(bookings::transition),
+            )
+            .route("/bookings/{id}/messages", web::get().to(bookings::messages))
+            .route("/rooms/{room}/events", web::post().to(rooms::emit))
+            .route("/users/{id}/notifications", web::post().to(users::notify))
+            .route("/presence", web::get().to(rooms::presence)),
     );
     if dev {
         cfg.route("/dev/token", web::post().to(dev::token));
@@ -56,4 +70,36 @@ fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix
         other => Failure::new(Code::BadRequest, format!("invalid JSON body: {other}")),
     };
     failure.into()
+}
+
+/// A well-formed body or query whose fields break the contract (422).
+fn bad_field(message: impl Into<String>) -> Failure {
+    Failure::new(Code::Unprocessable, message)
+}
+
+/// A typed id from a path segment, or 400 naming what it should be.
+fn path_id<T: PathId>(text: &str, what: &str) -> Result<T, Failure> {
+    T::parse_id(text).ok_or_else(|| {
+        Failure::new(
+            Code::BadRequest,
+            format!("{what} must be 1-64 characters of [A-Za-z0-9_-]"),
+        )
+    })
+}
+
+/// Ids that come in URL paths.
+trait PathId: Sized {
+    fn parse_id(text: &str) -> Option<Self>;
+}
+
+impl PathId for crate::ids::ListingId {
+    fn parse_id(text: &str) -> Option<Self> {
+        Self::parse(text)
+    }
+}
+
+impl PathId for crate::ids::BookingId {
+    fn parse_id(text: &str) -> Option<Self> {
+        Self::parse(text)
+    }
 }

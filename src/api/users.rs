@@ -7,9 +7,7 @@ use serde_json::{json, Value};
 use super::ServiceCaller;
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
-use crate::protocol::socket::encode_event;
-use crate::rooms::registry::Emit;
-use crate::rooms::{Deliver, RoomKey};
+use crate::rooms::RoomKey;
 use crate::state::AppState;
 
 /// The body of a notification.
@@ -38,10 +36,10 @@ pub async fn notify(
         ));
     }
     let room = RoomKey::User(user);
-    let frame = encode_event("notification", &json!({ "kind": kind, "data": data }), None);
-    app.registry.do_send(Emit {
-        room: room.clone(),
-        frame: Deliver(frame.into()),
-    });
+    app.fanout.emit(
+        room.clone(),
+        "notification",
+        &json!({ "kind": kind, "data": data }),
+    );
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }

@@ -1,21 +1,22 @@
-//! The local members of one room, shared by every room kind.
+//! The local members of one room.
 
 use std::collections::HashMap;
 
 use actix::Recipient;
 
 use super::{Deliver, SessionId};
+use crate::ids::UserId;
 use crate::metrics::Metrics;
 
-/// The connections on this node that are in a room.
+/// The connections on this node that are in a room, and whose they are.
 #[derive(Default)]
 pub struct Members {
-    members: HashMap<SessionId, Recipient<Deliver>>,
+    members: HashMap<SessionId, (UserId, Recipient<Deliver>)>,
 }
 
 impl Members {
-    pub fn insert(&mut self, session: SessionId, recipient: Recipient<Deliver>) {
-        self.members.insert(session, recipient);
+    pub fn insert(&mut self, session: SessionId, user: UserId, recipient: Recipient<Deliver>) {
+        self.members.insert(session, (user, recipient));
     }
 
     pub fn remove(&mut self, session: SessionId) {
@@ -30,11 +31,16 @@ impl Members {
         self.members.is_empty()
     }
 
-    /// Hands every member the same frame.
-    pub fn deliver(&self, frame: &Deliver, metrics: &Metrics) {
-        for recipient in self.members.values() {
+    /// Hands every member (but `except`'s connections) the same frame.
+    pub fn deliver(&self, frame: &Deliver, except: Option<&UserId>, metrics: &Metrics) {
+        let mut delivered = 0;
+        for (user, recipient) in self.members.values() {
+            if except == Some(user) {
+                continue;
+            }
             recipient.do_send(frame.clone());
+            delivered += 1;
         }
-        metrics.deliveries.inc_by(self.members.len() as u64);
+        metrics.deliveries.inc_by(delivered);
     }
 }

@@ -1,19 +1,24 @@
 //! Rooms: one actor per live room, found or started by the registry.
 //!
-//! A room holds its local members and hands each the same pre-encoded frame.
+//! Every room kind is a [`Room`] that holds its local members and hands each
+//! the same pre-encoded frame; a booking room also owns its typing timers.
+//! A room with no members and nothing pending retires after an idle period.
 
+pub mod booking;
 pub mod members;
+pub mod presence;
 pub mod registry;
-pub mod user;
+pub mod room;
 
 use std::fmt;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::ids::UserId;
+use crate::ids::{BookingId, ListingId, UserId};
 
 pub use registry::Registry;
+pub use room::Room;
 
 /// A connection's id, unique within a node.
 pub type SessionId = u64;
@@ -21,15 +26,36 @@ pub type SessionId = u64;
 /// A room name; built from typed ids on the server, never taken from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RoomKey {
+    /// `listing:{id}`: a listing page's watchers.
+    Listing(ListingId),
+    /// `booking:{id}`: a booking's thread.
+    Booking(BookingId),
     /// `user:{id}`: every connection of one user.
     User(UserId),
+    /// `presence:{id}`: those who watch one user's online state.
+    Presence(UserId),
 }
 
 impl RoomKey {
     /// The room kind, as the `souk_rooms{kind}` label.
     pub fn kind(&self) -> &'static str {
         match self {
+            RoomKey::Listing(_) => "listing",
+            RoomKey::Booking(_) => "booking",
             RoomKey::User(_) => "user",
+            RoomKey::Presence(_) => "presence",
+        }
+    }
+
+    /// Parses `kind:id` (the server API names rooms this way).
+    pub fn parse(text: &str) -> Option<RoomKey> {
+        let (kind, id) = text.split_once(':')?;
+        match kind {
+            "listing" => ListingId::parse(id).map(RoomKey::Listing),
+            "booking" => BookingId::parse(id).map(RoomKey::Booking),
+            "user" => UserId::parse(id).map(RoomKey::User),
+            "presence" => UserId::parse(id).map(RoomKey::Presence),
+            _ => None,
         }
     }
 }
@@ -37,7 +63,10 @@ impl RoomKey {
 impl fmt::Display for RoomKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RoomKey::Listing(id) => write!(f, "listing:{id}"),
+            RoomKey::Booking(id) => write!(f, "booking:{id}"),
             RoomKey::User(id) => write!(f, "user:{id}"),
+            RoomKey::Presence(id) => write!(f, "presence:{id}"),
         }
     }
 }
@@ -51,3 +80,28 @@ pub struct Deliver(pub ByteString);
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_round_trip_and_refuse_junk() {
+        for name in ["listing:l1", "booking:b-2", "user:u_3", "presence:u4"] {
+            assert_eq!(
+                RoomKey::parse(name).map(|k| k.to_string()).as_deref(),
+                Some(name)
+            );
+        }
+        for bad in [
+            "",
+            "listing",
+            "listing:",
+            "auction:x",
+            "user:a b",
+            "user:a:b",
+        ] {
+            assert_eq!(RoomKey::parse(bad), None, "{bad}");
+        }
+    }
+}

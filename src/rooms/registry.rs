@@ -1,12 +1,16 @@
 //! The registry: finds or starts the actor of a room, knows which rooms each
-//! connection is in, and removes a connection from all of them when it goes.
+//! connection is in, removes a connection from all of them when it goes, and
+//! retires rooms that stayed idle.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::user::{self, UserRoom};
+use super::booking::{BookingRoom, TypingStart, TypingStop};
+use super::room::{Broadcast, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState};
 use super::{Deliver, RoomKey, SessionId, Shutdown};
+use crate::ids::{BookingId, UserId};
 use crate::metrics::Metrics;
 
 /// The node's directory of rooms and connections.
@@ -14,14 +18,22 @@ pub struct Registry {
     /// Room actors are spread over these threads.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
+    next_generation: u64,
+    idle_after: Duration,
     rooms: HashMap<RoomKey, RoomEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
     metrics: Metrics,
 }
 
+/// A live room: how to reach it, and how many local members it has.
 struct RoomEntry {
-    addr: Addr<UserRoom>,
+    generation: u64,
     members: usize,
+    join: Recipient<RoomJoin>,
+    leave: Recipient<RoomLeave>,
+    broadcast: Recipient<Broadcast>,
+    retire: Recipient<Retire>,
+    booking: Option<Addr<BookingRoom>>,
 }
 
 struct SessionEntry {
@@ -31,42 +43,102 @@ struct SessionEntry {
 }
 
 impl Registry {
-    /// A registry whose rooms run on `arbiters` (on the caller's thread when empty).
-    pub fn new(arbiters: Vec<ArbiterHandle>, metrics: Metrics) -> Self {
+    /// A registry whose rooms run on `arbiters` (on the caller's thread when
+    /// empty) and retire after `idle_after` without members.
+    pub fn new(arbiters: Vec<ArbiterHandle>, idle_after: Duration, metrics: Metrics) -> Self {
         Registry {
             arbiters,
             next_arbiter: 0,
+            next_generation: 0,
+            idle_after,
             rooms: HashMap::new(),
             sessions: HashMap::new(),
             metrics,
         }
     }
 
-    fn start_room(&mut self, key: &RoomKey) -> Addr<UserRoom> {
-        let metrics = self.metrics.clone();
-        self.metrics.rooms.with_label_values(&[key.kind()]).inc();
-        match self
-            .arbiters
-            .get(self.next_arbiter % self.arbiters.len().max(1))
-        {
-            Some(arbiter) => {
-                self.next_arbiter = self.next_arbiter.wrapping_add(1);
-                UserRoom::start_in_arbiter(arbiter, move |_| UserRoom::new(metrics))
-            }
-            None => UserRoom::new(metrics).start(),
-        }
+    /// The entry of a room, starting its actor when there is none.
+    fn room(&mut self, key: &RoomKey, registry: Addr<Registry>) -> &mut RoomEntry {
+        let Registry {
+            arbiters,
+            next_arbiter,
+            next_generation,
+            idle_after,
+            rooms,
+            metrics,
+            ..
+        } = self;
+        rooms.entry(key.clone()).or_insert_with(|| {
+            metrics.rooms.with_label_values(&[key.kind()]).inc();
+            *next_generation += 1;
+            let arbiter = arbiters.get(*next_arbiter % arbiters.len().max(1)).cloned();
+            *next_arbiter = next_arbiter.wrapping_add(1);
+            start_room(
+                key,
+                arbiter,
+                registry,
+                *next_generation,
+                *idle_after,
+                metrics.clone(),
+            )
+        })
     }
 
     fn leave(&mut self, session: SessionId, key: &RoomKey) {
-        let Some(entry) = self.rooms.get_mut(key) else {
-            return;
-        };
-        entry.addr.do_send(user::Leave { session });
-        entry.members = entry.members.saturating_sub(1);
-        if entry.members == 0 {
-            self.rooms.remove(key);
-            self.metrics.rooms.with_label_values(&[key.kind()]).dec();
+        if let Some(entry) = self.rooms.get_mut(key) {
+            entry.leave.do_send(RoomLeave { session });
+            entry.members = entry.members.saturating_sub(1);
         }
+    }
+}
+
+/// Starts the actor of a room on `arbiter` (or the current thread).
+fn start_room(
+    key: &RoomKey,
+    arbiter: Option<ArbiterHandle>,
+    registry: Addr<Registry>,
+    generation: u64,
+    idle: Duration,
+    metrics: Metrics,
+) -> RoomEntry {
+    let key = key.clone();
+    match key {
+        RoomKey::Booking(_) => {
+            let make = move |_: &mut Context<BookingRoom>| {
+                Room::new(key, registry, generation, idle, metrics)
+            };
+            let addr = match arbiter {
+                Some(arbiter) => BookingRoom::start_in_arbiter(&arbiter, make),
+                None => BookingRoom::create(make),
+            };
+            entry(generation, &addr, Some(addr.clone()))
+        }
+        _ => {
+            let make = move |_: &mut Context<Room<()>>| {
+                Room::new(key, registry, generation, idle, metrics)
+            };
+            let addr = match arbiter {
+                Some(arbiter) => Room::<()>::start_in_arbiter(&arbiter, make),
+                None => Room::<()>::create(make),
+            };
+            entry(generation, &addr, None)
+        }
+    }
+}
+
+fn entry<S: RoomState>(
+    generation: u64,
+    addr: &Addr<Room<S>>,
+    booking: Option<Addr<BookingRoom>>,
+) -> RoomEntry {
+    RoomEntry {
+        generation,
+        members: 0,
+        join: addr.clone().recipient(),
+        leave: addr.clone().recipient(),
+        broadcast: addr.clone().recipient(),
+        retire: addr.clone().recipient(),
+        booking,
     }
 }
 
@@ -95,6 +167,7 @@ pub struct Unregister {
 #[rtype(result = "()")]
 pub struct Join {
     pub session: SessionId,
+    pub user: UserId,
     pub room: RoomKey,
 }
 
@@ -106,12 +179,36 @@ pub struct Leave {
     pub room: RoomKey,
 }
 
-/// Sends a frame to a room's members on this node.
+/// Sends a frame to a room's members on this node, but `except`'s.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Emit {
     pub room: RoomKey,
     pub frame: Deliver,
+    pub except: Option<UserId>,
+}
+
+/// Typing news for a booking's room, started if it is not live.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Typing {
+    Start {
+        booking: BookingId,
+        user: UserId,
+        broadcast: bool,
+    },
+    Stop {
+        booking: BookingId,
+        user: UserId,
+    },
+}
+
+/// A room found itself idle; retired if nothing joined meanwhile.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomIdle {
+    pub room: RoomKey,
+    pub generation: u64,
 }
 
 /// How many connections and rooms the node holds.
@@ -158,34 +255,20 @@ impl Handler<Unregister> for Registry {
 
 impl Handler<Join> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
             return; // the connection closed while its join was on the way
         };
         if !session.rooms.insert(msg.room.clone()) {
             return;
         }
-        let deliver = session.deliver.clone();
-        let addr = match self.rooms.get_mut(&msg.room) {
-            Some(entry) => {
-                entry.members += 1;
-                entry.addr.clone()
-            }
-            None => {
-                let addr = self.start_room(&msg.room);
-                self.rooms.insert(
-                    msg.room.clone(),
-                    RoomEntry {
-                        addr: addr.clone(),
-                        members: 1,
-                    },
-                );
-                addr
-            }
-        };
-        addr.do_send(user::Join {
+        let recipient = session.deliver.clone();
+        let entry = self.room(&msg.room, ctx.address());
+        entry.members += 1;
+        entry.join.do_send(RoomJoin {
             session: msg.session,
-            recipient: deliver,
+            user: msg.user,
+            recipient,
         });
     }
 }
@@ -207,7 +290,51 @@ impl Handler<Emit> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Emit, _: &mut Context<Self>) {
         if let Some(entry) = self.rooms.get(&msg.room) {
-            entry.addr.do_send(user::Broadcast(msg.frame));
+            entry.broadcast.do_send(Broadcast {
+                frame: msg.frame,
+                except: msg.except,
+            });
+        }
+    }
+}
+
+impl Handler<Typing> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
+        let booking = match &msg {
+            Typing::Start { booking, .. } | Typing::Stop { booking, .. } => booking.clone(),
+        };
+        let key = RoomKey::Booking(booking);
+        if matches!(msg, Typing::Stop { .. }) && !self.rooms.contains_key(&key) {
+            return; // no room, so no timer to stop
+        }
+        let Some(addr) = self.room(&key, ctx.address()).booking.clone() else {
+            return;
+        };
+        match msg {
+            Typing::Start {
+                user, broadcast, ..
+            } => addr.do_send(TypingStart { user, broadcast }),
+            Typing::Stop { user, .. } => addr.do_send(TypingStop { user }),
+        }
+    }
+}
+
+impl Handler<RoomIdle> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: RoomIdle, _: &mut Context<Self>) {
+        let idle = self
+            .rooms
+            .get(&msg.room)
+            .is_some_and(|e| e.generation == msg.generation && e.members == 0);
+        if idle {
+            if let Some(entry) = self.rooms.remove(&msg.room) {
+                entry.retire.do_send(Retire);
+                self.metrics
+                    .rooms
+                    .with_label_values(&[msg.room.kind()])
+                    .dec();
+            }
         }
     }
 }

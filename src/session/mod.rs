@@ -15,9 +15,11 @@ use serde_json::{json, Value};
 
 use crate::auth::{AuthError, Identity, Role};
 use crate::error::{ok_ack, Code, Failure};
+use crate::handlers::{self, Caller};
 use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
+use crate::rooms::presence;
 use crate::rooms::registry::{Join, Register, Unregister};
 use crate::rooms::{Deliver, RoomKey, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
@@ -242,8 +244,12 @@ impl Session {
         ));
         self.app.registry.do_send(Join {
             session: self.id,
+            user: identity.user_id.clone(),
             room: RoomKey::User(identity.user_id.clone()),
         });
+        self.app
+            .presence
+            .do_send(presence::Connected(identity.user_id.clone()));
         log::debug!(
             "session {} connected as {}",
             self.engine_sid,
@@ -300,21 +306,42 @@ impl Session {
             let failure = Failure::new(Code::Unauthorized, "send CONNECT before events");
             return self.reply(ctx, ack_id, &name, Err(failure));
         }
-        let outcome = match events::parse(args) {
-            Ok(ClientEvent::AuthRefresh { token }) => self.refresh(&token, ctx),
-            #[allow(unreachable_patterns)]
-            Ok(other) => Err(Failure::new(
-                Code::Unsupported,
-                format!("{} is not served yet", other.name()),
-            )),
-            Err(err) => Err(Failure::from(err)),
+        let event = match events::parse(args) {
+            Ok(ClientEvent::AuthRefresh { token }) => {
+                let outcome = self.refresh(&token, ctx);
+                return self.finish(ctx, ack_id, &name, started, outcome);
+            }
+            Ok(event) => event,
+            Err(err) => return self.finish(ctx, ack_id, &name, started, Err(err.into())),
         };
+        let Some(identity) = self.identity().cloned() else {
+            return;
+        };
+        let caller = Caller {
+            session: self.id,
+            identity,
+        };
+        let work = handlers::handle(self.app.clone(), caller, event);
+        ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
+            session.finish(ctx, ack_id, &name, started, outcome);
+        }));
+    }
+
+    /// Records how long an event took and answers it.
+    fn finish(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        ack_id: Option<u64>,
+        name: &EventName,
+        started: Instant,
+        outcome: Result<Value, Failure>,
+    ) {
         self.app
             .metrics
             .event_duration
             .with_label_values(&[name.label])
             .observe(started.elapsed().as_secs_f64());
-        self.reply(ctx, ack_id, &name, outcome);
+        self.reply(ctx, ack_id, name, outcome);
     }
 
     /// `auth:refresh`: a new token for the same user moves the expiry.
@@ -490,6 +517,11 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.app.registry.do_send(Unregister { session: self.id });
+        if let Some(identity) = self.identity() {
+            self.app
+                .presence
+                .do_send(presence::Disconnected(identity.user_id.clone()));
+        }
         self.app.metrics.connections.dec();
         self.app
             .metrics

@@ -1,21 +1,32 @@
 //! The stores: Postgres through diesel (run on the blocking pool, never on the
 //! async threads) and Redis through deadpool-redis.
 
+pub mod audit;
+pub mod bookings;
 pub mod db;
+pub mod listings;
+pub mod messages;
+pub mod receipts;
 pub mod redis;
 pub mod schema;
+pub mod writer;
 
 pub use db::Db;
 pub use redis::Redis;
 
+use crate::error::Code;
+
 /// A store failure, mapped once to the contract's codes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A store cannot be reached; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("not found")]
     NotFound,
+    /// The data says no: a refusal with the contract's code, nothing written.
+    #[error("{message}")]
+    Rejected { code: Code, message: String },
     #[error("internal store error: {0}")]
     Internal(String),
 }
@@ -26,7 +37,18 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) => "service_unavailable",
             StoreError::NotFound => "not_found",
+            StoreError::Rejected { code, .. } => code.as_str(),
             StoreError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl StoreError {
+    /// A refusal carrying the contract's code.
+    pub fn rejected(code: Code, message: impl Into<String>) -> Self {
+        StoreError::Rejected {
+            code,
+            message: message.into(),
         }
     }
 }
@@ -40,6 +62,9 @@ impl From<diesel::result::Error> for StoreError {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 info,
             ) => StoreError::Unavailable(info.message().to_owned()),
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::rejected(Code::Conflict, "already exists")
+            }
             other => StoreError::Internal(other.to_string()),
         }
     }

@@ -9,5 +9,6 @@ mod bad_input;
 mod connect;
 mod heartbeat;
 mod process;
+mod rooms;
 mod schema;
 mod tokens;

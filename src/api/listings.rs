@@ -1,0 +1,183 @@
+//! `PUT /api/v1/listings/{id}`, `GET /api/v1/listings/{id}`.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{bad_field, path_id, ServiceCaller};
+use crate::domain::{Availability, Visibility};
+use crate::error::Failure;
+use crate::ids::{ListingId, UserId};
+use crate::rooms::RoomKey;
+use crate::state::AppState;
+use crate::store::listings::{self, AuctionProgress, AuctionSettings, ListingInput};
+
+/// The most an amount may be (§2).
+const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListingBody {
+    seller_id: String,
+    title: String,
+    price: i64,
+    currency: String,
+    visibility: Option<String>,
+    availability: Option<String>,
+    auction: Option<AuctionBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuctionBody {
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    start_price: i64,
+    min_increment: i64,
+    reserve_price: Option<i64>,
+    extend_window_secs: Option<i32>,
+}
+
+impl ListingBody {
+    fn validate(self) -> Result<ListingInput, Failure> {
+        let seller_id = UserId::parse(&self.seller_id)
+            .ok_or_else(|| bad_field("sellerId must be 1-64 characters of [A-Za-z0-9_-]"))?;
+        if !(1..=200).contains(&self.title.chars().count()) || self.title.trim().is_empty() {
+            return Err(bad_field("title must be 1 to 200 characters, not blank"));
+        }
+        amount("price", self.price)?;
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(bad_field(
+                "currency must be three capital letters (ISO 4217)",
+            ));
+        }
+        let visibility = match self.visibility.as_deref() {
+            None => Visibility::Public,
+            Some(text) => text
+                .parse()
+                .map_err(|_| bad_field("visibility must be public or private"))?,
+        };
+        let availability = match self.availability.as_deref() {
+            None => Availability::Available,
+            Some(text) => text.parse().map_err(|_| {
+                bad_field("availability must be available, reserved, sold or withdrawn")
+            })?,
+        };
+        let auction = match self.auction {
+            None => None,
+            Some(a) => {
+                if a.starts_at >= a.ends_at {
+                    return Err(bad_field("auction.startsAt must be before auction.endsAt"));
+                }
+                amount("auction.startPrice", a.start_price)?;
+                if !(1..=MAX_AMOUNT).contains(&a.min_increment) {
+                    return Err(bad_field("auction.minIncrement must be 1 to 1000000000000"));
+                }
+                if let Some(reserve) = a.reserve_price {
+                    amount("auction.reservePrice", reserve)?;
+                }
+                let window = a.extend_window_secs.unwrap_or(0);
+                if !(0..=86_400).contains(&window) {
+                    return Err(bad_field("auction.extendWindowSecs must be 0 to 86400"));
+                }
+                Some(AuctionSettings {
+                    starts_at: a.starts_at,
+                    ends_at: a.ends_at,
+                    start_price: a.start_price,
+                    min_increment: a.min_increment,
+                    reserve_price: a.reserve_price,
+                    extend_window_secs: window,
+                })
+            }
+        };
+        Ok(ListingInput {
+            seller_id,
+            title: self.title,
+            price: self.price,
+            currency: self.currency,
+            visibility,
+            availability,
+            auction,
+        })
+    }
+}
+
+fn amount(field: &str, value: i64) -> Result<(), Failure> {
+    if (0..=MAX_AMOUNT).contains(&value) {
+        Ok(())
+    } else {
+        Err(bad_field(format!(
+            "{field} must be an integer from 0 to 1000000000000"
+        )))
+    }
+}
+
+/// Creates (201) or updates (200) a listing and tells its watchers.
+pub async fn put(
+    _caller: ServiceCaller,
+    app: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<ListingBody>,
+) -> Result<HttpResponse, Failure> {
+    let id: ListingId = path_id(&path, "listing id")?;
+    let input = body.into_inner().validate()?;
+    let key = id.clone();
+    let upserted = app
+        .db
+        .run(move |conn| listings::upsert(conn, &key, &input))
+        .await?;
+    let now = Utc::now();
+    let after = upserted.after.to_listing(&AuctionProgress::default(), now);
+    if upserted.changed() {
+        let room = RoomKey::Listing(id.clone());
+        // Watchers are buyers too: the broadcast never shows the reserve price.
+        let public = after.for_viewer(&UserId::from_db(String::new()), false);
+        app.fanout.emit(
+            room.clone(),
+            "listing:updated",
+            &json!({ "listing": public }),
+        );
+        if let Some(before) = &upserted.before {
+            if before.price != after.price {
+                app.fanout.emit(
+                    room.clone(),
+                    "listing:priceChanged",
+                    &json!({
+                        "listingId": id,
+                        "price": after.price,
+                        "previousPrice": before.price,
+                        "currency": after.currency,
+                        "version": after.version,
+                    }),
+                );
+            }
+            if before.availability != upserted.after.availability {
+                app.fanout.emit(
+                    room,
+                    "listing:availabilityChanged",
+                    &json!({ "listingId": id, "availability": after.availability }),
+                );
+            }
+        }
+    }
+    let body = json!({ "listing": after });
+    Ok(match upserted.before {
+        None => HttpResponse::Created().json(body),
+        Some(_) => HttpResponse::Ok().json(body),
+    })
+}
+
+/// The listing with its auction state, reserve price included.
+pub async fn get(
+    _caller: ServiceCaller,
+    app: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Failure> {
+    let id: ListingId = path_id(&path, "listing id")?;
+    let (row, progress) = app
+        .db
+        .run(move |conn| listings::get_with_progress(conn, &id))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "listing": row.to_listing(&progress, Utc::now()) })))
+}

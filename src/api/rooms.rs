@@ -1,0 +1,73 @@
+//! `POST /api/v1/rooms/{room}/events`, `GET /api/v1/presence`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{bad_field, ServiceCaller};
+use crate::error::{Code, Failure};
+use crate::ids::UserId;
+use crate::rooms::presence::states;
+use crate::rooms::RoomKey;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitBody {
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Emits `{event, data}` to a room (202).
+pub async fn emit(
+    _caller: ServiceCaller,
+    app: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<EmitBody>,
+) -> Result<HttpResponse, Failure> {
+    let room = RoomKey::parse(&path).ok_or_else(|| {
+        Failure::new(
+            Code::BadRequest,
+            "room must be listing:{id}, booking:{id}, user:{id} or presence:{id}",
+        )
+    })?;
+    let EmitBody { event, data } = body.into_inner();
+    let valid_name = (1..=64).contains(&event.chars().count())
+        && !event.chars().any(char::is_control)
+        && event != "server:error";
+    if !valid_name {
+        return Err(bad_field(
+            "event must be 1 to 64 characters without control characters, and not server:error",
+        ));
+    }
+    app.fanout.emit(room.clone(), &event, &data);
+    Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PresenceQuery {
+    user_ids: String,
+}
+
+/// `?userIds=a,b`: each user's `{online, lastSeen}`.
+pub async fn presence(
+    _caller: ServiceCaller,
+    app: web::Data<AppState>,
+    query: web::Query<PresenceQuery>,
+) -> Result<HttpResponse, Failure> {
+    let mut users = Vec::new();
+    for text in query.user_ids.split(',') {
+        let user = UserId::parse(text)
+            .ok_or_else(|| bad_field(format!("userIds: {text:?} is not a user id")))?;
+        if !users.contains(&user) {
+            users.push(user);
+        }
+    }
+    if !(1..=100).contains(&users.len()) {
+        return Err(bad_field("userIds must name 1 to 100 users"));
+    }
+    let presence = states(&app.redis, &users).await?;
+    Ok(HttpResponse::Ok().json(json!({ "presence": presence })))
+}

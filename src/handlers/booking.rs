@@ -1,0 +1,155 @@
+//! `booking:join`, `booking:leave`, `booking:transition`, and the access
+//! check every booking event shares.
+
+use serde_json::{json, Value};
+
+use super::Caller;
+use crate::domain::{BookingStatus, Mover};
+use crate::error::{Code, Failure};
+use crate::ids::{BookingId, ListingId};
+use crate::rooms::registry::{Join, Leave};
+use crate::rooms::RoomKey;
+use crate::state::AppState;
+use crate::store::bookings::{self, BookingRow, Moved};
+use crate::store::{audit, receipts, StoreError};
+
+/// How a caller stands to a booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The buyer or the seller.
+    Participant,
+    /// An admin who is not a participant.
+    Admin,
+}
+
+/// Loads a booking and how `caller` may act on it: participants always,
+/// admins when `admins` is true; anyone else is `forbidden`.
+pub fn access(
+    conn: &mut diesel::PgConnection,
+    booking: &BookingId,
+    caller: &Caller,
+    admins: bool,
+) -> Result<(BookingRow, Access), StoreError> {
+    let row = bookings::get(conn, booking)?;
+    let user = caller.user().as_str();
+    if row.buyer_id == user || row.seller_id == user {
+        Ok((row, Access::Participant))
+    } else if admins && caller.is_admin() {
+        Ok((row, Access::Admin))
+    } else {
+        Err(StoreError::rejected(
+            Code::Forbidden,
+            "only this booking's buyer and seller (and admins) may do that",
+        ))
+    }
+}
+
+/// Joins `booking:{id}`; an admin's join is written to the audit log.
+/// Answers `{booking, unread, lastReadMessageId}`.
+pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Value, Failure> {
+    let who = caller.clone();
+    let lookup = id.clone();
+    let (row, unread, last_read) = app
+        .db
+        .run(move |conn| {
+            let (row, how) = access(conn, &lookup, &who, true)?;
+            if how == Access::Admin {
+                audit::record(
+                    conn,
+                    &audit::Entry {
+                        actor_id: who.user().as_str(),
+                        actor_role: "admin",
+                        action: "booking:join",
+                        subject: &format!("booking:{lookup}"),
+                        details: json!({ "status": row.status }),
+                    },
+                )?;
+            }
+            let (unread, last_read) = receipts::unread(conn, &lookup, who.user())?;
+            Ok((row, unread, last_read))
+        })
+        .await?;
+    app.registry.do_send(Join {
+        session: caller.session,
+        user: caller.user().clone(),
+        room: RoomKey::Booking(id),
+    });
+    Ok(json!({
+        "booking": row.to_booking(),
+        "unread": unread,
+        "lastReadMessageId": last_read,
+    }))
+}
+
+/// Leaves `booking:{id}`.
+pub fn leave(app: &AppState, caller: &Caller, id: BookingId) -> Result<Value, Failure> {
+    app.registry.do_send(Leave {
+        session: caller.session,
+        room: RoomKey::Booking(id),
+    });
+    Ok(json!({}))
+}
+
+/// Moves a booking as §7 allows the caller; answers `{booking}`.
+pub async fn transition(
+    app: &AppState,
+    caller: &Caller,
+    id: BookingId,
+    to: BookingStatus,
+) -> Result<Value, Failure> {
+    let who = caller.clone();
+    let moved = app
+        .db
+        .run(move |conn| {
+            bookings::transition(conn, &id, to, |row| {
+                let user = who.user().as_str();
+                if row.buyer_id == user {
+                    Some(Mover::Buyer)
+                } else if row.seller_id == user {
+                    Some(Mover::Seller)
+                } else if who.is_admin() {
+                    Some(Mover::Admin)
+                } else {
+                    None
+                }
+            })
+        })
+        .await?;
+    announce_move(app, &moved, caller.user().as_str());
+    Ok(json!({ "booking": moved.booking.to_booking() }))
+}
+
+/// Tells the booking's room and both participants' user rooms about a move,
+/// and the listing's room when its availability followed.
+pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
+    let booking = moved.booking.to_booking();
+    let payload = json!({
+        "bookingId": booking.id,
+        "status": booking.status,
+        "previousStatus": moved.previous,
+        "by": by,
+    });
+    app.fanout.emit(
+        RoomKey::Booking(booking.id.clone()),
+        "booking:statusChanged",
+        &payload,
+    );
+    app.fanout.emit(
+        RoomKey::User(booking.buyer_id.clone()),
+        "booking:statusChanged",
+        &payload,
+    );
+    app.fanout.emit(
+        RoomKey::User(booking.seller_id.clone()),
+        "booking:statusChanged",
+        &payload,
+    );
+    if let Some(listing) = &moved.listing {
+        let id = ListingId::from_db(listing.id.clone());
+        app.fanout.emit(
+            RoomKey::Listing(id.clone()),
+            "listing:availabilityChanged",
+            &json!({ "listingId": id, "availability": listing.availability }),
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! A booking's thread: `message:send`, `message:history`, `typing:start`,
+//! `typing:stop`, `read:mark`.
+
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::booking::access;
+use super::Caller;
+use crate::error::{Code, Failure};
+use crate::ids::{BookingId, MessageId, UserId};
+use crate::rooms::registry::Typing;
+use crate::rooms::RoomKey;
+use crate::state::AppState;
+use crate::store::messages::{self, NewMessage};
+use crate::store::receipts;
+use crate::store::writer::Write;
+use crate::store::StoreError;
+use crate::time::rfc3339;
+
+/// How long one typist's `typing: true` broadcasts are throttled (§5).
+const TYPING_THROTTLE_MS: u64 = 3000;
+
+/// Sends a message; acked after commit. A repeated `(sender, clientMsgId)`
+/// answers the first message and announces nothing.
+pub async fn send(
+    app: &AppState,
+    caller: &Caller,
+    booking: BookingId,
+    body: String,
+    client_msg_id: String,
+) -> Result<Value, Failure> {
+    let who = caller.clone();
+    let lookup = booking.clone();
+    let (row, _) = app
+        .db
+        .run(move |conn| access(conn, &lookup, &who, true))
+        .await?;
+    let (reply, answer) = oneshot::channel();
+    app.writer.do_send(Write {
+        message: NewMessage {
+            booking_id: booking.to_string(),
+            sender_id: caller.user().to_string(),
+            body,
+            client_msg_id,
+        },
+        reply,
+    });
+    let (stored, created) = answer
+        .await
+        .map_err(|_| Failure::new(Code::Internal, "message writer stopped"))??;
+    let message = stored.to_message();
+    if created {
+        app.fanout.emit(
+            RoomKey::Booking(booking.clone()),
+            "message:new",
+            &json!({ "message": message }),
+        );
+        let activity = json!({
+            "bookingId": booking,
+            "messageId": message.id,
+            "senderId": message.sender_id,
+        });
+        for user in [&row.buyer_id, &row.seller_id] {
+            app.fanout.emit(
+                RoomKey::User(UserId::from_db(user.clone())),
+                "booking:activity",
+                &activity,
+            );
+        }
+    }
+    Ok(json!({ "message": message }))
+}
+
+/// A page of the thread, oldest first: `{messages, hasMore}`.
+pub async fn history(
+    app: &AppState,
+    caller: &Caller,
+    booking: BookingId,
+    before: Option<MessageId>,
+    limit: u32,
+) -> Result<Value, Failure> {
+    let who = caller.clone();
+    let (rows, has_more) = app
+        .db
+        .run(move |conn| {
+            access(conn, &booking, &who, true)?;
+            messages::history(conn, &booking, before, limit)
+        })
+        .await?;
+    let messages: Vec<_> = rows.iter().map(|row| row.to_message()).collect();
+    Ok(json!({ "messages": messages, "hasMore": has_more }))
+}
+
+/// Marks the thread read up to a message; receipts only move forward.
+pub async fn read_mark(
+    app: &AppState,
+    caller: &Caller,
+    booking: BookingId,
+    message: MessageId,
+) -> Result<Value, Failure> {
+    let who = caller.clone();
+    let lookup = booking.clone();
+    let (row, receipt, moved) = app
+        .db
+        .run(move |conn| {
+            let (row, _) = access(conn, &lookup, &who, false)?;
+            if !messages::in_booking(conn, &lookup, message)? {
+                return Err(StoreError::rejected(
+                    Code::NotFound,
+                    "no such message in this booking",
+                ));
+            }
+            let (receipt, moved) = receipts::mark(conn, &lookup, who.user(), message)?;
+            Ok((row, receipt, moved))
+        })
+        .await?;
+    let receipt = json!({
+        "bookingId": booking,
+        "userId": receipt.user_id,
+        "messageId": MessageId(receipt.last_read_message_id),
+        "readAt": rfc3339(receipt.read_at),
+    });
+    if moved {
+        app.fanout
+            .emit(RoomKey::Booking(booking.clone()), "read:updated", &receipt);
+        for other in [&row.buyer_id, &row.seller_id] {
+            if other != caller.user().as_str() {
+                app.fanout.emit(
+                    RoomKey::User(UserId::from_db(other.clone())),
+                    "read:updated",
+                    &receipt,
+                );
+            }
+        }
+    }
+    Ok(json!({ "receipt": receipt }))
+}
+
+/// Says the caller is typing: at most one broadcast per 3 s per user and
+/// booking, decided by a Redis key with that TTL; answers `{throttled}`.
+pub async fn typing_start(
+    app: &AppState,
+    caller: &Caller,
+    booking: BookingId,
+) -> Result<Value, Failure> {
+    let who = caller.clone();
+    let lookup = booking.clone();
+    app.db
+        .run(move |conn| access(conn, &lookup, &who, true))
+        .await?;
+    let mut conn = app.redis.connection().await?;
+    let set: Option<String> = deadpool_redis::redis::cmd("SET")
+        .arg(typing_key(&booking, caller.user()))
+        .arg(1)
+        .arg("PX")
+        .arg(TYPING_THROTTLE_MS)
+        .arg("NX")
+        .query_async(&mut *conn)
+        .await
+        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+    let broadcast = set.is_some();
+    app.registry.do_send(Typing::Start {
+        booking,
+        user: caller.user().clone(),
+        broadcast,
+    });
+    Ok(json!({ "throttled": !broadcast }))
+}
+
+/// Says the caller stopped typing.
+pub async fn typing_stop(
+    app: &AppState,
+    caller: &Caller,
+    booking: BookingId,
+) -> Result<Value, Failure> {
+    let mut conn = app.redis.connection().await?;
+    let _: i64 = deadpool_redis::redis::cmd("DEL")
+        .arg(typing_key(&booking, caller.user()))
+        .query_async(&mut *conn)
+        .await
+        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+    app.registry.do_send(Typing::Stop {
+        booking,
+        user: caller.user().clone(),
+    });
+    Ok(json!({}))
+}
+
+fn typing_key(booking: &BookingId, user: &UserId) -> String {
+    format!("souk:typing:{booking}:{user}")
+}

@@ -1,0 +1,89 @@
+//! `listing:watch`, `listing:unwatch`, `listing:reserve`.
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::Caller;
+use crate::domain::Visibility;
+use crate::error::{Code, Failure};
+use crate::ids::{BookingId, ListingId};
+use crate::rooms::registry::{Join, Leave};
+use crate::rooms::RoomKey;
+use crate::state::{random_id, AppState};
+use crate::store::{bookings, listings};
+
+/// Joins `listing:{id}` if the caller may see the listing; answers `{listing}`.
+pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Value, Failure> {
+    let (user, admin) = (caller.user().clone(), caller.is_admin());
+    let lookup = id.clone();
+    let (row, progress, allowed) = app
+        .db
+        .run(move |conn| {
+            let (row, progress) = listings::get_with_progress(conn, &lookup)?;
+            let allowed = row.visibility() == Visibility::Public
+                || admin
+                || row.seller_id == user.as_str()
+                || bookings::buyer_has_booking(conn, &row.id, &user)?;
+            Ok((row, progress, allowed))
+        })
+        .await?;
+    if !allowed {
+        return Err(Failure::new(Code::Forbidden, "this listing is private"));
+    }
+    app.registry.do_send(Join {
+        session: caller.session,
+        user: caller.user().clone(),
+        room: RoomKey::Listing(id),
+    });
+    let listing = row
+        .to_listing(&progress, Utc::now())
+        .for_viewer(caller.user(), caller.is_admin());
+    Ok(json!({ "listing": listing }))
+}
+
+/// Leaves `listing:{id}`; leaving a room one is not in is fine.
+pub fn unwatch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Value, Failure> {
+    app.registry.do_send(Leave {
+        session: caller.session,
+        room: RoomKey::Listing(id),
+    });
+    Ok(json!({}))
+}
+
+/// Reserves a listing: one winner among concurrent reservers; a repeated key
+/// returns the same booking and announces nothing new.
+pub async fn reserve(
+    app: &AppState,
+    caller: &Caller,
+    id: ListingId,
+    key: String,
+) -> Result<Value, Failure> {
+    let buyer = caller.user().clone();
+    let new_id = BookingId::parse(&format!("bk_{}", random_id(20)))
+        .ok_or_else(|| Failure::new(Code::Internal, "bad generated booking id"))?;
+    let listing_id = id.clone();
+    let reserved = app
+        .db
+        .run(move |conn| bookings::reserve(conn, &listing_id, &buyer, &key, &new_id))
+        .await?;
+    let booking = reserved.booking.to_booking();
+    if let Some(listing) = &reserved.listing {
+        app.fanout.emit(
+            RoomKey::Listing(id.clone()),
+            "listing:availabilityChanged",
+            &json!({ "listingId": id, "availability": listing.availability }),
+        );
+        let created = json!({ "booking": booking });
+        app.fanout.emit(
+            RoomKey::User(booking.buyer_id.clone()),
+            "booking:created",
+            &created,
+        );
+        app.fanout.emit(
+            RoomKey::User(booking.seller_id.clone()),
+            "booking:created",
+            &created,
+        );
+    }
+    Ok(json!({ "booking": booking }))
+}

@@ -1,0 +1,84 @@
+//! What each client event does: authorize from data, write, fan out, answer.
+//! Handlers are plain async functions; the session runs them and sends the
+//! answer back as the event's ack.
+
+pub mod booking;
+pub mod chat;
+pub mod listing;
+pub mod presence;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::auth::{Identity, Role};
+use crate::error::{Code, Failure};
+use crate::ids::UserId;
+use crate::protocol::events::ClientEvent;
+use crate::rooms::SessionId;
+use crate::state::AppState;
+
+/// Who sent an event, over which connection.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub session: SessionId,
+    pub identity: Identity,
+}
+
+impl Caller {
+    pub fn user(&self) -> &UserId {
+        &self.identity.user_id
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.identity.role == Role::Admin
+    }
+}
+
+/// Runs one client event (all but `auth:refresh`, which the session keeps).
+pub async fn handle(
+    app: Arc<AppState>,
+    caller: Caller,
+    event: ClientEvent,
+) -> Result<Value, Failure> {
+    use ClientEvent::*;
+    match event {
+        ListingWatch { listing_id } => listing::watch(&app, &caller, listing_id).await,
+        ListingUnwatch { listing_id } => listing::unwatch(&app, &caller, listing_id),
+        ListingReserve {
+            listing_id,
+            idempotency_key,
+        } => listing::reserve(&app, &caller, listing_id, idempotency_key).await,
+        BidPlace { .. } => Err(Failure::new(
+            Code::Unsupported,
+            "bid:place is not served yet",
+        )),
+        BookingJoin { booking_id } => booking::join(&app, &caller, booking_id).await,
+        BookingLeave { booking_id } => booking::leave(&app, &caller, booking_id),
+        BookingTransition { booking_id, to } => {
+            booking::transition(&app, &caller, booking_id, to).await
+        }
+        MessageSend {
+            booking_id,
+            body,
+            client_msg_id,
+        } => chat::send(&app, &caller, booking_id, body, client_msg_id).await,
+        MessageHistory {
+            booking_id,
+            before_id,
+            limit,
+        } => chat::history(&app, &caller, booking_id, before_id, limit).await,
+        TypingStart { booking_id } => chat::typing_start(&app, &caller, booking_id).await,
+        TypingStop { booking_id } => chat::typing_stop(&app, &caller, booking_id).await,
+        ReadMark {
+            booking_id,
+            message_id,
+        } => chat::read_mark(&app, &caller, booking_id, message_id).await,
+        PresenceWatch { user_ids } => presence::watch(&app, &caller, user_ids).await,
+        PresenceUnwatch { user_ids } => presence::unwatch(&app, &caller, user_ids),
+        AuthRefresh { .. } => Err(Failure::new(
+            Code::Internal,
+            "auth:refresh belongs to the session",
+        )),
+    }
+}

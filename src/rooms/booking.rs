@@ -1,0 +1,102 @@
+//! `booking:{id}`: a booking's thread. Besides its members the room owns the
+//! typing timers: 5 s after a participant's last `typing:start` it says
+//! `typing: false` for them by itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::json;
+
+use super::members::Members;
+use super::room::{Room, RoomState};
+use super::{Deliver, RoomKey};
+use crate::ids::UserId;
+use crate::metrics::Metrics;
+use crate::protocol::socket::encode_event;
+
+/// How long after the last `typing:start` a typist counts as stopped (§5).
+pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A booking room's typists and their timers.
+#[derive(Default)]
+pub struct Typing {
+    timers: HashMap<UserId, SpawnHandle>,
+}
+
+impl RoomState for Typing {
+    fn busy(&self) -> bool {
+        !self.timers.is_empty()
+    }
+
+    fn settle(&mut self, room: &RoomKey, members: &Members, metrics: &Metrics) {
+        for (user, _) in self.timers.drain() {
+            members.deliver(&typing_frame(room, &user, false), Some(&user), metrics);
+        }
+    }
+}
+
+/// The room actor of one booking.
+pub type BookingRoom = Room<Typing>;
+
+/// A participant started typing; `broadcast` is false when throttled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TypingStart {
+    pub user: UserId,
+    pub broadcast: bool,
+}
+
+/// A participant stopped typing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TypingStop {
+    pub user: UserId,
+}
+
+fn typing_frame(room: &RoomKey, user: &UserId, typing: bool) -> Deliver {
+    let booking_id = match room {
+        RoomKey::Booking(id) => id.to_string(),
+        other => other.to_string(),
+    };
+    let payload = json!({ "bookingId": booking_id, "userId": user, "typing": typing });
+    Deliver(encode_event("typing", &payload, None).into())
+}
+
+impl BookingRoom {
+    fn say_typing(&self, user: &UserId, typing: bool) {
+        let frame = typing_frame(&self.key, user, typing);
+        self.members.deliver(&frame, Some(user), &self.metrics);
+    }
+}
+
+impl Handler<TypingStart> for BookingRoom {
+    type Result = ();
+    fn handle(&mut self, msg: TypingStart, ctx: &mut Context<Self>) {
+        if msg.broadcast {
+            self.say_typing(&msg.user, true);
+        }
+        if let Some(handle) = self.state.timers.remove(&msg.user) {
+            ctx.cancel_future(handle);
+        }
+        let user = msg.user.clone();
+        let handle = ctx.run_later(TYPING_TIMEOUT, move |room, ctx| {
+            room.state.timers.remove(&user);
+            room.say_typing(&user, false);
+            room.check_idle(ctx);
+        });
+        self.state.timers.insert(msg.user, handle);
+        self.check_idle(ctx);
+    }
+}
+
+impl Handler<TypingStop> for BookingRoom {
+    type Result = ();
+    fn handle(&mut self, msg: TypingStop, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.state.timers.remove(&msg.user) {
+            ctx.cancel_future(handle);
+            self.say_typing(&msg.user, false);
+        }
+        self.check_idle(ctx);
+    }
+}

@@ -1,0 +1,226 @@
+//! Presence: a user is online while any of their connections lives on any
+//! node. Each node refreshes a Redis key per connected user (TTL, default
+//! 60 s); a disconnect deletes nothing, so a quick reconnect never flickers.
+//! Transitions are announced to `presence:{id}`: online when a refresh finds
+//! no key, offline when a node's sweep finds the key expired.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use deadpool_redis::redis::Script;
+use serde_json::{json, Value};
+
+use super::RoomKey;
+use crate::cluster::Fanout;
+use crate::ids::UserId;
+use crate::store::{Redis, StoreError};
+use crate::time::rfc3339;
+
+const EXPIRY_SET: &str = "souk:presence-expiry";
+/// Users a sweep handles at most.
+const SWEEP_BATCH: usize = 200;
+
+fn online_key(user: &str) -> String {
+    format!("souk:presence:{user}")
+}
+
+fn last_seen_key(user: &str) -> String {
+    format!("souk:lastseen:{user}")
+}
+
+/// Sets the online key and the last-seen time; returns whether it existed.
+const REFRESH: &str = r"
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return existed
+";
+
+/// Takes users whose key should have expired; returns those now offline,
+/// each followed by their last-seen time. ZREM makes one node the announcer.
+const SWEEP: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local gone = {}
+for _, user in ipairs(due) do
+  if redis.call('ZREM', KEYS[1], user) == 1 and redis.call('EXISTS', 'souk:presence:' .. user) == 0 then
+    table.insert(gone, user)
+    table.insert(gone, redis.call('GET', 'souk:lastseen:' .. user) or '')
+  end
+end
+return gone
+";
+
+/// Keeps this node's users' presence keys fresh and announces transitions.
+pub struct PresenceTracker {
+    redis: Redis,
+    fanout: Fanout,
+    ttl: Duration,
+    /// Live connections per user on this node.
+    local: HashMap<UserId, usize>,
+}
+
+impl PresenceTracker {
+    pub fn new(redis: Redis, fanout: Fanout, ttl: Duration) -> Self {
+        PresenceTracker {
+            redis,
+            fanout,
+            ttl,
+            local: HashMap::new(),
+        }
+    }
+
+    fn refresh(&self, users: Vec<UserId>) {
+        if users.is_empty() {
+            return;
+        }
+        let (redis, fanout, ttl) = (self.redis.clone(), self.fanout.clone(), self.ttl);
+        actix_web::rt::spawn(async move {
+            if let Err(err) = refresh(&redis, &fanout, ttl, &users).await {
+                log::warn!("presence refresh failed: {err}");
+            }
+        });
+    }
+
+    fn sweep(&self) {
+        let (redis, fanout) = (self.redis.clone(), self.fanout.clone());
+        actix_web::rt::spawn(async move {
+            if let Err(err) = sweep(&redis, &fanout).await {
+                log::warn!("presence sweep failed: {err}");
+            }
+        });
+    }
+}
+
+async fn refresh(
+    redis: &Redis,
+    fanout: &Fanout,
+    ttl: Duration,
+    users: &[UserId],
+) -> Result<(), StoreError> {
+    let mut conn = redis.connection().await?;
+    let now = Utc::now();
+    let seen = rfc3339(now);
+    let expires_ms = now.timestamp_millis() + ttl.as_millis() as i64;
+    let script = Script::new(REFRESH);
+    for user in users {
+        let existed: i64 = script
+            .key(online_key(user.as_str()))
+            .key(last_seen_key(user.as_str()))
+            .key(EXPIRY_SET)
+            .arg(&seen)
+            .arg(ttl.as_millis() as u64)
+            .arg(expires_ms)
+            .arg(user.as_str())
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+        if existed == 0 {
+            announce(fanout, user, true, Value::String(seen.clone()));
+        }
+    }
+    Ok(())
+}
+
+async fn sweep(redis: &Redis, fanout: &Fanout) -> Result<(), StoreError> {
+    let mut conn = redis.connection().await?;
+    let gone: Vec<String> = Script::new(SWEEP)
+        .key(EXPIRY_SET)
+        .arg(Utc::now().timestamp_millis())
+        .arg(SWEEP_BATCH)
+        .invoke_async(&mut *conn)
+        .await
+        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+    for pair in gone.chunks(2) {
+        if let [user, last_seen] = pair {
+            if let Some(user) = UserId::parse(user) {
+                let last_seen = if last_seen.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(last_seen.clone())
+                };
+                announce(fanout, &user, false, last_seen);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn announce(fanout: &Fanout, user: &UserId, online: bool, last_seen: Value) {
+    let payload = json!({ "userId": user, "online": online, "lastSeen": last_seen });
+    fanout.emit(
+        RoomKey::Presence(user.clone()),
+        "presence:changed",
+        &payload,
+    );
+}
+
+/// Reads users' presence: `{userId: {online, lastSeen}}`.
+pub async fn states(redis: &Redis, users: &[UserId]) -> Result<Value, StoreError> {
+    let mut conn = redis.connection().await?;
+    let online_keys: Vec<String> = users.iter().map(|u| online_key(u.as_str())).collect();
+    let seen_keys: Vec<String> = users.iter().map(|u| last_seen_key(u.as_str())).collect();
+    let (online, seen): (Vec<Option<String>>, Vec<Option<String>>) = deadpool_redis::redis::pipe()
+        .cmd("MGET")
+        .arg(&online_keys)
+        .cmd("MGET")
+        .arg(&seen_keys)
+        .query_async(&mut *conn)
+        .await
+        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+    let mut out = serde_json::Map::new();
+    for ((user, online), seen) in users.iter().zip(online).zip(seen) {
+        out.insert(
+            user.to_string(),
+            json!({ "online": online.is_some(), "lastSeen": seen }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+impl Actor for PresenceTracker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.ttl / 3, |tracker, _| {
+            tracker.refresh(tracker.local.keys().cloned().collect());
+        });
+        let sweep_every = (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        ctx.run_interval(sweep_every, |tracker, _| tracker.sweep());
+    }
+}
+
+/// A connection of `user` CONNECTed on this node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connected(pub UserId);
+
+/// A connection of `user` on this node closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnected(pub UserId);
+
+impl Handler<Connected> for PresenceTracker {
+    type Result = ();
+    fn handle(&mut self, msg: Connected, _: &mut Context<Self>) {
+        let count = self.local.entry(msg.0.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.refresh(vec![msg.0]);
+        }
+    }
+}
+
+impl Handler<Disconnected> for PresenceTracker {
+    type Result = ();
+    fn handle(&mut self, msg: Disconnected, _: &mut Context<Self>) {
+        if let Some(count) = self.local.get_mut(&msg.0) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.local.remove(&msg.0);
+            }
+        }
+    }
+}

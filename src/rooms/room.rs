@@ -1,0 +1,154 @@
+//! The room actor every kind shares: members, broadcasts, and retiring when
+//! idle. Kind-specific state (a booking's typing timers) rides in `S`.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::members::Members;
+use super::registry::{Registry, RoomIdle};
+use super::{Deliver, RoomKey, SessionId};
+use crate::ids::UserId;
+use crate::metrics::Metrics;
+
+/// State a room kind keeps besides its members.
+pub trait RoomState: Default + Unpin + 'static {
+    /// Whether something is still pending (a timer), so the room must stay.
+    fn busy(&self) -> bool {
+        false
+    }
+    /// Called when the room stops: settle anything pending.
+    fn settle(&mut self, _room: &RoomKey, _members: &Members, _metrics: &Metrics) {}
+}
+
+impl RoomState for () {}
+
+/// One live room on this node.
+pub struct Room<S: RoomState> {
+    pub(super) key: RoomKey,
+    pub(super) members: Members,
+    pub(super) metrics: Metrics,
+    pub(super) state: S,
+    registry: Addr<Registry>,
+    generation: u64,
+    idle_after: Duration,
+    idle_timer: Option<SpawnHandle>,
+}
+
+impl<S: RoomState> Room<S> {
+    pub fn new(
+        key: RoomKey,
+        registry: Addr<Registry>,
+        generation: u64,
+        idle_after: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        Room {
+            key,
+            members: Members::default(),
+            metrics,
+            state: S::default(),
+            registry,
+            generation,
+            idle_after,
+            idle_timer: None,
+        }
+    }
+
+    /// Arms the idle timer when nothing keeps the room alive, disarms it otherwise.
+    pub(super) fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.members.is_empty() && !self.state.busy();
+        match (idle, self.idle_timer.is_some()) {
+            (true, false) => {
+                let handle = ctx.run_later(self.idle_after, |room, _| {
+                    room.idle_timer = None;
+                    if room.members.is_empty() && !room.state.busy() {
+                        room.registry.do_send(RoomIdle {
+                            room: room.key.clone(),
+                            generation: room.generation,
+                        });
+                    }
+                });
+                self.idle_timer = Some(handle);
+            }
+            (false, true) => {
+                if let Some(handle) = self.idle_timer.take() {
+                    ctx.cancel_future(handle);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<S: RoomState> Actor for Room<S> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.check_idle(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.state.settle(&self.key, &self.members, &self.metrics);
+    }
+}
+
+/// Adds a connection to the room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub session: SessionId,
+    pub user: UserId,
+    pub recipient: Recipient<Deliver>,
+}
+
+/// Removes a connection from the room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub session: SessionId,
+}
+
+/// Sends a frame to every member, but the connections of `except`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Broadcast {
+    pub frame: Deliver,
+    pub except: Option<UserId>,
+}
+
+/// The registry retired this room: stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl<S: RoomState> Handler<Join> for Room<S> {
+    type Result = ();
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        self.members.insert(msg.session, msg.user, msg.recipient);
+        self.check_idle(ctx);
+    }
+}
+
+impl<S: RoomState> Handler<Leave> for Room<S> {
+    type Result = ();
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+        self.members.remove(msg.session);
+        self.check_idle(ctx);
+    }
+}
+
+impl<S: RoomState> Handler<Broadcast> for Room<S> {
+    type Result = ();
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        self.members
+            .deliver(&msg.frame, msg.except.as_ref(), &self.metrics);
+    }
+}
+
+impl<S: RoomState> Handler<Retire> for Room<S> {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,246 @@
+//! Bookings in Postgres: reservations and the §7 moves, each in one
+//! transaction that locks the rows it changes.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::listings::{self, ListingRow};
+use super::schema::bookings;
+use super::StoreError;
+use crate::domain::booking::{check_move, MoveError};
+use crate::domain::{Availability, Booking, BookingStatus, Mover, Visibility};
+use crate::error::Code;
+use crate::ids::{BookingId, ListingId, UserId};
+use crate::time::rfc3339;
+
+/// A `bookings` row.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = bookings, check_for_backend(diesel::pg::Pg))]
+pub struct BookingRow {
+    pub id: String,
+    pub listing_id: String,
+    pub buyer_id: String,
+    pub seller_id: String,
+    pub status: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BookingRow {
+    pub fn status(&self) -> BookingStatus {
+        self.status.parse().unwrap_or(BookingStatus::Cancelled)
+    }
+
+    /// The contract's shape.
+    pub fn to_booking(&self) -> Booking {
+        Booking {
+            id: BookingId::from_db(self.id.clone()),
+            listing_id: ListingId::from_db(self.listing_id.clone()),
+            buyer_id: UserId::from_db(self.buyer_id.clone()),
+            seller_id: UserId::from_db(self.seller_id.clone()),
+            status: self.status(),
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+        }
+    }
+}
+
+/// A booking row, or `NotFound`.
+pub fn get(conn: &mut PgConnection, id: &BookingId) -> Result<BookingRow, StoreError> {
+    Ok(bookings::table
+        .find(id.as_str())
+        .select(BookingRow::as_select())
+        .first(conn)?)
+}
+
+/// Whether `buyer` has any booking on `listing` (private listings admit them).
+pub fn buyer_has_booking(
+    conn: &mut PgConnection,
+    listing: &str,
+    buyer: &UserId,
+) -> Result<bool, StoreError> {
+    let count: i64 = bookings::table
+        .filter(bookings::listing_id.eq(listing))
+        .filter(bookings::buyer_id.eq(buyer.as_str()))
+        .count()
+        .get_result(conn)?;
+    Ok(count > 0)
+}
+
+/// A reservation's outcome.
+#[derive(Debug)]
+pub struct Reserved {
+    pub booking: BookingRow,
+    /// The listing after it became `reserved`; none for a repeated key.
+    pub listing: Option<ListingRow>,
+}
+
+/// Reserves an available listing for `buyer`: exactly one of any number of
+/// concurrent reservers wins, because the listing row is updated only while
+/// it is `available`. The same key from the same buyer returns the same booking.
+pub fn reserve(
+    conn: &mut PgConnection,
+    listing_id: &ListingId,
+    buyer: &UserId,
+    key: &str,
+    new_id: &BookingId,
+) -> Result<Reserved, StoreError> {
+    let attempt = conn.transaction(|conn| {
+        if let Some(existing) = by_key(conn, buyer, key)? {
+            return repeat(existing, listing_id);
+        }
+        let listing = listings::get(conn, listing_id)?;
+        if listing.seller_id == buyer.as_str() {
+            return Err(StoreError::rejected(
+                Code::Forbidden,
+                "sellers cannot reserve their own listing",
+            ));
+        }
+        if listing.visibility() == Visibility::Private
+            && !buyer_has_booking(conn, &listing.id, buyer)?
+        {
+            return Err(StoreError::rejected(
+                Code::Forbidden,
+                "this listing is private",
+            ));
+        }
+        if listing.is_auction() {
+            return Err(StoreError::rejected(
+                Code::Unavailable,
+                "auction listings are won by bidding",
+            ));
+        }
+        let Some(reserved) = listings::set_availability(
+            conn,
+            &listing.id,
+            &[Availability::Available],
+            Availability::Reserved,
+        )?
+        else {
+            return Err(StoreError::rejected(
+                Code::Unavailable,
+                format!("listing is {}", listing.availability),
+            ));
+        };
+        let booking = diesel::insert_into(bookings::table)
+            .values((
+                bookings::id.eq(new_id.as_str()),
+                bookings::listing_id.eq(&listing.id),
+                bookings::buyer_id.eq(buyer.as_str()),
+                bookings::seller_id.eq(&listing.seller_id),
+                bookings::status.eq(BookingStatus::Requested.as_str()),
+                bookings::idempotency_key.eq(key),
+            ))
+            .returning(BookingRow::as_returning())
+            .get_result(conn)?;
+        Ok(Reserved {
+            booking,
+            listing: Some(reserved),
+        })
+    });
+    match attempt {
+        Ok(reserved) => Ok(reserved),
+        // A concurrent request with the same key won the race: its booking stands.
+        Err(err) => match by_key(conn, buyer, key)? {
+            Some(existing) => repeat(existing, listing_id),
+            None => Err(err),
+        },
+    }
+}
+
+fn by_key(
+    conn: &mut PgConnection,
+    buyer: &UserId,
+    key: &str,
+) -> Result<Option<BookingRow>, StoreError> {
+    Ok(bookings::table
+        .filter(bookings::buyer_id.eq(buyer.as_str()))
+        .filter(bookings::idempotency_key.eq(key))
+        .select(BookingRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+fn repeat(existing: BookingRow, listing_id: &ListingId) -> Result<Reserved, StoreError> {
+    if existing.listing_id != listing_id.as_str() {
+        return Err(StoreError::rejected(
+            Code::Conflict,
+            "idempotencyKey was used for another listing",
+        ));
+    }
+    Ok(Reserved {
+        booking: existing,
+        listing: None,
+    })
+}
+
+/// A move's outcome.
+#[derive(Debug)]
+pub struct Moved {
+    pub previous: BookingStatus,
+    pub booking: BookingRow,
+    /// The listing, when its availability followed the move.
+    pub listing: Option<ListingRow>,
+}
+
+/// Moves a booking to `to` if §7 lets `mover` (decided from the locked row)
+/// do it; the listing's availability follows in the same transaction.
+pub fn transition<F>(
+    conn: &mut PgConnection,
+    id: &BookingId,
+    to: BookingStatus,
+    mover: F,
+) -> Result<Moved, StoreError>
+where
+    F: FnOnce(&BookingRow) -> Option<Mover>,
+{
+    conn.transaction(|conn| {
+        let row: BookingRow = bookings::table
+            .find(id.as_str())
+            .select(BookingRow::as_select())
+            .for_update()
+            .first(conn)?;
+        let who = mover(&row)
+            .ok_or_else(|| StoreError::rejected(Code::Forbidden, "not a participant"))?;
+        let previous = row.status();
+        check_move(previous, to, who).map_err(|err| match err {
+            MoveError::NotAMove => StoreError::rejected(
+                Code::InvalidTransition,
+                format!("a booking cannot move from {previous} to {to}"),
+            ),
+            MoveError::NotYours => StoreError::rejected(
+                Code::Forbidden,
+                format!("you may not move this booking from {previous} to {to}"),
+            ),
+        })?;
+        let booking = diesel::update(bookings::table.find(id.as_str()))
+            .set((
+                bookings::status.eq(to.as_str()),
+                bookings::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(BookingRow::as_returning())
+            .get_result(conn)?;
+        // Declined and cancelled free a reserved listing; completed sells it.
+        let listing = match to.listing_availability() {
+            Some(Availability::Available) => listings::set_availability(
+                conn,
+                &row.listing_id,
+                &[Availability::Reserved],
+                Availability::Available,
+            )?,
+            Some(Availability::Sold) => listings::set_availability(
+                conn,
+                &row.listing_id,
+                &[Availability::Available, Availability::Reserved],
+                Availability::Sold,
+            )?,
+            _ => None,
+        };
+        Ok(Moved {
+            previous,
+            booking,
+            listing,
+        })
+    })
+}

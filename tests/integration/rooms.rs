@@ -1,0 +1,182 @@
+//! Listing rooms: watching, private listings, live updates, reservations.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn a_watcher_sees_updates_prices_and_availability() {
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sella").await;
+    let mut buyer = app.connect("bob").await;
+    let ack = buyer
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["listing"]["id"], "l1");
+    assert_eq!(ack["listing"]["sellerId"], "sella");
+    assert_eq!(ack["listing"]["price"], 10000);
+    assert_eq!(ack["listing"]["availability"], "available");
+    assert_eq!(ack["listing"]["version"], 1);
+    assert_eq!(ack["listing"]["auction"], json!(null));
+
+    let (status, body) = app
+        .put_listing(
+            "l1",
+            json!({"sellerId": "sella", "title": "Bike", "price": 9000, "currency": "EUR", "availability": "withdrawn"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let updated = buyer.wait_event("listing:updated").await;
+    assert_eq!(updated[0]["listing"]["price"], 9000);
+    assert_eq!(updated[0]["listing"]["version"], 2);
+    let price = buyer.wait_event("listing:priceChanged").await;
+    assert_eq!(
+        price[0],
+        json!({"listingId": "l1", "price": 9000, "previousPrice": 10000, "currency": "EUR", "version": 2})
+    );
+    let availability = buyer.wait_event("listing:availabilityChanged").await;
+    assert_eq!(
+        availability[0],
+        json!({"listingId": "l1", "availability": "withdrawn"})
+    );
+
+    // The same body again changes nothing and announces nothing.
+    let (status, body) = app
+        .put_listing(
+            "l1",
+            json!({"sellerId": "sella", "title": "Bike", "price": 9000, "currency": "EUR", "availability": "withdrawn"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["listing"]["version"].clone()),
+        (200, json!(2))
+    );
+    buyer
+        .assert_no_event("listing:updated", Duration::from_millis(300))
+        .await;
+
+    let ack = buyer
+        .emit_ack("listing:unwatch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack, json!({"ok": true}));
+    app.put_listing(
+        "l1",
+        json!({"sellerId": "sella", "title": "Bike", "price": 1, "currency": "EUR"}),
+    )
+    .await;
+    buyer
+        .assert_no_event("listing:updated", Duration::from_millis(300))
+        .await;
+}
+
+#[actix_web::test]
+async fn private_listings_admit_seller_admins_and_buyers_with_a_booking() {
+    let app = TestApp::spawn().await;
+    let (status, _) = app
+        .put_listing(
+            "p1",
+            json!({"sellerId": "sella", "title": "Flat", "price": 1, "currency": "EUR", "visibility": "private"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut stranger = app.connect("stranger").await;
+    let ack = stranger
+        .emit_ack("listing:watch", json!({"listingId": "p1"}))
+        .await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let mut seller = app.connect("sella").await;
+    assert_eq!(
+        seller
+            .emit_ack("listing:watch", json!({"listingId": "p1"}))
+            .await["ok"],
+        true
+    );
+    let mut admin = Client::open(&app).await;
+    admin
+        .connect(Some(&app.token_with_role("ada", "admin")))
+        .await;
+    assert_eq!(
+        admin
+            .emit_ack("listing:watch", json!({"listingId": "p1"}))
+            .await["ok"],
+        true
+    );
+    let ack = stranger
+        .emit_ack("listing:watch", json!({"listingId": "nope"}))
+        .await;
+    assert_eq!(ack["error"]["code"], "not_found", "{ack}");
+    let ack = stranger
+        .emit_ack("listing:watch", json!({"listingId": "bad id"}))
+        .await;
+    assert_eq!(ack["error"]["code"], "bad_request", "{ack}");
+}
+
+#[actix_web::test]
+async fn reserve_picks_one_buyer_and_tells_everyone() {
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sella").await;
+    let mut watcher = app.connect("wendy").await;
+    watcher
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    let mut seller = app.connect("sella").await;
+    let mut bob = app.connect("bob").await;
+    let mut carl = app.connect("carl").await;
+
+    let ack = bob
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "l1", "idempotencyKey": "k1"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let booking = ack["booking"].clone();
+    assert_eq!(booking["status"], "requested");
+    assert_eq!(booking["buyerId"], "bob");
+    assert_eq!(booking["sellerId"], "sella");
+    assert_eq!(booking["listingId"], "l1");
+
+    let changed = watcher.wait_event("listing:availabilityChanged").await;
+    assert_eq!(
+        changed[0],
+        json!({"listingId": "l1", "availability": "reserved"})
+    );
+    assert_eq!(
+        seller.wait_event("booking:created").await[0]["booking"],
+        booking
+    );
+    assert_eq!(
+        bob.wait_event("booking:created").await[0]["booking"],
+        booking
+    );
+
+    let ack = carl
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "l1", "idempotencyKey": "k1"}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+
+    let again = bob
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "l1", "idempotencyKey": "k1"}),
+        )
+        .await;
+    assert_eq!(again["booking"], booking, "same key, same booking");
+    seller
+        .assert_no_event("booking:created", Duration::from_millis(300))
+        .await;
+
+    let ack = seller
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "l1", "idempotencyKey": "k9"}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+}
