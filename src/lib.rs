@@ -79,7 +79,8 @@ impl Application {
             settings.db_pool_size,
             metrics.clone(),
         )?;
-        let redis = store::Redis::new(&settings.redis_url, metrics.clone())?;
+        let redis =
+            store::Redis::new(&settings.redis_url, &settings.redis_prefix, metrics.clone())?;
         let threads = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,

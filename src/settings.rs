@@ -19,6 +19,8 @@ pub struct Settings {
     pub database_url: String,
     /// `SOUK_REDIS_URL`: Redis.
     pub redis_url: String,
+    /// `SOUK_REDIS_PREFIX`: the start of every key souk writes to Redis.
+    pub redis_prefix: String,
     /// Token checking.
     pub jwt: JwtSettings,
     /// `SOUK_NODE_ID`: this node's name in logs and the cluster view.
@@ -108,6 +110,7 @@ impl Settings {
             database_url: get("SOUK_DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/souk".into()),
             redis_url: get("SOUK_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis_prefix: get("SOUK_REDIS_PREFIX").unwrap_or_else(|| "souk:".into()),
             jwt: JwtSettings {
                 secret: get("SOUK_JWT_SECRET"),
                 public_key_path: get("SOUK_JWT_PUBLIC_KEY").map(PathBuf::from),

@@ -150,7 +150,7 @@ pub async fn typing_start(
         .await?;
     let mut conn = app.redis.connection().await?;
     let set: Option<String> = deadpool_redis::redis::cmd("SET")
-        .arg(typing_key(&booking, caller.user()))
+        .arg(typing_key(app, &booking, caller.user()))
         .arg(1)
         .arg("PX")
         .arg(TYPING_THROTTLE_MS)
@@ -175,7 +175,7 @@ pub async fn typing_stop(
 ) -> Result<Value, Failure> {
     let mut conn = app.redis.connection().await?;
     let _: i64 = deadpool_redis::redis::cmd("DEL")
-        .arg(typing_key(&booking, caller.user()))
+        .arg(typing_key(app, &booking, caller.user()))
         .query_async(&mut *conn)
         .await
         .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
@@ -186,6 +186,6 @@ pub async fn typing_stop(
     Ok(json!({}))
 }
 
-fn typing_key(booking: &BookingId, user: &UserId) -> String {
-    format!("souk:typing:{booking}:{user}")
+fn typing_key(app: &AppState, booking: &BookingId, user: &UserId) -> String {
+    app.redis.key(&["typing", booking.as_str(), user.as_str()])
 }

@@ -18,23 +18,27 @@ use crate::ids::UserId;
 use crate::store::{Redis, StoreError};
 use crate::time::rfc3339;
 
-const EXPIRY_SET: &str = "souk:presence-expiry";
 /// Users a sweep handles at most.
 const SWEEP_BATCH: usize = 200;
 
-fn online_key(user: &str) -> String {
-    format!("souk:presence:{user}")
+fn expiry_set(redis: &Redis) -> String {
+    redis.key(&["presence-expiry"])
 }
 
-fn last_seen_key(user: &str) -> String {
-    format!("souk:lastseen:{user}")
+fn online_key(redis: &Redis, user: &str) -> String {
+    redis.key(&["presence", user])
 }
 
-/// Sets the online key and the last-seen time; returns whether it existed.
+fn last_seen_key(redis: &Redis, user: &str) -> String {
+    redis.key(&["lastseen", user])
+}
+
+/// Sets the online key and the last-seen time (kept 30 days); returns
+/// whether the online key existed.
 const REFRESH: &str = r"
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', 2592000)
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 return existed
 ";
@@ -45,9 +49,9 @@ const SWEEP: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local gone = {}
 for _, user in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], user) == 1 and redis.call('EXISTS', 'souk:presence:' .. user) == 0 then
+  if redis.call('ZREM', KEYS[1], user) == 1 and redis.call('EXISTS', ARGV[3] .. 'presence:' .. user) == 0 then
     table.insert(gone, user)
-    table.insert(gone, redis.call('GET', 'souk:lastseen:' .. user) or '')
+    table.insert(gone, redis.call('GET', ARGV[3] .. 'lastseen:' .. user) or '')
   end
 end
 return gone
@@ -107,9 +111,9 @@ async fn refresh(
     let script = Script::new(REFRESH);
     for user in users {
         let existed: i64 = script
-            .key(online_key(user.as_str()))
-            .key(last_seen_key(user.as_str()))
-            .key(EXPIRY_SET)
+            .key(online_key(redis, user.as_str()))
+            .key(last_seen_key(redis, user.as_str()))
+            .key(expiry_set(redis))
             .arg(&seen)
             .arg(ttl.as_millis() as u64)
             .arg(expires_ms)
@@ -127,9 +131,10 @@ async fn refresh(
 async fn sweep(redis: &Redis, fanout: &Fanout) -> Result<(), StoreError> {
     let mut conn = redis.connection().await?;
     let gone: Vec<String> = Script::new(SWEEP)
-        .key(EXPIRY_SET)
+        .key(expiry_set(redis))
         .arg(Utc::now().timestamp_millis())
         .arg(SWEEP_BATCH)
+        .arg(redis.prefix())
         .invoke_async(&mut *conn)
         .await
         .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
@@ -160,8 +165,14 @@ fn announce(fanout: &Fanout, user: &UserId, online: bool, last_seen: Value) {
 /// Reads users' presence: `{userId: {online, lastSeen}}`.
 pub async fn states(redis: &Redis, users: &[UserId]) -> Result<Value, StoreError> {
     let mut conn = redis.connection().await?;
-    let online_keys: Vec<String> = users.iter().map(|u| online_key(u.as_str())).collect();
-    let seen_keys: Vec<String> = users.iter().map(|u| last_seen_key(u.as_str())).collect();
+    let online_keys: Vec<String> = users
+        .iter()
+        .map(|u| online_key(redis, u.as_str()))
+        .collect();
+    let seen_keys: Vec<String> = users
+        .iter()
+        .map(|u| last_seen_key(redis, u.as_str()))
+        .collect();
     let (online, seen): (Vec<Option<String>>, Vec<Option<String>>) = deadpool_redis::redis::pipe()
         .cmd("MGET")
         .arg(&online_keys)

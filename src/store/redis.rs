@@ -14,12 +14,13 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Redis {
     pool: Pool,
+    prefix: String,
     metrics: Metrics,
 }
 
 impl Redis {
     /// Makes the pool without connecting.
-    pub fn new(url: &str, metrics: Metrics) -> Result<Self, StoreError> {
+    pub fn new(url: &str, prefix: &str, metrics: Metrics) -> Result<Self, StoreError> {
         let mut config = Config::from_url(url);
         config.pool = Some(PoolConfig {
             max_size: 16,
@@ -33,7 +34,22 @@ impl Redis {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|err| StoreError::Internal(format!("bad Redis settings: {err}")))?;
-        Ok(Redis { pool, metrics })
+        Ok(Redis {
+            pool,
+            prefix: prefix.to_owned(),
+            metrics,
+        })
+    }
+
+    /// A key under this node's prefix: `key(&["presence", "u1"])` is
+    /// `souk:presence:u1` with the default prefix.
+    pub fn key(&self, parts: &[&str]) -> String {
+        format!("{}{}", self.prefix, parts.join(":"))
+    }
+
+    /// The prefix itself, for scripts that build keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// A pooled connection.

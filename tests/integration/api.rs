@@ -51,7 +51,7 @@ async fn readyz_is_503_while_postgres_is_down() {
 
 #[actix_web::test]
 async fn metrics_count_connections_events_and_disconnects() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(&[("SOUK_ROOM_IDLE_MS", "50")]).await;
     let mut client = app.connect("mia").await;
     client.emit_ack("nope", json!({})).await;
     client
@@ -197,4 +197,127 @@ async fn dev_tokens_exist_only_in_dev_mode() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 422);
+}
+
+#[actix_web::test]
+async fn listings_are_validated_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let base = json!({"sellerId": "s", "title": "T", "price": 1, "currency": "EUR"});
+    let cases = [
+        ("sellerId", json!("bad id"), "sellerId"),
+        ("title", json!("  "), "title"),
+        ("price", json!(-1), "price"),
+        ("price", json!(1_000_000_000_001_i64), "price"),
+        ("currency", json!("euro"), "currency"),
+        ("visibility", json!("secret"), "visibility"),
+        ("availability", json!("gone"), "availability"),
+        (
+            "auction",
+            json!({"startsAt": "2030-01-02T00:00:00Z", "endsAt": "2030-01-01T00:00:00Z", "startPrice": 1, "minIncrement": 1}),
+            "auction.startsAt",
+        ),
+        (
+            "auction",
+            json!({"startsAt": "2030-01-01T00:00:00Z", "endsAt": "2030-01-02T00:00:00Z", "startPrice": 1, "minIncrement": 0}),
+            "auction.minIncrement",
+        ),
+    ];
+    for (field, value, named) in cases {
+        let mut body = base.clone();
+        body[field] = value;
+        let (status, error) = app.put_listing("l1", body).await;
+        assert_eq!(status, 422, "{field}: {error}");
+        assert_eq!(error["error"]["code"], "bad_request");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{message} should name {named}");
+    }
+    let (status, _) = app.put_listing("bad%20id", base.clone()).await;
+    assert_eq!(status, 400);
+    let (status, body) = app.put_listing("l1", base.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let mut other_seller = base;
+    other_seller["sellerId"] = json!("someone-else");
+    let (status, body) = app.put_listing("l1", other_seller).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("conflict"))
+    );
+    let (status, _) = app.api("GET", "/api/v1/listings/nope", None).await;
+    assert_eq!(status, 404);
+}
+
+#[actix_web::test]
+async fn auction_listings_show_the_reserve_price_to_the_seller_only() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .put_listing(
+            "a1",
+            json!({"sellerId": "sella", "title": "Lamp", "price": 0, "currency": "EUR",
+                   "auction": {"startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+                               "startPrice": 500, "minIncrement": 50, "reservePrice": 2000, "extendWindowSecs": 30}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["listing"]["auction"]["reservePrice"], 2000,
+        "the backend sees it"
+    );
+    let mut buyer = app.connect("bob").await;
+    let ack = buyer
+        .emit_ack("listing:watch", json!({"listingId": "a1"}))
+        .await;
+    let auction = &ack["listing"]["auction"];
+    assert_eq!(auction["status"], "open");
+    assert_eq!(auction["startPrice"], 500);
+    assert_eq!(auction["bidCount"], 0);
+    assert!(auction.get("reservePrice").is_none(), "{auction}");
+    let mut seller = app.connect("sella").await;
+    let ack = seller
+        .emit_ack("listing:watch", json!({"listingId": "a1"}))
+        .await;
+    assert_eq!(ack["listing"]["auction"]["reservePrice"], 2000);
+    let ack = buyer
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "a1", "idempotencyKey": "k"}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+}
+
+#[actix_web::test]
+async fn the_backend_emits_to_any_room() {
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sella").await;
+    let mut watcher = app.connect("wendy").await;
+    watcher
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    let (status, body) = app
+        .api(
+            "POST",
+            "/api/v1/rooms/listing:l1/events",
+            Some(json!({"event": "promo", "data": {"pct": 10}})),
+        )
+        .await;
+    assert_eq!((status, body), (202, json!({"room": "listing:l1"})));
+    assert_eq!(watcher.wait_event("promo").await, vec![json!({"pct": 10})]);
+    for room in ["lobby", "listing:", "auction:x", "user:a%20b"] {
+        let (status, _) = app
+            .api(
+                "POST",
+                &format!("/api/v1/rooms/{room}/events"),
+                Some(json!({"event": "x"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{room}");
+    }
+    let (status, _) = app
+        .api(
+            "POST",
+            "/api/v1/rooms/listing:l1/events",
+            Some(json!({"event": "server:error"})),
+        )
+        .await;
+    assert_eq!(status, 422);
 }

@@ -49,6 +49,16 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // The node's Redis keys carry the database's name as their prefix.
+        if let Ok(mut redis) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.name))
+                .query(&mut redis)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut redis);
+            }
+        }
         if let Ok(mut admin) = PgConnection::establish(&format!("{}/postgres", pg_admin_url())) {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -81,6 +91,8 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     values.insert("SOUK_REDIS_URL".into(), redis_url());
+    // Each node gets its own Redis keys, so parallel tests never meet there.
+    values.insert("SOUK_REDIS_PREFIX".into(), format!("{}:", db.name));
     for (k, v) in extra {
         values.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -433,5 +445,56 @@ impl TestApp {
             .await;
         assert_eq!(ack["ok"], true, "{ack}");
         ack["booking"]["id"].as_str().unwrap().to_owned()
+    }
+}
+
+impl TestApp {
+    /// How many audit entries with `action` the node's database holds.
+    pub async fn audit_count(&self, action: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = PgConnection::establish(&self._db.url).unwrap();
+        diesel::sql_query("SELECT count(*) AS n FROM audit_log WHERE action = $1")
+            .bind::<diesel::sql_types::Text, _>(action)
+            .get_result::<Count>(&mut conn)
+            .unwrap()
+            .n
+    }
+
+    /// Runs SQL against the node's database.
+    pub fn sql(&self, query: &str) -> usize {
+        let mut conn = PgConnection::establish(&self._db.url).unwrap();
+        diesel::sql_query(query).execute(&mut conn).unwrap()
+    }
+}
+
+impl TestApp {
+    /// Cuts the node off from its database: no new connections, and the
+    /// open ones are terminated.
+    pub fn cut_postgres(&self) {
+        let mut admin = PgConnection::establish(&format!("{}/postgres", pg_admin_url())).unwrap();
+        let name = &self._db.name;
+        diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+            .execute(&mut admin)
+            .unwrap();
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .execute(&mut admin)
+        .unwrap();
+    }
+
+    /// Lets the node reach its database again.
+    pub fn restore_postgres(&self) {
+        let mut admin = PgConnection::establish(&format!("{}/postgres", pg_admin_url())).unwrap();
+        diesel::sql_query(format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            self._db.name
+        ))
+        .execute(&mut admin)
+        .unwrap();
     }
 }

@@ -6,8 +6,12 @@ mod helpers;
 
 mod api;
 mod bad_input;
+mod bookings;
+mod chat;
 mod connect;
 mod heartbeat;
+mod lifecycle;
+mod presence;
 mod process;
 mod rooms;
 mod schema;

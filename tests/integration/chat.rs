@@ -1,0 +1,258 @@
+//! A booking's thread: messages, history, read receipts and typing.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn joined() -> (TestApp, Client, Client, String) {
+    let app = TestApp::spawn().await;
+    let mut bob = app.connect("bob").await;
+    let mut seller = app.connect("sella").await;
+    let booking = app.booking("l1", "sella", &mut bob).await;
+    for client in [&mut bob, &mut seller] {
+        let ack = client
+            .emit_ack("booking:join", json!({"bookingId": booking}))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    (app, bob, seller, booking)
+}
+
+async fn send(client: &mut Client, booking: &str, body: &str, id: &str) -> Value {
+    client
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": body, "clientMsgId": id}),
+        )
+        .await
+}
+
+#[actix_web::test]
+async fn a_sent_message_is_committed_broadcast_and_announced() {
+    let (app, mut bob, mut seller, booking) = joined().await;
+    let ack = send(&mut bob, &booking, "Is it still available?", "c1").await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let message = ack["message"].clone();
+    assert_eq!(message["bookingId"], booking.as_str());
+    assert_eq!(message["senderId"], "bob");
+    assert_eq!(message["body"], "Is it still available?");
+    assert_eq!(message["clientMsgId"], "c1");
+    assert!(message["id"].is_string(), "ids are strings: {message}");
+    // Acked means committed.
+    let id: i64 = message["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        app.sql(&format!("SELECT 1 FROM messages WHERE id = {id}")),
+        1
+    );
+
+    assert_eq!(
+        seller.wait_event("message:new").await[0]["message"],
+        message
+    );
+    let activity = json!({"bookingId": booking, "messageId": message["id"], "senderId": "bob"});
+    assert_eq!(seller.wait_event("booking:activity").await[0], activity);
+    assert_eq!(bob.wait_event("message:new").await[0]["message"], message);
+
+    // The same clientMsgId again: the first message, nothing new said.
+    let again = send(&mut bob, &booking, "different text", "c1").await;
+    assert_eq!(again["message"], message);
+    seller
+        .assert_no_event("message:new", Duration::from_millis(300))
+        .await;
+    assert_eq!(app.sql("SELECT 1 FROM messages"), 1);
+}
+
+#[actix_web::test]
+async fn strangers_may_not_write_and_admins_may() {
+    let (app, _bob, mut seller, booking) = joined().await;
+    let mut eve = app.connect("eve").await;
+    let ack = send(&mut eve, &booking, "hi", "e1").await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let ack = eve
+        .emit_ack("message:history", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let ack = eve
+        .emit_ack("typing:start", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let ack = send(&mut eve, "nope", "hi", "e2").await;
+    assert_eq!(ack["error"]["code"], "not_found", "{ack}");
+    let ack = send(&mut eve, &booking, "   \n", "e3").await;
+    assert_eq!(ack["error"]["code"], "bad_request", "{ack}");
+    assert_eq!(ack["error"]["message"], "body must not be blank");
+
+    let mut ada = Client::open(&app).await;
+    ada.connect(Some(&app.token_with_role("ada", "admin")))
+        .await;
+    let ack = send(&mut ada, &booking, "An admin here.", "a1").await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        seller.wait_event("message:new").await[0]["message"]["senderId"],
+        "ada"
+    );
+}
+
+#[actix_web::test]
+async fn history_pages_back_oldest_first() {
+    let (_app, mut bob, _seller, booking) = joined().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let ack = send(&mut bob, &booking, &format!("m{n}"), &format!("c{n}")).await;
+        ids.push(ack["message"]["id"].clone());
+    }
+    let page = bob
+        .emit_ack("message:history", json!({"bookingId": booking, "limit": 2}))
+        .await;
+    let bodies: Vec<_> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, vec![json!("m3"), json!("m4")]);
+    assert_eq!(page["hasMore"], true);
+    let page = bob
+        .emit_ack(
+            "message:history",
+            json!({"bookingId": booking, "limit": 2, "beforeId": ids[3]}),
+        )
+        .await;
+    let bodies: Vec<_> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, vec![json!("m1"), json!("m2")]);
+    assert_eq!(page["hasMore"], true);
+    let page = bob
+        .emit_ack(
+            "message:history",
+            json!({"bookingId": booking, "beforeId": ids[1]}),
+        )
+        .await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["hasMore"], false);
+}
+
+#[actix_web::test]
+async fn read_receipts_move_forward_and_tell_the_other_party() {
+    let (app, mut bob, mut seller, booking) = joined().await;
+    let first = send(&mut seller, &booking, "hello", "s1").await["message"]["id"].clone();
+    let second = send(&mut seller, &booking, "still there?", "s2").await["message"]["id"].clone();
+
+    let mut bob_tab2 = app.connect("bob").await;
+    let ack = bob_tab2
+        .emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(
+        (ack["unread"].clone(), ack["lastReadMessageId"].clone()),
+        (json!(2), json!(null))
+    );
+
+    let ack = bob
+        .emit_ack(
+            "read:mark",
+            json!({"bookingId": booking, "messageId": second}),
+        )
+        .await;
+    assert_eq!(ack["receipt"]["messageId"], second, "{ack}");
+    assert_eq!(ack["receipt"]["userId"], "bob");
+    let updated = seller.wait_event("read:updated").await;
+    assert_eq!(updated[0], ack["receipt"]);
+    // Once in the booking room and once in the seller's user room.
+    assert_eq!(seller.wait_event("read:updated").await[0], ack["receipt"]);
+
+    // An older message leaves the receipt where it is and says nothing.
+    let ack = bob
+        .emit_ack(
+            "read:mark",
+            json!({"bookingId": booking, "messageId": first}),
+        )
+        .await;
+    assert_eq!(ack["receipt"]["messageId"], second);
+    seller
+        .assert_no_event("read:updated", Duration::from_millis(300))
+        .await;
+
+    let ack = bob_tab2
+        .emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(
+        (ack["unread"].clone(), ack["lastReadMessageId"].clone()),
+        (json!(0), second.clone())
+    );
+
+    let ack = bob
+        .emit_ack(
+            "read:mark",
+            json!({"bookingId": booking, "messageId": "999999"}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "not_found", "{ack}");
+    let mut ada = Client::open(&app).await;
+    ada.connect(Some(&app.token_with_role("ada", "admin")))
+        .await;
+    let ack = ada
+        .emit_ack(
+            "read:mark",
+            json!({"bookingId": booking, "messageId": second}),
+        )
+        .await;
+    assert_eq!(
+        ack["error"]["code"], "forbidden",
+        "receipts are for participants: {ack}"
+    );
+}
+
+#[actix_web::test]
+async fn typing_is_throttled_and_stops_by_itself() {
+    let (_app, mut bob, mut seller, booking) = joined().await;
+    let ack = bob
+        .emit_ack("typing:start", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack, json!({"ok": true, "throttled": false}));
+    let started = Instant::now();
+    let typing = seller.wait_event("typing").await;
+    assert_eq!(
+        typing[0],
+        json!({"bookingId": booking, "userId": "bob", "typing": true})
+    );
+    bob.assert_no_event("typing", Duration::from_millis(200))
+        .await;
+
+    let ack = bob
+        .emit_ack("typing:start", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack, json!({"ok": true, "throttled": true}));
+    seller
+        .assert_no_event("typing", Duration::from_millis(300))
+        .await;
+
+    // No stop: 5 s after the last start the server says false by itself.
+    let stopped = seller.wait_event("typing").await;
+    assert_eq!(stopped[0]["typing"], false);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(4900), "{waited:?}");
+
+    // A stop says false at once, and the next start is not throttled.
+    let ack = seller
+        .emit_ack("typing:start", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["throttled"], false);
+    assert_eq!(bob.wait_event("typing").await[0]["typing"], true);
+    assert_eq!(
+        seller
+            .emit_ack("typing:stop", json!({"bookingId": booking}))
+            .await,
+        json!({"ok": true})
+    );
+    assert_eq!(bob.wait_event("typing").await[0]["typing"], false);
+    let ack = seller
+        .emit_ack("typing:start", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["throttled"], false);
+}

@@ -1,0 +1,111 @@
+//! Rooms and sessions do not leak, and a store outage loses nothing acked.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn a_thousand_connect_join_disconnect_cycles_leave_the_registry_empty() {
+    let app = TestApp::spawn_with(&[("SOUK_ROOM_IDLE_MS", "50")]).await;
+    app.listing("l1", "sella").await;
+    let mut bob = app.connect("bob").await;
+    let booking = app.booking("l2", "sella", &mut bob).await;
+    bob.send("1").await;
+    bob.expect_close().await;
+
+    for cycle in 0..1000 {
+        let user = if cycle % 2 == 0 { "bob" } else { "sella" };
+        let mut client = app.connect(user).await;
+        let ack = client
+            .emit_ack("listing:watch", json!({"listingId": "l1"}))
+            .await;
+        assert_eq!(ack["ok"], true, "cycle {cycle}: {ack}");
+        let ack = client
+            .emit_ack("booking:join", json!({"bookingId": booking}))
+            .await;
+        assert_eq!(ack["ok"], true, "cycle {cycle}: {ack}");
+        client
+            .emit_ack("presence:watch", json!({"userIds": ["someone"]}))
+            .await;
+        // Every way a connection ends: Engine.IO close, Socket.IO disconnect,
+        // a WebSocket close, and a dropped TCP connection.
+        match cycle % 4 {
+            0 => client.send("1").await,
+            1 => client.send("41").await,
+            2 => {
+                client
+                    .send_message(actix_http::ws::Message::Close(None))
+                    .await
+            }
+            _ => {}
+        }
+        drop(client);
+    }
+    eventually("no sessions and no rooms left", || async {
+        let stats = app.registry_stats().await;
+        stats.sessions == 0 && stats.rooms == 0
+    })
+    .await;
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("souk_connections 0"), "{metrics}");
+    for kind in ["listing", "booking", "user", "presence"] {
+        assert!(
+            metrics.contains(&format!("souk_rooms{{kind=\"{kind}\"}} 0")),
+            "{kind}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_postgres_outage_answers_service_unavailable_and_loses_nothing_acked() {
+    let app = TestApp::spawn().await;
+    let mut bob = app.connect("bob").await;
+    let booking = app.booking("l1", "sella", &mut bob).await;
+    let mut acked = Vec::new();
+    for n in 0..3 {
+        let ack = bob
+            .emit_ack("message:send", json!({"bookingId": booking, "body": format!("before {n}"), "clientMsgId": format!("b{n}")}))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        acked.push(ack["message"]["id"].clone());
+    }
+
+    app.cut_postgres();
+    let ack = bob
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": "during", "clientMsgId": "d1"}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "service_unavailable", "{ack}");
+    let ack = bob
+        .emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["error"]["code"], "service_unavailable", "{ack}");
+    let (status, body) = app.api("GET", "/readyz", None).await;
+    assert_eq!((status, body["postgres"].clone()), (503, json!("down")));
+
+    app.restore_postgres();
+    let ack = bob
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": "after", "clientMsgId": "a1"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "the node recovers by itself: {ack}");
+    acked.push(ack["message"]["id"].clone());
+
+    let page = bob
+        .emit_ack(
+            "message:history",
+            json!({"bookingId": booking, "limit": 200}),
+        )
+        .await;
+    let ids: Vec<Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, acked, "every acked message, and nothing else");
+}
