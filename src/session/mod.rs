@@ -4,6 +4,7 @@
 
 mod upgrade;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ const MAX_BAD_FRAMES_IN_ROW: u32 = 10;
 const MAX_FAILED_CONNECTS: u32 = 10;
 /// The longest single timer; longer waits re-arm.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+/// Events one connection may have waiting; more are `rate_limited`.
+const MAX_QUEUED_EVENTS: usize = 256;
+/// What a refused event is told to wait.
+const QUEUE_RETRY_AFTER_MS: u64 = 100;
 /// Length of generated sids and pids.
 const ID_LEN: usize = 20;
 
@@ -62,6 +67,9 @@ pub struct Session {
     failed_connects: u32,
     /// A message arriving in continuation frames, bounded by maxPayload.
     fragment: Option<Fragment>,
+    /// Events waiting for the one running to finish.
+    queue: VecDeque<Queued>,
+    running: bool,
     close_reason: &'static str,
 }
 
@@ -74,6 +82,14 @@ enum State {
 struct Connected {
     identity: Identity,
     expiry_timer: Option<SpawnHandle>,
+}
+
+/// A client event waiting its turn.
+struct Queued {
+    ack_id: Option<u64>,
+    name: EventName,
+    started: Instant,
+    event: ClientEvent,
 }
 
 struct Fragment {
@@ -94,6 +110,8 @@ impl Session {
             bad_frames_in_row: 0,
             failed_connects: 0,
             fragment: None,
+            queue: VecDeque::new(),
+            running: false,
             close_reason: reason::TRANSPORT_CLOSE,
         }
     }
@@ -314,16 +332,51 @@ impl Session {
             Ok(event) => event,
             Err(err) => return self.finish(ctx, ack_id, &name, started, Err(err.into())),
         };
+        if self.queue.len() >= MAX_QUEUED_EVENTS {
+            let mut failure = Failure::new(Code::RateLimited, "too many events waiting");
+            failure
+                .extra
+                .insert("retryAfterMs".into(), json!(QUEUE_RETRY_AFTER_MS));
+            return self.finish(ctx, ack_id, &name, started, Err(failure));
+        }
+        self.queue.push_back(Queued {
+            ack_id,
+            name,
+            started,
+            event,
+        });
+        self.run_next(ctx);
+    }
+
+    /// Runs the oldest queued event unless one is running: one connection's
+    /// events take effect in the order they were sent (a chat's messages are
+    /// stored in send order), while frames to the connection keep flowing.
+    fn run_next(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.running {
+            return;
+        }
         let Some(identity) = self.identity().cloned() else {
             return;
         };
+        let Some(next) = self.queue.pop_front() else {
+            return;
+        };
+        self.running = true;
         let caller = Caller {
             session: self.id,
             identity,
         };
+        let Queued {
+            ack_id,
+            name,
+            started,
+            event,
+        } = next;
         let work = handlers::handle(self.app.clone(), caller, event);
         ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
+            session.running = false;
             session.finish(ctx, ack_id, &name, started, outcome);
+            session.run_next(ctx);
         }));
     }
 

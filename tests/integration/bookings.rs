@@ -236,3 +236,25 @@ async fn the_server_api_makes_any_listed_move() {
     );
     seller.wait_event("booking:statusChanged").await;
 }
+
+#[actix_web::test]
+async fn leaving_a_booking_room_stops_its_events() {
+    let (_app, mut bob, mut seller, booking) = booked().await;
+    bob.emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    let ack = bob
+        .emit_ack("booking:leave", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack, json!({"ok": true}));
+    let ack = seller
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": "hi", "clientMsgId": "s1"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true);
+    // Still told through the user room, but no longer in the booking room.
+    bob.wait_event("booking:activity").await;
+    bob.assert_no_event("message:new", std::time::Duration::from_millis(300))
+        .await;
+}

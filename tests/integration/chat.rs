@@ -256,3 +256,30 @@ async fn typing_is_throttled_and_stops_by_itself() {
         .await;
     assert_eq!(ack["throttled"], false);
 }
+
+#[actix_web::test]
+async fn messages_sent_without_waiting_are_stored_in_send_order() {
+    let (_app, mut bob, _seller, booking) = joined().await;
+    for n in 0..30 {
+        let frame = json!(["message:send", {"bookingId": booking, "body": format!("m{n}"), "clientMsgId": format!("o{n}")}]);
+        bob.send(&format!("42{}{frame}", 100 + n)).await;
+    }
+    for n in 0..30 {
+        let ack = bob.wait_ack(100 + n).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    let page = bob
+        .emit_ack(
+            "message:history",
+            json!({"bookingId": booking, "limit": 50}),
+        )
+        .await;
+    let bodies: Vec<String> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..30).map(|n| format!("m{n}")).collect();
+    assert_eq!(bodies, expected);
+}

@@ -184,6 +184,8 @@ pub struct Client {
     framed: actix_codec::Framed<BoxedSocket, ws::Codec>,
     /// Events read while waiting for something else.
     pub events: Vec<Value>,
+    /// Acks read while waiting for another one.
+    acks: HashMap<u64, Value>,
     pub open: Value,
     /// Answer the server's pings automatically.
     pub auto_pong: bool,
@@ -212,6 +214,7 @@ impl Client {
         let mut client = Client {
             framed,
             events: Vec::new(),
+            acks: HashMap::new(),
             open: Value::Null,
             auto_pong: true,
             next_ack: 0,
@@ -296,12 +299,17 @@ impl Client {
 
     /// Waits for `43<id>[reply]`, keeping events that arrive meanwhile.
     pub async fn wait_ack(&mut self, id: u64) -> Value {
-        let prefix = format!("43{id}[");
         loop {
+            if let Some(reply) = self.acks.remove(&id) {
+                return reply;
+            }
             let text = self.recv_text().await;
-            if let Some(rest) = text.strip_prefix(&prefix) {
-                let args: Value = serde_json::from_str(&format!("[{rest}")).expect("ack JSON");
-                return args[0].clone();
+            if let Some(rest) = text.strip_prefix("43") {
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                let ack_id: u64 = rest[..digits].parse().expect("ack id");
+                let args: Value = serde_json::from_str(&rest[digits..]).expect("ack JSON");
+                self.acks.insert(ack_id, args[0].clone());
+                continue;
             }
             self.keep_event(&text);
         }

@@ -109,3 +109,24 @@ async fn a_postgres_outage_answers_service_unavailable_and_loses_nothing_acked()
         .collect();
     assert_eq!(ids, acked, "every acked message, and nothing else");
 }
+
+#[actix_web::test]
+async fn a_connection_may_queue_only_so_many_events() {
+    let app = TestApp::spawn().await;
+    let mut bob = app.connect("bob").await;
+    let booking = app.booking("l1", "sella", &mut bob).await;
+    // With Postgres cut the first event stalls, so the rest wait in line.
+    app.cut_postgres();
+    for n in 0..300u64 {
+        let frame = json!(["message:send", {"bookingId": booking, "body": "x", "clientMsgId": format!("q{n}")}]);
+        bob.send(&format!("42{n}{frame}")).await;
+    }
+    // 1 running + 256 waiting; the last 43 are refused at once.
+    for n in 257..300u64 {
+        let ack = bob.wait_ack(n).await;
+        assert_eq!(ack["error"]["code"], "rate_limited", "{ack}");
+        assert_eq!(ack["error"]["retryAfterMs"], 100);
+    }
+    drop(bob);
+    app.restore_postgres();
+}

@@ -180,3 +180,31 @@ async fn reserve_picks_one_buyer_and_tells_everyone() {
         .await;
     assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
 }
+
+#[actix_web::test]
+async fn a_buyer_with_a_booking_may_watch_a_private_listing() {
+    let app = TestApp::spawn().await;
+    app.put_listing(
+        "p1",
+        json!({"sellerId": "sella", "title": "Flat", "price": 1, "currency": "EUR", "visibility": "private"}),
+    )
+    .await;
+    let mut bob = app.connect("bob").await;
+    let ack = bob
+        .emit_ack("listing:watch", json!({"listingId": "p1"}))
+        .await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let ack = bob
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "p1", "idempotencyKey": "k"}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    // A booking made by the marketplace (say, an offline deal) admits him.
+    app.sql("INSERT INTO bookings (id, listing_id, buyer_id, seller_id) VALUES ('b1', 'p1', 'bob', 'sella')");
+    let ack = bob
+        .emit_ack("listing:watch", json!({"listingId": "p1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+}
