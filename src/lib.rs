@@ -6,6 +6,7 @@
 //! backend talks to the [`api`].
 
 pub mod api;
+pub mod auction;
 pub mod auth;
 pub mod cluster;
 pub mod domain;
@@ -24,7 +25,7 @@ pub mod time;
 
 use std::net::{SocketAddr, TcpListener};
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Addr, Arbiter, AsyncContext};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
@@ -54,6 +55,7 @@ pub struct Application {
     server: Server,
     address: SocketAddr,
     state: web::Data<AppState>,
+    _closer: actix::Addr<auction::closer::AuctionCloser>,
     room_threads: RoomThreads,
 }
 
@@ -86,22 +88,44 @@ impl Application {
             n => n,
         };
         let room_arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        let registry = Registry::new(
+        let fanout = cluster::Fanout::start(
+            redis.clone(),
+            cluster::fanout::LogLimits {
+                ttl_ms: settings.recovery_window.as_millis() as u64,
+                max_len: settings.room_log_len,
+            },
+        );
+        let (arbiters, idle) = (
             room_arbiters.iter().map(Arbiter::handle).collect(),
             settings.room_idle,
-            metrics.clone(),
-        )
-        .start();
-        let writer = store::writer::MessageWriter::new(db.clone()).start();
+        );
+        let target = cluster::subscriber::Target::from_url(&settings.redis_url)?;
+        let prefix = settings.redis_prefix.clone();
+        let registry_fanout = fanout.clone();
+        let registry_metrics = metrics.clone();
+        let registry = Registry::create(|ctx| {
+            let subscriber =
+                cluster::Subscriber::start(target, prefix.clone(), ctx.address().recipient());
+            Registry::new(
+                arbiters,
+                idle,
+                registry_metrics,
+                (subscriber, registry_fanout, prefix),
+            )
+        });
         let presence = rooms::presence::PresenceTracker::new(
             redis.clone(),
-            cluster::Fanout::new(registry.clone()),
+            fanout.clone(),
             settings.presence_ttl,
         )
         .start();
+        let messages = store::writer::Writer::<store::messages::Messages>::new(db.clone()).start();
+        let bids = store::writer::Writer::<store::bids::Bids>::new(db.clone()).start();
         let actors = state::Actors {
             registry,
-            writer,
+            fanout,
+            messages,
+            bids,
             presence,
         };
 
@@ -117,6 +141,7 @@ impl Application {
         let dev = settings.dev;
         let grace = settings.shutdown_grace;
         let state = web::Data::new(AppState::new(settings, auth, db, redis, actors, metrics));
+        let closer = auction::closer::AuctionCloser::new(state.clone().into_inner()).start();
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -136,6 +161,7 @@ impl Application {
             server,
             address,
             state,
+            _closer: closer,
             room_threads: RoomThreads(room_arbiters),
         })
     }

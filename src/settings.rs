@@ -45,6 +45,12 @@ pub struct Settings {
     pub presence_ttl: Duration,
     /// `SOUK_ROOM_IDLE_MS`: how long a room without members lives on.
     pub room_idle: Duration,
+    /// `SOUK_AUCTION_SCAN_MS`: how often a node looks for auctions to close.
+    pub auction_scan: Duration,
+    /// `SOUK_RECOVERY_WINDOW_MS`: how long a room's events stay replayable.
+    pub recovery_window: Duration,
+    /// `SOUK_ROOM_LOG_LEN`: about how many events a room's log keeps.
+    pub room_log_len: u64,
 }
 
 /// Which tokens are accepted.
@@ -128,6 +134,9 @@ impl Settings {
             shutdown_grace: millis(values, "SOUK_SHUTDOWN_GRACE_MS", 10_000)?,
             presence_ttl: millis(values, "SOUK_PRESENCE_TTL_MS", 60_000)?,
             room_idle: millis(values, "SOUK_ROOM_IDLE_MS", 30_000)?,
+            auction_scan: millis(values, "SOUK_AUCTION_SCAN_MS", 1_000)?,
+            recovery_window: millis(values, "SOUK_RECOVERY_WINDOW_MS", 120_000)?,
+            room_log_len: number(values, "SOUK_ROOM_LOG_LEN", 1_000)?,
         };
         if settings.jwt.secret.is_none() && settings.jwt.public_key_path.is_none() && !dev {
             return Err(SettingsError::NoJwtKey);

@@ -10,7 +10,9 @@ use crate::metrics::Metrics;
 use crate::rooms::presence::PresenceTracker;
 use crate::rooms::{Registry, SessionId};
 use crate::settings::Settings;
-use crate::store::writer::MessageWriter;
+use crate::store::bids::Bids;
+use crate::store::messages::Messages;
+use crate::store::writer::Writer;
 use crate::store::{Db, Redis};
 
 /// A node's shared state, held behind `web::Data` (an `Arc`).
@@ -21,7 +23,8 @@ pub struct AppState {
     pub redis: Redis,
     pub registry: Addr<Registry>,
     pub fanout: Fanout,
-    pub writer: Addr<MessageWriter>,
+    pub messages: Addr<Writer<Messages>>,
+    pub bids: Addr<Writer<Bids>>,
     pub presence: Addr<PresenceTracker>,
     pub metrics: Metrics,
     next_session: AtomicU64,
@@ -30,7 +33,9 @@ pub struct AppState {
 /// The actors a node's state points to.
 pub struct Actors {
     pub registry: Addr<Registry>,
-    pub writer: Addr<MessageWriter>,
+    pub fanout: Fanout,
+    pub messages: Addr<Writer<Messages>>,
+    pub bids: Addr<Writer<Bids>>,
     pub presence: Addr<PresenceTracker>,
 }
 
@@ -48,9 +53,10 @@ impl AppState {
             auth,
             db,
             redis,
-            fanout: Fanout::new(actors.registry.clone()),
+            fanout: actors.fanout,
             registry: actors.registry,
-            writer: actors.writer,
+            messages: actors.messages,
+            bids: actors.bids,
             presence: actors.presence,
             metrics,
             next_session: AtomicU64::new(1),

@@ -6,10 +6,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{bad_field, path_id, ServiceCaller};
+use crate::auction::live;
 use crate::domain::{Availability, Visibility};
 use crate::error::Failure;
 use crate::ids::{ListingId, UserId};
-use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::listings::{self, AuctionProgress, AuctionSettings, ListingInput};
 
@@ -127,21 +127,26 @@ pub async fn put(
         .db
         .run(move |conn| listings::upsert(conn, &key, &input))
         .await?;
+    if upserted.changed() && upserted.after.is_auction() {
+        // New settings: the next bid rebuilds the live state from Postgres.
+        live::forget(&app.redis, vec![live::auction_key(&app.redis, id.as_str())]).await?;
+    }
     let now = Utc::now();
     let after = upserted.after.to_listing(&AuctionProgress::default(), now);
     if upserted.changed() {
-        let room = RoomKey::Listing(id.clone());
+        let version = after.version;
         // Watchers are buyers too: the broadcast never shows the reserve price.
         let public = after.for_viewer(&UserId::from_db(String::new()), false);
-        app.fanout.emit(
-            room.clone(),
+        app.fanout.emit_listing(
+            id.clone(),
             "listing:updated",
             &json!({ "listing": public }),
+            version,
         );
         if let Some(before) = &upserted.before {
             if before.price != after.price {
-                app.fanout.emit(
-                    room.clone(),
+                app.fanout.emit_listing(
+                    id.clone(),
                     "listing:priceChanged",
                     &json!({
                         "listingId": id,
@@ -150,13 +155,15 @@ pub async fn put(
                         "currency": after.currency,
                         "version": after.version,
                     }),
+                    version,
                 );
             }
             if before.availability != upserted.after.availability {
-                app.fanout.emit(
-                    room,
+                app.fanout.emit_listing(
+                    id.clone(),
                     "listing:availabilityChanged",
                     &json!({ "listingId": id, "availability": after.availability }),
+                    version,
                 );
             }
         }

@@ -1,37 +1,129 @@
-//! Room events: encoded once, then handed to the room's actor, which gives
-//! every member the same bytes.
+//! Room events out of a node: encoded once (all but the offset, which the
+//! log assigns), appended to the room's log and published, in order. One
+//! task publishes for the whole node, pipelining whatever has queued up, so
+//! events leave in the order they were emitted.
 
-use actix::Addr;
 use serde_json::Value;
+use tokio::sync::mpsc;
 
-use crate::ids::UserId;
-use crate::protocol::socket::encode_event;
-use crate::rooms::registry::{Emit, Registry};
-use crate::rooms::{Deliver, RoomKey};
+use super::{room_channel, room_log};
+use crate::ids::{ListingId, UserId};
+use crate::protocol::socket::encode_event_head;
+use crate::rooms::RoomKey;
+use crate::store::Redis;
 
-/// Sends server events to rooms; cheap to clone.
+/// Events one pipeline publishes at most.
+const MAX_BATCH: usize = 256;
+
+/// Appends to the log and publishes, atomically, so the offset order is the
+/// delivery order. KEYS: the log. ARGV: channel, frame head, except,
+/// version, log length, log TTL (ms).
+const PUBLISH: &str = r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'h', ARGV[2], 'x', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
+return id
+"#;
+
+struct Publish {
+    room: RoomKey,
+    head: String,
+    except: Option<UserId>,
+    version: Option<i64>,
+}
+
+/// Sends server events to rooms on every node; cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
-    registry: Addr<Registry>,
+    queue: mpsc::UnboundedSender<Publish>,
+}
+
+/// How long a room's log keeps events, and how many.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    pub ttl_ms: u64,
+    pub max_len: u64,
 }
 
 impl Fanout {
-    pub fn new(registry: Addr<Registry>) -> Self {
-        Fanout { registry }
+    /// Starts the node's publisher on the current runtime.
+    pub fn start(redis: Redis, limits: LogLimits) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        actix_web::rt::spawn(publish(redis, limits, rx));
+        Fanout { queue }
     }
 
     /// Emits `event` with `payload` to every member of `room`.
     pub fn emit(&self, room: RoomKey, event: &str, payload: &Value) {
-        self.emit_except(room, event, payload, None);
+        self.send(room, event, payload, None, None);
     }
 
     /// Emits to every member of `room` but the connections of `except`.
     pub fn emit_except(&self, room: RoomKey, event: &str, payload: &Value, except: Option<UserId>) {
-        let frame = Deliver(encode_event(event, payload, None).into());
-        self.registry.do_send(Emit {
+        self.send(room, event, payload, except, None);
+    }
+
+    /// Emits a listing event that shows the listing at `version`.
+    pub fn emit_listing(&self, listing: ListingId, event: &str, payload: &Value, version: i64) {
+        self.send(
+            RoomKey::Listing(listing),
+            event,
+            payload,
+            None,
+            Some(version),
+        );
+    }
+
+    fn send(
+        &self,
+        room: RoomKey,
+        event: &str,
+        payload: &Value,
+        except: Option<UserId>,
+        version: Option<i64>,
+    ) {
+        let head = encode_event_head(event, payload);
+        let _ = self.queue.send(Publish {
             room,
-            frame,
+            head,
             except,
+            version,
         });
+    }
+}
+
+async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceiver<Publish>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = deadpool_redis::redis::pipe();
+        for event in &batch {
+            pipe.cmd("EVAL")
+                .arg(PUBLISH)
+                .arg(1)
+                .arg(room_log(redis.prefix(), &event.room))
+                .arg(room_channel(redis.prefix(), &event.room))
+                .arg(&event.head)
+                .arg(event.except.as_ref().map(UserId::as_str).unwrap_or(""))
+                .arg(event.version.map(|v| v.to_string()).unwrap_or_default())
+                .arg(limits.max_len)
+                .arg(limits.ttl_ms)
+                .ignore();
+        }
+        let sent = match redis.connection().await {
+            Ok(mut conn) => pipe
+                .query_async::<()>(&mut *conn)
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = sent {
+            log::warn!("{} room events not published: {err}", batch.len());
+        }
     }
 }

@@ -1,6 +1,99 @@
-//! How room events leave a node. Today every member is local; cross-node
-//! delivery through Redis sharded pub/sub plugs in here.
+//! How room events travel between nodes. Every room event is appended to the
+//! room's log in Redis (a capped stream, whose entry id is the event's
+//! offset) and published on the room's shard channel, in one script. Each
+//! node follows the channels of the rooms it has members in and delivers
+//! what arrives, so every member on every node sees one order per room.
 
 pub mod fanout;
+pub mod resp;
+pub mod subscriber;
+
+use actix::Message;
+use bytestring::ByteString;
+
+use crate::ids::UserId;
+use crate::rooms::{Deliver, RoomKey};
 
 pub use fanout::Fanout;
+pub use subscriber::Subscriber;
+
+/// A room's shard channel. `{room}` is a Redis Cluster hash tag shared with
+/// the room's log, so the publishing script touches one slot.
+pub fn room_channel(prefix: &str, room: &RoomKey) -> String {
+    format!("{prefix}room:{{{room}}}")
+}
+
+/// A room's log of events (a capped stream).
+pub fn room_log(prefix: &str, room: &RoomKey) -> String {
+    format!("{prefix}log:{{{room}}}")
+}
+
+/// The room a channel belongs to.
+pub fn room_from_channel(prefix: &str, channel: &str) -> Option<RoomKey> {
+    let name = channel
+        .strip_prefix(prefix)?
+        .strip_prefix("room:{")?
+        .strip_suffix('}')?;
+    RoomKey::parse(name)
+}
+
+/// A room event that arrived from Redis, for this node's members.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Incoming {
+    pub room: RoomKey,
+    pub frame: Deliver,
+    pub except: Option<UserId>,
+    pub version: Option<i64>,
+}
+
+impl Incoming {
+    /// Parses a channel message: `except|version|frame`.
+    pub fn parse(room: RoomKey, message: &str) -> Option<Incoming> {
+        let (except, rest) = message.split_once('|')?;
+        let (version, frame) = rest.split_once('|')?;
+        Some(Incoming {
+            room,
+            frame: Deliver(ByteString::from(frame.to_owned())),
+            except: UserId::parse(except),
+            version: version.parse().ok(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_room_and_back() {
+        let room = RoomKey::parse("listing:l1");
+        let channel = room.as_ref().map(|r| room_channel("souk:", r));
+        assert_eq!(channel.as_deref(), Some("souk:room:{listing:l1}"));
+        assert_eq!(
+            room_from_channel("souk:", "souk:room:{listing:l1}"),
+            RoomKey::parse("listing:l1")
+        );
+        assert_eq!(room_from_channel("souk:", "other:room:{listing:l1}"), None);
+        assert_eq!(room_from_channel("souk:", "souk:room:{nope}"), None);
+    }
+
+    #[test]
+    fn messages_carry_except_version_and_frame() {
+        let room = RoomKey::parse("booking:b1").unwrap_or(RoomKey::User(
+            UserId::parse("x").unwrap_or_else(|| unreachable!()),
+        ));
+        let incoming = Incoming::parse(room.clone(), "bob|7|42[\"typing\",{\"a\":\"|\"},\"1-0\"]");
+        let incoming = incoming.unwrap_or_else(|| panic!("parses"));
+        assert_eq!(
+            incoming.except.map(|u| u.to_string()).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(incoming.version, Some(7));
+        assert_eq!(&*incoming.frame.0, "42[\"typing\",{\"a\":\"|\"},\"1-0\"]");
+        let plain = Incoming::parse(room.clone(), "||42[\"x\",1,\"1-0\"]")
+            .unwrap_or_else(|| panic!("parses"));
+        assert_eq!((plain.except, plain.version), (None, None));
+        assert!(Incoming::parse(room, "no separators").is_none());
+    }
+}

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::Caller;
+use super::{enter_room, Caller};
 use crate::domain::{BookingStatus, Mover};
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, ListingId};
@@ -69,11 +69,15 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
             Ok((row, unread, last_read))
         })
         .await?;
-    app.registry.do_send(Join {
-        session: caller.session,
-        user: caller.user().clone(),
-        room: RoomKey::Booking(id),
-    });
+    enter_room(
+        app,
+        Join {
+            session: caller.session,
+            user: caller.user().clone(),
+            room: RoomKey::Booking(id),
+        },
+    )
+    .await;
     Ok(json!({
         "booking": row.to_booking(),
         "unread": unread,
@@ -146,10 +150,11 @@ pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
     );
     if let Some(listing) = &moved.listing {
         let id = ListingId::from_db(listing.id.clone());
-        app.fanout.emit(
-            RoomKey::Listing(id.clone()),
+        app.fanout.emit_listing(
+            id.clone(),
             "listing:availabilityChanged",
             &json!({ "listingId": id, "availability": listing.availability }),
+            listing.version,
         );
     }
 }

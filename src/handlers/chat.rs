@@ -2,7 +2,6 @@
 //! `typing:stop`, `read:mark`.
 
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use super::booking::access;
 use super::Caller;
@@ -13,7 +12,7 @@ use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::messages::{self, NewMessage};
 use crate::store::receipts;
-use crate::store::writer::Write;
+use crate::store::writer;
 use crate::store::StoreError;
 use crate::time::rfc3339;
 
@@ -35,19 +34,13 @@ pub async fn send(
         .db
         .run(move |conn| access(conn, &lookup, &who, true))
         .await?;
-    let (reply, answer) = oneshot::channel();
-    app.writer.do_send(Write {
-        message: NewMessage {
-            booking_id: booking.to_string(),
-            sender_id: caller.user().to_string(),
-            body,
-            client_msg_id,
-        },
-        reply,
-    });
-    let (stored, created) = answer
-        .await
-        .map_err(|_| Failure::new(Code::Internal, "message writer stopped"))??;
+    let message = NewMessage {
+        booking_id: booking.to_string(),
+        sender_id: caller.user().to_string(),
+        body,
+        client_msg_id,
+    };
+    let (stored, created) = writer::write(&app.messages, message).await?;
     let message = stored.to_message();
     if created {
         app.fanout.emit(

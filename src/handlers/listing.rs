@@ -3,14 +3,16 @@
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::Caller;
+use super::{enter_room, Caller};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, ListingId};
-use crate::rooms::registry::{Join, Leave};
+use crate::rooms::registry::{AfterVersion, Join, Leave, ListingSeen};
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
+use crate::store::bookings::Reservation;
 use crate::store::{bookings, listings};
+use tokio::sync::oneshot;
 
 /// Joins `listing:{id}` if the caller may see the listing; answers `{listing}`.
 pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Value, Failure> {
@@ -30,10 +32,19 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
     if !allowed {
         return Err(Failure::new(Code::Forbidden, "this listing is private"));
     }
-    app.registry.do_send(Join {
-        session: caller.session,
-        user: caller.user().clone(),
-        room: RoomKey::Listing(id),
+    enter_room(
+        app,
+        Join {
+            session: caller.session,
+            user: caller.user().clone(),
+            room: RoomKey::Listing(id.clone()),
+        },
+    )
+    .await;
+    // The room is at least at the version this watcher was shown.
+    app.registry.do_send(ListingSeen {
+        listing: id,
+        version: row.version,
     });
     let listing = row
         .to_listing(&progress, Utc::now())
@@ -62,16 +73,38 @@ pub async fn reserve(
     let new_id = BookingId::parse(&format!("bk_{}", random_id(20)))
         .ok_or_else(|| Failure::new(Code::Internal, "bad generated booking id"))?;
     let listing_id = id.clone();
-    let reserved = app
+    let reserved = match app
         .db
         .run(move |conn| bookings::reserve(conn, &listing_id, &buyer, &key, &new_id))
-        .await?;
+        .await?
+    {
+        Reservation::Made(reserved) => reserved,
+        Reservation::Taken {
+            availability,
+            version,
+        } => {
+            // Answer only once this node's watchers were told of the change
+            // that beat us, so no loser hears before a watcher does.
+            let (reply, told) = oneshot::channel();
+            app.registry.do_send(AfterVersion {
+                listing: id,
+                version,
+                reply,
+            });
+            let _ = told.await;
+            return Err(Failure::new(
+                Code::Unavailable,
+                format!("listing is {availability}"),
+            ));
+        }
+    };
     let booking = reserved.booking.to_booking();
     if let Some(listing) = &reserved.listing {
-        app.fanout.emit(
-            RoomKey::Listing(id.clone()),
+        app.fanout.emit_listing(
+            id.clone(),
             "listing:availabilityChanged",
             &json!({ "listingId": id, "availability": listing.availability }),
+            listing.version,
         );
         let created = json!({ "booking": booking });
         app.fanout.emit(

@@ -35,6 +35,13 @@ impl Caller {
     }
 }
 
+/// Joins a room and waits until this node follows its channel.
+pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) {
+    if let Err(err) = app.registry.send(join).await {
+        log::warn!("registry gone: {err}");
+    }
+}
+
 /// Runs one client event (all but `auth:refresh`, which the session keeps).
 pub async fn handle(
     app: Arc<AppState>,
@@ -49,10 +56,20 @@ pub async fn handle(
             listing_id,
             idempotency_key,
         } => listing::reserve(&app, &caller, listing_id, idempotency_key).await,
-        BidPlace { .. } => Err(Failure::new(
-            Code::Unsupported,
-            "bid:place is not served yet",
-        )),
+        BidPlace {
+            listing_id,
+            amount,
+            idempotency_key,
+        } => {
+            crate::auction::place::place_bid(
+                &app,
+                caller.user(),
+                listing_id,
+                amount,
+                idempotency_key,
+            )
+            .await
+        }
         BookingJoin { booking_id } => booking::join(&app, &caller, booking_id).await,
         BookingLeave { booking_id } => booking::leave(&app, &caller, booking_id),
         BookingTransition { booking_id, to } => {

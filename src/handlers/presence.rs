@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::Caller;
+use super::{enter_room, Caller};
 use crate::error::Failure;
 use crate::ids::UserId;
 use crate::rooms::presence::states;
@@ -14,11 +14,15 @@ use crate::state::AppState;
 pub async fn watch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Result<Value, Failure> {
     let presence = states(&app.redis, &users).await?;
     for user in users {
-        app.registry.do_send(Join {
-            session: caller.session,
-            user: caller.user().clone(),
-            room: RoomKey::Presence(user),
-        });
+        enter_room(
+            app,
+            Join {
+                session: caller.session,
+                user: caller.user().clone(),
+                room: RoomKey::Presence(user),
+            },
+        )
+        .await;
     }
     Ok(json!({ "presence": presence }))
 }

@@ -181,6 +181,13 @@ pub fn encode_event(name: &str, payload: &Value, offset: Option<&str>) -> String
     }
 }
 
+/// `42["name",payload`: an event without its closing bracket, so that the
+/// room log can append the offset it assigns (`,"offset"]`).
+pub fn encode_event_head(name: &str, payload: &Value) -> String {
+    let name = Value::String(name.to_owned());
+    format!("42[{name},{payload}")
+}
+
 /// `43<id>[reply]`: the answer to a client event's ack id.
 pub fn encode_ack(ack_id: u64, reply: &Value) -> String {
     format!("43{ack_id}[{reply}]")
@@ -322,6 +329,15 @@ mod tests {
             r#"42["e",1,"17-0"]"#
         );
         assert_eq!(encode_ack(3, &json!({"ok":true})), r#"433[{"ok":true}]"#);
+    }
+
+    #[test]
+    fn an_event_head_plus_an_offset_is_an_event() {
+        let head = encode_event_head("e", &json!({"k": 1}));
+        assert_eq!(
+            format!("{head},\"3-0\"]"),
+            encode_event("e", &json!({"k": 1}), Some("3-0"))
+        );
     }
 
     #[test]

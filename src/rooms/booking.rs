@@ -8,12 +8,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::json;
 
-use super::members::Members;
 use super::room::{Room, RoomState};
-use super::{Deliver, RoomKey};
+use super::RoomKey;
+use crate::cluster::Fanout;
 use crate::ids::UserId;
-use crate::metrics::Metrics;
-use crate::protocol::socket::encode_event;
 
 /// How long after the last `typing:start` a typist counts as stopped (§5).
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,9 +27,9 @@ impl RoomState for Typing {
         !self.timers.is_empty()
     }
 
-    fn settle(&mut self, room: &RoomKey, members: &Members, metrics: &Metrics) {
+    fn settle(&mut self, room: &RoomKey, fanout: &Fanout) {
         for (user, _) in self.timers.drain() {
-            members.deliver(&typing_frame(room, &user, false), Some(&user), metrics);
+            say_typing(fanout, room, &user, false);
         }
     }
 }
@@ -54,19 +52,19 @@ pub struct TypingStop {
     pub user: UserId,
 }
 
-fn typing_frame(room: &RoomKey, user: &UserId, typing: bool) -> Deliver {
+/// Tells the room (on every node), but the typist, whether they type.
+fn say_typing(fanout: &Fanout, room: &RoomKey, user: &UserId, typing: bool) {
     let booking_id = match room {
         RoomKey::Booking(id) => id.to_string(),
         other => other.to_string(),
     };
     let payload = json!({ "bookingId": booking_id, "userId": user, "typing": typing });
-    Deliver(encode_event("typing", &payload, None).into())
+    fanout.emit_except(room.clone(), "typing", &payload, Some(user.clone()));
 }
 
 impl BookingRoom {
     fn say_typing(&self, user: &UserId, typing: bool) {
-        let frame = typing_frame(&self.key, user, typing);
-        self.members.deliver(&frame, Some(user), &self.metrics);
+        say_typing(&self.fanout, &self.key, user, typing);
     }
 }
 

@@ -5,6 +5,7 @@
 //! A room with no members and nothing pending retires after an idle period.
 
 pub mod booking;
+pub mod listing;
 pub mod members;
 pub mod presence;
 pub mod registry;

@@ -8,13 +8,23 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::booking::{BookingRoom, TypingStart, TypingStop};
+use super::listing::{ListingRoom, Seen, WaitFor};
 use super::room::{Broadcast, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState};
 use super::{Deliver, RoomKey, SessionId, Shutdown};
-use crate::ids::{BookingId, UserId};
+use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
+use crate::ids::{BookingId, ListingId, UserId};
+
+/// How long a join waits for Redis to confirm the room's subscription.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 use crate::metrics::Metrics;
 
 /// The node's directory of rooms and connections.
 pub struct Registry {
+    /// Follows the shard channels of the rooms with members here.
+    subscriber: Subscriber,
+    /// Rooms announce (typing) through it.
+    fanout: Fanout,
+    prefix: String,
     /// Room actors are spread over these threads.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
@@ -33,7 +43,14 @@ struct RoomEntry {
     leave: Recipient<RoomLeave>,
     broadcast: Recipient<Broadcast>,
     retire: Recipient<Retire>,
-    booking: Option<Addr<BookingRoom>>,
+    kind: KindAddr,
+}
+
+/// The typed address of rooms that take kind-specific messages.
+enum KindAddr {
+    Booking(Addr<BookingRoom>),
+    Listing(Addr<ListingRoom>),
+    Plain,
 }
 
 struct SessionEntry {
@@ -45,8 +62,17 @@ struct SessionEntry {
 impl Registry {
     /// A registry whose rooms run on `arbiters` (on the caller's thread when
     /// empty) and retire after `idle_after` without members.
-    pub fn new(arbiters: Vec<ArbiterHandle>, idle_after: Duration, metrics: Metrics) -> Self {
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        idle_after: Duration,
+        metrics: Metrics,
+        cluster: (Subscriber, Fanout, String),
+    ) -> Self {
+        let (subscriber, fanout, prefix) = cluster;
         Registry {
+            subscriber,
+            fanout,
+            prefix,
             arbiters,
             next_arbiter: 0,
             next_generation: 0,
@@ -60,6 +86,7 @@ impl Registry {
     /// The entry of a room, starting its actor when there is none.
     fn room(&mut self, key: &RoomKey, registry: Addr<Registry>) -> &mut RoomEntry {
         let Registry {
+            fanout,
             arbiters,
             next_arbiter,
             next_generation,
@@ -73,14 +100,15 @@ impl Registry {
             *next_generation += 1;
             let arbiter = arbiters.get(*next_arbiter % arbiters.len().max(1)).cloned();
             *next_arbiter = next_arbiter.wrapping_add(1);
-            start_room(
-                key,
-                arbiter,
+            let room = RoomParts {
+                key: key.clone(),
                 registry,
-                *next_generation,
-                *idle_after,
-                metrics.clone(),
-            )
+                generation: *next_generation,
+                idle: *idle_after,
+                metrics: metrics.clone(),
+                fanout: fanout.clone(),
+            };
+            start_room(room, arbiter)
         })
     }
 
@@ -92,45 +120,61 @@ impl Registry {
     }
 }
 
-/// Starts the actor of a room on `arbiter` (or the current thread).
-fn start_room(
-    key: &RoomKey,
-    arbiter: Option<ArbiterHandle>,
+/// What a new room actor is made of.
+struct RoomParts {
+    key: RoomKey,
     registry: Addr<Registry>,
     generation: u64,
     idle: Duration,
     metrics: Metrics,
-) -> RoomEntry {
-    let key = key.clone();
-    match key {
+    fanout: Fanout,
+}
+
+impl RoomParts {
+    fn build<S: RoomState>(self) -> Room<S> {
+        Room::new(
+            self.key,
+            self.registry,
+            self.generation,
+            self.idle,
+            self.metrics,
+            self.fanout,
+        )
+    }
+}
+
+/// Starts the actor of a room on `arbiter` (or the current thread).
+fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
+    let generation = parts.generation;
+    match parts.key {
         RoomKey::Booking(_) => {
-            let make = move |_: &mut Context<BookingRoom>| {
-                Room::new(key, registry, generation, idle, metrics)
-            };
+            let make = move |_: &mut Context<BookingRoom>| parts.build();
             let addr = match arbiter {
                 Some(arbiter) => BookingRoom::start_in_arbiter(&arbiter, make),
                 None => BookingRoom::create(make),
             };
-            entry(generation, &addr, Some(addr.clone()))
+            entry(generation, &addr, KindAddr::Booking(addr.clone()))
+        }
+        RoomKey::Listing(_) => {
+            let make = move |_: &mut Context<ListingRoom>| parts.build();
+            let addr = match arbiter {
+                Some(arbiter) => ListingRoom::start_in_arbiter(&arbiter, make),
+                None => ListingRoom::create(make),
+            };
+            entry(generation, &addr, KindAddr::Listing(addr.clone()))
         }
         _ => {
-            let make = move |_: &mut Context<Room<()>>| {
-                Room::new(key, registry, generation, idle, metrics)
-            };
+            let make = move |_: &mut Context<Room<()>>| parts.build();
             let addr = match arbiter {
                 Some(arbiter) => Room::<()>::start_in_arbiter(&arbiter, make),
                 None => Room::<()>::create(make),
             };
-            entry(generation, &addr, None)
+            entry(generation, &addr, KindAddr::Plain)
         }
     }
 }
 
-fn entry<S: RoomState>(
-    generation: u64,
-    addr: &Addr<Room<S>>,
-    booking: Option<Addr<BookingRoom>>,
-) -> RoomEntry {
+fn entry<S: RoomState>(generation: u64, addr: &Addr<Room<S>>, kind: KindAddr) -> RoomEntry {
     RoomEntry {
         generation,
         members: 0,
@@ -138,7 +182,7 @@ fn entry<S: RoomState>(
         leave: addr.clone().recipient(),
         broadcast: addr.clone().recipient(),
         retire: addr.clone().recipient(),
-        booking,
+        kind,
     }
 }
 
@@ -162,7 +206,9 @@ pub struct Unregister {
     pub session: SessionId,
 }
 
-/// A connection joins a room (already authorized by the caller).
+/// A connection joins a room (already authorized by the caller). Answers
+/// once this node follows the room's channel, so no event published after
+/// the answer is missed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Join {
@@ -179,13 +225,14 @@ pub struct Leave {
     pub room: RoomKey,
 }
 
-/// Sends a frame to a room's members on this node, but `except`'s.
+/// Answers once this node's room of a listing has delivered `version` (at
+/// once when the listing has no room here: no watcher to be ahead of).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Emit {
-    pub room: RoomKey,
-    pub frame: Deliver,
-    pub except: Option<UserId>,
+pub struct AfterVersion {
+    pub listing: ListingId,
+    pub version: i64,
+    pub reply: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Typing news for a booking's room, started if it is not live.
@@ -254,22 +301,33 @@ impl Handler<Unregister> for Registry {
 }
 
 impl Handler<Join> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> ResponseFuture<()> {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
-            return; // the connection closed while its join was on the way
+            // The connection closed while its join was on the way.
+            return Box::pin(async {});
         };
-        if !session.rooms.insert(msg.room.clone()) {
-            return;
-        }
         let recipient = session.deliver.clone();
-        let entry = self.room(&msg.room, ctx.address());
-        entry.members += 1;
-        entry.join.do_send(RoomJoin {
-            session: msg.session,
-            user: msg.user,
-            recipient,
-        });
+        if session.rooms.insert(msg.room.clone()) {
+            let entry = self.room(&msg.room, ctx.address());
+            entry.members += 1;
+            entry.join.do_send(RoomJoin {
+                session: msg.session,
+                user: msg.user,
+                recipient,
+            });
+        }
+        let followed = self
+            .subscriber
+            .subscribe(room_channel(&self.prefix, &msg.room));
+        Box::pin(async move {
+            if tokio::time::timeout(SUBSCRIBE_WAIT, followed)
+                .await
+                .is_err()
+            {
+                log::warn!("joined a room before its channel was followed");
+            }
+        })
     }
 }
 
@@ -286,13 +344,14 @@ impl Handler<Leave> for Registry {
     }
 }
 
-impl Handler<Emit> for Registry {
+impl Handler<Incoming> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Emit, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
         if let Some(entry) = self.rooms.get(&msg.room) {
             entry.broadcast.do_send(Broadcast {
                 frame: msg.frame,
                 except: msg.except,
+                version: msg.version,
             });
         }
     }
@@ -308,14 +367,55 @@ impl Handler<Typing> for Registry {
         if matches!(msg, Typing::Stop { .. }) && !self.rooms.contains_key(&key) {
             return; // no room, so no timer to stop
         }
-        let Some(addr) = self.room(&key, ctx.address()).booking.clone() else {
+        let KindAddr::Booking(addr) = &self.room(&key, ctx.address()).kind else {
             return;
         };
+        let addr = addr.clone();
         match msg {
             Typing::Start {
                 user, broadcast, ..
             } => addr.do_send(TypingStart { user, broadcast }),
             Typing::Stop { user, .. } => addr.do_send(TypingStop { user }),
+        }
+    }
+}
+
+/// A watcher was shown the listing at `version`: its room is that far.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListingSeen {
+    pub listing: ListingId,
+    pub version: i64,
+}
+
+impl Handler<ListingSeen> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: ListingSeen, _: &mut Context<Self>) {
+        if let Some(KindAddr::Listing(addr)) = self
+            .rooms
+            .get(&RoomKey::Listing(msg.listing))
+            .map(|e| &e.kind)
+        {
+            addr.do_send(Seen(msg.version));
+        }
+    }
+}
+
+impl Handler<AfterVersion> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: AfterVersion, _: &mut Context<Self>) {
+        match self
+            .rooms
+            .get(&RoomKey::Listing(msg.listing))
+            .map(|e| &e.kind)
+        {
+            Some(KindAddr::Listing(addr)) => addr.do_send(WaitFor {
+                version: msg.version,
+                reply: msg.reply,
+            }),
+            _ => {
+                let _ = msg.reply.send(());
+            }
         }
     }
 }
@@ -330,6 +430,8 @@ impl Handler<RoomIdle> for Registry {
         if idle {
             if let Some(entry) = self.rooms.remove(&msg.room) {
                 entry.retire.do_send(Retire);
+                self.subscriber
+                    .unsubscribe(room_channel(&self.prefix, &msg.room));
                 self.metrics
                     .rooms
                     .with_label_values(&[msg.room.kind()])

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use super::members::Members;
 use super::registry::{Registry, RoomIdle};
 use super::{Deliver, RoomKey, SessionId};
+use crate::cluster::Fanout;
 use crate::ids::UserId;
 use crate::metrics::Metrics;
 
@@ -18,7 +19,9 @@ pub trait RoomState: Default + Unpin + 'static {
         false
     }
     /// Called when the room stops: settle anything pending.
-    fn settle(&mut self, _room: &RoomKey, _members: &Members, _metrics: &Metrics) {}
+    fn settle(&mut self, _room: &RoomKey, _fanout: &Fanout) {}
+    /// Called after a broadcast that carried the listing version it shows.
+    fn delivered(&mut self, _version: i64) {}
 }
 
 impl RoomState for () {}
@@ -29,6 +32,7 @@ pub struct Room<S: RoomState> {
     pub(super) members: Members,
     pub(super) metrics: Metrics,
     pub(super) state: S,
+    pub(super) fanout: Fanout,
     registry: Addr<Registry>,
     generation: u64,
     idle_after: Duration,
@@ -42,12 +46,14 @@ impl<S: RoomState> Room<S> {
         generation: u64,
         idle_after: Duration,
         metrics: Metrics,
+        fanout: Fanout,
     ) -> Self {
         Room {
             key,
             members: Members::default(),
             metrics,
             state: S::default(),
+            fanout,
             registry,
             generation,
             idle_after,
@@ -89,7 +95,7 @@ impl<S: RoomState> Actor for Room<S> {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.state.settle(&self.key, &self.members, &self.metrics);
+        self.state.settle(&self.key, &self.fanout);
     }
 }
 
@@ -115,6 +121,8 @@ pub struct Leave {
 pub struct Broadcast {
     pub frame: Deliver,
     pub except: Option<UserId>,
+    /// The listing version the event shows, for listing rooms.
+    pub version: Option<i64>,
 }
 
 /// The registry retired this room: stop.
@@ -143,6 +151,9 @@ impl<S: RoomState> Handler<Broadcast> for Room<S> {
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         self.members
             .deliver(&msg.frame, msg.except.as_ref(), &self.metrics);
+        if let Some(version) = msg.version {
+            self.state.delivered(version);
+        }
     }
 }
 

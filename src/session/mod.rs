@@ -256,15 +256,19 @@ impl Session {
                 return;
             }
         };
-        ctx.text(socket::encode_connect_ok(
-            &random_id(ID_LEN),
-            &random_id(ID_LEN),
-        ));
-        self.app.registry.do_send(Join {
+        // Answer once this node follows the user's room, so that nothing
+        // sent to the user after the answer is missed.
+        let joined = self.app.registry.send(Join {
             session: self.id,
             user: identity.user_id.clone(),
             room: RoomKey::User(identity.user_id.clone()),
         });
+        ctx.wait(joined.into_actor(self).map(|_, _, ctx| {
+            ctx.text(socket::encode_connect_ok(
+                &random_id(ID_LEN),
+                &random_id(ID_LEN),
+            ));
+        }));
         self.app
             .presence
             .do_send(presence::Connected(identity.user_id.clone()));

@@ -68,6 +68,17 @@ pub fn buyer_has_booking(
     Ok(count > 0)
 }
 
+/// What a reservation found.
+#[derive(Debug)]
+pub enum Reservation {
+    Made(Box<Reserved>),
+    /// Someone else has it; the listing is at `version`.
+    Taken {
+        availability: String,
+        version: i64,
+    },
+}
+
 /// A reservation's outcome.
 #[derive(Debug)]
 pub struct Reserved {
@@ -85,7 +96,7 @@ pub fn reserve(
     buyer: &UserId,
     key: &str,
     new_id: &BookingId,
-) -> Result<Reserved, StoreError> {
+) -> Result<Reservation, StoreError> {
     let attempt = conn.transaction(|conn| {
         if let Some(existing) = by_key(conn, buyer, key)? {
             return repeat(existing, listing_id);
@@ -118,10 +129,12 @@ pub fn reserve(
             Availability::Reserved,
         )?
         else {
-            return Err(StoreError::rejected(
-                Code::Unavailable,
-                format!("listing is {}", listing.availability),
-            ));
+            // Read again: a reservation that raced this one has committed.
+            let now = listings::get(conn, listing_id)?;
+            return Ok(Reservation::Taken {
+                availability: now.availability,
+                version: now.version,
+            });
         };
         let booking = diesel::insert_into(bookings::table)
             .values((
@@ -134,17 +147,18 @@ pub fn reserve(
             ))
             .returning(BookingRow::as_returning())
             .get_result(conn)?;
-        Ok(Reserved {
+        Ok(Reservation::Made(Box::new(Reserved {
             booking,
             listing: Some(reserved),
-        })
+        })))
     });
     match attempt {
-        Ok(reserved) => Ok(reserved),
-        // A concurrent request with the same key won the race: its booking stands.
-        Err(err) => match by_key(conn, buyer, key)? {
+        Ok(Reservation::Made(reserved)) => Ok(Reservation::Made(reserved)),
+        // A request with the same key may have raced this one and won: its
+        // booking stands.
+        other => match by_key(conn, buyer, key)? {
             Some(existing) => repeat(existing, listing_id),
-            None => Err(err),
+            None => other,
         },
     }
 }
@@ -162,17 +176,17 @@ fn by_key(
         .optional()?)
 }
 
-fn repeat(existing: BookingRow, listing_id: &ListingId) -> Result<Reserved, StoreError> {
+fn repeat(existing: BookingRow, listing_id: &ListingId) -> Result<Reservation, StoreError> {
     if existing.listing_id != listing_id.as_str() {
         return Err(StoreError::rejected(
             Code::Conflict,
             "idempotencyKey was used for another listing",
         ));
     }
-    Ok(Reserved {
+    Ok(Reservation::Made(Box::new(Reserved {
         booking: existing,
         listing: None,
-    })
+    })))
 }
 
 /// A move's outcome.

@@ -45,6 +45,20 @@ pub struct NewMessage {
     pub client_msg_id: String,
 }
 
+/// Chat messages are written in batches.
+pub struct Messages;
+
+impl super::writer::Batch for Messages {
+    type Row = NewMessage;
+    type Written = (MessageRow, bool);
+    fn write(
+        conn: &mut PgConnection,
+        rows: &[NewMessage],
+    ) -> Result<Vec<(MessageRow, bool)>, StoreError> {
+        insert_batch(conn, rows)
+    }
+}
+
 /// Writes a batch in one transaction. For each input, in order: the stored
 /// message and whether this input created it (false when the same sender
 /// already sent that `clientMsgId`, in this batch or before).

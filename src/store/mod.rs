@@ -2,6 +2,7 @@
 //! async threads) and Redis through deadpool-redis.
 
 pub mod audit;
+pub mod bids;
 pub mod bookings;
 pub mod db;
 pub mod listings;

@@ -1,30 +1,39 @@
-//! The message writer: chat messages are committed in batches. While one
-//! batch is being written, new messages queue; the next batch takes them all
-//! (group commit), so throughput grows with load and an idle writer adds no
-//! delay.
+//! Group commit: rows are written in batches. While one batch is being
+//! written, new rows queue; the next batch takes them all, so throughput
+//! grows with load and an idle writer adds no delay. Each kind of row (chat
+//! messages, bids) has its own writer.
 
 use actix::prelude::*;
+use diesel::PgConnection;
 use tokio::sync::oneshot;
 
-use super::messages::{self, MessageRow, NewMessage};
 use super::{Db, StoreError};
 
-/// The most messages one transaction writes.
+/// The most rows one transaction writes.
 const MAX_BATCH: usize = 512;
 
-/// What a write answers: the stored message and whether this write made it.
-pub type Written = Result<(MessageRow, bool), StoreError>;
+/// A kind of row written in batches.
+pub trait Batch: Unpin + 'static {
+    type Row: Send + Unpin + 'static;
+    type Written: Send + Unpin + 'static;
+    /// Writes `rows` in one transaction; one answer per row, in order.
+    fn write(conn: &mut PgConnection, rows: &[Self::Row])
+        -> Result<Vec<Self::Written>, StoreError>;
+}
 
-/// Batches message inserts.
-pub struct MessageWriter {
+/// What a write answers.
+pub type Answer<B> = Result<<B as Batch>::Written, StoreError>;
+
+/// Batches writes of one kind.
+pub struct Writer<B: Batch> {
     db: Db,
-    queue: Vec<(NewMessage, oneshot::Sender<Written>)>,
+    queue: Vec<(B::Row, oneshot::Sender<Answer<B>>)>,
     writing: bool,
 }
 
-impl MessageWriter {
+impl<B: Batch> Writer<B> {
     pub fn new(db: Db) -> Self {
-        MessageWriter {
+        Writer {
             db,
             queue: Vec::new(),
             writing: false,
@@ -36,23 +45,20 @@ impl MessageWriter {
             return;
         }
         let take = self.queue.len().min(MAX_BATCH);
-        let (batch, replies): (Vec<NewMessage>, Vec<oneshot::Sender<Written>>) =
+        let (rows, replies): (Vec<B::Row>, Vec<oneshot::Sender<Answer<B>>>) =
             self.queue.drain(..take).unzip();
         self.writing = true;
         let db = self.db.clone();
-        let write = async move {
-            db.run(move |conn| messages::insert_batch(conn, &batch))
-                .await
-        };
+        let write = async move { db.run(move |conn| B::write(conn, &rows)).await };
         ctx.spawn(write.into_actor(self).map(move |result, writer, ctx| {
             match result {
-                Ok(rows) => {
-                    for (reply, row) in replies.into_iter().zip(rows) {
+                Ok(written) => {
+                    for (reply, row) in replies.into_iter().zip(written) {
                         let _ = reply.send(Ok(row));
                     }
                 }
                 Err(err) => {
-                    log::warn!("message batch of {take} failed: {err}");
+                    log::warn!("batch of {take} failed: {err}");
                     for reply in replies {
                         let _ = reply.send(Err(err.clone()));
                     }
@@ -64,22 +70,34 @@ impl MessageWriter {
     }
 }
 
-impl Actor for MessageWriter {
+impl<B: Batch> Actor for Writer<B> {
     type Context = Context<Self>;
 }
 
-/// Writes one message; the answer comes on `reply` after commit.
+/// Writes one row; the answer comes on `reply` after commit.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Write {
-    pub message: NewMessage,
-    pub reply: oneshot::Sender<Written>,
+pub struct Write<B: Batch> {
+    pub row: B::Row,
+    pub reply: oneshot::Sender<Answer<B>>,
 }
 
-impl Handler<Write> for MessageWriter {
+impl<B: Batch> Handler<Write<B>> for Writer<B> {
     type Result = ();
-    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) {
-        self.queue.push((msg.message, msg.reply));
+    fn handle(&mut self, msg: Write<B>, ctx: &mut Context<Self>) {
+        self.queue.push((msg.row, msg.reply));
         self.flush(ctx);
     }
+}
+
+/// Writes one row through `writer` and waits for its commit.
+pub async fn write<B: Batch>(writer: &Addr<Writer<B>>, row: B::Row) -> Answer<B>
+where
+    B::Row: Send,
+{
+    let (reply, answer) = oneshot::channel();
+    writer.do_send(Write { row, reply });
+    answer
+        .await
+        .map_err(|_| StoreError::Internal("writer stopped".into()))?
 }

@@ -73,8 +73,8 @@ impl Drop for TestDb {
 pub struct TestApp {
     pub address: String,
     pub state: actix_web::web::Data<souk::state::AppState>,
-    /// Held so the database lives as long as the node, and is dropped after.
-    _db: TestDb,
+    /// Held so the database lives as long as the node (or nodes), and is dropped after.
+    _db: std::sync::Arc<TestDb>,
 }
 
 /// Settings a test may change before its node starts.
@@ -111,7 +111,21 @@ impl TestApp {
         Self::start(settings, db)
     }
 
-    pub fn start(settings: Settings, db: TestDb) -> TestApp {
+    /// `n` nodes on one database and one Redis prefix, as a cluster is.
+    pub async fn spawn_cluster(n: usize, extra: &[(&str, &str)]) -> Vec<TestApp> {
+        let db = std::sync::Arc::new(TestDb::create());
+        (0..n)
+            .map(|i| {
+                let node = format!("node-{i}");
+                let mut values: Vec<(&str, &str)> = extra.to_vec();
+                values.push(("SOUK_NODE_ID", &node));
+                Self::start(settings_for(&db, &values), db.clone())
+            })
+            .collect()
+    }
+
+    pub fn start(settings: Settings, db: impl Into<std::sync::Arc<TestDb>>) -> TestApp {
+        let db = db.into();
         let app = Application::build(settings).expect("build app");
         let address = app.address().to_string();
         let state = app.state();
@@ -315,18 +329,24 @@ impl Client {
         }
     }
 
-    /// Waits for an event by name and returns its arguments after the name.
+    /// Waits for an event by name and returns its arguments after the name,
+    /// without the room offset a room event carries last.
     pub async fn wait_event(&mut self, name: &str) -> Vec<Value> {
+        self.wait_event_with_offset(name).await.0
+    }
+
+    /// Waits for an event by name: its arguments and its room offset.
+    pub async fn wait_event_with_offset(&mut self, name: &str) -> (Vec<Value>, Option<String>) {
         if let Some(index) = self.events.iter().position(|e| e[0] == name) {
             let event = self.events.remove(index);
-            return event.as_array().unwrap()[1..].to_vec();
+            return split_offset(&event);
         }
         loop {
             let text = self.recv_text().await;
             if let Some(body) = text.strip_prefix("42") {
                 let event: Value = serde_json::from_str(body).expect("event JSON");
                 if event[0] == name {
-                    return event.as_array().unwrap()[1..].to_vec();
+                    return split_offset(&event);
                 }
                 self.events.push(event);
             }
@@ -504,5 +524,65 @@ impl TestApp {
         ))
         .execute(&mut admin)
         .unwrap();
+    }
+}
+
+impl TestApp {
+    /// Deletes every Redis key of this node (as if Redis lost its data).
+    pub fn flush_redis(&self) {
+        let mut redis = redis::Client::open(redis_url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self._db.name))
+            .query(&mut redis)
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL").arg(keys).query(&mut redis).unwrap();
+        }
+    }
+}
+
+/// An event's arguments after its name, and the offset when the last one is
+/// a room offset (`<ms>-<seq>`).
+pub fn split_offset(event: &Value) -> (Vec<Value>, Option<String>) {
+    let mut args = event
+        .as_array()
+        .map(|a| a[1..].to_vec())
+        .unwrap_or_default();
+    let is_offset = |v: &Value| {
+        v.as_str().is_some_and(|s| {
+            s.split_once('-').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+            })
+        })
+    };
+    if args.len() >= 2 && args.last().is_some_and(is_offset) {
+        let offset = args.pop().and_then(|v| v.as_str().map(str::to_owned));
+        return (args, offset);
+    }
+    (args, None)
+}
+
+impl TestApp {
+    /// Rows of two integer columns.
+    pub fn rows(&self, query: &str) -> Vec<(i64, i64)> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            auction_version: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            amount: i64,
+        }
+        let mut conn = PgConnection::establish(&self._db.url).unwrap();
+        diesel::sql_query(query)
+            .load::<Row>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.auction_version, r.amount))
+            .collect()
     }
 }

@@ -5,9 +5,11 @@
 mod helpers;
 
 mod api;
+mod auctions;
 mod bad_input;
 mod bookings;
 mod chat;
+mod cluster;
 mod connect;
 mod heartbeat;
 mod lifecycle;

@@ -1,0 +1,161 @@
+//! Closes auctions whose end has come. Every node scans; the result's
+//! primary key in Postgres lets exactly one of them close each auction, and
+//! a node that was down at the end closes it when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use serde_json::json;
+
+use super::live::{self, CloseCheck};
+use super::place::rebuild;
+use crate::error::Failure;
+use crate::ids::{BookingId, ListingId, UserId};
+use crate::rooms::RoomKey;
+use crate::state::{random_id, AppState};
+use crate::store::bids;
+
+/// Auctions one scan closes at most.
+const SCAN_BATCH: i64 = 100;
+/// How long closing waits for accepted bids to be committed.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
+/// The node's auction closer.
+pub struct AuctionCloser {
+    app: Arc<AppState>,
+    scanning: bool,
+}
+
+impl AuctionCloser {
+    pub fn new(app: Arc<AppState>) -> Self {
+        AuctionCloser {
+            app,
+            scanning: false,
+        }
+    }
+}
+
+impl Actor for AuctionCloser {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.app.settings.auction_scan, |closer, ctx| {
+            if closer.scanning {
+                return;
+            }
+            closer.scanning = true;
+            let app = closer.app.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(err) = scan(&app).await {
+                        log::warn!("auction scan failed: {err}");
+                    }
+                }
+                .into_actor(closer)
+                .map(|(), closer, _| closer.scanning = false),
+            );
+        });
+    }
+}
+
+async fn scan(app: &AppState) -> Result<(), Failure> {
+    let now = Utc::now();
+    let due = app
+        .db
+        .run(move |conn| bids::due(conn, now, SCAN_BATCH))
+        .await?;
+    for listing in due {
+        if let Some(id) = ListingId::parse(&listing) {
+            if let Err(err) = close(app, &id).await {
+                log::warn!("closing auction {id} failed: {err}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes one auction if its end (as extended) has come.
+pub async fn close(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
+    let now = Utc::now().timestamp_millis();
+    let mut check = live::begin_close(&app.redis, listing.as_str(), now).await?;
+    if check == CloseCheck::Missing {
+        rebuild(app, listing).await?;
+        check = live::begin_close(&app.redis, listing.as_str(), now).await?;
+    }
+    let CloseCheck::Closing { version } = check else {
+        return Ok(());
+    };
+    // Bids accepted before the close are acked only after their commit;
+    // wait for them, so the result counts every one.
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    loop {
+        let id = listing.to_string();
+        let stored = app
+            .db
+            .run(move |conn| bids::latest_version(conn, &id))
+            .await?;
+        if stored >= version || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = listing.to_string();
+    let node = app.settings.node_id.clone();
+    let booking_id = BookingId::parse(&format!("bk_{}", random_id(20)))
+        .ok_or_else(|| Failure::new(crate::error::Code::Internal, "bad generated booking id"))?;
+    let closed = app
+        .db
+        .run(move |conn| bids::close(conn, &id, &node, &booking_id))
+        .await?;
+    live::mark_closed(&app.redis, listing.as_str()).await?;
+    let Some(closed) = closed else {
+        return Ok(()); // another node closed it
+    };
+    log::info!(
+        "auction {listing} closed: winner {:?}, amount {:?}",
+        closed.winner,
+        closed.amount
+    );
+    let payload = json!({
+        "listingId": listing,
+        "winnerId": closed.winner,
+        "amount": closed.amount,
+        "reserveMet": closed.reserve_met,
+    });
+    let seller = UserId::from_db(closed.listing.seller_id.clone());
+    app.fanout.emit(
+        RoomKey::Listing(listing.clone()),
+        "auction:closed",
+        &payload,
+    );
+    app.fanout
+        .emit(RoomKey::User(seller.clone()), "auction:closed", &payload);
+    if let Some(winner) = closed.winner.clone() {
+        app.fanout.emit(
+            RoomKey::User(UserId::from_db(winner.clone())),
+            "auction:closed",
+            &payload,
+        );
+        if let Some(booking) = &closed.booking {
+            let created = json!({ "booking": booking.to_booking() });
+            app.fanout.emit(
+                RoomKey::User(UserId::from_db(winner)),
+                "booking:created",
+                &created,
+            );
+            app.fanout
+                .emit(RoomKey::User(seller), "booking:created", &created);
+        }
+    }
+    if let Some(reserved) = &closed.reserved {
+        app.fanout.emit_listing(
+            listing.clone(),
+            "listing:availabilityChanged",
+            &json!({"listingId": listing, "availability": reserved.availability}),
+            reserved.version,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! An auction's live state in Redis: one hash per listing, decided on by
+//! scripts so that every bid sees and moves one consistent state. The state
+//! is rebuilt from Postgres whenever Redis has lost it.
+
+use deadpool_redis::redis::Script;
+use serde::Deserialize;
+
+use crate::store::{Redis, StoreError};
+
+/// How long a bid's idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// The hash of a listing's auction. `{id}` is a Redis Cluster hash tag, so
+/// the auction and its idempotency keys live in one slot.
+pub fn auction_key(redis: &Redis, listing: &str) -> String {
+    redis.key(&["auction", &format!("{{{listing}}}")])
+}
+
+/// The remembered outcome of `bidder`'s bid with `key`.
+pub fn idempotency_key(redis: &Redis, listing: &str, bidder: &str, key: &str) -> String {
+    redis.key(&["auction", &format!("{{{listing}}}"), "idem", bidder, key])
+}
+
+/// Decides one bid. KEYS: the auction hash, the idempotency key ('' none).
+/// ARGV: bidder, amount, now (ms), has key (0/1), key TTL (ms).
+/// Returns {'repeat', json} | {'missing'} | {outcome, json}; every outcome
+/// but 'missing' is remembered under the idempotency key.
+const PLACE: &str = r#"
+if ARGV[4] == '1' then
+  local prior = redis.call('GET', KEYS[2])
+  if prior then return {'repeat', prior} end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local a = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'startPrice', 'minIncrement',
+  'extendMs', 'seller', 'current', 'leader', 'bidCount', 'version', 'status')
+local now, amount = tonumber(ARGV[3]), tonumber(ARGV[2])
+local starts, ends = tonumber(a[1]), tonumber(a[2])
+local outcome
+if a[11] ~= 'open' or now >= ends then
+  outcome = {outcome = 'closed', ends = ends}
+elseif now < starts then
+  outcome = {outcome = 'not_open', starts = starts}
+elseif ARGV[1] == a[6] then
+  outcome = {outcome = 'seller'}
+else
+  local current = tonumber(a[7])
+  local min = current < 0 and tonumber(a[3]) or current + tonumber(a[4])
+  if amount < min then
+    outcome = {outcome = 'too_low', min = min}
+  else
+    local version = tonumber(a[10]) + 1
+    local count = tonumber(a[9]) + 1
+    local extend = tonumber(a[5])
+    local new_ends = ends
+    if extend > 0 and ends - now <= extend then new_ends = now + extend end
+    redis.call('HSET', KEYS[1], 'current', amount, 'leader', ARGV[1], 'bidCount', count,
+      'version', version, 'ends', new_ends)
+    outcome = {outcome = 'accepted', version = version, amount = amount, ends = new_ends,
+      extended = new_ends ~= ends, prevLeader = a[8], prevAmount = current, bidCount = count}
+  end
+end
+local encoded = cjson.encode(outcome)
+if ARGV[4] == '1' then redis.call('SET', KEYS[2], encoded, 'PX', ARGV[5]) end
+return {outcome.outcome, encoded}
+"#;
+
+/// Writes a rebuilt state unless another node already did. KEYS: the hash.
+/// ARGV: field, value pairs.
+const LOAD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+";
+
+/// Starts closing: refuses bids from now on and answers the final state.
+/// KEYS: the hash. ARGV: now (ms). Returns {'missing'} | {'not_yet', ends}
+/// | {'closing', version}.
+const BEGIN_CLOSE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local a = redis.call('HMGET', KEYS[1], 'ends', 'version', 'status')
+if a[3] == 'open' and tonumber(ARGV[1]) < tonumber(a[1]) then return {'not_yet', a[1]} end
+redis.call('HSET', KEYS[1], 'status', 'closing')
+return {'closing', a[2]}
+";
+
+/// What the bid script decided.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted(Accepted),
+    Closed { ends: i64 },
+    NotOpen { starts: i64 },
+    Seller,
+    TooLow { min: i64 },
+}
+
+/// An accepted bid.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub version: i64,
+    pub amount: i64,
+    pub ends: i64,
+    pub extended: bool,
+    /// '' when there was none.
+    pub prev_leader: String,
+    /// -1 when there was none.
+    pub prev_amount: i64,
+    pub bid_count: i64,
+}
+
+/// The script's answer: a fresh decision, a remembered one, or no state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placed {
+    Decided(Outcome),
+    Repeat(Outcome),
+    Missing,
+}
+
+/// Runs the bid script.
+pub async fn place(
+    redis: &Redis,
+    listing: &str,
+    bidder: &str,
+    amount: i64,
+    key: Option<&str>,
+    now_ms: i64,
+) -> Result<Placed, StoreError> {
+    let mut conn = redis.connection().await?;
+    let idem = key.map(|k| idempotency_key(redis, listing, bidder, k));
+    let reply: Vec<String> = Script::new(PLACE)
+        .key(auction_key(redis, listing))
+        .key(idem.clone().unwrap_or_default())
+        .arg(bidder)
+        .arg(amount)
+        .arg(now_ms)
+        .arg(if idem.is_some() { 1 } else { 0 })
+        .arg(IDEMPOTENCY_TTL_MS)
+        .invoke_async(&mut *conn)
+        .await
+        .map_err(redis_error)?;
+    match reply.as_slice() {
+        [missing] if missing == "missing" => Ok(Placed::Missing),
+        [kind, json] => {
+            let outcome: Outcome = serde_json::from_str(json)
+                .map_err(|err| StoreError::Internal(format!("bid outcome {json}: {err}")))?;
+            Ok(if kind == "repeat" {
+                Placed::Repeat(outcome)
+            } else {
+                Placed::Decided(outcome)
+            })
+        }
+        other => Err(StoreError::Internal(format!(
+            "bid script answered {other:?}"
+        ))),
+    }
+}
+
+/// The live state, as written to the hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveState {
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub start_price: i64,
+    pub min_increment: i64,
+    pub extend_ms: i64,
+    pub seller: String,
+    pub current: Option<i64>,
+    pub leader: Option<String>,
+    pub bid_count: i64,
+    pub version: i64,
+    pub closed: bool,
+}
+
+/// Writes a rebuilt state (and remembered outcomes) unless one is there.
+pub async fn load(
+    redis: &Redis,
+    listing: &str,
+    state: &LiveState,
+    remembered: &[(String, String, String)],
+) -> Result<(), StoreError> {
+    let mut conn = redis.connection().await?;
+    let fields: Vec<(&str, String)> = vec![
+        ("starts", state.starts_ms.to_string()),
+        ("ends", state.ends_ms.to_string()),
+        ("startPrice", state.start_price.to_string()),
+        ("minIncrement", state.min_increment.to_string()),
+        ("extendMs", state.extend_ms.to_string()),
+        ("seller", state.seller.clone()),
+        ("current", state.current.unwrap_or(-1).to_string()),
+        ("leader", state.leader.clone().unwrap_or_default()),
+        ("bidCount", state.bid_count.to_string()),
+        ("version", state.version.to_string()),
+        (
+            "status",
+            if state.closed { "closed" } else { "open" }.to_owned(),
+        ),
+    ];
+    let load = Script::new(LOAD);
+    let mut script = load.prepare_invoke();
+    script.key(auction_key(redis, listing));
+    for (field, value) in &fields {
+        script.arg(*field).arg(value);
+    }
+    let loaded: i64 = script.invoke_async(&mut *conn).await.map_err(redis_error)?;
+    if loaded == 1 && !remembered.is_empty() {
+        let mut pipe = deadpool_redis::redis::pipe();
+        for (bidder, key, outcome) in remembered {
+            pipe.cmd("SET")
+                .arg(idempotency_key(redis, listing, bidder, key))
+                .arg(outcome)
+                .arg("PX")
+                .arg(IDEMPOTENCY_TTL_MS)
+                .arg("NX")
+                .ignore();
+        }
+        let () = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
+    }
+    Ok(())
+}
+
+/// Forgets the live state (and a bid's remembered outcome), so that the
+/// next bid rebuilds from Postgres.
+pub async fn forget(redis: &Redis, keys: Vec<String>) -> Result<(), StoreError> {
+    let mut conn = redis.connection().await?;
+    let _: i64 = deadpool_redis::redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut *conn)
+        .await
+        .map_err(redis_error)?;
+    Ok(())
+}
+
+/// What closing found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CloseCheck {
+    Missing,
+    NotYet,
+    Closing { version: i64 },
+}
+
+/// Stops bids if the end has come; answers the final version.
+pub async fn begin_close(
+    redis: &Redis,
+    listing: &str,
+    now_ms: i64,
+) -> Result<CloseCheck, StoreError> {
+    let mut conn = redis.connection().await?;
+    let reply: Vec<String> = Script::new(BEGIN_CLOSE)
+        .key(auction_key(redis, listing))
+        .arg(now_ms)
+        .invoke_async(&mut *conn)
+        .await
+        .map_err(redis_error)?;
+    match reply.as_slice() {
+        [missing] if missing == "missing" => Ok(CloseCheck::Missing),
+        [kind, _] if kind == "not_yet" => Ok(CloseCheck::NotYet),
+        [kind, version] if kind == "closing" => Ok(CloseCheck::Closing {
+            version: version.parse().unwrap_or(0),
+        }),
+        other => Err(StoreError::Internal(format!(
+            "close script answered {other:?}"
+        ))),
+    }
+}
+
+/// Marks the live state closed.
+pub async fn mark_closed(redis: &Redis, listing: &str) -> Result<(), StoreError> {
+    let mut conn = redis.connection().await?;
+    let _: i64 = deadpool_redis::redis::cmd("HSET")
+        .arg(auction_key(redis, listing))
+        .arg("status")
+        .arg("closed")
+        .query_async(&mut *conn)
+        .await
+        .map_err(redis_error)?;
+    Ok(())
+}
+
+/// A rate-limit window: INCR, and PEXPIRE on the window's first hit.
+const RATE: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('PTTL', KEYS[1])}
+";
+
+/// Counts one bid of `bidder` in the current one-second window; answers the
+/// count so far and the milliseconds left in the window.
+pub async fn count_bid(redis: &Redis, bidder: &str) -> Result<(i64, i64), StoreError> {
+    let mut conn = redis.connection().await?;
+    let reply: (i64, i64) = Script::new(RATE)
+        .key(redis.key(&["rate", "bid", bidder]))
+        .arg(1000)
+        .invoke_async(&mut *conn)
+        .await
+        .map_err(redis_error)?;
+    Ok(reply)
+}
+
+fn redis_error(err: deadpool_redis::redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {err}"))
+}

@@ -1,0 +1,257 @@
+//! `bid:place`: rate limit, the Redis decision, the Postgres append, the
+//! announcements, then the ack.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use super::live::{self, Accepted, Outcome, Placed};
+use crate::error::{Code, Failure};
+use crate::ids::{ListingId, UserId};
+use crate::rooms::RoomKey;
+use crate::state::AppState;
+use crate::store::bids::{self, NewBid};
+use crate::store::writer;
+use crate::time::rfc3339;
+
+/// Bids one bidder may place per second (§5).
+pub const BIDS_PER_SECOND: i64 = 5;
+/// How long a repeated bid waits for its first try's append to commit.
+const REPEAT_WAIT: Duration = Duration::from_secs(2);
+
+/// Places a bid; answers `{bid, auction}`.
+pub async fn place_bid(
+    app: &AppState,
+    bidder: &UserId,
+    listing: ListingId,
+    amount: i64,
+    key: Option<String>,
+) -> Result<Value, Failure> {
+    let (count, window_left) = live::count_bid(&app.redis, bidder.as_str()).await?;
+    if count > BIDS_PER_SECOND {
+        let mut failure = Failure::new(Code::RateLimited, "at most 5 bids a second");
+        failure
+            .extra
+            .insert("retryAfterMs".into(), json!(window_left.max(1)));
+        return Err(failure);
+    }
+    let now = Utc::now().timestamp_millis();
+    let mut placed = live::place(
+        &app.redis,
+        listing.as_str(),
+        bidder.as_str(),
+        amount,
+        key.as_deref(),
+        now,
+    )
+    .await?;
+    if placed == Placed::Missing {
+        rebuild(app, &listing).await?;
+        placed = live::place(
+            &app.redis,
+            listing.as_str(),
+            bidder.as_str(),
+            amount,
+            key.as_deref(),
+            now,
+        )
+        .await?;
+    }
+    match placed {
+        Placed::Missing => Err(Failure::new(Code::Internal, "auction state vanished")),
+        Placed::Decided(Outcome::Accepted(accepted)) => {
+            let row = NewBid {
+                listing_id: listing.to_string(),
+                bidder_id: bidder.to_string(),
+                amount,
+                auction_version: accepted.version,
+                idempotency_key: key.clone(),
+                ends_at: millis(accepted.ends),
+            };
+            match writer::write(&app.bids, row).await {
+                Ok(Some(_)) => {}
+                outcome => {
+                    // Not in Postgres, so not accepted: let the next bid
+                    // rebuild the live state from what Postgres has.
+                    let mut keys = vec![live::auction_key(&app.redis, listing.as_str())];
+                    if let Some(key) = &key {
+                        keys.push(live::idempotency_key(
+                            &app.redis,
+                            listing.as_str(),
+                            bidder.as_str(),
+                            key,
+                        ));
+                    }
+                    let _ = live::forget(&app.redis, keys).await;
+                    return Err(match outcome {
+                        Err(err) => err.into(),
+                        _ => Failure::new(Code::Conflict, "bid version already stored"),
+                    });
+                }
+            }
+            announce(app, &listing, bidder, &accepted);
+            Ok(answer(&listing, bidder, &accepted))
+        }
+        Placed::Repeat(Outcome::Accepted(accepted)) => {
+            wait_stored(app, &listing, accepted.version).await?;
+            Ok(answer(&listing, bidder, &accepted))
+        }
+        Placed::Decided(refused) | Placed::Repeat(refused) => Err(refusal(refused)),
+    }
+}
+
+fn refusal(outcome: Outcome) -> Failure {
+    match outcome {
+        Outcome::Closed { .. } => Failure::new(Code::AuctionClosed, "the auction has ended"),
+        Outcome::NotOpen { starts } => Failure::new(
+            Code::AuctionClosed,
+            format!("the auction opens at {}", rfc3339(millis(starts))),
+        ),
+        Outcome::Seller => Failure::new(Code::Forbidden, "sellers cannot bid on their own listing"),
+        Outcome::TooLow { min } => {
+            let mut failure = Failure::new(
+                Code::BidTooLow,
+                format!("the lowest acceptable bid is {min}"),
+            );
+            failure.extra.insert("minAmount".into(), json!(min));
+            failure
+        }
+        Outcome::Accepted(_) => Failure::new(Code::Internal, "accepted is not a refusal"),
+    }
+}
+
+fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> Value {
+    let ends = rfc3339(millis(accepted.ends));
+    json!({
+        "bid": {
+            "id": accepted.version.to_string(),
+            "listingId": listing,
+            "bidderId": bidder,
+            "amount": accepted.amount,
+            "version": accepted.version,
+            "endsAt": ends,
+        },
+        "auction": {
+            "status": "open",
+            "endsAt": ends,
+            "currentAmount": accepted.amount,
+            "leaderId": bidder,
+            "bidCount": accepted.bid_count,
+            "version": accepted.version,
+        },
+    })
+}
+
+fn announce(app: &AppState, listing: &ListingId, bidder: &UserId, accepted: &Accepted) {
+    let ends = rfc3339(millis(accepted.ends));
+    let room = RoomKey::Listing(listing.clone());
+    app.fanout.emit(
+        room.clone(),
+        "bid:new",
+        &json!({
+            "listingId": listing,
+            "bidId": accepted.version.to_string(),
+            "amount": accepted.amount,
+            "bidderId": bidder,
+            "version": accepted.version,
+            "endsAt": ends,
+        }),
+    );
+    if let Some(previous) = UserId::parse(&accepted.prev_leader) {
+        if &previous != bidder {
+            app.fanout.emit(
+                RoomKey::User(previous),
+                "bid:outbid",
+                &json!({"listingId": listing, "amount": accepted.amount, "yourAmount": accepted.prev_amount}),
+            );
+        }
+    }
+    if accepted.extended {
+        app.fanout.emit(
+            room,
+            "auction:extended",
+            &json!({"listingId": listing, "endsAt": ends}),
+        );
+    }
+}
+
+/// A repeated bid is acked only once its first try is in Postgres.
+async fn wait_stored(app: &AppState, listing: &ListingId, version: i64) -> Result<(), Failure> {
+    let deadline = tokio::time::Instant::now() + REPEAT_WAIT;
+    loop {
+        let id = listing.to_string();
+        if app
+            .db
+            .run(move |conn| bids::stored(conn, &id, version))
+            .await?
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(
+                Code::ServiceUnavailable,
+                "the first try of this bid is not stored yet",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Rebuilds an auction's live state from Postgres (after Redis lost it).
+pub async fn rebuild(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
+    let id = listing.clone();
+    let (row, all, closed) = app.db.run(move |conn| bids::for_rebuild(conn, &id)).await?;
+    let (Some(starts), Some(ends)) = (row.auction_starts_at, row.auction_ends_at) else {
+        return Err(Failure::new(
+            Code::Unavailable,
+            "this listing is not an auction",
+        ));
+    };
+    let mut state = live::LiveState {
+        starts_ms: starts.timestamp_millis(),
+        ends_ms: ends.timestamp_millis(),
+        start_price: row.auction_start_price.unwrap_or(0),
+        min_increment: row.auction_min_increment.unwrap_or(1),
+        extend_ms: i64::from(row.auction_extend_window_secs.unwrap_or(0)) * 1000,
+        seller: row.seller_id.clone(),
+        current: None,
+        leader: None,
+        bid_count: 0,
+        version: 0,
+        closed,
+    };
+    let mut remembered = Vec::new();
+    for bid in &all {
+        let outcome = json!({
+            "outcome": "accepted",
+            "version": bid.auction_version,
+            "amount": bid.amount,
+            "ends": bid.ends_at.timestamp_millis(),
+            "extended": bid.ends_at.timestamp_millis() > state.ends_ms,
+            "prevLeader": state.leader.clone().unwrap_or_default(),
+            "prevAmount": state.current.unwrap_or(-1),
+            "bidCount": state.bid_count + 1,
+        });
+        state.ends_ms = state.ends_ms.max(bid.ends_at.timestamp_millis());
+        state.current = Some(bid.amount);
+        state.leader = Some(bid.bidder_id.clone());
+        state.bid_count += 1;
+        state.version = bid.auction_version;
+        if let Some(key) = &bid.idempotency_key {
+            remembered.push((bid.bidder_id.clone(), key.clone(), outcome.to_string()));
+        }
+    }
+    log::info!(
+        "auction {listing}: live state rebuilt from Postgres at version {}",
+        state.version
+    );
+    live::load(&app.redis, listing.as_str(), &state, &remembered).await?;
+    Ok(())
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+}
