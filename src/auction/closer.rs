@@ -124,30 +124,19 @@ pub async fn close(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
         "amount": closed.amount,
         "reserveMet": closed.reserve_met,
     });
-    let seller = UserId::from_db(closed.listing.seller_id.clone());
-    app.fanout.emit(
-        RoomKey::Listing(listing.clone()),
-        "auction:closed",
-        &payload,
-    );
-    app.fanout
-        .emit(RoomKey::User(seller.clone()), "auction:closed", &payload);
-    if let Some(winner) = closed.winner.clone() {
-        app.fanout.emit(
-            RoomKey::User(UserId::from_db(winner.clone())),
-            "auction:closed",
-            &payload,
+    let seller = RoomKey::User(UserId::from_db(closed.listing.seller_id.clone()));
+    let mut rooms = vec![RoomKey::Listing(listing.clone()), seller.clone()];
+    if let Some(winner) = &closed.winner {
+        rooms.push(RoomKey::User(UserId::from_db(winner.clone())));
+    }
+    app.fanout.emit_to(&rooms, "auction:closed", &payload);
+    if let (Some(winner), Some(booking)) = (&closed.winner, &closed.booking) {
+        let buyer = RoomKey::User(UserId::from_db(winner.clone()));
+        app.fanout.emit_to(
+            &[buyer, seller],
+            "booking:created",
+            &json!({ "booking": booking.to_booking() }),
         );
-        if let Some(booking) = &closed.booking {
-            let created = json!({ "booking": booking.to_booking() });
-            app.fanout.emit(
-                RoomKey::User(UserId::from_db(winner)),
-                "booking:created",
-                &created,
-            );
-            app.fanout
-                .emit(RoomKey::User(seller), "booking:created", &created);
-        }
     }
     if let Some(reserved) = &closed.reserved {
         app.fanout.emit_listing(

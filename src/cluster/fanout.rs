@@ -17,16 +17,18 @@ const MAX_BATCH: usize = 256;
 
 /// Appends to the log and publishes, atomically, so the offset order is the
 /// delivery order. KEYS: the log. ARGV: channel, frame head, except,
-/// version, log length, log TTL (ms).
+/// version, log length, log TTL (ms), emission id.
 const PUBLISH: &str = r#"
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'h', ARGV[2], 'x', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
+redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
 return id
 "#;
 
 struct Publish {
     room: RoomKey,
+    /// Shared by the copies of one event sent to several rooms.
+    emission: u64,
     head: String,
     except: Option<UserId>,
     version: Option<i64>,
@@ -58,6 +60,22 @@ impl Fanout {
         self.send(room, event, payload, None, None);
     }
 
+    /// Emits one event to several rooms: a connection in more than one of
+    /// them gets it once, as Socket.IO's `to(a).to(b).emit()` does.
+    pub fn emit_to(&self, rooms: &[RoomKey], event: &str, payload: &Value) {
+        let head = encode_event_head(event, payload);
+        let emission = rand::random();
+        for room in rooms {
+            let _ = self.queue.send(Publish {
+                room: room.clone(),
+                emission,
+                head: head.clone(),
+                except: None,
+                version: None,
+            });
+        }
+    }
+
     /// Emits to every member of `room` but the connections of `except`.
     pub fn emit_except(&self, room: RoomKey, event: &str, payload: &Value, except: Option<UserId>) {
         self.send(room, event, payload, except, None);
@@ -85,6 +103,7 @@ impl Fanout {
         let head = encode_event_head(event, payload);
         let _ = self.queue.send(Publish {
             room,
+            emission: rand::random(),
             head,
             except,
             version,
@@ -113,6 +132,7 @@ async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceive
                 .arg(event.version.map(|v| v.to_string()).unwrap_or_default())
                 .arg(limits.max_len)
                 .arg(limits.ttl_ms)
+                .arg(event.emission)
                 .ignore();
         }
         let sent = match redis.connection().await {

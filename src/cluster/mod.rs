@@ -48,13 +48,17 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Parses a channel message: `except|version|frame`.
+    /// Parses a channel message: `except|version|emission|frame`.
     pub fn parse(room: RoomKey, message: &str) -> Option<Incoming> {
         let (except, rest) = message.split_once('|')?;
-        let (version, frame) = rest.split_once('|')?;
+        let (version, rest) = rest.split_once('|')?;
+        let (emission, frame) = rest.split_once('|')?;
         Some(Incoming {
             room,
-            frame: Deliver(ByteString::from(frame.to_owned())),
+            frame: Deliver {
+                frame: ByteString::from(frame.to_owned()),
+                emission: emission.parse().ok()?,
+            },
             except: UserId::parse(except),
             version: version.parse().ok(),
         })
@@ -79,21 +83,22 @@ mod tests {
     }
 
     #[test]
-    fn messages_carry_except_version_and_frame() {
-        let room = RoomKey::parse("booking:b1").unwrap_or(RoomKey::User(
-            UserId::parse("x").unwrap_or_else(|| unreachable!()),
-        ));
-        let incoming = Incoming::parse(room.clone(), "bob|7|42[\"typing\",{\"a\":\"|\"},\"1-0\"]");
+    fn messages_carry_except_version_emission_and_frame() {
+        let room =
+            RoomKey::Booking(crate::ids::BookingId::parse("b1").unwrap_or_else(|| unreachable!()));
+        let incoming = Incoming::parse(room.clone(), r#"bob|7|99|42["typing",{"a":"|"},"1-0"]"#);
         let incoming = incoming.unwrap_or_else(|| panic!("parses"));
         assert_eq!(
             incoming.except.map(|u| u.to_string()).as_deref(),
             Some("bob")
         );
         assert_eq!(incoming.version, Some(7));
-        assert_eq!(&*incoming.frame.0, "42[\"typing\",{\"a\":\"|\"},\"1-0\"]");
-        let plain = Incoming::parse(room.clone(), "||42[\"x\",1,\"1-0\"]")
+        assert_eq!(incoming.frame.emission, 99);
+        assert_eq!(&*incoming.frame.frame, r#"42["typing",{"a":"|"},"1-0"]"#);
+        let plain = Incoming::parse(room.clone(), r#"||1|42["x",1,"1-0"]"#)
             .unwrap_or_else(|| panic!("parses"));
         assert_eq!((plain.except, plain.version), (None, None));
-        assert!(Incoming::parse(room, "no separators").is_none());
+        assert!(Incoming::parse(room.clone(), "no separators").is_none());
+        assert!(Incoming::parse(room, "||notanumber|42[]").is_none());
     }
 }

@@ -133,21 +133,13 @@ pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
         "previousStatus": moved.previous,
         "by": by,
     });
-    app.fanout.emit(
+    let rooms = [
         RoomKey::Booking(booking.id.clone()),
-        "booking:statusChanged",
-        &payload,
-    );
-    app.fanout.emit(
         RoomKey::User(booking.buyer_id.clone()),
-        "booking:statusChanged",
-        &payload,
-    );
-    app.fanout.emit(
         RoomKey::User(booking.seller_id.clone()),
-        "booking:statusChanged",
-        &payload,
-    );
+    ];
+    app.fanout
+        .emit_to(&rooms, "booking:statusChanged", &payload);
     if let Some(listing) = &moved.listing {
         let id = ListingId::from_db(listing.id.clone());
         app.fanout.emit_listing(

@@ -53,13 +53,9 @@ pub async fn send(
             "messageId": message.id,
             "senderId": message.sender_id,
         });
-        for user in [&row.buyer_id, &row.seller_id] {
-            app.fanout.emit(
-                RoomKey::User(UserId::from_db(user.clone())),
-                "booking:activity",
-                &activity,
-            );
-        }
+        let rooms =
+            [&row.buyer_id, &row.seller_id].map(|u| RoomKey::User(UserId::from_db(u.clone())));
+        app.fanout.emit_to(&rooms, "booking:activity", &activity);
     }
     Ok(json!({ "message": message }))
 }
@@ -114,17 +110,15 @@ pub async fn read_mark(
         "readAt": rfc3339(receipt.read_at),
     });
     if moved {
-        app.fanout
-            .emit(RoomKey::Booking(booking.clone()), "read:updated", &receipt);
-        for other in [&row.buyer_id, &row.seller_id] {
-            if other != caller.user().as_str() {
-                app.fanout.emit(
-                    RoomKey::User(UserId::from_db(other.clone())),
-                    "read:updated",
-                    &receipt,
-                );
-            }
-        }
+        // The booking room, and the other participants' user rooms.
+        let mut rooms = vec![RoomKey::Booking(booking.clone())];
+        rooms.extend(
+            [&row.buyer_id, &row.seller_id]
+                .into_iter()
+                .filter(|other| *other != caller.user().as_str())
+                .map(|other| RoomKey::User(UserId::from_db(other.clone()))),
+        );
+        app.fanout.emit_to(&rooms, "read:updated", &receipt);
     }
     Ok(json!({ "receipt": receipt }))
 }

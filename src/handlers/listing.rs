@@ -106,17 +106,12 @@ pub async fn reserve(
             &json!({ "listingId": id, "availability": listing.availability }),
             listing.version,
         );
-        let created = json!({ "booking": booking });
-        app.fanout.emit(
+        let rooms = [
             RoomKey::User(booking.buyer_id.clone()),
-            "booking:created",
-            &created,
-        );
-        app.fanout.emit(
             RoomKey::User(booking.seller_id.clone()),
-            "booking:created",
-            &created,
-        );
+        ];
+        app.fanout
+            .emit_to(&rooms, "booking:created", &json!({ "booking": booking }));
     }
     Ok(json!({ "booking": booking }))
 }

@@ -73,9 +73,14 @@ impl fmt::Display for RoomKey {
 }
 
 /// A frame for one connection, encoded once and shared by every recipient.
+/// `emission` is the same for every copy of an event sent to several rooms,
+/// so a connection in more than one of them takes it once.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Deliver(pub ByteString);
+pub struct Deliver {
+    pub frame: ByteString,
+    pub emission: u64,
+}
 
 /// Tells a connection that its node is going away.
 #[derive(Message, Clone, Copy)]

@@ -37,6 +37,8 @@ const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 const MAX_QUEUED_EVENTS: usize = 256;
 /// What a refused event is told to wait.
 const QUEUE_RETRY_AFTER_MS: u64 = 100;
+/// How many recent emissions a connection remembers to drop repeats.
+const RECENT_EMISSIONS: usize = 32;
 /// Length of generated sids and pids.
 const ID_LEN: usize = 20;
 
@@ -69,6 +71,8 @@ pub struct Session {
     fragment: Option<Fragment>,
     /// Events waiting for the one running to finish.
     queue: VecDeque<Queued>,
+    /// Emission ids of the latest deliveries, to drop repeats.
+    recent: VecDeque<u64>,
     running: bool,
     close_reason: &'static str,
 }
@@ -111,6 +115,7 @@ impl Session {
             failed_connects: 0,
             fragment: None,
             queue: VecDeque::new(),
+            recent: VecDeque::with_capacity(RECENT_EMISSIONS),
             running: false,
             close_reason: reason::TRANSPORT_CLOSE,
         }
@@ -623,7 +628,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 impl Handler<Deliver> for Session {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        ctx.text(msg.0);
+        // An event sent to several rooms this connection is in comes once.
+        if self.recent.contains(&msg.emission) {
+            return;
+        }
+        if self.recent.len() == RECENT_EMISSIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(msg.emission);
+        ctx.text(msg.frame);
     }
 }
 
