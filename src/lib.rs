@@ -56,6 +56,7 @@ pub struct Application {
     address: SocketAddr,
     state: web::Data<AppState>,
     _closer: actix::Addr<auction::closer::AuctionCloser>,
+    beacon: actix::Addr<cluster::nodes::NodeBeacon>,
     room_threads: RoomThreads,
 }
 
@@ -142,6 +143,14 @@ impl Application {
         let grace = settings.shutdown_grace;
         let state = web::Data::new(AppState::new(settings, auth, db, redis, actors, metrics));
         let closer = auction::closer::AuctionCloser::new(state.clone().into_inner()).start();
+        let beacon = cluster::nodes::NodeBeacon::new(
+            state.settings.node_id.clone(),
+            address.to_string(),
+            state.settings.node_heartbeat,
+            state.redis.clone(),
+            state.registry.clone(),
+        )
+        .start();
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -162,6 +171,7 @@ impl Application {
             address,
             state,
             _closer: closer,
+            beacon,
             room_threads: RoomThreads(room_arbiters),
         })
     }
@@ -181,6 +191,7 @@ impl Application {
         Stopper {
             server: self.server.handle(),
             registry: self.state.registry.clone(),
+            beacon: self.beacon.clone(),
         }
     }
 
@@ -208,10 +219,12 @@ impl Application {
 pub struct Stopper {
     server: ServerHandle,
     registry: Addr<Registry>,
+    beacon: Addr<cluster::nodes::NodeBeacon>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
+        let _ = self.beacon.send(cluster::nodes::Leave).await;
         match self.registry.send(ShutdownAll).await {
             Ok(count) => log::info!("shutting down: closing {count} connections"),
             Err(err) => log::warn!("shutting down: registry gone: {err}"),

@@ -51,6 +51,8 @@ pub struct Settings {
     pub recovery_window: Duration,
     /// `SOUK_ROOM_LOG_LEN`: about how many events a room's log keeps.
     pub room_log_len: u64,
+    /// `SOUK_NODE_HEARTBEAT_MS`: how often a node renews its cluster entry.
+    pub node_heartbeat: Duration,
 }
 
 /// Which tokens are accepted.
@@ -137,6 +139,7 @@ impl Settings {
             auction_scan: millis(values, "SOUK_AUCTION_SCAN_MS", 1_000)?,
             recovery_window: millis(values, "SOUK_RECOVERY_WINDOW_MS", 120_000)?,
             room_log_len: number(values, "SOUK_ROOM_LOG_LEN", 1_000)?,
+            node_heartbeat: millis(values, "SOUK_NODE_HEARTBEAT_MS", 5_000)?,
         };
         if settings.jwt.secret.is_none() && settings.jwt.public_key_path.is_none() && !dev {
             return Err(SettingsError::NoJwtKey);

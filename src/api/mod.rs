@@ -46,7 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, dev: bool) {
             .route("/bookings/{id}/messages", web::get().to(bookings::messages))
             .route("/rooms/{room}/events", web::post().to(rooms::emit))
             .route("/users/{id}/notifications", web::post().to(users::notify))
-            .route("/presence", web::get().to(rooms::presence)),
+            .route("/presence", web::get().to(rooms::presence))
+            .route("/cluster", web::get().to(rooms::cluster)),
     );
     if dev {
         cfg.route("/dev/token", web::post().to(dev::token));

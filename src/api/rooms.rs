@@ -71,3 +71,12 @@ pub async fn presence(
     let presence = states(&app.redis, &users).await?;
     Ok(HttpResponse::Ok().json(json!({ "presence": presence })))
 }
+
+/// Every live node with its connection and room counts.
+pub async fn cluster(
+    _caller: ServiceCaller,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
+    let nodes = crate::cluster::nodes::live(&app.redis).await?;
+    Ok(HttpResponse::Ok().json(json!({ "nodes": nodes })))
+}

@@ -5,6 +5,7 @@
 //! what arrives, so every member on every node sees one order per room.
 
 pub mod fanout;
+pub mod nodes;
 pub mod resp;
 pub mod subscriber;
 

@@ -214,3 +214,48 @@ async fn a_node_that_was_down_at_the_end_closes_it_when_it_comes_back() {
         1
     );
 }
+
+#[actix_web::test]
+async fn the_cluster_view_lists_live_nodes_with_their_counts() {
+    let nodes = TestApp::spawn_cluster(2, &[("SOUK_NODE_HEARTBEAT_MS", "100")]).await;
+    let _a = nodes[0].connect("ann").await;
+    let _b1 = nodes[1].connect("ben").await;
+    let _b2 = nodes[1].connect("ben").await;
+    eventually("both nodes with their connections", || async {
+        let (status, body) = nodes[0].api("GET", "/api/v1/cluster", None).await;
+        let counts: Vec<(Value, Value, Value)> = body["nodes"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|n| {
+                        (
+                            n["nodeId"].clone(),
+                            n["connections"].clone(),
+                            n["rooms"].clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        status == 200
+            && counts
+                == vec![
+                    (json!("node-0"), json!(1), json!(1)),
+                    (json!("node-1"), json!(2), json!(1)),
+                ]
+    })
+    .await;
+    // A stopped node leaves the view.
+    nodes[1].stopper().stop().await;
+    eventually("one node left", || async {
+        let (_, body) = nodes[0].api("GET", "/api/v1/cluster", None).await;
+        body["nodes"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    let resp = awc::Client::new()
+        .get(nodes[0].http("/api/v1/cluster"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}

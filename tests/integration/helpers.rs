@@ -72,6 +72,7 @@ impl Drop for TestDb {
 /// A running node.
 pub struct TestApp {
     pub address: String,
+    stopper: souk::Stopper,
     pub state: actix_web::web::Data<souk::state::AppState>,
     /// Held so the database lives as long as the node (or nodes), and is dropped after.
     _db: std::sync::Arc<TestDb>,
@@ -129,9 +130,11 @@ impl TestApp {
         let app = Application::build(settings).expect("build app");
         let address = app.address().to_string();
         let state = app.state();
+        let stopper = app.stopper();
         actix_web::rt::spawn(app.run_until_stopped());
         TestApp {
             address,
+            stopper,
             state,
             _db: db,
         }
@@ -161,6 +164,11 @@ impl TestApp {
         let reply = client.connect(Some(&self.token(sub))).await;
         assert!(reply.starts_with("40{"), "CONNECT refused: {reply}");
         client
+    }
+
+    /// A handle that stops the node as SIGTERM does.
+    pub fn stopper(&self) -> souk::Stopper {
+        self.stopper.clone()
     }
 
     /// How many sessions and rooms the node's registry holds.
