@@ -104,15 +104,17 @@ impl Application {
         let prefix = settings.redis_prefix.clone();
         let registry_fanout = fanout.clone();
         let registry_metrics = metrics.clone();
+        let (registry_redis, recovery_window) = (redis.clone(), settings.recovery_window);
         let registry = Registry::create(|ctx| {
             let subscriber =
                 cluster::Subscriber::start(target, prefix.clone(), ctx.address().recipient());
-            Registry::new(
-                arbiters,
-                idle,
-                registry_metrics,
-                (subscriber, registry_fanout, prefix),
-            )
+            let parts = rooms::registry::ClusterParts {
+                subscriber,
+                fanout: registry_fanout,
+                redis: registry_redis,
+                recovery_window,
+            };
+            Registry::new(arbiters, idle, registry_metrics, parts)
         });
         let presence = rooms::presence::PresenceTracker::new(
             redis.clone(),

@@ -52,6 +52,8 @@ pub async fn transition(
         .run(move |conn| bookings::transition(conn, &id, to, |_| Some(Mover::Service)))
         .await?;
     announce_move(&app, &moved, by.as_str());
+    // Answer once the events this request caused are published.
+    app.fanout.published().await;
     Ok(HttpResponse::Ok().json(json!({ "booking": moved.booking.to_booking() })))
 }
 

@@ -169,6 +169,8 @@ pub async fn put(
         }
     }
     let body = json!({ "listing": after });
+    // Answer once the events this request caused are published.
+    app.fanout.published().await;
     Ok(match upserted.before {
         None => HttpResponse::Created().json(body),
         Some(_) => HttpResponse::Ok().json(body),

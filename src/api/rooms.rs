@@ -42,6 +42,8 @@ pub async fn emit(
         ));
     }
     app.fanout.emit(room.clone(), &event, &data);
+    // Answer once the events this request caused are published.
+    app.fanout.published().await;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }
 

@@ -41,5 +41,7 @@ pub async fn notify(
         "notification",
         &json!({ "kind": kind, "data": data }),
     );
+    // Answer once the events this request caused are published.
+    app.fanout.published().await;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }

@@ -4,9 +4,9 @@
 //! events leave in the order they were emitted.
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{room_channel, room_log};
+use super::{offset_counter, room_channel, room_log};
 use crate::ids::{ListingId, UserId};
 use crate::protocol::socket::encode_event_head;
 use crate::rooms::RoomKey;
@@ -16,12 +16,16 @@ use crate::store::Redis;
 const MAX_BATCH: usize = 256;
 
 /// Appends to the log and publishes, atomically, so the offset order is the
-/// delivery order. KEYS: the log. ARGV: channel, frame head, except,
+/// delivery order. Offsets come from one counter, so they order events
+/// across rooms too: "everything after offset N in my rooms" is exact.
+/// KEYS: the log, the offset counter. ARGV: channel, frame head, except,
 /// version, log length, log TTL (ms), emission id.
 const PUBLISH: &str = r#"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'h', ARGV[2], 'x', ARGV[3])
+local n = redis.call('INCR', KEYS[2])
+local id = n .. '-0'
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'e', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
+redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. n .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
 return id
 "#;
 
@@ -34,10 +38,17 @@ struct Publish {
     version: Option<i64>,
 }
 
+/// What the publisher is asked to do, in order.
+enum Queued {
+    Publish(Publish),
+    /// Answered once everything queued before it is published.
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Sends server events to rooms on every node; cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
-    queue: mpsc::UnboundedSender<Publish>,
+    queue: mpsc::UnboundedSender<Queued>,
 }
 
 /// How long a room's log keeps events, and how many.
@@ -66,13 +77,13 @@ impl Fanout {
         let head = encode_event_head(event, payload);
         let emission = rand::random();
         for room in rooms {
-            let _ = self.queue.send(Publish {
+            let _ = self.queue.send(Queued::Publish(Publish {
                 room: room.clone(),
                 emission,
                 head: head.clone(),
                 except: None,
                 version: None,
-            });
+            }));
         }
     }
 
@@ -92,6 +103,15 @@ impl Fanout {
         );
     }
 
+    /// Resolves once every event emitted before the call is published, so
+    /// that a request is answered only after the events it caused left.
+    pub async fn published(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Queued::Barrier(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
     fn send(
         &self,
         room: RoomKey,
@@ -101,17 +121,17 @@ impl Fanout {
         version: Option<i64>,
     ) {
         let head = encode_event_head(event, payload);
-        let _ = self.queue.send(Publish {
+        let _ = self.queue.send(Queued::Publish(Publish {
             room,
             emission: rand::random(),
             head,
             except,
             version,
-        });
+        }));
     }
 }
 
-async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceiver<Publish>) {
+async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceiver<Queued>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -121,11 +141,22 @@ async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceive
             }
         }
         let mut pipe = deadpool_redis::redis::pipe();
-        for event in &batch {
+        let mut barriers = Vec::new();
+        let mut events = 0;
+        for queued in batch {
+            let event = match queued {
+                Queued::Publish(event) => event,
+                Queued::Barrier(reply) => {
+                    barriers.push(reply);
+                    continue;
+                }
+            };
+            events += 1;
             pipe.cmd("EVAL")
                 .arg(PUBLISH)
-                .arg(1)
+                .arg(2)
                 .arg(room_log(redis.prefix(), &event.room))
+                .arg(offset_counter(redis.prefix()))
                 .arg(room_channel(redis.prefix(), &event.room))
                 .arg(&event.head)
                 .arg(event.except.as_ref().map(UserId::as_str).unwrap_or(""))
@@ -135,15 +166,20 @@ async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceive
                 .arg(event.emission)
                 .ignore();
         }
-        let sent = match redis.connection().await {
-            Ok(mut conn) => pipe
-                .query_async::<()>(&mut *conn)
-                .await
-                .map_err(|err| err.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        if let Err(err) = sent {
-            log::warn!("{} room events not published: {err}", batch.len());
+        if events > 0 {
+            let sent = match redis.connection().await {
+                Ok(mut conn) => pipe
+                    .query_async::<()>(&mut *conn)
+                    .await
+                    .map_err(|err| err.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(err) = sent {
+                log::warn!("{events} room events not published: {err}");
+            }
+        }
+        for reply in barriers {
+            let _ = reply.send(());
         }
     }
 }

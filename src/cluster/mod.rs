@@ -6,6 +6,7 @@
 
 pub mod fanout;
 pub mod nodes;
+pub mod recovery;
 pub mod resp;
 pub mod subscriber;
 
@@ -29,6 +30,11 @@ pub fn room_log(prefix: &str, room: &RoomKey) -> String {
     format!("{prefix}log:{{{room}}}")
 }
 
+/// The counter every room event's offset comes from.
+pub fn offset_counter(prefix: &str) -> String {
+    format!("{prefix}offset")
+}
+
 /// The room a channel belongs to.
 pub fn room_from_channel(prefix: &str, channel: &str) -> Option<RoomKey> {
     let name = channel
@@ -49,16 +55,18 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Parses a channel message: `except|version|emission|frame`.
+    /// Parses a channel message: `except|version|emission|offset|frame`.
     pub fn parse(room: RoomKey, message: &str) -> Option<Incoming> {
         let (except, rest) = message.split_once('|')?;
         let (version, rest) = rest.split_once('|')?;
-        let (emission, frame) = rest.split_once('|')?;
+        let (emission, rest) = rest.split_once('|')?;
+        let (offset, frame) = rest.split_once('|')?;
         Some(Incoming {
             room,
             frame: Deliver {
                 frame: ByteString::from(frame.to_owned()),
                 emission: emission.parse().ok()?,
+                offset: offset.parse().ok()?,
             },
             except: UserId::parse(except),
             version: version.parse().ok(),
@@ -87,7 +95,7 @@ mod tests {
     fn messages_carry_except_version_emission_and_frame() {
         let room =
             RoomKey::Booking(crate::ids::BookingId::parse("b1").unwrap_or_else(|| unreachable!()));
-        let incoming = Incoming::parse(room.clone(), r#"bob|7|99|42["typing",{"a":"|"},"1-0"]"#);
+        let incoming = Incoming::parse(room.clone(), r#"bob|7|99|1|42["typing",{"a":"|"},"1-0"]"#);
         let incoming = incoming.unwrap_or_else(|| panic!("parses"));
         assert_eq!(
             incoming.except.map(|u| u.to_string()).as_deref(),
@@ -95,11 +103,12 @@ mod tests {
         );
         assert_eq!(incoming.version, Some(7));
         assert_eq!(incoming.frame.emission, 99);
+        assert_eq!(incoming.frame.offset, 1);
         assert_eq!(&*incoming.frame.frame, r#"42["typing",{"a":"|"},"1-0"]"#);
-        let plain = Incoming::parse(room.clone(), r#"||1|42["x",1,"1-0"]"#)
+        let plain = Incoming::parse(room.clone(), r#"||1|1|42["x",1,"1-0"]"#)
             .unwrap_or_else(|| panic!("parses"));
         assert_eq!((plain.except, plain.version), (None, None));
         assert!(Incoming::parse(room.clone(), "no separators").is_none());
-        assert!(Incoming::parse(room, "||notanumber|42[]").is_none());
+        assert!(Incoming::parse(room, "||notanumber|1|42[]").is_none());
     }
 }

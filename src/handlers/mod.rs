@@ -48,21 +48,29 @@ pub async fn handle(
     caller: Caller,
     event: ClientEvent,
 ) -> Result<Value, Failure> {
+    let outcome = run(&app, &caller, event).await;
+    // Answer only once the events this one caused are published: whoever
+    // joins a room after the answer will not get them late.
+    app.fanout.published().await;
+    outcome
+}
+
+async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Value, Failure> {
     use ClientEvent::*;
     match event {
-        ListingWatch { listing_id } => listing::watch(&app, &caller, listing_id).await,
-        ListingUnwatch { listing_id } => listing::unwatch(&app, &caller, listing_id),
+        ListingWatch { listing_id } => listing::watch(app, caller, listing_id).await,
+        ListingUnwatch { listing_id } => listing::unwatch(app, caller, listing_id),
         ListingReserve {
             listing_id,
             idempotency_key,
-        } => listing::reserve(&app, &caller, listing_id, idempotency_key).await,
+        } => listing::reserve(app, caller, listing_id, idempotency_key).await,
         BidPlace {
             listing_id,
             amount,
             idempotency_key,
         } => {
             crate::auction::place::place_bid(
-                &app,
+                app,
                 caller.user(),
                 listing_id,
                 amount,
@@ -70,29 +78,29 @@ pub async fn handle(
             )
             .await
         }
-        BookingJoin { booking_id } => booking::join(&app, &caller, booking_id).await,
-        BookingLeave { booking_id } => booking::leave(&app, &caller, booking_id),
+        BookingJoin { booking_id } => booking::join(app, caller, booking_id).await,
+        BookingLeave { booking_id } => booking::leave(app, caller, booking_id),
         BookingTransition { booking_id, to } => {
-            booking::transition(&app, &caller, booking_id, to).await
+            booking::transition(app, caller, booking_id, to).await
         }
         MessageSend {
             booking_id,
             body,
             client_msg_id,
-        } => chat::send(&app, &caller, booking_id, body, client_msg_id).await,
+        } => chat::send(app, caller, booking_id, body, client_msg_id).await,
         MessageHistory {
             booking_id,
             before_id,
             limit,
-        } => chat::history(&app, &caller, booking_id, before_id, limit).await,
-        TypingStart { booking_id } => chat::typing_start(&app, &caller, booking_id).await,
-        TypingStop { booking_id } => chat::typing_stop(&app, &caller, booking_id).await,
+        } => chat::history(app, caller, booking_id, before_id, limit).await,
+        TypingStart { booking_id } => chat::typing_start(app, caller, booking_id).await,
+        TypingStop { booking_id } => chat::typing_stop(app, caller, booking_id).await,
         ReadMark {
             booking_id,
             message_id,
-        } => chat::read_mark(&app, &caller, booking_id, message_id).await,
-        PresenceWatch { user_ids } => presence::watch(&app, &caller, user_ids).await,
-        PresenceUnwatch { user_ids } => presence::unwatch(&app, &caller, user_ids),
+        } => chat::read_mark(app, caller, booking_id, message_id).await,
+        PresenceWatch { user_ids } => presence::watch(app, caller, user_ids).await,
+        PresenceUnwatch { user_ids } => presence::unwatch(app, caller, user_ids),
         AuthRefresh { .. } => Err(Failure::new(
             Code::Internal,
             "auth:refresh belongs to the session",

@@ -80,6 +80,8 @@ impl fmt::Display for RoomKey {
 pub struct Deliver {
     pub frame: ByteString,
     pub emission: u64,
+    /// The event's offset (the `n` of `n-0`), increasing across all rooms.
+    pub offset: u64,
 }
 
 /// Tells a connection that its node is going away.

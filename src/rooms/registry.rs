@@ -11,8 +11,10 @@ use super::booking::{BookingRoom, TypingStart, TypingStop};
 use super::listing::{ListingRoom, Seen, WaitFor};
 use super::room::{Broadcast, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState};
 use super::{Deliver, RoomKey, SessionId, Shutdown};
+use crate::cluster::recovery::{self, Record};
 use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
 use crate::ids::{BookingId, ListingId, UserId};
+use crate::store::Redis;
 
 /// How long a join waits for Redis to confirm the room's subscription.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
@@ -25,6 +27,9 @@ pub struct Registry {
     /// Rooms announce (typing) through it.
     fanout: Fanout,
     prefix: String,
+    /// Keeps what each socket is in, for recovery.
+    redis: Redis,
+    recovery_window: Duration,
     /// Room actors are spread over these threads.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
@@ -57,6 +62,31 @@ struct SessionEntry {
     deliver: Recipient<Deliver>,
     shutdown: Recipient<Shutdown>,
     rooms: HashSet<RoomKey>,
+    /// Set on CONNECT: the socket's pid and user, to keep its record.
+    bound: Option<(String, UserId)>,
+}
+
+impl SessionEntry {
+    fn record(&self) -> Option<(String, Record)> {
+        let (pid, user) = self.bound.as_ref()?;
+        let mut rooms: Vec<String> = self.rooms.iter().map(ToString::to_string).collect();
+        rooms.sort();
+        Some((
+            pid.clone(),
+            Record {
+                user: user.to_string(),
+                rooms,
+            },
+        ))
+    }
+}
+
+/// What the registry needs of the cluster.
+pub struct ClusterParts {
+    pub subscriber: Subscriber,
+    pub fanout: Fanout,
+    pub redis: Redis,
+    pub recovery_window: Duration,
 }
 
 impl Registry {
@@ -66,13 +96,14 @@ impl Registry {
         arbiters: Vec<ArbiterHandle>,
         idle_after: Duration,
         metrics: Metrics,
-        cluster: (Subscriber, Fanout, String),
+        cluster: ClusterParts,
     ) -> Self {
-        let (subscriber, fanout, prefix) = cluster;
         Registry {
-            subscriber,
-            fanout,
-            prefix,
+            subscriber: cluster.subscriber,
+            fanout: cluster.fanout,
+            prefix: cluster.redis.prefix().to_owned(),
+            redis: cluster.redis,
+            recovery_window: cluster.recovery_window,
             arbiters,
             next_arbiter: 0,
             next_generation: 0,
@@ -110,6 +141,25 @@ impl Registry {
             };
             start_room(room, arbiter)
         })
+    }
+
+    /// Keeps a socket's record in Redis (its rooms changed, or it closed).
+    fn save(&self, records: Vec<(String, Record)>) {
+        if records.is_empty() {
+            return;
+        }
+        let (redis, window) = (self.redis.clone(), self.recovery_window);
+        actix_web::rt::spawn(async move {
+            if let Err(err) = recovery::save(&redis, &records, window).await {
+                log::warn!("recovery records not saved: {err}");
+            }
+        });
+    }
+
+    fn save_session(&self, session: SessionId) {
+        if let Some(record) = self.sessions.get(&session).and_then(SessionEntry::record) {
+            self.save(vec![record]);
+        }
     }
 
     fn leave(&mut self, session: SessionId, key: &RoomKey) {
@@ -188,6 +238,37 @@ fn entry<S: RoomState>(generation: u64, addr: &Addr<Room<S>>, kind: KindAddr) ->
 
 impl Actor for Registry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Records live one window; connected sockets renew theirs.
+        ctx.run_interval(self.recovery_window / 3, |registry, _| {
+            let records = registry
+                .sessions
+                .values()
+                .filter_map(SessionEntry::record)
+                .collect();
+            registry.save(records);
+        });
+    }
+}
+
+/// A socket CONNECTed: its pid and user, so its record can be kept.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Bind {
+    pub session: SessionId,
+    pub pid: String,
+    pub user: UserId,
+}
+
+impl Handler<Bind> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&msg.session) {
+            entry.bound = Some((msg.pid, msg.user));
+        }
+        self.save_session(msg.session);
+    }
 }
 
 /// A new connection; it must be registered before it joins rooms.
@@ -284,6 +365,7 @@ impl Handler<Register> for Registry {
                 deliver: msg.deliver,
                 shutdown: msg.shutdown,
                 rooms: HashSet::new(),
+                bound: None,
             },
         );
     }
@@ -293,6 +375,10 @@ impl Handler<Unregister> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
         if let Some(entry) = self.sessions.remove(&msg.session) {
+            // The record lives one window from now, for a reconnect.
+            if let Some(record) = entry.record() {
+                self.save(vec![record]);
+            }
             for room in &entry.rooms {
                 self.leave(msg.session, room);
             }
@@ -316,6 +402,7 @@ impl Handler<Join> for Registry {
                 user: msg.user,
                 recipient,
             });
+            self.save_session(msg.session);
         }
         let followed = self
             .subscriber
@@ -340,6 +427,7 @@ impl Handler<Leave> for Registry {
             .is_some_and(|s| s.rooms.remove(&msg.room));
         if was_member {
             self.leave(msg.session, &msg.room);
+            self.save_session(msg.session);
         }
     }
 }

@@ -15,13 +15,15 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::auth::{AuthError, Identity, Role};
+use crate::cluster::recovery;
 use crate::error::{ok_ack, Code, Failure};
 use crate::handlers::{self, Caller};
+use crate::ids::UserId;
 use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
-use crate::rooms::registry::{Join, Register, Unregister};
+use crate::rooms::registry::{Bind, Join, Leave, Register, Unregister};
 use crate::rooms::{Deliver, RoomKey, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
@@ -73,6 +75,8 @@ pub struct Session {
     queue: VecDeque<Queued>,
     /// Emission ids of the latest deliveries, to drop repeats.
     recent: VecDeque<u64>,
+    /// The last offset replayed on recovery; live events up to it are repeats.
+    replayed_upto: u64,
     running: bool,
     close_reason: &'static str,
 }
@@ -116,6 +120,7 @@ impl Session {
             fragment: None,
             queue: VecDeque::new(),
             recent: VecDeque::with_capacity(RECENT_EMISSIONS),
+            replayed_upto: 0,
             running: false,
             close_reason: reason::TRANSPORT_CLOSE,
         }
@@ -261,18 +266,28 @@ impl Session {
                 return;
             }
         };
-        // Answer once this node follows the user's room, so that nothing
-        // sent to the user after the answer is missed.
-        let joined = self.app.registry.send(Join {
-            session: self.id,
-            user: identity.user_id.clone(),
-            room: RoomKey::User(identity.user_id.clone()),
+        // A reconnect within the recovery window names its last socket.
+        let previous = auth.as_ref().and_then(|auth| {
+            let pid = auth.get("pid")?.as_str()?;
+            let offset = recovery::parse_offset(auth.get("offset")?.as_str()?)?;
+            (pid.len() == ID_LEN).then(|| (pid.to_owned(), offset))
         });
-        ctx.wait(joined.into_actor(self).map(|_, _, ctx| {
-            ctx.text(socket::encode_connect_ok(
-                &random_id(ID_LEN),
-                &random_id(ID_LEN),
-            ));
+        let restore = restore(
+            self.app.clone(),
+            self.id,
+            identity.user_id.clone(),
+            previous,
+        );
+        // Answer once this node follows the socket's rooms, so that nothing
+        // sent to them after the answer is missed.
+        // As socket.io does: the CONNECT answer, then what was missed.
+        ctx.wait(restore.into_actor(self).map(|restored, session, ctx| {
+            ctx.text(socket::encode_connect_ok(&random_id(ID_LEN), &restored.pid));
+            for missed in &restored.missed {
+                session.remember(missed.emission);
+                ctx.text(missed.frame.clone());
+            }
+            session.replayed_upto = restored.missed.last().map_or(0, |m| m.offset);
         }));
         self.app
             .presence
@@ -513,6 +528,14 @@ impl Session {
         self.send_server_error(&failure, None, ctx);
     }
 
+    /// Notes a delivered emission, to drop its other copies.
+    fn remember(&mut self, emission: u64) {
+        if self.recent.len() == RECENT_EMISSIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(emission);
+    }
+
     fn identity(&self) -> Option<&Identity> {
         match &self.state {
             State::Connected(connected) => Some(&connected.identity),
@@ -547,6 +570,73 @@ impl EventName {
         EventName {
             text: None,
             label: "unknown",
+        }
+    }
+}
+
+/// What a CONNECT found of the socket's past.
+struct Restored {
+    pid: String,
+    missed: Vec<recovery::Missed>,
+}
+
+/// Joins the user's room and, when `previous` is a socket of the same user
+/// whose record and logs are still whole, its rooms; answers the events it
+/// missed. Otherwise the socket starts afresh under a new pid.
+async fn restore(
+    app: Arc<AppState>,
+    session: SessionId,
+    user: UserId,
+    previous: Option<(String, u64)>,
+) -> Restored {
+    let join = |room: RoomKey| Join {
+        session,
+        user: user.clone(),
+        room,
+    };
+    let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
+    let fresh = |app: &AppState| {
+        let pid = random_id(ID_LEN);
+        app.registry.do_send(Bind {
+            session,
+            pid: pid.clone(),
+            user: user.clone(),
+        });
+        Restored {
+            pid,
+            missed: Vec::new(),
+        }
+    };
+    let Some((pid, offset)) = previous else {
+        return fresh(&app);
+    };
+    let record = match recovery::load(&app.redis, &pid).await {
+        Ok(Some(record)) if record.user == user.as_str() => record,
+        _ => return fresh(&app),
+    };
+    let rooms: Vec<RoomKey> = record
+        .rooms
+        .iter()
+        .filter_map(|r| RoomKey::parse(r))
+        .collect();
+    for room in &rooms {
+        let _ = app.registry.send(join(room.clone())).await;
+    }
+    match recovery::missed(&app.redis, &rooms, offset, &user).await {
+        Ok(Some(missed)) => {
+            app.registry.do_send(Bind {
+                session,
+                pid: pid.clone(),
+                user: user.clone(),
+            });
+            Restored { pid, missed }
+        }
+        _ => {
+            // Not recoverable: a fresh socket is in its user room only.
+            for room in rooms.into_iter().filter(|r| !matches!(r, RoomKey::User(_))) {
+                app.registry.do_send(Leave { session, room });
+            }
+            fresh(&app)
         }
     }
 }
@@ -628,14 +718,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 impl Handler<Deliver> for Session {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        // An event sent to several rooms this connection is in comes once.
-        if self.recent.contains(&msg.emission) {
+        // Already replayed on recovery, or sent to several rooms this
+        // connection is in: delivered once.
+        if msg.offset <= self.replayed_upto || self.recent.contains(&msg.emission) {
             return;
         }
-        if self.recent.len() == RECENT_EMISSIONS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(msg.emission);
+        self.remember(msg.emission);
         ctx.text(msg.frame);
     }
 }

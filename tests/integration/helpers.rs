@@ -594,3 +594,23 @@ impl TestApp {
             .collect()
     }
 }
+
+impl TestApp {
+    /// The node's Redis key prefix.
+    pub fn redis_prefix(&self) -> String {
+        format!("{}:", self._db.name)
+    }
+
+    /// Runs a Redis command.
+    pub fn redis_cmd(&self, parts: &[&str]) {
+        let mut redis = redis::Client::open(redis_url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let mut cmd = redis::cmd(parts[0]);
+        for part in &parts[1..] {
+            cmd.arg(*part);
+        }
+        let _: redis::Value = cmd.query(&mut redis).unwrap();
+    }
+}

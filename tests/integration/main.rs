@@ -15,6 +15,7 @@ mod heartbeat;
 mod lifecycle;
 mod presence;
 mod process;
+mod recovery;
 mod rooms;
 mod schema;
 mod tokens;

@@ -100,7 +100,9 @@ test("unknown event without an ack → server:error {code:'unsupported', message
   const socket = await connect(node.url, { token: userToken(randomId()) });
   const errors = nextEvent(socket, "server:error", 3000);
   socket.emit("no:such:event", { a: 1 });
-  const [err] = await errors;
+  const args = await errors;
+  assert.equal(args.length, 1, `server:error carries no offset: ${JSON.stringify(args)}`);
+  const [err] = args;
   assert.equal(err.code, "unsupported", JSON.stringify(err));
   assert.equal(err.event, "no:such:event", JSON.stringify(err));
   assert.equal(typeof err.message, "string", JSON.stringify(err));
@@ -111,7 +113,9 @@ test("bad payload without an ack → server:error {code:'bad_request', event:'au
   const socket = await connect(node.url, { token: userToken(randomId()) });
   const errors = nextEvent(socket, "server:error", 3000);
   socket.emit("auth:refresh", {});
-  const [err] = await errors;
+  const args = await errors;
+  assert.equal(args.length, 1, `server:error carries no offset: ${JSON.stringify(args)}`);
+  const [err] = args;
   assert.equal(err.code, "bad_request", JSON.stringify(err));
   assert.equal(err.event, "auth:refresh", JSON.stringify(err));
   assert.match(err.message, /token/);
@@ -137,6 +141,7 @@ test("after a string of failures the socket still answers acks", T, async () => 
   for (let i = 0; i < 5; i++) assertFailure(await socket.timeout(2000).emitWithAck("auth:refresh", {}), "bad_request");
   const reply = await socket.timeout(2000).emitWithAck("auth:refresh", { token: userToken(user) });
   assert.equal(reply.ok, true, JSON.stringify(reply));
+  assert.ok(errors.every((args) => args.length === 1), `server:error carries no offset: ${JSON.stringify(errors)}`);
   assert.deepEqual(
     errors.map(([e]) => [e.code, e.event]),
     [0, 1, 2, 3, 4].map((i) => ["unsupported", `nope:${i}`]),

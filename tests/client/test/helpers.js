@@ -367,6 +367,67 @@ export function record(emitter, event) {
   return seen;
 }
 
+// ------------------------------------------------------------------ offsets
+// §4: every room event (anything delivered through a listing:, booking:,
+// user: or presence: room, backend events included) carries its offset as
+// its last argument, as Socket.IO's connection state recovery does. souk's
+// offsets are Redis stream entry ids, `<ms>-<seq>`. Acks and server:error
+// are not room events and carry none.
+
+/** A room event's offset. */
+export const OFFSET = /^\d+-\d+$/;
+
+/**
+ * Splits a room event's arguments into the payload arguments and the
+ * trailing offset, asserting that the offset is there and well formed.
+ */
+export function splitOffset(args, what = "room event") {
+  assert.ok(Array.isArray(args), `${what}: arguments ${JSON.stringify(args)} are not an array`);
+  assert.ok(args.length >= 2, `${what}: no offset after the payload in ${JSON.stringify(args)}`);
+  const offset = args.at(-1);
+  assert.equal(typeof offset, "string", `${what}: last argument is not an offset string in ${JSON.stringify(args)}`);
+  assert.match(offset, OFFSET, `${what}: last argument is not an offset in ${JSON.stringify(args)}`);
+  return { args: args.slice(0, -1), offset };
+}
+
+/** The arguments of recorded room events (see `record`) without their offsets, each offset asserted. */
+export function withoutOffsets(seen, what = "room event") {
+  return seen.map((args, i) => splitOffset(args, `${what} #${i}`).args);
+}
+
+/** The offsets of recorded room events, each asserted. */
+export function offsetsOf(seen, what = "room event") {
+  return seen.map((args, i) => splitOffset(args, `${what} #${i}`).offset);
+}
+
+/** Asserts that a room event's arguments are exactly `(payload, offset)`; returns the offset. */
+export function assertRoomEvent(args, payload, what = "room event") {
+  const split = splitOffset(args, what);
+  assert.deepEqual(split.args, [payload], what);
+  return split.offset;
+}
+
+/** Orders two offsets `<ms>-<seq>` numerically: ms first, then seq. */
+export function compareOffsets(a, b) {
+  const [am, as] = a.split("-").map(BigInt);
+  const [bm, bs] = b.split("-").map(BigInt);
+  if (am !== bm) return am < bm ? -1 : 1;
+  if (as !== bs) return as < bs ? -1 : 1;
+  return 0;
+}
+
+/** Asserts that `offsets` strictly increase. */
+export function assertIncreasing(offsets, what = "offsets") {
+  for (const o of offsets) assert.match(o, OFFSET, `${what}: ${JSON.stringify(offsets)}`);
+  for (let i = 1; i < offsets.length; i++) {
+    assert.equal(
+      compareOffsets(offsets[i - 1], offsets[i]),
+      -1,
+      `${what}: ${offsets[i - 1]} then ${offsets[i]} (#${i}) do not increase: ${JSON.stringify(offsets)}`,
+    );
+  }
+}
+
 /** Waits until `predicate()` is truthy, polling; rejects after `ms`. */
 export async function waitUntil(predicate, ms = 5_000, what = "condition") {
   const deadline = Date.now() + ms;
@@ -398,6 +459,156 @@ export async function postNotification(url, userId, body, token = serviceToken()
 
 /** RFC 3339 UTC with milliseconds, as the contract says times are. */
 export const RFC3339_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+// ------------------------------------------------------------------ marketplace
+// Used by the room files (listings, bookings, chat, presence): PROTOCOL.md §4-§8.
+
+/** Any server API call (§8) with a service token; resolves with {status, body, text}. */
+export async function api(url, method, apiPath, body, token = serviceToken()) {
+  const headers = token === null ? {} : { authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(`${url}${apiPath}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(5_000),
+  });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: res.status, body: json, text };
+}
+
+/** PUT /api/v1/listings/{id}; throws unless 200 or 201; resolves with the listing. */
+export async function putListing(url, id, body) {
+  const res = await api(url, "PUT", `/api/v1/listings/${id}`, body);
+  if (res.status !== 200 && res.status !== 201) {
+    throw new Error(`PUT /api/v1/listings/${id} answered ${res.status}: ${res.text}`);
+  }
+  return res.body.listing;
+}
+
+/** Emits `event` with an ack id; resolves with the reply, rejects after `ms`. */
+export function request(socket, event, payload, ms = 3_000) {
+  return socket.timeout(ms).emitWithAck(event, payload);
+}
+
+/** Emits `event` and asserts an `{ok:true}` reply, which it resolves with. */
+export async function requestOk(socket, event, payload, ms = 3_000) {
+  const reply = await request(socket, event, payload, ms);
+  assert.equal(reply?.ok, true, `${event} ${JSON.stringify(payload)} answered ${JSON.stringify(reply)}`);
+  return reply;
+}
+
+/** Asserts a `{ok:false, error:{code, message}}` reply with this code. */
+export function assertAckError(reply, code, what = "") {
+  const where = what ? `${what}: ` : "";
+  assert.equal(reply?.ok, false, `${where}expected ok:false/${code}, got ${JSON.stringify(reply)}`);
+  assert.equal(reply.error?.code, code, `${where}expected code ${code}, got ${JSON.stringify(reply)}`);
+  assert.equal(typeof reply.error.message, "string", `${where}error.message missing: ${JSON.stringify(reply)}`);
+  assert.ok(reply.error.message.length > 0, `${where}error.message is empty`);
+}
+
+/** Like nextEvent, but only for an event whose first argument passes `predicate`. */
+export function nextMatching(emitter, event, predicate, ms = 5_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, handler);
+      reject(new Error(`no matching "${event}" within ${ms} ms`));
+    }, ms);
+    function handler(...args) {
+      if (!predicate(args[0])) return;
+      clearTimeout(timer);
+      emitter.off(event, handler);
+      resolve(args);
+    }
+    emitter.on(event, handler);
+  });
+}
+
+/**
+ * Posts a marker event to `room` through the server API and waits until every
+ * socket in `members` has it. Room events reach each member in one order
+ * (§4), so anything emitted to the room before the marker has arrived by then.
+ */
+export async function flushRoom(url, room, members, ms = 3_000) {
+  const tag = randomId("flush");
+  const seen = members.map((s) => nextMatching(s, "test:flush", (d) => d?.tag === tag, ms));
+  const res = await api(url, "POST", `/api/v1/rooms/${room}/events`, { event: "test:flush", data: { tag } });
+  if (res.status !== 202) throw new Error(`POST /api/v1/rooms/${room}/events answered ${res.status}: ${res.text}`);
+  // A backend event is a room event too: (data, offset).
+  for (const args of await Promise.all(seen)) assertRoomEvent(args, { tag }, `test:flush in ${room}`);
+}
+
+/**
+ * Has each socket watch `listingId`, then flushes the listing room; resolves
+ * with the watch replies. Room events go out through Redis after the write
+ * that caused them is acked, so an event emitted just before a join (the
+ * listing's creation by `market`, a reservation) can still reach the new
+ * watcher after its listing:watch ack. The flush marker leaves the node after
+ * those, so once it is in, nothing older can come: record after this.
+ */
+export async function watchListing(url, sockets, listingId) {
+  const replies = [];
+  for (const s of sockets) replies.push(await requestOk(s, "listing:watch", { listingId }));
+  await flushRoom(url, `listing:${listingId}`, sockets);
+  return replies;
+}
+
+/**
+ * A buyer, a seller, an admin (role admin) and a stranger, each connected
+ * with the official client; a listing of the seller's created through the
+ * API (`listing` overrides its fields); and, unless `reserve` is false, a
+ * booking the buyer made with `listing:reserve`.
+ */
+export async function market(url, { listing = {}, reserve = true } = {}) {
+  const ids = {
+    buyer: randomId("buyer"),
+    seller: randomId("seller"),
+    admin: randomId("admin"),
+    stranger: randomId("stranger"),
+  };
+  const roles = { buyer: "buyer", seller: "seller", admin: "admin", stranger: "buyer" };
+  const [buyer, seller, admin, stranger] = await Promise.all(
+    ["buyer", "seller", "admin", "stranger"].map((who) =>
+      connect(url, { token: userToken(ids[who], { role: roles[who] }) }),
+    ),
+  );
+  const listingId = randomId("l");
+  const created = await putListing(url, listingId, {
+    sellerId: ids.seller,
+    title: "Road bike, 56 cm",
+    price: 45_000,
+    currency: "EUR",
+    ...listing,
+  });
+  const m = { ids, buyer, seller, admin, stranger, listingId, listing: created, booking: null };
+  if (reserve) {
+    const reply = await requestOk(buyer, "listing:reserve", { listingId, idempotencyKey: randomId("k") });
+    m.booking = reply.booking;
+  }
+  return m;
+}
+
+/** A further connection (another tab) of `user`. */
+export function tab(url, user, role) {
+  return connect(url, { token: userToken(user, role === undefined ? {} : { role }) });
+}
+
+/** Runs one SQL statement on a test database; resolves with its rows (tab-separated, unaligned). */
+export async function dbRows(databaseUrl, sql) {
+  const { stdout } = await run("psql", ["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", databaseUrl, "-c", sql], {
+    env: { PGCONNECT_TIMEOUT: "10" },
+  });
+  return stdout
+    .split("\n")
+    .filter((line) => line.length > 0)
+    .map((line) => line.split("\t"));
+}
 
 // ------------------------------------------------------------------ self-check
 // `node --test test/` runs every .js file under test/, this one included. Run

@@ -1,0 +1,207 @@
+//! Connection state recovery (contract §10): what a socket was in is kept in
+//! Redis under its `pid`, and every room keeps a log of its events; a client
+//! that reconnects within the window with `{pid, offset}` gets its rooms back
+//! and every event it missed, in order, whichever node it lands on.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::Value as RedisValue;
+use serde::{Deserialize, Serialize};
+
+use super::room_log;
+use crate::ids::UserId;
+use crate::rooms::RoomKey;
+use crate::store::{Redis, StoreError};
+
+/// What a socket was in, kept for the recovery window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub user: String,
+    pub rooms: Vec<String>,
+}
+
+fn record_key(redis: &Redis, pid: &str) -> String {
+    redis.key(&["session", pid])
+}
+
+fn redis_error(err: deadpool_redis::redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {err}"))
+}
+
+/// Writes records, each to live `window` from now.
+pub async fn save(
+    redis: &Redis,
+    records: &[(String, Record)],
+    window: Duration,
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut conn = redis.connection().await?;
+    let mut pipe = deadpool_redis::redis::pipe();
+    for (pid, record) in records {
+        let text =
+            serde_json::to_string(record).map_err(|err| StoreError::Internal(err.to_string()))?;
+        pipe.cmd("SET")
+            .arg(record_key(redis, pid))
+            .arg(text)
+            .arg("PX")
+            .arg(window.as_millis() as u64)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
+    Ok(())
+}
+
+/// The record of a `pid`, if it is still kept.
+pub async fn load(redis: &Redis, pid: &str) -> Result<Option<Record>, StoreError> {
+    let mut conn = redis.connection().await?;
+    let text: Option<String> = deadpool_redis::redis::cmd("GET")
+        .arg(record_key(redis, pid))
+        .query_async(&mut *conn)
+        .await
+        .map_err(redis_error)?;
+    Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
+}
+
+/// A logged event to replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Missed {
+    pub offset: u64,
+    pub emission: u64,
+    pub frame: String,
+}
+
+/// Every event after `after` in `rooms`, oldest first (`user`'s own typing
+/// left out), or `None` when a log has dropped some of them.
+pub async fn missed(
+    redis: &Redis,
+    rooms: &[RoomKey],
+    after: u64,
+    user: &UserId,
+) -> Result<Option<Vec<Missed>>, StoreError> {
+    let mut conn = redis.connection().await?;
+    let mut all = Vec::new();
+    for room in rooms {
+        let log = room_log(redis.prefix(), room);
+        let exists: i64 = deadpool_redis::redis::cmd("EXISTS")
+            .arg(&log)
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_error)?;
+        if exists == 0 {
+            continue; // no event in the window
+        }
+        let info: RedisValue = deadpool_redis::redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&log)
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_error)?;
+        // Trimming drops the oldest entries: if any were dropped and the
+        // first one kept is past `after`, events the client missed may be gone.
+        let added = field_text(&info, "entries-added").and_then(|n| n.parse::<u64>().ok());
+        let length = field_text(&info, "length").and_then(|n| n.parse::<u64>().ok());
+        let first = field_text(&info, "recorded-first-entry-id").and_then(|id| parse_offset(&id));
+        if added > length && first.is_some_and(|first| first > after + 1) {
+            return Ok(None);
+        }
+        let entries: RedisValue = deadpool_redis::redis::cmd("XRANGE")
+            .arg(&log)
+            .arg(format!("({after}-0"))
+            .arg("+")
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_error)?;
+        for (id, fields) in stream_entries(entries) {
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == name)
+                    .and_then(|pair| pair.get(1).cloned())
+            };
+            let (Some(head), Some(offset)) = (field("h"), parse_offset(&id)) else {
+                continue;
+            };
+            if field("x").as_deref() == Some(user.as_str()) {
+                continue;
+            }
+            all.push(Missed {
+                offset,
+                emission: field("e").and_then(|e| e.parse().ok()).unwrap_or(0),
+                frame: format!("{head},\"{id}\"]"),
+            });
+        }
+    }
+    all.sort_by_key(|m| m.offset);
+    all.dedup_by_key(|m| m.emission);
+    Ok(Some(all))
+}
+
+/// `"12-0"` → 12.
+pub fn parse_offset(text: &str) -> Option<u64> {
+    let (n, seq) = text.split_once('-')?;
+    (seq == "0").then(|| n.parse().ok()).flatten()
+}
+
+fn text(value: &RedisValue) -> Option<String> {
+    match value {
+        RedisValue::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        RedisValue::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// Reads one field of an XINFO reply (a flat list of names and values).
+fn field_text(info: &RedisValue, name: &str) -> Option<String> {
+    let items = match info {
+        RedisValue::Array(items) => items.clone(),
+        RedisValue::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        _ => return None,
+    };
+    items
+        .chunks(2)
+        .find(|pair| text(&pair[0]).as_deref() == Some(name))
+        .and_then(|pair| match pair.get(1) {
+            Some(RedisValue::Int(n)) => Some(n.to_string()),
+            Some(other) => text(other),
+            None => None,
+        })
+}
+
+/// XRANGE's reply as (id, [field, value, …]).
+fn stream_entries(reply: RedisValue) -> Vec<(String, Vec<String>)> {
+    let RedisValue::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| match entry {
+            RedisValue::Array(parts) if parts.len() == 2 => {
+                let id = text(&parts[0])?;
+                let fields = match &parts[1] {
+                    RedisValue::Array(fields) => fields.iter().filter_map(text).collect(),
+                    _ => Vec::new(),
+                };
+                Some((id, fields))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_counter_values() {
+        assert_eq!(parse_offset("12-0"), Some(12));
+        assert_eq!(parse_offset("12-1"), None);
+        assert_eq!(parse_offset("x-0"), None);
+        assert_eq!(parse_offset("12"), None);
+    }
+}
