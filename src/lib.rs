@@ -192,7 +192,7 @@ impl Application {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             server: self.server.handle(),
-            registry: self.state.registry.clone(),
+            state: self.state.clone(),
             beacon: self.beacon.clone(),
         }
     }
@@ -220,16 +220,35 @@ impl Application {
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
-    registry: Addr<Registry>,
+    state: web::Data<AppState>,
     beacon: Addr<cluster::nodes::NodeBeacon>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         let _ = self.beacon.send(cluster::nodes::Leave).await;
-        match self.registry.send(ShutdownAll).await {
+        let registry = &self.state.registry;
+        match registry.send(ShutdownAll).await {
             Ok(count) => log::info!("shutting down: closing {count} connections"),
             Err(err) => log::warn!("shutting down: registry gone: {err}"),
+        }
+        // Let the connections go, then flush what they left behind: events
+        // not yet published and rows not yet written.
+        let grace = self.state.settings.shutdown_grace;
+        let closed = async {
+            while registry
+                .send(rooms::registry::GetStats)
+                .await
+                .is_ok_and(|stats| stats.sessions > 0)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            self.state.fanout.published().await;
+            store::writer::drain(&self.state.messages).await;
+            store::writer::drain(&self.state.bids).await;
+        };
+        if tokio::time::timeout(grace, closed).await.is_err() {
+            log::warn!("shutting down: grace period over with work pending");
         }
         self.server.stop(true).await;
     }

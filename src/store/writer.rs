@@ -29,6 +29,8 @@ pub struct Writer<B: Batch> {
     db: Db,
     queue: Vec<(B::Row, oneshot::Sender<Answer<B>>)>,
     writing: bool,
+    /// Answered when the queue is empty and nothing is being written.
+    drained: Vec<oneshot::Sender<()>>,
 }
 
 impl<B: Batch> Writer<B> {
@@ -37,11 +39,18 @@ impl<B: Batch> Writer<B> {
             db,
             queue: Vec::new(),
             writing: false,
+            drained: Vec::new(),
         }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.queue.is_empty() {
+        if self.writing {
+            return;
+        }
+        if self.queue.is_empty() {
+            for waiter in self.drained.drain(..) {
+                let _ = waiter.send(());
+            }
             return;
         }
         let take = self.queue.len().min(MAX_BATCH);
@@ -88,6 +97,26 @@ impl<B: Batch> Handler<Write<B>> for Writer<B> {
         self.queue.push((msg.row, msg.reply));
         self.flush(ctx);
     }
+}
+
+/// Answers once everything queued so far is written (a node stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain(pub oneshot::Sender<()>);
+
+impl<B: Batch> Handler<Drain> for Writer<B> {
+    type Result = ();
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
+        self.drained.push(msg.0);
+        self.flush(ctx);
+    }
+}
+
+/// Waits until `writer` has written everything queued so far.
+pub async fn drain<B: Batch>(writer: &Addr<Writer<B>>) {
+    let (reply, done) = oneshot::channel();
+    writer.do_send(Drain(reply));
+    let _ = done.await;
 }
 
 /// Writes one row through `writer` and waits for its commit.

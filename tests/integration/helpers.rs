@@ -614,3 +614,13 @@ impl TestApp {
         let _: redis::Value = cmd.query(&mut redis).unwrap();
     }
 }
+
+impl TestApp {
+    /// Another node on this node's database and Redis prefix.
+    pub fn another_node(&self, node_id: &str) -> TestApp {
+        TestApp::start(
+            settings_for(&self._db, &[("SOUK_NODE_ID", node_id)]),
+            self._db.clone(),
+        )
+    }
+}

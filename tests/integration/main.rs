@@ -16,6 +16,7 @@ mod lifecycle;
 mod presence;
 mod process;
 mod recovery;
+mod rollout;
 mod rooms;
 mod schema;
 mod tokens;

@@ -1,0 +1,110 @@
+//! A rolling restart under steady traffic: every node is stopped in turn
+//! (as SIGTERM does); clients reconnect to a live node with `{pid, offset}`
+//! and lose no event.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const EVENTS: i64 = 60;
+
+#[actix_web::test]
+async fn a_rolling_restart_under_traffic_loses_no_event() {
+    let nodes = TestApp::spawn_cluster(3, &[]).await;
+    let (a, b, backend) = (&nodes[0], &nodes[1], &nodes[2]);
+    backend.listing("l1", "sella").await;
+    let current = Rc::new(RefCell::new(a.ws_url()));
+
+    let clients = (0..6).map(|n| {
+        let current = current.clone();
+        let token = a.token(&format!("fan{n}"));
+        async move {
+            let mut client = Client::open_url(&current.borrow().clone(), None).await;
+            let hello = client.connect(Some(&token)).await;
+            let mut pid = pid_of(&hello);
+            client
+                .emit_ack("listing:watch", json!({"listingId": "l1"}))
+                .await;
+            let (mut got, mut offset, mut moves) = (Vec::new(), String::new(), 0);
+            while got.len() < EVENTS as usize {
+                match client.recv().await {
+                    Frame::Text(text) => {
+                        let Some(body) = text.strip_prefix("42") else {
+                            continue;
+                        };
+                        let event: Value = serde_json::from_str(body).unwrap();
+                        if event[0] == "tick" {
+                            got.push(event[1].as_i64().unwrap());
+                            offset = event[2].as_str().unwrap().to_owned();
+                        }
+                    }
+                    Frame::Closed(_) => {
+                        // The node went away: reconnect wherever is live now.
+                        moves += 1;
+                        let url = current.borrow().clone();
+                        client = Client::open_url(&url, None).await;
+                        let auth = json!({"token": token, "pid": pid, "offset": offset});
+                        client.send(&format!("40{auth}")).await;
+                        let hello = client.recv_text().await;
+                        assert_eq!(pid_of(&hello), pid, "recovered, not a fresh socket");
+                        pid = pid_of(&hello);
+                    }
+                }
+            }
+            (got, moves)
+        }
+    });
+
+    let driver = async {
+        let post = |n: i64| {
+            backend.api(
+                "POST",
+                "/api/v1/rooms/listing:l1/events",
+                Some(json!({"event": "tick", "data": n})),
+            )
+        };
+        // Let every client connect and watch first.
+        eventually("six watchers", || async {
+            a.registry_stats().await.rooms >= 7
+        })
+        .await;
+        for n in 0..20 {
+            assert_eq!(post(n).await.0, 202);
+        }
+        *current.borrow_mut() = b.ws_url();
+        a.stopper().stop().await;
+        for n in 20..40 {
+            assert_eq!(post(n).await.0, 202);
+        }
+        let a2 = b.another_node("node-a2");
+        *current.borrow_mut() = a2.ws_url();
+        b.stopper().stop().await;
+        for n in 40..EVENTS {
+            assert_eq!(post(n).await.0, 202);
+        }
+        a2
+    };
+    let (results, _a2) = futures_util::join!(join_all(clients), driver);
+    for (got, moves) in results {
+        assert_eq!(
+            got,
+            (0..EVENTS).collect::<Vec<_>>(),
+            "every event once, in order"
+        );
+        assert_eq!(moves, 2, "moved twice");
+    }
+}
+
+fn pid_of(hello: &str) -> String {
+    let body: Value = serde_json::from_str(
+        hello
+            .strip_prefix("40")
+            .unwrap_or_else(|| panic!("{hello}")),
+    )
+    .unwrap();
+    body["pid"].as_str().unwrap().to_owned()
+}
