@@ -23,7 +23,8 @@ async fn a_rolling_restart_under_traffic_loses_no_event() {
         let current = current.clone();
         let token = a.token(&format!("fan{n}"));
         async move {
-            let mut client = Client::open_url(&current.borrow().clone(), None).await;
+            let first = current.borrow().clone();
+            let mut client = Client::open_url(&first, None).await;
             let hello = client.connect(Some(&token)).await;
             let mut pid = pid_of(&hello);
             client
