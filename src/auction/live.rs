@@ -137,8 +137,7 @@ pub async fn place(
         .arg(if idem.is_some() { 1 } else { 0 })
         .arg(IDEMPOTENCY_TTL_MS)
         .invoke_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+        .await?;
     match reply.as_slice() {
         [missing] if missing == "missing" => Ok(Placed::Missing),
         [kind, json] => {
@@ -202,7 +201,7 @@ pub async fn load(
     for (field, value) in &fields {
         script.arg(*field).arg(value);
     }
-    let loaded: i64 = script.invoke_async(&mut *conn).await.map_err(redis_error)?;
+    let loaded: i64 = script.invoke_async(&mut *conn).await?;
     if loaded == 1 && !remembered.is_empty() {
         let mut pipe = deadpool_redis::redis::pipe();
         for (bidder, key, outcome) in remembered {
@@ -214,7 +213,7 @@ pub async fn load(
                 .arg("NX")
                 .ignore();
         }
-        let () = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
+        let () = pipe.query_async(&mut *conn).await?;
     }
     Ok(())
 }
@@ -226,8 +225,7 @@ pub async fn forget(redis: &Redis, keys: Vec<String>) -> Result<(), StoreError> 
     let _: i64 = deadpool_redis::redis::cmd("DEL")
         .arg(keys)
         .query_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+        .await?;
     Ok(())
 }
 
@@ -250,8 +248,7 @@ pub async fn begin_close(
         .key(auction_key(redis, listing))
         .arg(now_ms)
         .invoke_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+        .await?;
     match reply.as_slice() {
         [missing] if missing == "missing" => Ok(CloseCheck::Missing),
         [kind, _] if kind == "not_yet" => Ok(CloseCheck::NotYet),
@@ -272,8 +269,7 @@ pub async fn mark_closed(redis: &Redis, listing: &str) -> Result<(), StoreError>
         .arg("status")
         .arg("closed")
         .query_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+        .await?;
     Ok(())
 }
 
@@ -292,11 +288,6 @@ pub async fn count_bid(redis: &Redis, bidder: &str) -> Result<(i64, i64), StoreE
         .key(redis.key(&["rate", "bid", bidder]))
         .arg(1000)
         .invoke_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+        .await?;
     Ok(reply)
-}
-
-fn redis_error(err: deadpool_redis::redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {err}"))
 }

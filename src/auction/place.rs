@@ -37,18 +37,8 @@ pub async fn place_bid(
         return Err(failure);
     }
     let now = Utc::now().timestamp_millis();
-    let mut placed = live::place(
-        &app.redis,
-        listing.as_str(),
-        bidder.as_str(),
-        amount,
-        key.as_deref(),
-        now,
-    )
-    .await?;
-    if placed == Placed::Missing {
-        rebuild(app, &listing).await?;
-        placed = live::place(
+    let place = || {
+        live::place(
             &app.redis,
             listing.as_str(),
             bidder.as_str(),
@@ -56,7 +46,11 @@ pub async fn place_bid(
             key.as_deref(),
             now,
         )
-        .await?;
+    };
+    let mut placed = place().await?;
+    if placed == Placed::Missing {
+        rebuild(app, &listing).await?;
+        placed = place().await?;
     }
     match placed {
         Placed::Missing => Err(Failure::new(Code::Internal, "auction state vanished")),

@@ -96,8 +96,7 @@ async fn write(redis: &Redis, node: &str, entry: &Value, ttl: Duration) -> Resul
         .arg(node)
         .ignore()
         .query_async(&mut *conn)
-        .await
-        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+        .await?;
     Ok(())
 }
 
@@ -143,21 +142,17 @@ async fn leave(redis: &Redis, node: &str) -> Result<(), StoreError> {
         .arg(node)
         .ignore()
         .query_async(&mut *conn)
-        .await
-        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+        .await?;
     Ok(())
 }
 
 /// Every live node's entry, by node id; forgets nodes whose key expired.
 pub async fn live(redis: &Redis) -> Result<Vec<Value>, StoreError> {
     let mut conn = redis.connection().await?;
-    let err =
-        |err: deadpool_redis::redis::RedisError| StoreError::Unavailable(format!("redis: {err}"));
     let mut ids: Vec<String> = deadpool_redis::redis::cmd("SMEMBERS")
         .arg(nodes_set(redis))
         .query_async(&mut *conn)
-        .await
-        .map_err(err)?;
+        .await?;
     ids.sort();
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -166,8 +161,7 @@ pub async fn live(redis: &Redis) -> Result<Vec<Value>, StoreError> {
     let entries: Vec<Option<String>> = deadpool_redis::redis::cmd("MGET")
         .arg(keys)
         .query_async(&mut *conn)
-        .await
-        .map_err(err)?;
+        .await?;
     let mut live = Vec::new();
     let mut gone = Vec::new();
     for (id, entry) in ids.into_iter().zip(entries) {
@@ -181,8 +175,7 @@ pub async fn live(redis: &Redis) -> Result<Vec<Value>, StoreError> {
             .arg(nodes_set(redis))
             .arg(gone)
             .query_async(&mut *conn)
-            .await
-            .map_err(err)?;
+            .await?;
     }
     Ok(live)
 }

@@ -24,10 +24,6 @@ fn record_key(redis: &Redis, pid: &str) -> String {
     redis.key(&["session", pid])
 }
 
-fn redis_error(err: deadpool_redis::redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {err}"))
-}
-
 /// Writes records, each to live `window` from now.
 pub async fn save(
     redis: &Redis,
@@ -49,7 +45,7 @@ pub async fn save(
             .arg(window.as_millis() as u64)
             .ignore();
     }
-    let () = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
+    let () = pipe.query_async(&mut *conn).await?;
     Ok(())
 }
 
@@ -59,8 +55,7 @@ pub async fn load(redis: &Redis, pid: &str) -> Result<Option<Record>, StoreError
     let text: Option<String> = deadpool_redis::redis::cmd("GET")
         .arg(record_key(redis, pid))
         .query_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+        .await?;
     Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
 }
 
@@ -87,8 +82,7 @@ pub async fn missed(
         let exists: i64 = deadpool_redis::redis::cmd("EXISTS")
             .arg(&log)
             .query_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
+            .await?;
         if exists == 0 {
             continue; // no event in the window
         }
@@ -96,8 +90,7 @@ pub async fn missed(
             .arg("STREAM")
             .arg(&log)
             .query_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
+            .await?;
         // Trimming drops the oldest entries: if any were dropped and the
         // first one kept is past `after`, events the client missed may be gone.
         let added = field_text(&info, "entries-added").and_then(|n| n.parse::<u64>().ok());
@@ -111,8 +104,7 @@ pub async fn missed(
             .arg(format!("({after}-0"))
             .arg("+")
             .query_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
+            .await?;
         for (id, fields) in stream_entries(entries) {
             let field = |name: &str| {
                 fields

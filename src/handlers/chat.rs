@@ -144,7 +144,7 @@ pub async fn typing_start(
         .arg("NX")
         .query_async(&mut *conn)
         .await
-        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+        .map_err(StoreError::from)?;
     let broadcast = set.is_some();
     app.registry.do_send(Typing::Start {
         booking,
@@ -165,7 +165,7 @@ pub async fn typing_stop(
         .arg(typing_key(app, &booking, caller.user()))
         .query_async(&mut *conn)
         .await
-        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+        .map_err(StoreError::from)?;
     app.registry.do_send(Typing::Stop {
         booking,
         user: caller.user().clone(),

@@ -119,8 +119,7 @@ async fn refresh(
             .arg(expires_ms)
             .arg(user.as_str())
             .invoke_async(&mut *conn)
-            .await
-            .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+            .await?;
         if existed == 0 {
             announce(fanout, user, true, Value::String(seen.clone()));
         }
@@ -136,8 +135,7 @@ async fn sweep(redis: &Redis, fanout: &Fanout) -> Result<(), StoreError> {
         .arg(SWEEP_BATCH)
         .arg(redis.prefix())
         .invoke_async(&mut *conn)
-        .await
-        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+        .await?;
     for pair in gone.chunks(2) {
         if let [user, last_seen] = pair {
             if let Some(user) = UserId::parse(user) {
@@ -179,8 +177,7 @@ pub async fn states(redis: &Redis, users: &[UserId]) -> Result<Value, StoreError
         .cmd("MGET")
         .arg(&seen_keys)
         .query_async(&mut *conn)
-        .await
-        .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))?;
+        .await?;
     let mut out = serde_json::Map::new();
     for ((user, online), seen) in users.iter().zip(online).zip(seen) {
         out.insert(

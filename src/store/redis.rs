@@ -10,6 +10,12 @@ use crate::metrics::Metrics;
 /// How long a command may wait for a connection before Redis counts as down.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+impl From<deadpool_redis::redis::RedisError> for StoreError {
+    fn from(err: deadpool_redis::redis::RedisError) -> Self {
+        StoreError::Unavailable(format!("redis: {err}"))
+    }
+}
+
 /// A handle on Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
@@ -70,8 +76,6 @@ impl Redis {
         )
         .await
         .map_err(|_| StoreError::Unavailable("redis: PING timed out".into()))?;
-        reply
-            .map(|_| ())
-            .map_err(|err| StoreError::Unavailable(format!("redis: {err}")))
+        reply.map(|_| ()).map_err(StoreError::from)
     }
 }
