@@ -37,6 +37,8 @@ pub struct Settings {
     pub max_payload: usize,
     /// `SOUK_DB_POOL_SIZE`: Postgres connections per node.
     pub db_pool_size: u32,
+    /// `SOUK_REDIS_POOL_SIZE`: Redis connections per node.
+    pub redis_pool_size: usize,
     /// `SOUK_WORKERS`: HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// `SOUK_SHUTDOWN_GRACE_MS`: how long `SIGTERM` waits for connections.
@@ -132,6 +134,7 @@ impl Settings {
             connect_timeout: millis(values, "SOUK_CONNECT_TIMEOUT_MS", 45_000)?,
             max_payload: number(values, "SOUK_MAX_PAYLOAD", 1_000_000)?,
             db_pool_size: number(values, "SOUK_DB_POOL_SIZE", 16)?,
+            redis_pool_size: number(values, "SOUK_REDIS_POOL_SIZE", 64)?,
             workers: number(values, "SOUK_WORKERS", 0)?,
             shutdown_grace: millis(values, "SOUK_SHUTDOWN_GRACE_MS", 10_000)?,
             presence_ttl: millis(values, "SOUK_PRESENCE_TTL_MS", 60_000)?,

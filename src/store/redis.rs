@@ -26,10 +26,10 @@ pub struct Redis {
 
 impl Redis {
     /// Makes the pool without connecting.
-    pub fn new(url: &str, prefix: &str, metrics: Metrics) -> Result<Self, StoreError> {
+    pub fn new(url: &str, prefix: &str, size: usize, metrics: Metrics) -> Result<Self, StoreError> {
         let mut config = Config::from_url(url);
         config.pool = Some(PoolConfig {
-            max_size: 16,
+            max_size: size.max(1),
             timeouts: Timeouts {
                 wait: Some(TIMEOUT),
                 create: Some(TIMEOUT),

@@ -1,0 +1,245 @@
+//! Command-line parsing: the options every scenario shares, and a bag of
+//! the scenario's own options that the scenario takes out one by one.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::{fail, Result};
+
+pub const USAGE: &str = "\
+souk-bench: a load generator for Socket.IO v5 servers that speak the souk contract
+
+usage: souk-bench SCENARIO --url URL --secret SECRET [options]
+
+scenarios:
+  auction    N bidders on one auction listing, each bidding up to --rate a second
+
+options every scenario takes:
+  --url URL                  server, http://host:port (required)
+  --secret SECRET            HS256 secret the server checks tokens with (required)
+  --server-pid PID           report this process's CPU seconds and RSS
+  --watch-procs NAMES        also report the CPU seconds of every process with one
+                             of these names (comma-separated, e.g. redis-server,postgres)
+  --json FILE                write the results as JSON to FILE
+  --sources IPS              local addresses to spread connections over
+                             (comma-separated; default 127.0.0.1)
+  --threads N                generator threads (default: one per core)
+  --connect-concurrency N    connections being opened at once (default 200)
+
+auction options:
+  --bidders N                bidder connections (default 100)
+  --watchers N               how many of them watch the listing and so get every
+                             bid:new (default: all); the others learn the amount
+                             from their own acks
+  --duration SECS            how long they bid (default 10)
+  --rate R                   bids a second per bidder (default 5, the server's limit)
+  --bump N                   add a random 0..=N to each amount (default 3)
+  --amounts known|rising     known (default): latest known amount + 1 + bump, as a
+                             person bids; rising: rising with the send time, so a
+                             bid is refused only when a later one got there first
+                             (measures the server rather than the bidders' view)
+  --inflight N               bids one bidder may have unanswered (default 1; a slot
+                             that finds N unanswered is skipped and counted)
+  --server-limit N           bids a second the server allows one bidder (default 5);
+                             a bid waits until 1 s after the ack of the bid N back,
+                             so the server never counts more (0: no such wait)
+  --drain SECS               how long to wait for the last acks (default 5)
+  --listing ID               listing id (default: a fresh random one)
+";
+
+/// What the server is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `host:port` as written, for the Host header.
+    pub authority: String,
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("ws://"))
+            .ok_or("--url must start with http:// (TLS is not supported)")?;
+        let authority = rest.split('/').next().unwrap_or_default().to_owned();
+        if authority.is_empty() {
+            return fail(format!("--url {url} has no host"));
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            authority.clone()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{with_port} resolves to nothing"))?;
+        Ok(Target { authority, addr })
+    }
+
+    /// The WebSocket URL of the Engine.IO endpoint.
+    pub fn ws_url(&self) -> String {
+        format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket",
+            self.authority
+        )
+    }
+}
+
+/// The options every scenario shares.
+#[derive(Clone, Debug)]
+pub struct Common {
+    pub url: String,
+    pub target: Target,
+    pub secret: String,
+    pub server_pid: Option<u32>,
+    pub watch_procs: Vec<String>,
+    pub json: Option<PathBuf>,
+    pub sources: Vec<IpAddr>,
+    pub threads: usize,
+    pub connect_concurrency: usize,
+}
+
+/// A scenario's own options, taken out by name; whatever is left over is
+/// an error.
+pub struct Options {
+    values: BTreeMap<String, String>,
+}
+
+impl Options {
+    /// The option's value parsed, or `default` when absent.
+    pub fn take<T: FromStr>(&mut self, name: &str, default: T) -> Result<T> {
+        match self.values.remove(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse()
+                .or_else(|_| fail(format!("--{name}: cannot understand {text:?}"))),
+        }
+    }
+
+    /// The option's value as text, if given.
+    pub fn take_text(&mut self, name: &str) -> Option<String> {
+        self.values.remove(name)
+    }
+
+    /// Fails on any option nobody took.
+    pub fn finish(self) -> Result<()> {
+        match self.values.keys().next() {
+            None => Ok(()),
+            Some(name) => fail(format!("unknown option --{name} (see --help)")),
+        }
+    }
+}
+
+/// What the command line asked for.
+pub enum Command {
+    Help,
+    Run {
+        scenario: String,
+        common: Box<Common>,
+        options: Options,
+    },
+}
+
+pub fn parse(args: &[String]) -> Result<Command> {
+    let mut scenario = None;
+    let mut values = BTreeMap::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--help" || arg == "-h" || arg == "help" {
+            return Ok(Command::Help);
+        }
+        if let Some(name) = arg.strip_prefix("--") {
+            let (name, value) = match name.split_once('=') {
+                Some((name, value)) => (name.to_owned(), value.to_owned()),
+                None => {
+                    let value = iter
+                        .next()
+                        .ok_or_else(|| format!("--{name} needs a value"))?;
+                    (name.to_owned(), value.clone())
+                }
+            };
+            values.insert(name, value);
+        } else if scenario.is_none() {
+            scenario = Some(arg.clone());
+        } else {
+            return fail(format!("unexpected argument {arg:?} (see --help)"));
+        }
+    }
+    let Some(scenario) = scenario else {
+        return Ok(Command::Help);
+    };
+    let mut options = Options { values };
+    let url = options
+        .take_text("url")
+        .ok_or("--url is required (see --help)")?;
+    let target = Target::parse(&url)?;
+    let secret = options
+        .take_text("secret")
+        .ok_or("--secret is required (see --help)")?;
+    let server_pid = match options.take_text("server-pid") {
+        None => None,
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| format!("--server-pid: not a pid: {text:?}"))?,
+        ),
+    };
+    let watch_procs = options
+        .take_text("watch-procs")
+        .map(|text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let json = options.take_text("json").map(PathBuf::from);
+    let sources = match options.take_text("sources") {
+        None => vec![IpAddr::from([127, 0, 0, 1])],
+        Some(text) => text
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("--sources: not an IP address: {s:?}"))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+    };
+    if sources.is_empty() {
+        return fail("--sources is empty");
+    }
+    if let Some(bad) = sources
+        .iter()
+        .find(|ip| ip.is_ipv4() != target.addr.is_ipv4())
+    {
+        return fail(format!(
+            "source {bad} and server {} are not the same IP version",
+            target.addr
+        ));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = options.take("threads", cores)?.max(1);
+    let connect_concurrency = options.take("connect-concurrency", 200usize)?.max(1);
+    Ok(Command::Run {
+        scenario,
+        common: Box::new(Common {
+            url,
+            target,
+            secret,
+            server_pid,
+            watch_procs,
+            json,
+            sources,
+            threads,
+            connect_concurrency,
+        }),
+        options,
+    })
+}

@@ -1,0 +1,62 @@
+//! `souk-bench`: a load generator that speaks Socket.IO v5 (WebSocket
+//! transport) and the souk contract's events and server API to any server,
+//! runs a scenario, prints a summary table and writes JSON.
+//!
+//! Layout: `cli` (options), `ws` (the Socket.IO client, the only code that
+//! knows frames), `http` (the server API), `token` (JWTs), `shard` (the
+//! generator's threads), `stats` (HDR histograms), `procs` (CPU and RSS
+//! from /proc), `progress`, `report`, and one module per scenario under
+//! `scenarios/`.
+
+mod cli;
+mod error;
+mod http;
+mod procs;
+mod progress;
+mod report;
+mod scenarios;
+mod shard;
+mod stats;
+mod token;
+mod ws;
+
+use std::process::ExitCode;
+
+use cli::Command;
+use error::Result;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("souk-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    match cli::parse(args)? {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Run {
+            scenario,
+            common,
+            options,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(scenarios::run(&scenario, &common, options))?;
+            println!("{}", report.table());
+            if let Some(path) = &common.json {
+                report.write_json(path)?;
+                eprintln!("souk-bench: wrote {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}

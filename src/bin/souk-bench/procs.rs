@@ -1,0 +1,237 @@
+//! CPU time and memory of processes, read from /proc (Linux): the server
+//! given by `--server-pid`, processes named by `--watch-procs`, and the
+//! generator itself.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use serde_json::{json, Map, Value};
+
+use crate::cli::Common;
+use crate::report::Report;
+use crate::stats::round3;
+
+/// Clock ticks a second in /proc's times (USER_HZ: 100 on every Linux
+/// architecture souk runs on).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// utime + stime of one process, in ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) is in parentheses and may hold spaces: split after it.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 of the whole line are utime and stime; `after`
+    // starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The machine's CPU time since boot from /proc/stat, in ticks: (busy, all).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: u64 = fields.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((all - idle, all))
+}
+
+/// A `Vm…:` line of /proc/<pid>/status, in KiB.
+fn status_kib(pid: &str, key: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The processes whose name (`comm`) is one of `names`: pid → name.
+fn find_named(names: &[String]) -> BTreeMap<u32, String> {
+    let mut found = BTreeMap::new();
+    if names.is_empty() {
+        return found;
+    }
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) {
+            let comm = comm.trim();
+            if names.iter().any(|n| n == comm) {
+                found.insert(pid, comm.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// CPU readings taken at the start of a measured window.
+pub struct Probe {
+    server_pid: Option<u32>,
+    server_start: Option<u64>,
+    self_start: Option<u64>,
+    names: Vec<String>,
+    named_start: BTreeMap<u32, (String, u64)>,
+    machine_start: Option<(u64, u64)>,
+    started: std::time::Instant,
+}
+
+impl Probe {
+    pub fn start(common: &Common) -> Probe {
+        let named_start = find_named(&common.watch_procs)
+            .into_iter()
+            .filter_map(|(pid, name)| Some((pid, (name, cpu_ticks(pid)?))))
+            .collect();
+        Probe {
+            server_pid: common.server_pid,
+            server_start: common.server_pid.and_then(cpu_ticks),
+            self_start: cpu_ticks(std::process::id()),
+            names: common.watch_procs.clone(),
+            named_start,
+            machine_start: machine_ticks(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Readings at the end of the window, added to the report.
+    pub fn finish(self, report: &mut Report) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let share = |cpu: f64| if secs > 0.0 { cpu / secs * 100.0 } else { 0.0 };
+        report.section("processes (during the measured window)");
+        report.item("window", format!("{secs:.1} s"));
+        let mut json = Map::new();
+        json.insert("windowSecs".into(), json!(round3(secs)));
+        let machine = self.machine_start.zip(machine_ticks());
+        // CPU seconds the readings below account for.
+        let mut accounted = 0.0;
+        if let Some(((busy0, all0), (busy1, all1))) = machine {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let busy = (busy1 - busy0) as f64 / TICKS_PER_SEC;
+            let percent = if all1 > all0 {
+                (busy1 - busy0) as f64 / (all1 - all0) as f64 * 100.0
+            } else {
+                0.0
+            };
+            report.item(
+                "machine CPU busy",
+                format!("{percent:.0}% of {cores} cores ({busy:.2} CPU s)"),
+            );
+            json.insert(
+                "machine".into(),
+                json!({ "cores": cores, "busyPercent": round3(percent), "busyCpuSecs": round3(busy) }),
+            );
+        }
+        if let Some(pid) = self.server_pid {
+            let cpu = match (self.server_start, cpu_ticks(pid)) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / TICKS_PER_SEC),
+                _ => None,
+            };
+            let pid_text = pid.to_string();
+            let rss = status_kib(&pid_text, "VmRSS:");
+            let hwm = status_kib(&pid_text, "VmHWM:");
+            let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
+            accounted += cpu.unwrap_or(0.0);
+            report.item(
+                "server CPU",
+                match cpu {
+                    Some(cpu) => format!("{cpu:.2} s ({:.0}% of one core)", share(cpu)),
+                    None => format!("unknown (pid {pid} unreadable)"),
+                },
+            );
+            report.item(
+                "server RSS",
+                match (mib(rss), mib(hwm)) {
+                    (Some(rss), Some(hwm)) => format!("{rss:.1} MiB (peak {hwm:.1} MiB)"),
+                    _ => "unknown".into(),
+                },
+            );
+            json.insert(
+                "server".into(),
+                json!({
+                    "pid": pid,
+                    "cpuSecs": cpu.map(round3),
+                    "cpuPercentOfOneCore": cpu.map(|c| round3(share(c))),
+                    "rssMiB": mib(rss).map(round3),
+                    "peakRssMiB": mib(hwm).map(round3),
+                }),
+            );
+        }
+        let own = match (self.self_start, cpu_ticks(std::process::id())) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / TICKS_PER_SEC),
+            _ => None,
+        };
+        if let Some(cpu) = own {
+            accounted += cpu;
+            report.item(
+                "generator CPU",
+                format!("{cpu:.2} s ({:.0}% of one core)", share(cpu)),
+            );
+        }
+        json.insert(
+            "generator".into(),
+            json!({ "cpuSecs": own.map(round3), "cpuPercentOfOneCore": own.map(|c| round3(share(c))) }),
+        );
+        if !self.names.is_empty() {
+            // Processes that started during the window count from zero.
+            let mut by_name: BTreeMap<String, (u64, usize)> =
+                self.names.iter().map(|n| (n.clone(), (0, 0))).collect();
+            for (pid, name) in find_named(&self.names) {
+                let before = self.named_start.get(&pid).map_or(0, |(_, t)| *t);
+                if let Some(now) = cpu_ticks(pid) {
+                    let entry = by_name.entry(name).or_default();
+                    entry.0 += now.saturating_sub(before);
+                    entry.1 += 1;
+                }
+            }
+            let mut watched = Map::new();
+            for (name, (ticks, count)) in by_name {
+                let cpu = ticks as f64 / TICKS_PER_SEC;
+                accounted += cpu;
+                report.item(
+                    &format!("{name} CPU"),
+                    format!(
+                        "{cpu:.2} s ({:.0}% of one core; {count} processes)",
+                        share(cpu)
+                    ),
+                );
+                watched.insert(
+                    name,
+                    json!({ "cpuSecs": round3(cpu), "cpuPercentOfOneCore": round3(share(cpu)), "processes": count }),
+                );
+            }
+            json.insert("watched".into(), Value::Object(watched));
+        }
+        if let Some(((busy0, _), (busy1, _))) = machine {
+            // Other processes, and kernel work not charged to any process
+            // (part of loopback networking): a large share means the
+            // machine was not quiet.
+            let rest = ((busy1 - busy0) as f64 / TICKS_PER_SEC - accounted).max(0.0);
+            report.item(
+                "everything else",
+                format!("{rest:.2} s ({:.0}% of one core)", share(rest)),
+            );
+            json.insert("otherCpuSecs".into(), json!(round3(rest)));
+        }
+        report.set("processes", Value::Object(json));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_process() {
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(status_kib(&std::process::id().to_string(), "VmRSS:").is_some());
+    }
+}
