@@ -18,15 +18,14 @@ use tokio::sync::oneshot;
 pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Value, Failure> {
     let (user, admin) = (caller.user().clone(), caller.is_admin());
     let lookup = id.clone();
-    let (row, progress, allowed) = app
+    let allowed = app
         .db
         .run(move |conn| {
-            let (row, progress) = listings::get_with_progress(conn, &lookup)?;
-            let allowed = row.visibility() == Visibility::Public
+            let row = listings::get(conn, &lookup)?;
+            Ok(row.visibility() == Visibility::Public
                 || admin
                 || row.seller_id == user.as_str()
-                || bookings::buyer_has_booking(conn, &row.id, &user)?;
-            Ok((row, progress, allowed))
+                || bookings::buyer_has_booking(conn, &row.id, &user)?)
         })
         .await?;
     if !allowed {
@@ -41,6 +40,14 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
         },
     )
     .await;
+    // Read the listing again now that changes reach this watcher: a change
+    // made between the check above and the join is in this snapshot, and
+    // every later one arrives as an event.
+    let lookup = id.clone();
+    let (row, progress) = app
+        .db
+        .run(move |conn| listings::get_with_progress(conn, &lookup))
+        .await?;
     // The room is at least at the version this watcher was shown.
     app.registry.do_send(ListingSeen {
         listing: id,

@@ -34,62 +34,102 @@ fn unknown_arguments_print_usage() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage: souk serve"));
 }
 
+/// A `souk serve` process on a test database, its address and its log.
+struct Node {
+    child: std::process::Child,
+    address: String,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Node {
+    fn spawn(db: &TestDb, node_id: &str) -> Node {
+        let mut child = Command::new(SOUK)
+            .args(["serve", "--no-migrate"])
+            .env("SOUK_HTTP_ADDR", "127.0.0.1:0")
+            .env("SOUK_DATABASE_URL", &db.url)
+            .env("SOUK_REDIS_URL", redis_url())
+            .env("SOUK_REDIS_PREFIX", format!("{}:", db.name))
+            .env("SOUK_JWT_SECRET", SECRET)
+            .env("SOUK_NODE_ID", node_id)
+            .env("SOUK_SHUTDOWN_GRACE_MS", "3000")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let address = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("souk logs");
+            seen.push(line.clone());
+            let json: Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if let Some(rest) = json["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .strip_prefix("listening on ")
+            {
+                break rest.split(' ').next().unwrap().to_owned();
+            }
+        };
+        Node {
+            child,
+            address,
+            lines,
+            seen,
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.address)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(sub: &str) -> String {
+    hs256(serde_json::json!({"sub": sub, "exp": chrono::Utc::now().timestamp() + 600}))
+}
+
 #[actix_web::test]
 async fn sigterm_closes_connections_and_exits_cleanly_with_json_logs() {
     let db = TestDb::create();
-    let mut child = Command::new(SOUK)
-        .args(["serve", "--no-migrate"])
-        .env("SOUK_HTTP_ADDR", "127.0.0.1:0")
-        .env("SOUK_DATABASE_URL", &db.url)
-        .env("SOUK_REDIS_URL", redis_url())
-        .env("SOUK_JWT_SECRET", SECRET)
-        .env("SOUK_SHUTDOWN_GRACE_MS", "3000")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let address = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("souk logs");
-        seen.push(line.clone());
-        let json: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        let msg = json["msg"].as_str().unwrap_or_default();
-        if let Some(rest) = msg.strip_prefix("listening on ") {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
-
-    let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
-    let mut client = Client::open_url(&url, None).await;
-    let token =
-        hs256(serde_json::json!({"sub": "sam", "exp": chrono::Utc::now().timestamp() + 600}));
-    assert!(client.connect(Some(&token)).await.starts_with("40{"));
+    let mut node = Node::spawn(&db, "term");
+    let mut client = Client::open_url(&node.ws_url(), None).await;
+    assert!(client.connect(Some(&token("sam"))).await.starts_with("40{"));
 
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    node.signal("-TERM");
     let reason = client.expect_close().await.expect("close frame");
     assert_eq!(reason.code, CloseCode::Restart);
     assert_eq!(reason.description.as_deref(), Some("server shutting down"));
 
     let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
+        if let Some(exit) = node.child.try_wait().unwrap() {
             break exit;
         }
         assert!(
@@ -99,17 +139,69 @@ async fn sigterm_closes_connections_and_exits_cleanly_with_json_logs() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "exit status {exit:?}");
-    while let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
-        seen.push(line);
+    while let Ok(line) = node.lines.recv_timeout(Duration::from_millis(200)) {
+        node.seen.push(line);
     }
-    for line in &seen {
+    for line in &node.seen {
         assert!(
             serde_json::from_str::<Value>(line).is_ok(),
             "not JSON: {line}"
         );
     }
     assert!(
-        seen.iter().any(|l| l.contains("SIGTERM received")),
-        "{seen:#?}"
+        node.seen.iter().any(|l| l.contains("SIGTERM received")),
+        "{:#?}",
+        node.seen
     );
+}
+
+#[actix_web::test]
+async fn a_client_whose_node_is_killed_recovers_everything_on_another() {
+    let db = TestDb::create();
+    let doomed = Node::spawn(&db, "doomed");
+    let survivor = Node::spawn(&db, "survivor");
+    let api = |path: &str| format!("http://{}{path}", survivor.address);
+    let service = hs256(
+        serde_json::json!({"sub": "backend", "role": "service", "exp": chrono::Utc::now().timestamp() + 600}),
+    );
+    let resp = awc::Client::new()
+        .put(api("/api/v1/listings/l1"))
+        .bearer_auth(&service)
+        .send_json(&serde_json::json!({"sellerId": "sella", "title": "Bike", "price": 1, "currency": "EUR"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let post = |n: i64| {
+        awc::Client::new()
+            .post(api("/api/v1/rooms/listing:l1/events"))
+            .bearer_auth(&service)
+            .send_json(&serde_json::json!({"event": "tick", "data": n}))
+    };
+
+    let mut client = Client::open_url(&doomed.ws_url(), None).await;
+    let hello = client.connect(Some(&token("ann"))).await;
+    let pid: Value = serde_json::from_str(hello.strip_prefix("40").unwrap()).unwrap();
+    let pid = pid["pid"].as_str().unwrap().to_owned();
+    client
+        .emit_ack("listing:watch", serde_json::json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(post(0).await.unwrap().status().as_u16(), 202);
+    let (_, offset) = client.wait_event_with_offset("tick").await;
+
+    doomed.signal("-KILL");
+    assert!(
+        client.expect_close().await.is_none(),
+        "no close frame from a killed node"
+    );
+    for n in 1..=5 {
+        assert_eq!(post(n).await.unwrap().status().as_u16(), 202);
+    }
+    let mut back = Client::open_url(&survivor.ws_url(), None).await;
+    let auth = serde_json::json!({"token": token("ann"), "pid": pid, "offset": offset.unwrap()});
+    back.send(&format!("40{auth}")).await;
+    let hello = back.recv_text().await;
+    assert!(hello.contains(&pid), "recovered on the survivor: {hello}");
+    for n in 1..=5 {
+        assert_eq!(back.wait_event("tick").await, vec![serde_json::json!(n)]);
+    }
 }
