@@ -42,6 +42,11 @@ fn main() -> ExitCode {
     match command.as_deref() {
         Some("migrate") => run_migrations(&settings),
         Some("serve") => {
+            if let Err(err) = settings.require_token_key() {
+                log::error!("{err}");
+                eprintln!("souk: {err}");
+                return ExitCode::from(2);
+            }
             if migrate && run_migrations(&settings) != ExitCode::SUCCESS {
                 return ExitCode::FAILURE;
             }

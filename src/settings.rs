@@ -144,10 +144,15 @@ impl Settings {
             room_log_len: number(values, "SOUK_ROOM_LOG_LEN", 1_000)?,
             node_heartbeat: millis(values, "SOUK_NODE_HEARTBEAT_MS", 5_000)?,
         };
-        if settings.jwt.secret.is_none() && settings.jwt.public_key_path.is_none() && !dev {
+        Ok(settings)
+    }
+
+    /// Serving needs a way to check tokens: a key, or dev mode.
+    pub fn require_token_key(&self) -> Result<(), SettingsError> {
+        if self.jwt.secret.is_none() && self.jwt.public_key_path.is_none() && !self.dev {
             return Err(SettingsError::NoJwtKey);
         }
-        Ok(settings)
+        Ok(())
     }
 }
 
@@ -234,8 +239,11 @@ mod tests {
 
     #[test]
     fn refuses_to_start_without_a_key_outside_dev_mode() {
-        let err = Settings::from_values(&values(&[])).err();
+        let settings = Settings::from_values(&values(&[]));
+        let err = settings.ok().and_then(|s| s.require_token_key().err());
         assert!(matches!(err, Some(SettingsError::NoJwtKey)));
+        let dev = Settings::from_values(&values(&[("SOUK_DEV", "1")]));
+        assert!(dev.is_ok_and(|s| s.require_token_key().is_ok()));
         let message = SettingsError::NoJwtKey.to_string();
         assert!(message.contains("SOUK_JWT_SECRET"));
         assert!(message.contains("SOUK_JWT_PUBLIC_KEY"));

@@ -28,6 +28,23 @@ fn serve_refuses_to_start_without_a_key_outside_dev_mode() {
 }
 
 #[test]
+fn migrate_needs_no_token_key() {
+    // scripts/dev migrates before it serves in dev mode.
+    let db = TestDb::create();
+    let output = Command::new(SOUK)
+        .arg("migrate")
+        .env_clear()
+        .env("SOUK_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn unknown_arguments_print_usage() {
     let output = Command::new(SOUK).arg("launch").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
