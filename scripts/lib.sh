@@ -127,7 +127,7 @@ ensure_cargo() {
 ensure_packages() {
   ensure_cargo
   local missing=() pkg
-  for pkg in libpq-dev pkg-config build-essential; do
+  for pkg in libpq-dev pkg-config build-essential curl; do
     _pkg_installed "$pkg" || missing+=("$pkg")
   done
   # The postgresql-client metapackage is often absent while a versioned
