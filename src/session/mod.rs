@@ -270,7 +270,9 @@ impl Session {
         let previous = auth.as_ref().and_then(|auth| {
             let pid = auth.get("pid")?.as_str()?;
             let offset = recovery::parse_offset(auth.get("offset")?.as_str()?)?;
-            (pid.len() == ID_LEN).then(|| (pid.to_owned(), offset))
+            // Only the shape souk gives pids goes near a Redis key.
+            let ours = pid.len() == ID_LEN && pid.bytes().all(|b| b.is_ascii_alphanumeric());
+            ours.then(|| (pid.to_owned(), offset))
         });
         let restore = restore(
             self.app.clone(),
@@ -279,8 +281,8 @@ impl Session {
             previous,
         );
         // Answer once this node follows the socket's rooms, so that nothing
-        // sent to them after the answer is missed.
-        // As socket.io does: the CONNECT answer, then what was missed.
+        // sent to them after the answer is missed; then, as socket.io does,
+        // replay what was missed.
         ctx.wait(restore.into_actor(self).map(|restored, session, ctx| {
             ctx.text(socket::encode_connect_ok(&random_id(ID_LEN), &restored.pid));
             for missed in &restored.missed {
