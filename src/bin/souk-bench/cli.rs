@@ -15,6 +15,8 @@ usage: souk-bench SCENARIO --url URL --secret SECRET [options]
 
 scenarios:
   auction    N bidders on one auction listing, each bidding up to --rate a second
+  fanout     R listing rooms x M members, fed events through the server API
+  chat       K buyer/seller pairs messaging in their bookings; checks Postgres after
 
 options every scenario takes:
   --url URL                  server, http://host:port (required)
@@ -47,6 +49,26 @@ auction options:
                              so the server never counts more (0: no such wait)
   --drain SECS               how long to wait for the last acks (default 5)
   --listing ID               listing id (default: a fresh random one)
+
+fanout options:
+  --rooms R                  listings, one room each (default 10)
+  --members M                watchers per room, one connection each (default 100)
+  --publishers P             tasks posting POST /api/v1/rooms/listing:{id}/events,
+                             one request at a time each (default 4)
+  --rate N                   events a second in total, round-robin over the rooms
+                             (default 100); deliveries/s is about N x M
+  --duration SECS            how long they post (default 10)
+  --drain SECS               how long members keep listening after (default 5)
+
+chat options:
+  --pairs K                  bookings, each with a buyer and a seller connection
+                             (default 100)
+  --rate N                   message:send a second in total, buyer and seller
+                             taking turns (default 1000)
+  --duration SECS            how long they send (default 10)
+  --drain SECS               how long to wait for the last acks (default 5)
+  afterwards every booking's message:history is read and each acked
+  clientMsgId must be in it
 ";
 
 /// What the server is and how to reach it.

@@ -2,6 +2,8 @@
 //! runs, and answers a report; main prints it and writes the JSON.
 
 pub mod auction;
+pub mod chat;
+pub mod fanout;
 
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
@@ -10,6 +12,8 @@ use crate::report::Report;
 pub async fn run(name: &str, common: &Common, options: Options) -> Result<Report> {
     match name {
         "auction" => auction::run(common, options).await,
+        "fanout" => fanout::run(common, options).await,
+        "chat" => chat::run(common, options).await,
         other => fail(format!("unknown scenario {other:?} (see --help)")),
     }
 }
