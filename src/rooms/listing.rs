@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::room::{Room, RoomState};
 
 /// The longest a refusal waits for the change that caused it to arrive.
-const MAX_WAIT: Duration = Duration::from_secs(2);
+const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// A listing room's delivered version and who waits for a later one.
 #[derive(Default)]

@@ -17,7 +17,7 @@ use crate::ids::{BookingId, ListingId, UserId};
 use crate::store::Redis;
 
 /// How long a join waits for Redis to confirm the room's subscription.
-const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 use crate::metrics::Metrics;
 
 /// The node's directory of rooms and connections.

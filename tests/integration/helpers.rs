@@ -211,6 +211,8 @@ pub struct Client {
     pub open: Value,
     /// Answer the server's pings automatically.
     pub auto_pong: bool,
+    /// How long a read waits for a frame.
+    pub wait: Duration,
     next_ack: u64,
 }
 
@@ -239,6 +241,7 @@ impl Client {
             acks: HashMap::new(),
             open: Value::Null,
             auto_pong: true,
+            wait: WAIT,
             next_ack: 0,
         };
         let open = client.recv_text().await;
@@ -270,7 +273,7 @@ impl Client {
     /// The next frame, or the close.
     pub async fn recv(&mut self) -> Frame {
         loop {
-            let frame = tokio::time::timeout(WAIT, self.framed.next())
+            let frame = tokio::time::timeout(self.wait, self.framed.next())
                 .await
                 .expect("a frame within the wait");
             match frame {

@@ -222,3 +222,57 @@ async fn a_client_whose_node_is_killed_recovers_everything_on_another() {
         assert_eq!(back.wait_event("tick").await, vec![serde_json::json!(n)]);
     }
 }
+
+#[actix_web::test]
+async fn fifty_reservers_on_two_souk_processes_have_one_winner_every_time() {
+    let db = TestDb::create();
+    let nodes = [Node::spawn(&db, "p0"), Node::spawn(&db, "p1")];
+    let service = hs256(
+        serde_json::json!({"sub": "backend", "role": "service", "exp": chrono::Utc::now().timestamp() + 600}),
+    );
+    let mut clients = Vec::new();
+    for n in 0..50 {
+        let mut client = Client::open_url(&nodes[n % 2].ws_url(), None).await;
+        assert!(client
+            .connect(Some(&token(&format!("buyer{n}"))))
+            .await
+            .starts_with("40{"));
+        clients.push(client);
+    }
+    for round in 0..20 {
+        let listing = format!("l{round}");
+        let resp = awc::Client::new()
+            .put(format!("http://{}/api/v1/listings/{listing}", nodes[round % 2].address))
+            .bearer_auth(&service)
+            .send_json(&serde_json::json!({"sellerId": "sella", "title": "Bike", "price": 1, "currency": "EUR"}))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        for client in clients.iter_mut() {
+            client
+                .emit_ack("listing:watch", serde_json::json!({"listingId": listing}))
+                .await;
+        }
+        for (n, client) in clients.iter_mut().enumerate() {
+            let frame = serde_json::json!(["listing:reserve", {"listingId": listing, "idempotencyKey": format!("r{round}")}]);
+            client
+                .send(&format!("42{}{frame}", 1000 + round * 100 + n))
+                .await;
+        }
+        let mut winners = 0;
+        for (n, client) in clients.iter_mut().enumerate() {
+            let ack = client.wait_ack((1000 + round * 100 + n) as u64).await;
+            if ack["ok"] == true {
+                winners += 1;
+            } else {
+                assert_eq!(ack["error"]["code"], "unavailable", "round {round}: {ack}");
+                let heard = client.events.iter().any(|e| {
+                    e[0] == "listing:availabilityChanged" && e[1]["listingId"] == listing.as_str()
+                });
+                assert!(heard, "round {round}: buyer{n} answered before told");
+            }
+            client.events.clear();
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}

@@ -25,6 +25,9 @@ async fn a_rolling_restart_under_traffic_loses_no_event() {
         async move {
             let first = current.borrow().clone();
             let mut client = Client::open_url(&first, None).await;
+            // Stopping a node may take a while; losing an event would still
+            // leave this client waiting, and fail the test.
+            client.wait = std::time::Duration::from_secs(20);
             let hello = client.connect(Some(&token)).await;
             let mut pid = pid_of(&hello);
             client
@@ -48,6 +51,7 @@ async fn a_rolling_restart_under_traffic_loses_no_event() {
                         moves += 1;
                         let url = current.borrow().clone();
                         client = Client::open_url(&url, None).await;
+                        client.wait = std::time::Duration::from_secs(20);
                         let auth = json!({"token": token, "pid": pid, "offset": offset});
                         client.send(&format!("40{auth}")).await;
                         let hello = client.recv_text().await;
