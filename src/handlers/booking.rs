@@ -77,7 +77,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
             room: RoomKey::Booking(id),
         },
     )
-    .await;
+    .await?;
     Ok(json!({
         "booking": row.to_booking(),
         "unread": unread,

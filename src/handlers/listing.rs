@@ -39,7 +39,7 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
             room: RoomKey::Listing(id.clone()),
         },
     )
-    .await;
+    .await?;
     // Read the listing again now that changes reach this watcher: a change
     // made between the check above and the join is in this snapshot, and
     // every later one arrives as an event.

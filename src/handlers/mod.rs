@@ -36,9 +36,17 @@ impl Caller {
 }
 
 /// Joins a room and waits until this node follows its channel.
-pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) {
-    if let Err(err) = app.registry.send(join).await {
-        log::warn!("registry gone: {err}");
+pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) -> Result<(), Failure> {
+    match app.registry.send(join).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Failure::new(
+            Code::ServiceUnavailable,
+            "cannot follow the room's events right now; nothing was joined",
+        )),
+        Err(err) => Err(Failure::new(
+            Code::Internal,
+            format!("registry gone: {err}"),
+        )),
     }
 }
 

@@ -22,7 +22,7 @@ pub async fn watch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Resul
                 room: RoomKey::Presence(user),
             },
         )
-        .await;
+        .await?;
     }
     Ok(json!({ "presence": presence }))
 }

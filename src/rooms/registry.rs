@@ -291,7 +291,7 @@ pub struct Unregister {
 /// once this node follows the room's channel, so no event published after
 /// the answer is missed.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), NotFollowed>")]
 pub struct Join {
     pub session: SessionId,
     pub user: UserId,
@@ -386,12 +386,17 @@ impl Handler<Unregister> for Registry {
     }
 }
 
+/// Redis did not confirm the room's subscription in time: the join is
+/// undone, since events could be missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotFollowed;
+
 impl Handler<Join> for Registry {
-    type Result = ResponseFuture<()>;
-    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+    type Result = ResponseFuture<Result<(), NotFollowed>>;
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
             // The connection closed while its join was on the way.
-            return Box::pin(async {});
+            return Box::pin(async { Ok(()) });
         };
         let recipient = session.deliver.clone();
         if session.rooms.insert(msg.room.clone()) {
@@ -407,12 +412,15 @@ impl Handler<Join> for Registry {
         let followed = self
             .subscriber
             .subscribe(room_channel(&self.prefix, &msg.room));
+        let (registry, session, room) = (ctx.address(), msg.session, msg.room);
         Box::pin(async move {
-            if tokio::time::timeout(SUBSCRIBE_WAIT, followed)
-                .await
-                .is_err()
-            {
-                log::warn!("joined a room before its channel was followed");
+            match tokio::time::timeout(SUBSCRIBE_WAIT, followed).await {
+                Ok(Ok(())) => Ok(()),
+                _ => {
+                    log::warn!("redis did not confirm following {room}: join undone");
+                    registry.do_send(Leave { session, room });
+                    Err(NotFollowed)
+                }
             }
         })
     }

@@ -596,6 +596,7 @@ async fn restore(
         user: user.clone(),
         room,
     };
+    // Best effort: a socket is accepted even when Redis is slow to confirm.
     let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
     let fresh = |app: &AppState| {
         let pid = random_id(ID_LEN);
@@ -621,11 +622,12 @@ async fn restore(
         .iter()
         .filter_map(|r| RoomKey::parse(r))
         .collect();
+    let mut followed = true;
     for room in &rooms {
-        let _ = app.registry.send(join(room.clone())).await;
+        followed &= matches!(app.registry.send(join(room.clone())).await, Ok(Ok(())));
     }
     match recovery::missed(&app.redis, &rooms, offset, &user).await {
-        Ok(Some(missed)) => {
+        Ok(Some(missed)) if followed => {
             app.registry.do_send(Bind {
                 session,
                 pid: pid.clone(),

@@ -130,3 +130,30 @@ async fn a_connection_may_queue_only_so_many_events() {
     drop(bob);
     app.restore_postgres();
 }
+
+#[actix_web::test]
+async fn a_room_that_cannot_be_followed_is_not_joined() {
+    // Redis is unreachable: the node cannot follow any room's channel.
+    let app = TestApp::spawn_with(&[
+        ("SOUK_REDIS_URL", "redis://127.0.0.1:1"),
+        ("SOUK_ROOM_IDLE_MS", "50"),
+    ])
+    .await;
+    app.listing("l1", "sella").await;
+    let mut client = Client::open(&app).await;
+    client.wait = std::time::Duration::from_secs(15);
+    // A socket is still accepted, once the bound on following its user room ran out.
+    assert!(client
+        .connect(Some(&app.token("bob")))
+        .await
+        .starts_with("40{"));
+    let ack = client
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack["error"]["code"], "service_unavailable", "{ack}");
+    // Only the user room is left (joined on a best-effort basis).
+    eventually("the listing room was undone", || async {
+        app.registry_stats().await.rooms == 1
+    })
+    .await;
+}
