@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::{wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::procs::Probe;
@@ -95,16 +96,10 @@ struct Shared {
     bid_new: AtomicU64,
     server_errors: AtomicU64,
     /// Why connections failed or dropped, counted by message.
-    problems: Mutex<BTreeMap<String, u64>>,
+    problems: Problems,
 }
 
 impl Shared {
-    fn problem(&self, what: String) {
-        if let Ok(mut problems) = self.problems.lock() {
-            *problems.entry(what).or_default() += 1;
-        }
-    }
-
     fn answered(&self) -> u64 {
         self.ok.load(Ordering::Relaxed)
             + self.too_low.load(Ordering::Relaxed)
@@ -280,31 +275,21 @@ async fn conduct(
     shared: &Shared,
     phase: watch::Sender<Phase>,
 ) -> Result<(f64, Report)> {
-    let started = Instant::now();
     let total = settings.bidders as u64;
-    loop {
-        let settled =
-            shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed);
-        if settled >= total {
-            break;
-        }
-        if started.elapsed() > CONNECT_TIMEOUT + Duration::from_secs(total / 10 + 30) {
+    let connect_secs = wait_settled(
+        total,
+        CONNECT_TIMEOUT,
+        "bidders",
+        || shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
+        || {
             let _ = phase.send(Phase::Stop);
-            return fail(format!(
-                "only {settled} of {total} bidders settled; giving up"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let connect_secs = started.elapsed().as_secs_f64();
+        },
+    )
+    .await?;
     if shared.connected.load(Ordering::Relaxed) == 0 {
         let _ = phase.send(Phase::Stop);
-        let problems = shared
-            .problems
-            .lock()
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_default();
-        return fail(format!("no bidder connected: {problems}"));
+        let problems = shared.problems.counts();
+        return fail(format!("no bidder connected: {problems:?}"));
     }
     let start = Instant::now() + Duration::from_millis(300);
     let end = start + settings.duration;
@@ -384,12 +369,12 @@ async fn run_bidder(ctx: Rc<Ctx>, index: usize) {
     let (socket, known) = match joined {
         Ok(Ok(joined)) => joined,
         Ok(Err(e)) => {
-            ctx.shared.problem(format!("connect: {e}"));
+            ctx.shared.problems.note(format!("connect: {e}"));
             ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         Err(_) => {
-            ctx.shared.problem("connect: timed out".into());
+            ctx.shared.problems.note("connect: timed out".into());
             ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -601,7 +586,10 @@ impl Bidder {
                             .shared
                             .server_errors
                             .fetch_add(1, Ordering::Relaxed);
-                        self.ctx.shared.problem(format!("server:error {array}"));
+                        self.ctx
+                            .shared
+                            .problems
+                            .note(format!("server:error {array}"));
                     }
                     _ => {}
                 }
@@ -634,7 +622,7 @@ impl Bidder {
             .unanswered
             .fetch_add(self.inflight.len() as u64, Ordering::Relaxed);
         self.inflight.clear();
-        shared.problem(format!("dropped: {why}"));
+        shared.problems.note(format!("dropped: {why}"));
     }
 
     /// Records an ack: its latency and outcome, and what it says of the
@@ -821,18 +809,7 @@ fn fill_report(
         },
     );
 
-    let problems = shared
-        .problems
-        .lock()
-        .map(|p| p.clone())
-        .unwrap_or_default();
-    if !problems.is_empty() {
-        report.section("problems (first 10 kinds)");
-        for (what, n) in problems.iter().take(10) {
-            let what: String = what.chars().take(160).collect();
-            report.item(&format!("{n}x"), what);
-        }
-    }
+    let problems = shared.problems.report(report);
 
     report.set(
         "params",

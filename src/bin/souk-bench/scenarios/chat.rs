@@ -15,13 +15,14 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::{wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::procs::Probe;
@@ -88,15 +89,7 @@ struct Shared {
     missing: AtomicU64,
     unexpected: AtomicU64,
     server_errors: AtomicU64,
-    problems: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Shared {
-    fn problem(&self, what: String) {
-        if let Ok(mut problems) = self.problems.lock() {
-            *problems.entry(what).or_default() += 1;
-        }
-    }
+    problems: Problems,
 }
 
 struct ShardOut {
@@ -210,30 +203,21 @@ async fn conduct(
     shared: &Shared,
     phase: watch::Sender<Phase>,
 ) -> Result<(f64, Report)> {
-    let started = Instant::now();
     let total = settings.pairs as u64;
-    loop {
-        let settled = shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed);
-        if settled >= total {
-            break;
-        }
-        if started.elapsed() > SETUP_TIMEOUT + Duration::from_secs(total / 10 + 30) {
+    let setup_secs = wait_settled(
+        total,
+        SETUP_TIMEOUT,
+        "pairs",
+        || shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
+        || {
             let _ = phase.send(Phase::Stop);
-            return fail(format!(
-                "only {settled} of {total} pairs settled; giving up"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let setup_secs = started.elapsed().as_secs_f64();
+        },
+    )
+    .await?;
     if shared.ready.load(Ordering::Relaxed) == 0 {
         let _ = phase.send(Phase::Stop);
-        let problems = shared
-            .problems
-            .lock()
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_default();
-        return fail(format!("no pair was set up: {problems}"));
+        let problems = shared.problems.counts();
+        return fail(format!("no pair was set up: {problems:?}"));
     }
     let start = Instant::now() + Duration::from_millis(300);
     let end = start + settings.duration;
@@ -307,12 +291,12 @@ async fn run_pair(ctx: Rc<Ctx>, index: usize) {
     let (booking, buyer, seller) = match setup {
         Ok(Ok(set)) => set,
         Ok(Err(e)) => {
-            ctx.shared.problem(format!("setup: {e}"));
+            ctx.shared.problems.note(format!("setup: {e}"));
             ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         Err(_) => {
-            ctx.shared.problem("setup: timed out".into());
+            ctx.shared.problems.note("setup: timed out".into());
             ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -338,11 +322,11 @@ async fn run_pair(ctx: Rc<Ctx>, index: usize) {
         }
         Ok(Err(e)) => {
             ctx.shared.verify_failed.fetch_add(1, Ordering::Relaxed);
-            ctx.shared.problem(format!("verify: {e}"));
+            ctx.shared.problems.note(format!("verify: {e}"));
         }
         Err(_) => {
             ctx.shared.verify_failed.fetch_add(1, Ordering::Relaxed);
-            ctx.shared.problem("verify: timed out".into());
+            ctx.shared.problems.note("verify: timed out".into());
         }
     }
     pair.buyer.close().await;
@@ -496,7 +480,10 @@ impl Pair {
                         .shared
                         .server_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    self.ctx.shared.problem(format!("server:error {array}"));
+                    self.ctx
+                        .shared
+                        .problems
+                        .note(format!("server:error {array}"));
                 }
                 return true;
             }
@@ -520,7 +507,7 @@ impl Pair {
             .unanswered
             .fetch_add(self.inflight.len() as u64, Ordering::Relaxed);
         self.inflight.clear();
-        shared.problem(format!("dropped: {why}"));
+        shared.problems.note(format!("dropped: {why}"));
     }
 
     fn answer(&mut self, id: u64, args: &str) {
@@ -709,18 +696,7 @@ fn fill_report(
     );
     report.item("in history, not acked", unexpected.to_string());
 
-    let problems = shared
-        .problems
-        .lock()
-        .map(|p| p.clone())
-        .unwrap_or_default();
-    if !problems.is_empty() {
-        report.section("problems (first 10 kinds)");
-        for (what, n) in problems.iter().take(10) {
-            let what: String = what.chars().take(160).collect();
-            report.item(&format!("{n}x"), what);
-        }
-    }
+    let problems = shared.problems.report(report);
 
     let sources: Vec<String> = common.sources.iter().map(ToString::to_string).collect();
     report.set(

@@ -11,16 +11,16 @@
 //! (the event's last argument) is ignored.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::{wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::procs::Probe;
@@ -78,15 +78,7 @@ struct Shared {
     delivered: AtomicU64,
     unreadable: AtomicU64,
     server_errors: AtomicU64,
-    problems: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Shared {
-    fn problem(&self, what: String) {
-        if let Ok(mut problems) = self.problems.lock() {
-            *problems.entry(what).or_default() += 1;
-        }
-    }
+    problems: Problems,
 }
 
 /// What a thread's members share.
@@ -204,23 +196,17 @@ async fn conduct(
     service: &str,
     phase: watch::Sender<Phase>,
 ) -> Result<(f64, Latency, Report)> {
-    let started = Instant::now();
     let total = settings.connections() as u64;
-    loop {
-        let settled =
-            shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed);
-        if settled >= total {
-            break;
-        }
-        if started.elapsed() > CONNECT_TIMEOUT + Duration::from_secs(total / 10 + 30) {
+    let connect_secs = wait_settled(
+        total,
+        CONNECT_TIMEOUT,
+        "members",
+        || shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
+        || {
             let _ = phase.send(Phase::Stop);
-            return fail(format!(
-                "only {settled} of {total} members settled; giving up"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let connect_secs = started.elapsed().as_secs_f64();
+        },
+    )
+    .await?;
     if shared.connected.load(Ordering::Relaxed) == 0 {
         let _ = phase.send(Phase::Stop);
         return fail("no member connected");
@@ -283,11 +269,13 @@ async fn publish(
             }
             Ok(r) => {
                 shared.post_failed.fetch_add(1, Ordering::Relaxed);
-                shared.problem(format!("post: HTTP {} {}", r.status, r.body));
+                shared
+                    .problems
+                    .note(format!("post: HTTP {} {}", r.status, r.body));
             }
             Err(e) => {
                 shared.post_failed.fetch_add(1, Ordering::Relaxed);
-                shared.problem(format!("post: {e}"));
+                shared.problems.note(format!("post: {e}"));
             }
         }
         n += 1;
@@ -336,12 +324,12 @@ async fn run_member(ctx: Rc<Ctx>, index: usize) {
     let mut socket = match joined {
         Ok(Ok(socket)) => socket,
         Ok(Err(e)) => {
-            ctx.shared.problem(format!("connect: {e}"));
+            ctx.shared.problems.note(format!("connect: {e}"));
             ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         Err(_) => {
-            ctx.shared.problem("connect: timed out".into());
+            ctx.shared.problems.note("connect: timed out".into());
             ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -398,7 +386,7 @@ fn handle(ctx: &Ctx, packet: Result<Packet>) -> bool {
                 },
                 Some("server:error") => {
                     shared.server_errors.fetch_add(1, Ordering::Relaxed);
-                    shared.problem(format!("server:error {array}"));
+                    shared.problems.note(format!("server:error {array}"));
                 }
                 _ => {}
             }
@@ -410,7 +398,7 @@ fn handle(ctx: &Ctx, packet: Result<Packet>) -> bool {
         Err(e) => e.to_string(),
     };
     shared.dropped.fetch_add(1, Ordering::Relaxed);
-    shared.problem(format!("dropped: {why}"));
+    shared.problems.note(format!("dropped: {why}"));
     false
 }
 
@@ -517,18 +505,7 @@ fn fill_report(
         );
     }
 
-    let problems = shared
-        .problems
-        .lock()
-        .map(|p| p.clone())
-        .unwrap_or_default();
-    if !problems.is_empty() {
-        report.section("problems (first 10 kinds)");
-        for (what, n) in problems.iter().take(10) {
-            let what: String = what.chars().take(160).collect();
-            report.item(&format!("{n}x"), what);
-        }
-    }
+    let problems = shared.problems.report(report);
 
     report.set(
         "params",

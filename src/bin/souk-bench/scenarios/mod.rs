@@ -5,6 +5,10 @@ pub mod auction;
 pub mod chat;
 pub mod fanout;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::report::Report;
@@ -25,4 +29,61 @@ pub fn run_id() -> String {
     Alphanumeric
         .sample_string(&mut rand::rng(), 8)
         .to_lowercase()
+}
+
+/// What went wrong during a run, counted by kind.
+#[derive(Default)]
+pub struct Problems(Mutex<BTreeMap<String, u64>>);
+
+impl Problems {
+    /// Counts one more of `what`.
+    pub fn note(&self, what: String) {
+        if let Ok(mut problems) = self.0.lock() {
+            *problems.entry(what).or_default() += 1;
+        }
+    }
+
+    /// Every kind so far with its count.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Adds the first ten kinds to the report's table; answers all of them.
+    pub fn report(&self, report: &mut Report) -> BTreeMap<String, u64> {
+        let problems = self.counts();
+        if !problems.is_empty() {
+            report.section("problems (first 10 kinds)");
+            for (what, n) in problems.iter().take(10) {
+                let what: String = what.chars().take(160).collect();
+                report.item(&format!("{n}x"), what);
+            }
+        }
+        problems
+    }
+}
+
+/// Waits until `settled()` (clients connected or failed) reaches `total`,
+/// giving up after `timeout` plus a second per ten clients; then `stop()`
+/// is called and the run fails. Answers the seconds it took.
+pub async fn wait_settled(
+    total: u64,
+    timeout: Duration,
+    what: &str,
+    settled: impl Fn() -> u64,
+    stop: impl FnOnce(),
+) -> Result<f64> {
+    let started = Instant::now();
+    loop {
+        let settled = settled();
+        if settled >= total {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > timeout + Duration::from_secs(total / 10 + 30) {
+            stop();
+            return fail(format!(
+                "only {settled} of {total} {what} settled; giving up"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
