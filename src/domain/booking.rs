@@ -124,11 +124,6 @@ pub struct Booking {
 }
 
 impl Booking {
-    /// Whether `user` is the buyer or the seller.
-    pub fn is_participant(&self, user: &UserId) -> bool {
-        &self.buyer_id == user || &self.seller_id == user
-    }
-
     /// The mover `user` is on this booking, if a participant.
     pub fn mover(&self, user: &UserId) -> Option<Mover> {
         if &self.buyer_id == user {

@@ -31,8 +31,7 @@ pub fn access(
     admins: bool,
 ) -> Result<(BookingRow, Access), StoreError> {
     let row = bookings::get(conn, booking)?;
-    let user = caller.user().as_str();
-    if row.buyer_id == user || row.seller_id == user {
+    if row.to_booking().mover(caller.user()).is_some() {
         Ok((row, Access::Participant))
     } else if admins && caller.is_admin() {
         Ok((row, Access::Admin))
@@ -106,16 +105,9 @@ pub async fn transition(
         .db
         .run(move |conn| {
             bookings::transition(conn, &id, to, |row| {
-                let user = who.user().as_str();
-                if row.buyer_id == user {
-                    Some(Mover::Buyer)
-                } else if row.seller_id == user {
-                    Some(Mover::Seller)
-                } else if who.is_admin() {
-                    Some(Mover::Admin)
-                } else {
-                    None
-                }
+                row.to_booking()
+                    .mover(who.user())
+                    .or_else(|| who.is_admin().then_some(Mover::Admin))
             })
         })
         .await?;

@@ -23,10 +23,6 @@ impl Members {
         self.members.remove(&session);
     }
 
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

@@ -33,18 +33,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The contract's error code (§3).
-    pub fn code(&self) -> &'static str {
-        match self {
-            StoreError::Unavailable(_) => "service_unavailable",
-            StoreError::NotFound => "not_found",
-            StoreError::Rejected { code, .. } => code.as_str(),
-            StoreError::Internal(_) => "internal",
-        }
-    }
-}
-
-impl StoreError {
     /// A refusal carrying the contract's code.
     pub fn rejected(code: Code, message: impl Into<String>) -> Self {
         StoreError::Rejected {
