@@ -136,7 +136,7 @@ pub async fn put(
     if upserted.changed() {
         let version = after.version;
         // Watchers are buyers too: the broadcast never shows the reserve price.
-        let public = after.for_viewer(&UserId::from_db(String::new()), false);
+        let public = after.without_reserve();
         app.fanout.emit_listing(
             id.clone(),
             "listing:updated",

@@ -96,11 +96,18 @@ impl Listing {
     /// The listing as `viewer` may see it: the reserve price only for the
     /// seller and those who see everything (admins, the backend).
     pub fn for_viewer(&self, viewer: &UserId, sees_everything: bool) -> Listing {
+        if sees_everything || viewer == &self.seller_id {
+            self.clone()
+        } else {
+            self.without_reserve()
+        }
+    }
+
+    /// The listing as anyone may see it: no reserve price.
+    pub fn without_reserve(&self) -> Listing {
         let mut shown = self.clone();
-        if !sees_everything && viewer != &self.seller_id {
-            if let Some(auction) = shown.auction.as_mut() {
-                auction.reserve_price = None;
-            }
+        if let Some(auction) = shown.auction.as_mut() {
+            auction.reserve_price = None;
         }
         shown
     }
