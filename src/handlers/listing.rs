@@ -8,6 +8,7 @@ use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, ListingId};
 use crate::rooms::registry::{AfterVersion, Join, Leave, ListingSeen};
+use crate::rooms::Flush;
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
 use crate::store::bookings::Reservation;
@@ -99,6 +100,9 @@ pub async fn reserve(
                 reply,
             });
             let _ = told.await;
+            // The change reached this node's room, and so this connection's
+            // mailbox; let the connection write it before this answer.
+            let _ = caller.mailbox.send(Flush).await;
             return Err(Failure::new(
                 Code::Unavailable,
                 format!("listing is {availability}"),

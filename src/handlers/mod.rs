@@ -15,14 +15,18 @@ use crate::auth::{Identity, Role};
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
 use crate::protocol::events::ClientEvent;
-use crate::rooms::SessionId;
+use crate::rooms::{Flush, SessionId};
 use crate::state::AppState;
+use actix::Recipient;
 
 /// Who sent an event, over which connection.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub session: SessionId,
     pub identity: Identity,
+    /// The connection's mailbox, to wait until it has written what was
+    /// handed to it before (see `Flush`).
+    pub mailbox: Recipient<Flush>,
 }
 
 impl Caller {

@@ -84,6 +84,12 @@ pub struct Deliver {
     pub offset: u64,
 }
 
+/// Answered by a connection once it has handled every message queued before
+/// this one: frames handed to it earlier are then written.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Flush;
+
 /// Tells a connection that its node is going away.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]

@@ -24,7 +24,7 @@ use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
 use crate::rooms::registry::{Bind, Join, Leave, Register, Unregister};
-use crate::rooms::{Deliver, RoomKey, SessionId, Shutdown};
+use crate::rooms::{Deliver, Flush, RoomKey, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
 pub use upgrade::socket_io;
@@ -391,6 +391,7 @@ impl Session {
         let caller = Caller {
             session: self.id,
             identity,
+            mailbox: ctx.address().recipient(),
         };
         let Queued {
             ack_id,
@@ -730,6 +731,11 @@ impl Handler<Deliver> for Session {
         self.remember(msg.emission);
         ctx.text(msg.frame);
     }
+}
+
+impl Handler<Flush> for Session {
+    type Result = ();
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
 }
 
 impl Handler<Shutdown> for Session {
