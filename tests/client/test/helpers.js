@@ -283,10 +283,12 @@ export function closeAllSockets() {
  * Creates a socket.io-client socket with reconnection off (so failures show
  * up once and nothing retries in the background). Records the decoded
  * CONNECT packet the server sent for this namespace in `socket.connectPacket`.
+ * `transports` defaults to WebSocket only; `transports: null` leaves the
+ * client's own default (long-polling first, then the upgrade).
  */
-export function makeSocket(url, { auth, ...opts } = {}) {
+export function makeSocket(url, { auth, transports = ["websocket"], ...opts } = {}) {
   const socket = io(url, {
-    transports: ["websocket"],
+    ...(transports === null ? {} : { transports }),
     reconnection: false,
     forceNew: true,
     timeout: 5_000,
