@@ -123,7 +123,7 @@ ensure_cargo() {
   fi
 }
 
-# ensure_packages: Debian packages needed to build and test souk.
+# ensure_packages: Debian packages needed to build, test and run souk.
 ensure_packages() {
   ensure_cargo
   local missing=() pkg
@@ -141,6 +141,10 @@ ensure_packages() {
   # carry a newer Node/npm from elsewhere that Debian's would conflict with).
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  # nginx fronts several nodes in scripts/cluster and the client suite's
+  # nginx test. Debian 12's `nginx` is the binary itself (upstream hash and
+  # WebSocket proxying are built in); nginx-light only adds modules.
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
   fi
