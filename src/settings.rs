@@ -35,6 +35,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// `SOUK_MAX_PAYLOAD`: the largest frame accepted, in bytes.
     pub max_payload: usize,
+    /// `SOUK_MAX_OUTBOUND_BYTES`: how many bytes may wait to be written to
+    /// one connection before it is closed as a slow consumer.
+    pub max_outbound: usize,
     /// `SOUK_DB_POOL_SIZE`: Postgres connections per node.
     pub db_pool_size: u32,
     /// `SOUK_REDIS_POOL_SIZE`: Redis connections per node.
@@ -133,6 +136,7 @@ impl Settings {
             ping_timeout: millis(values, "SOUK_PING_TIMEOUT_MS", 20_000)?,
             connect_timeout: millis(values, "SOUK_CONNECT_TIMEOUT_MS", 45_000)?,
             max_payload: number(values, "SOUK_MAX_PAYLOAD", 1_000_000)?,
+            max_outbound: number(values, "SOUK_MAX_OUTBOUND_BYTES", 4_000_000)?,
             db_pool_size: number(values, "SOUK_DB_POOL_SIZE", 16)?,
             redis_pool_size: number(values, "SOUK_REDIS_POOL_SIZE", 64)?,
             workers: number(values, "SOUK_WORKERS", 0)?,

@@ -27,6 +27,8 @@ pub struct AppState {
     pub bids: Addr<Writer<Bids>>,
     pub presence: Addr<PresenceTracker>,
     pub metrics: Metrics,
+    /// Open sessions by Engine.IO sid (polling and upgrades find them here).
+    pub engine_sessions: crate::session::Directory,
     next_session: AtomicU64,
 }
 
@@ -59,6 +61,7 @@ impl AppState {
             bids: actors.bids,
             presence: actors.presence,
             metrics,
+            engine_sessions: crate::session::Directory::default(),
             next_session: AtomicU64::new(1),
         }
     }

@@ -34,6 +34,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, dev: bool) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
     .route("/socket.io/", web::get().to(crate::session::socket_io))
+    .route(
+        "/socket.io/",
+        web::post().to(crate::session::socket_io_post),
+    )
     .service(
         web::scope("/api/v1")
             .route("/listings/{id}", web::put().to(listings::put))

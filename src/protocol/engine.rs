@@ -1,6 +1,8 @@
 //! Engine.IO v4 packets as they travel in WebSocket text frames.
 //!
-//! One text frame carries exactly one packet: a type digit followed by its data.
+//! One WebSocket text frame carries exactly one packet: a type digit followed
+//! by its data. A long-polling body carries several, separated by
+//! [`SEPARATOR`].
 
 use super::DecodeError;
 
@@ -57,6 +59,17 @@ pub fn encode_open(open: &Open<'_>) -> String {
 
 /// The server's ping.
 pub const PING: &str = "2";
+/// Closes the transport (sent to a long-polling client).
+pub const CLOSE: &str = "1";
+/// No operation: ends a pending long-polling GET during an upgrade.
+pub const NOOP: &str = "6";
+/// Separates packets in a long-polling body.
+pub const SEPARATOR: char = '\x1e';
+
+/// The packets of a long-polling POST body, in order.
+pub fn split_payload(body: &str) -> impl Iterator<Item = &str> {
+    body.split(SEPARATOR)
+}
 /// The server's pong, answering a client ping with the same data (`3probe`).
 pub fn encode_pong(data: &str) -> String {
     format!("3{data}")
@@ -86,6 +99,15 @@ mod tests {
         assert_eq!(decode("é"), Err(DecodeError::UnknownEngineType('é')));
         assert_eq!(decode(" 2"), Err(DecodeError::UnknownEngineType(' ')));
         assert_eq!(decode("0{}"), Err(DecodeError::UnexpectedEnginePacket('0')));
+    }
+
+    #[test]
+    fn splits_a_polling_body_on_the_record_separator() {
+        let packets: Vec<&str> = split_payload("3\x1e42[\"a\"]\x1e6").collect();
+        assert_eq!(packets, ["3", "42[\"a\"]", "6"]);
+        assert_eq!(split_payload("40").collect::<Vec<_>>(), ["40"]);
+        // An empty body is one empty packet, which decode refuses.
+        assert_eq!(split_payload("").collect::<Vec<_>>(), [""]);
     }
 
     #[test]

@@ -1,16 +1,21 @@
-//! One actor per connection: reads frames, decodes them, authorizes, routes
-//! events, and writes frames back. The only module that knows the WebSocket
-//! library (actix-web-actors); a move to actix-ws touches this folder alone.
+//! One actor per connection: takes packets from its transport, decodes them,
+//! authorizes, routes events, and writes packets back through a bounded
+//! outbound queue. Transports: a WebSocket (websocket.rs, the only user of
+//! actix-web-actors, so a move to actix-ws touches that file alone) or
+//! long-polling (polling.rs), which can upgrade to a WebSocket.
 
+mod directory;
+mod outbound;
+mod polling;
 mod upgrade;
+mod websocket;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web_actors::ws;
-use bytes::BytesMut;
+use bytestring::ByteString;
 use chrono::Utc;
 use serde_json::{json, Value};
 
@@ -27,7 +32,11 @@ use crate::rooms::registry::{Bind, Join, Leave, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
-pub use upgrade::socket_io;
+pub use directory::Directory;
+pub use upgrade::{socket_io, socket_io_post};
+
+use outbound::{Ending, Outbound, Pipe, PollAnswer};
+use websocket::WsTransport;
 
 /// Bad frames in a row that close a connection (contract §1).
 const MAX_BAD_FRAMES_IN_ROW: u32 = 10;
@@ -55,9 +64,10 @@ mod reason {
     pub const TOKEN_EXPIRED: &str = "token expired";
     pub const UNAUTHORIZED: &str = "too many refused connects";
     pub const SHUTDOWN: &str = "server shutting down";
+    pub const SLOW_CONSUMER: &str = "slow consumer";
 }
 
-/// One WebSocket connection.
+/// One Engine.IO connection, on whichever transport.
 pub struct Session {
     id: SessionId,
     engine_sid: String,
@@ -69,8 +79,9 @@ pub struct Session {
     awaiting_pong: Option<u64>,
     bad_frames_in_row: u32,
     failed_connects: u32,
-    /// A message arriving in continuation frames, bounded by maxPayload.
-    fragment: Option<Fragment>,
+    /// Opened by long-polling (and so may upgrade), not on a WebSocket.
+    polling: bool,
+    out: Outbound,
     /// Events waiting for the one running to finish.
     queue: VecDeque<Queued>,
     /// Emission ids of the latest deliveries, to drop repeats.
@@ -100,13 +111,9 @@ struct Queued {
     event: ClientEvent,
 }
 
-struct Fragment {
-    text: bool,
-    data: BytesMut,
-}
-
 impl Session {
-    fn new(app: Arc<AppState>, header_token: Option<String>) -> Self {
+    fn new(app: Arc<AppState>, header_token: Option<String>, polling: bool) -> Self {
+        let max_outbound = app.settings.max_outbound;
         Session {
             id: app.next_session_id(),
             engine_sid: random_id(ID_LEN),
@@ -117,7 +124,8 @@ impl Session {
             awaiting_pong: None,
             bad_frames_in_row: 0,
             failed_connects: 0,
-            fragment: None,
+            polling,
+            out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
             recent: VecDeque::with_capacity(RECENT_EMISSIONS),
             replayed_upto: 0,
@@ -126,47 +134,44 @@ impl Session {
         }
     }
 
-    fn close(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reason: &'static str,
-        code: ws::CloseCode,
-    ) {
+    fn close(&mut self, ctx: &mut Context<Self>, reason: &'static str, ending: Ending) {
         self.close_reason = reason;
-        ctx.close(Some(ws::CloseReason {
-            code,
-            description: Some(reason.to_owned()),
-        }));
+        self.out.close(ending, reason);
         ctx.stop();
     }
 
-    fn ping(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Queues a packet for the client; one that lets too much pile up is closed.
+    fn send(&mut self, ctx: &mut Context<Self>, frame: impl Into<ByteString>) {
+        if self.out.push(frame.into()).is_err() {
+            self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
+        }
+    }
+
+    fn ping(&mut self, ctx: &mut Context<Self>) {
         if self.awaiting_pong.is_some() {
             return; // the previous ping's timeout is still running
         }
         self.ping_seq += 1;
         let seq = self.ping_seq;
         self.awaiting_pong = Some(seq);
-        ctx.text(engine::PING);
+        self.send(ctx, engine::PING);
         ctx.run_later(self.app.settings.ping_timeout, move |act, ctx| {
             if act.awaiting_pong == Some(seq) {
-                act.close(ctx, reason::PING_TIMEOUT, ws::CloseCode::Away);
+                act.close(ctx, reason::PING_TIMEOUT, Ending::Away);
             }
         });
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         let packet = match engine::decode(text) {
             Ok(packet) => packet,
             Err(err) => return self.bad_frame(err, ctx),
         };
         match packet {
-            engine::ClientPacket::Close => {
-                self.close(ctx, reason::TRANSPORT_CLOSE, ws::CloseCode::Normal)
-            }
+            engine::ClientPacket::Close => self.close(ctx, reason::TRANSPORT_CLOSE, Ending::Normal),
             engine::ClientPacket::Ping(data) => {
                 self.bad_frames_in_row = 0;
-                ctx.text(engine::encode_pong(data));
+                self.send(ctx, engine::encode_pong(data));
             }
             engine::ClientPacket::Pong(_) => {
                 self.bad_frames_in_row = 0;
@@ -186,26 +191,26 @@ impl Session {
     }
 
     /// Answers a frame that does not parse; too many in a row close the connection.
-    fn bad_frame(&mut self, err: DecodeError, ctx: &mut ws::WebsocketContext<Self>) {
+    fn bad_frame(&mut self, err: DecodeError, ctx: &mut Context<Self>) {
         self.bad_frames_in_row += 1;
         self.app.metrics.bad_frames.inc();
         let failure = Failure::new(Code::BadRequest, format!("malformed frame: {err}"));
         self.send_server_error(&failure, None, ctx);
         if self.bad_frames_in_row >= MAX_BAD_FRAMES_IN_ROW {
-            self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Protocol);
+            self.close(ctx, reason::PARSE_ERROR, Ending::Protocol);
         }
     }
 
-    fn on_packet(&mut self, packet: Packet<'_>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_packet(&mut self, packet: Packet<'_>, ctx: &mut Context<Self>) {
         let root = packet.namespace == "/";
         match packet.kind {
             PacketType::Connect if root => self.on_connect(packet.data, ctx),
             PacketType::Connect => {
                 let body = json!({ "message": "Invalid namespace" });
-                ctx.text(socket::encode_connect_error(packet.namespace, &body));
+                self.send(ctx, socket::encode_connect_error(packet.namespace, &body));
             }
             PacketType::Disconnect if root => {
-                self.close(ctx, reason::CLIENT_DISCONNECT, ws::CloseCode::Normal)
+                self.close(ctx, reason::CLIENT_DISCONNECT, Ending::Normal)
             }
             PacketType::Disconnect => {}
             PacketType::Event if !root => {
@@ -238,7 +243,7 @@ impl Session {
         }
     }
 
-    fn on_connect(&mut self, auth: Option<Value>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_connect(&mut self, auth: Option<Value>, ctx: &mut Context<Self>) {
         if matches!(self.state, State::Connected(_)) {
             let failure = Failure::new(Code::BadRequest, "already connected");
             return self.send_server_error(&failure, None, ctx);
@@ -259,9 +264,9 @@ impl Session {
             Err(err) => {
                 self.failed_connects += 1;
                 let body = json!({ "message": "unauthorized", "data": { "code": err.code() } });
-                ctx.text(socket::encode_connect_error("/", &body));
+                self.send(ctx, socket::encode_connect_error("/", &body));
                 if self.failed_connects >= MAX_FAILED_CONNECTS {
-                    self.close(ctx, reason::UNAUTHORIZED, ws::CloseCode::Policy);
+                    self.close(ctx, reason::UNAUTHORIZED, Ending::Policy);
                 }
                 return;
             }
@@ -284,10 +289,13 @@ impl Session {
         // sent to them after the answer is missed; then, as socket.io does,
         // replay what was missed.
         ctx.wait(restore.into_actor(self).map(|restored, session, ctx| {
-            ctx.text(socket::encode_connect_ok(&random_id(ID_LEN), &restored.pid));
+            session.send(
+                ctx,
+                socket::encode_connect_ok(&random_id(ID_LEN), &restored.pid),
+            );
             for missed in &restored.missed {
                 session.remember(missed.emission);
-                ctx.text(missed.frame.clone());
+                session.out.push_replayed(missed.frame.clone().into());
             }
             session.replayed_upto = restored.missed.last().map_or(0, |m| m.offset);
         }));
@@ -307,7 +315,7 @@ impl Session {
     }
 
     /// Schedules the token-expiry disconnect for the current identity.
-    fn arm_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn arm_expiry(&mut self, ctx: &mut Context<Self>) {
         let State::Connected(connected) = &mut self.state else {
             return;
         };
@@ -323,7 +331,7 @@ impl Session {
         }
     }
 
-    fn check_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn check_expiry(&mut self, ctx: &mut Context<Self>) {
         let State::Connected(connected) = &self.state else {
             return;
         };
@@ -332,17 +340,12 @@ impl Session {
         }
         let failure = Failure::new(Code::Unauthorized, "token expired");
         let payload = json!({ "code": "token_expired", "message": failure.message, "event": null });
-        ctx.text(socket::encode_event("server:error", &payload, None));
-        ctx.text(socket::DISCONNECT);
-        self.close(ctx, reason::TOKEN_EXPIRED, ws::CloseCode::Policy);
+        self.send(ctx, socket::encode_event("server:error", &payload, None));
+        self.send(ctx, socket::DISCONNECT);
+        self.close(ctx, reason::TOKEN_EXPIRED, Ending::Policy);
     }
 
-    fn on_event(
-        &mut self,
-        ack_id: Option<u64>,
-        args: &[Value],
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    fn on_event(&mut self, ack_id: Option<u64>, args: &[Value], ctx: &mut Context<Self>) {
         let started = Instant::now();
         let name = EventName::of(args);
         if !matches!(self.state, State::Connected(_)) {
@@ -377,7 +380,7 @@ impl Session {
     /// Runs the oldest queued event unless one is running: one connection's
     /// events take effect in the order they were sent (a chat's messages are
     /// stored in send order), while frames to the connection keep flowing.
-    fn run_next(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn run_next(&mut self, ctx: &mut Context<Self>) {
         if self.running {
             return;
         }
@@ -410,7 +413,7 @@ impl Session {
     /// Records how long an event took and answers it.
     fn finish(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         ack_id: Option<u64>,
         name: &EventName,
         started: Instant,
@@ -425,11 +428,7 @@ impl Session {
     }
 
     /// `auth:refresh`: a new token for the same user moves the expiry.
-    fn refresh(
-        &mut self,
-        token: &str,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) -> Result<Value, Failure> {
+    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<Value, Failure> {
         let State::Connected(connected) = &mut self.state else {
             return Err(Failure::new(Code::Unauthorized, "not connected"));
         };
@@ -458,7 +457,7 @@ impl Session {
     /// failed without one.
     fn reply(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         ack_id: Option<u64>,
         event: &EventName,
         outcome: Result<Value, Failure>,
@@ -470,63 +469,28 @@ impl Session {
             .with_label_values(&[event.label, result])
             .inc();
         match (ack_id, outcome) {
-            (Some(id), Ok(fields)) => ctx.text(socket::encode_ack(id, &ok_ack(fields))),
-            (Some(id), Err(failure)) => ctx.text(socket::encode_ack(id, &failure.ack())),
+            (Some(id), Ok(fields)) => self.send(ctx, socket::encode_ack(id, &ok_ack(fields))),
+            (Some(id), Err(failure)) => self.send(ctx, socket::encode_ack(id, &failure.ack())),
             (None, Ok(_)) => {}
             (None, Err(failure)) => self.send_server_error(&failure, event.text.as_deref(), ctx),
         }
     }
 
     fn send_server_error(
-        &self,
+        &mut self,
         failure: &Failure,
         event: Option<&str>,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
     ) {
         let payload = json!({
             "code": failure.code.as_str(),
             "message": failure.message,
             "event": event,
         });
-        ctx.text(socket::encode_event("server:error", &payload, None));
+        self.send(ctx, socket::encode_event("server:error", &payload, None));
     }
 
-    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let (start, text, bytes, last) = match item {
-            actix_http::ws::Item::FirstText(bytes) => (true, true, bytes, false),
-            actix_http::ws::Item::FirstBinary(bytes) => (true, false, bytes, false),
-            actix_http::ws::Item::Continue(bytes) => (false, false, bytes, false),
-            actix_http::ws::Item::Last(bytes) => (false, false, bytes, true),
-        };
-        if start {
-            self.fragment = Some(Fragment {
-                text,
-                data: BytesMut::new(),
-            });
-        }
-        let Some(fragment) = self.fragment.as_mut() else {
-            return self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Protocol);
-        };
-        if fragment.data.len() + bytes.len() > self.app.settings.max_payload {
-            return self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Size);
-        }
-        fragment.data.extend_from_slice(&bytes);
-        if !last {
-            return;
-        }
-        let Some(fragment) = self.fragment.take() else {
-            return;
-        };
-        if !fragment.text {
-            return self.on_binary(ctx);
-        }
-        match std::str::from_utf8(&fragment.data) {
-            Ok(text) => self.on_text(text, ctx),
-            Err(_) => self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Invalid),
-        }
-    }
-
-    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_binary(&mut self, ctx: &mut Context<Self>) {
         let failure = Failure::new(Code::Unsupported, "binary frames are not supported");
         self.send_server_error(&failure, None, ctx);
     }
@@ -647,32 +611,40 @@ async fn restore(
 }
 
 impl Actor for Session {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let settings = &self.app.settings;
         self.app.metrics.connections.inc();
+        self.app
+            .engine_sessions
+            .insert(&self.engine_sid, ctx.address());
         self.app.registry.do_send(Register {
             session: self.id,
             deliver: ctx.address().recipient(),
             shutdown: ctx.address().recipient(),
         });
-        ctx.text(engine::encode_open(&engine::Open {
+        let settings = &self.app.settings;
+        let upgrades: &[&str] = if self.polling { &["websocket"] } else { &[] };
+        let open = engine::encode_open(&engine::Open {
             sid: &self.engine_sid,
-            upgrades: &[],
+            upgrades,
             ping_interval: settings.ping_interval.as_millis() as u64,
             ping_timeout: settings.ping_timeout.as_millis() as u64,
             max_payload: settings.max_payload,
-        }));
-        ctx.run_interval(settings.ping_interval, |act, ctx| act.ping(ctx));
-        ctx.run_later(settings.connect_timeout, |act, ctx| {
+        });
+        let (ping_interval, connect_timeout) = (settings.ping_interval, settings.connect_timeout);
+        self.send(ctx, open);
+        ctx.run_interval(ping_interval, |act, ctx| act.ping(ctx));
+        ctx.run_later(connect_timeout, |act, ctx| {
             if matches!(act.state, State::Handshake) {
-                act.close(ctx, reason::CONNECT_TIMEOUT, ws::CloseCode::Policy);
+                act.close(ctx, reason::CONNECT_TIMEOUT, Ending::Policy);
             }
         });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.out.close(Ending::Normal, self.close_reason);
+        self.app.engine_sessions.remove(&self.engine_sid);
         self.app.registry.do_send(Unregister { session: self.id });
         if let Some(identity) = self.identity() {
             self.app
@@ -694,29 +666,117 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        match item {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
-            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
-            Ok(ws::Message::Close(_)) => {
-                self.close(ctx, reason::TRANSPORT_CLOSE, ws::CloseCode::Normal)
-            }
-            Err(ws::ProtocolError::Overflow) => {
-                self.close(ctx, reason::PARSE_ERROR, ws::CloseCode::Size)
-            }
-            Err(err) => {
-                log::debug!("session {}: websocket error: {err}", self.engine_sid);
-                self.close(ctx, reason::TRANSPORT_ERROR, ws::CloseCode::Protocol);
-            }
+/// A packet from the client's WebSocket.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Incoming {
+    Text(ByteString),
+    Binary,
+}
+
+impl Handler<Incoming> for Session {
+    type Result = ();
+    fn handle(&mut self, msg: Incoming, ctx: &mut Self::Context) {
+        match msg {
+            Incoming::Text(text) => self.on_text(&text, ctx),
+            Incoming::Binary => self.on_binary(ctx),
         }
     }
+}
 
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
+/// A long-polling POST body: packets separated by the record separator.
+#[derive(Message)]
+#[rtype(result = "Result<(), Failure>")]
+struct Posted(String);
+
+impl Handler<Posted> for Session {
+    type Result = Result<(), Failure>;
+    fn handle(&mut self, Posted(body): Posted, ctx: &mut Self::Context) -> Self::Result {
+        if !self.polling || self.out.on_websocket() {
+            return Err(Failure::new(
+                Code::BadRequest,
+                "this session does not poll: it has upgraded or was opened on a WebSocket",
+            ));
+        }
+        for packet in engine::split_payload(&body) {
+            if ctx.state() != ActorState::Running {
+                break;
+            }
+            self.on_text(packet, ctx);
+        }
+        Ok(())
+    }
+}
+
+/// A long-polling GET, answered when there is something to send.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Poll(tokio::sync::oneshot::Sender<PollAnswer>);
+
+impl Handler<Poll> for Session {
+    type Result = ();
+    fn handle(&mut self, Poll(answer): Poll, ctx: &mut Self::Context) {
+        if let Err(failure) = self.out.poll(answer) {
+            log::debug!("session {}: {}", self.engine_sid, failure.message);
+            self.close(ctx, reason::TRANSPORT_ERROR, Ending::Protocol);
+        }
+    }
+}
+
+/// A WebSocket answered the upgrade probe of a polling session.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Probe(Addr<WsTransport>);
+
+impl Handler<Probe> for Session {
+    type Result = ();
+    fn handle(&mut self, Probe(transport): Probe, _: &mut Self::Context) {
+        self.out.probe(transport);
+    }
+}
+
+/// A WebSocket becomes the session's transport: at the start, or when the
+/// client completes an upgrade from polling.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Attach(Pipe);
+
+impl Handler<Attach> for Session {
+    type Result = ();
+    fn handle(&mut self, Attach(pipe): Attach, ctx: &mut Self::Context) {
+        if self.out.attach(pipe).is_err() {
+            self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
+        }
+    }
+}
+
+/// Ends the session because its transport failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct End(&'static str);
+
+impl Handler<End> for Session {
+    type Result = ();
+    fn handle(&mut self, End(reason): End, ctx: &mut Self::Context) {
+        self.close(ctx, reason, Ending::Protocol);
+    }
+}
+
+/// A WebSocket has ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TransportClosed {
+    transport: Addr<WsTransport>,
+    reason: &'static str,
+}
+
+impl Handler<TransportClosed> for Session {
+    type Result = ();
+    fn handle(&mut self, msg: TransportClosed, ctx: &mut Self::Context) {
+        if self.out.transport_closed(&msg.transport) {
+            self.close_reason = msg.reason;
+            ctx.stop();
+        }
     }
 }
 
@@ -729,7 +789,7 @@ impl Handler<Deliver> for Session {
             return;
         }
         self.remember(msg.emission);
-        ctx.text(msg.frame);
+        self.send(ctx, msg.frame);
     }
 }
 
@@ -742,6 +802,6 @@ impl Handler<Shutdown> for Session {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         // A transport close (not a Socket.IO DISCONNECT) makes clients reconnect.
-        self.close(ctx, reason::SHUTDOWN, ws::CloseCode::Restart);
+        self.close(ctx, reason::SHUTDOWN, Ending::Restart);
     }
 }

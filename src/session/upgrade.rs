@@ -1,57 +1,108 @@
-//! `GET /socket.io/`: checks the Engine.IO query and upgrades to a session.
+//! `/socket.io/`: checks the Engine.IO query and hands the request to its
+//! transport: a new WebSocket session, a WebSocket upgrading a polling
+//! session, or a long-polling GET or POST.
 
 use std::collections::HashMap;
 
+use actix::Actor;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 
-use super::Session;
+use super::{polling, reason, websocket, End, Session};
 use crate::error::{Code, Failure};
 use crate::state::AppState;
 
 /// The Engine.IO protocol version souk speaks.
 const EIO_VERSION: &str = "4";
 
-/// Upgrades an Engine.IO v4 WebSocket request into a [`Session`].
-pub async fn socket_io(
-    req: HttpRequest,
-    stream: web::Payload,
-    app: web::Data<AppState>,
-) -> Result<HttpResponse, Failure> {
-    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .map_err(|_| Failure::new(Code::BadRequest, "malformed query string"))?;
+/// What the query asks for.
+enum Transport {
+    WebSocket,
+    Polling,
+}
+
+/// Checks `EIO` and `transport`; answers them with the `sid`, if any.
+fn read_query(req: &HttpRequest) -> Result<(Transport, Option<String>), Failure> {
+    let mut query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|_| Failure::new(Code::BadRequest, "malformed query string"))?
+        .into_inner();
     if query.get("EIO").map(String::as_str) != Some(EIO_VERSION) {
         return Err(Failure::new(
             Code::BadRequest,
             "unsupported Engine.IO protocol version: souk speaks EIO=4",
         ));
     }
-    match query.get("transport").map(String::as_str) {
-        Some("websocket") => {}
-        Some("polling") => {
+    let transport = match query.get("transport").map(String::as_str) {
+        Some("websocket") => Transport::WebSocket,
+        Some("polling") if query.contains_key("j") => {
             return Err(Failure::new(
                 Code::Unsupported,
-                "transport polling is not served yet: use transports: [\"websocket\"]",
+                "JSONP polling is not served",
             ))
         }
+        Some("polling") => Transport::Polling,
         _ => return Err(Failure::new(Code::BadRequest, "unknown transport")),
+    };
+    Ok((transport, query.remove("sid")))
+}
+
+/// The session a request names.
+fn find(app: &AppState, sid: &str) -> Result<actix::Addr<Session>, Failure> {
+    app.engine_sessions
+        .get(sid)
+        .ok_or_else(|| Failure::new(Code::BadRequest, "unknown sid: no such session here"))
+}
+
+/// `GET /socket.io/`: opens a session, upgrades one, or polls one.
+pub async fn socket_io(
+    req: HttpRequest,
+    stream: web::Payload,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
+    let (transport, sid) = read_query(&req)?;
+    let max_payload = app.settings.max_payload;
+    match (transport, sid) {
+        (Transport::WebSocket, None) => {
+            let session = Session::new(app.into_inner(), bearer_token(&req), false).start();
+            let response = websocket::start(session.clone(), false, max_payload, &req, stream);
+            if response.is_err() {
+                session.do_send(End(reason::TRANSPORT_ERROR));
+            }
+            response
+        }
+        (Transport::WebSocket, Some(sid)) => {
+            let session = find(&app, &sid)?;
+            websocket::start(session, true, max_payload, &req, stream)
+        }
+        (Transport::Polling, None) => {
+            let session = Session::new(app.into_inner(), bearer_token(&req), true).start();
+            polling::get(session).await
+        }
+        (Transport::Polling, Some(sid)) => polling::get(find(&app, &sid)?).await,
     }
-    if query.contains_key("sid") {
+}
+
+/// `POST /socket.io/`: packets from a long-polling client.
+pub async fn socket_io_post(
+    req: HttpRequest,
+    body: web::Payload,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
+    let (transport, sid) = read_query(&req)?;
+    let Transport::Polling = transport else {
         return Err(Failure::new(
             Code::BadRequest,
-            "unknown sid: no polling session to upgrade",
+            "POST is for transport=polling only",
         ));
-    }
-    let header_token = req
-        .headers()
+    };
+    let sid = sid.ok_or_else(|| Failure::new(Code::BadRequest, "a POST must name its sid"))?;
+    polling::post(find(&app, &sid)?, body, app.settings.max_payload).await
+}
+
+/// The token of an `Authorization: Bearer` header, if any.
+fn bearer_token(req: &HttpRequest) -> Option<String> {
+    req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned());
-    let max_payload = app.settings.max_payload;
-    let session = Session::new(app.into_inner(), header_token);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(max_payload)
-        .start()
-        .map_err(|err| Failure::new(Code::BadRequest, format!("not a WebSocket upgrade: {err}")))
+        .map(|token| token.trim().to_owned())
 }

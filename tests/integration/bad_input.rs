@@ -172,7 +172,8 @@ async fn wrong_engine_io_version_or_transport_is_an_http_400_with_json() {
         "EIO=3&transport=websocket",
         "transport=websocket",
         "EIO=4&transport=carrier-pigeon",
-        "EIO=4&transport=polling",
+        "EIO=4&transport=polling&sid=abc",
+        "EIO=4&transport=polling&j=0",
         "EIO=4&transport=websocket&sid=abc",
     ] {
         let mut resp = awc::Client::new()

@@ -235,7 +235,17 @@ impl Client {
             request = request.bearer_auth(token);
         }
         let (_, framed) = request.connect().await.expect("websocket upgrade");
-        let mut client = Client {
+        let mut client = Client::from_framed(framed);
+        let open = client.recv_text().await;
+        let body = open.strip_prefix('0').expect("open packet first");
+        client.open = serde_json::from_str(body).expect("open packet JSON");
+        client
+    }
+
+    /// A client on an open WebSocket whose open packet is not to be read
+    /// (an upgrade from polling).
+    pub fn from_framed(framed: actix_codec::Framed<BoxedSocket, ws::Codec>) -> Client {
+        Client {
             framed,
             events: Vec::new(),
             acks: HashMap::new(),
@@ -243,11 +253,7 @@ impl Client {
             auto_pong: true,
             wait: WAIT,
             next_ack: 0,
-        };
-        let open = client.recv_text().await;
-        let body = open.strip_prefix('0').expect("open packet first");
-        client.open = serde_json::from_str(body).expect("open packet JSON");
-        client
+        }
     }
 
     pub async fn send(&mut self, text: &str) {

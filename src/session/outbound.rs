@@ -1,0 +1,248 @@
+//! What a session writes, bounded, on whichever transport it has now.
+//!
+//! A connection's packets wait here until its transport takes them: a
+//! long-polling GET takes everything waiting at once; a WebSocket takes them
+//! one by one as the socket drains. Either way the bytes waiting are counted,
+//! and a connection that lets more than the limit pile up is a slow consumer:
+//! it is closed instead of growing memory, and recovers what it missed when it
+//! reconnects.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::Addr;
+use bytestring::ByteString;
+use tokio::sync::oneshot;
+
+use super::websocket::{Close, Frame, WsTransport};
+use crate::error::Failure;
+use crate::protocol::engine;
+
+/// How a transport ends; the WebSocket module maps these to close codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Normal,
+    Away,
+    Policy,
+    Protocol,
+    Restart,
+    /// The client did not read fast enough.
+    Overloaded,
+}
+
+/// The answer to a long-polling GET.
+pub enum PollAnswer {
+    /// Packets joined with the record separator.
+    Payload(String),
+    Refused(Failure),
+}
+
+/// More bytes waiting than the connection may have.
+#[derive(Debug)]
+pub struct SlowConsumer;
+
+/// A WebSocket transport and the bytes handed to it but not yet written.
+pub struct Pipe {
+    pub transport: Addr<WsTransport>,
+    pub pending: Arc<AtomicUsize>,
+}
+
+pub struct Outbound {
+    limit: usize,
+    way: Way,
+}
+
+enum Way {
+    /// No WebSocket (yet): packets wait for a GET, or for a WebSocket to attach.
+    Held(Held),
+    WebSocket(Pipe),
+    Closed,
+}
+
+#[derive(Default)]
+struct Held {
+    packets: VecDeque<ByteString>,
+    bytes: usize,
+    poll: Option<oneshot::Sender<PollAnswer>>,
+    /// A WebSocket that answered the upgrade probe and may take over.
+    probing: Option<Addr<WsTransport>>,
+}
+
+impl Outbound {
+    pub fn new(limit: usize) -> Self {
+        Outbound {
+            limit,
+            way: Way::Held(Held::default()),
+        }
+    }
+
+    /// Queues one packet for the client.
+    pub fn push(&mut self, frame: ByteString) -> Result<(), SlowConsumer> {
+        self.queue(frame, true)
+    }
+
+    /// Queues a replayed packet. Replays are bounded by the room logs and
+    /// were read into memory whole already, so they neither count against
+    /// the limit nor trip it: the limit is on what piles up behind them.
+    pub fn push_replayed(&mut self, frame: ByteString) {
+        // Never refused: it is not counted.
+        let _ = self.queue(frame, false);
+    }
+
+    fn queue(&mut self, frame: ByteString, counted: bool) -> Result<(), SlowConsumer> {
+        let len = if counted { frame.len() } else { 0 };
+        match &mut self.way {
+            Way::WebSocket(pipe) => {
+                let waiting = pipe.pending.fetch_add(len, Ordering::Relaxed) + len;
+                if waiting > self.limit {
+                    return Err(SlowConsumer);
+                }
+                pipe.transport.do_send(Frame { frame, counted });
+            }
+            Way::Held(held) => {
+                if held.bytes + len > self.limit {
+                    return Err(SlowConsumer);
+                }
+                held.bytes += len;
+                held.packets.push_back(frame);
+                if held.probing.is_none() {
+                    held.answer_poll(None);
+                }
+            }
+            Way::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// Whether a WebSocket carries the packets now.
+    pub fn on_websocket(&self) -> bool {
+        matches!(self.way, Way::WebSocket(_))
+    }
+
+    /// A long-polling GET: answered at once when packets wait, otherwise
+    /// when the next one comes. During an upgrade it gets a noop, so that
+    /// the client's polling loop can pause.
+    pub fn poll(&mut self, answer: oneshot::Sender<PollAnswer>) -> Result<(), Failure> {
+        let Way::Held(held) = &mut self.way else {
+            let _ = answer.send(PollAnswer::Refused(transport_gone()));
+            return Ok(());
+        };
+        if held
+            .poll
+            .as_ref()
+            .is_some_and(|waiting| !waiting.is_closed())
+        {
+            let failure = Failure::new(
+                crate::error::Code::BadRequest,
+                "overlapping polling requests",
+            );
+            let _ = answer.send(PollAnswer::Refused(failure.clone()));
+            return Err(failure);
+        }
+        held.poll = Some(answer);
+        if held.probing.is_some() {
+            held.release_poll();
+        } else if !held.packets.is_empty() {
+            held.answer_poll(None);
+        }
+        Ok(())
+    }
+
+    /// A WebSocket answered the probe: the polling loop is told to pause.
+    /// Refused (the WebSocket is closed) unless this is a polling session
+    /// with no other upgrade under way.
+    pub fn probe(&mut self, transport: Addr<WsTransport>) {
+        match &mut self.way {
+            Way::Held(held) if held.probing.is_none() => {
+                held.probing = Some(transport);
+                held.release_poll();
+            }
+            _ => transport.do_send(Close(Ending::Policy, "upgrade refused")),
+        }
+    }
+
+    /// The WebSocket is the transport from now on: what waited goes to it.
+    pub fn attach(&mut self, pipe: Pipe) -> Result<(), SlowConsumer> {
+        let Way::Held(held) = &mut self.way else {
+            pipe.transport
+                .do_send(Close(Ending::Policy, "upgrade refused"));
+            return Ok(());
+        };
+        held.release_poll();
+        let packets = std::mem::take(&mut held.packets);
+        self.way = Way::WebSocket(pipe);
+        packets.into_iter().try_for_each(|frame| self.push(frame))
+    }
+
+    /// A WebSocket ended. True when it was the connection's transport.
+    pub fn transport_closed(&mut self, transport: &Addr<WsTransport>) -> bool {
+        match &mut self.way {
+            Way::WebSocket(pipe) => pipe.transport == *transport,
+            Way::Held(held) => {
+                if held.probing.as_ref() == Some(transport) {
+                    held.probing = None;
+                    held.answer_poll(None);
+                }
+                false
+            }
+            Way::Closed => false,
+        }
+    }
+
+    /// Ends the transport: a WebSocket is closed with `ending`; a waiting
+    /// GET gets what waited and the close packet. Later packets are dropped.
+    pub fn close(&mut self, ending: Ending, reason: &'static str) {
+        match std::mem::replace(&mut self.way, Way::Closed) {
+            Way::WebSocket(pipe) => pipe.transport.do_send(Close(ending, reason)),
+            Way::Held(mut held) => {
+                if let Some(probing) = held.probing.take() {
+                    probing.do_send(Close(ending, reason));
+                }
+                held.answer_poll(Some(engine::CLOSE));
+            }
+            Way::Closed => {}
+        }
+    }
+}
+
+impl Held {
+    /// Lets a waiting GET go with a noop, keeping the packets for the
+    /// WebSocket that is taking over.
+    fn release_poll(&mut self) {
+        if let Some(poll) = self.poll.take() {
+            let _ = poll.send(PollAnswer::Payload(engine::NOOP.to_owned()));
+        }
+    }
+
+    /// Answers a waiting GET with the packets waiting and then `last`.
+    /// Packets stay queued when the GET has gone away meanwhile.
+    fn answer_poll(&mut self, last: Option<&str>) {
+        let Some(poll) = self.poll.take() else {
+            return;
+        };
+        let mut payload = String::with_capacity(self.bytes + 2 * self.packets.len() + 1);
+        let packets = self.packets.iter().map(|frame| &**frame).chain(last);
+        for (index, packet) in packets.enumerate() {
+            if index > 0 {
+                payload.push(engine::SEPARATOR);
+            }
+            payload.push_str(packet);
+        }
+        if payload.is_empty() {
+            self.poll = Some(poll);
+            return;
+        }
+        if poll.send(PollAnswer::Payload(payload)).is_ok() {
+            self.packets.clear();
+            self.bytes = 0;
+        }
+    }
+}
+
+fn transport_gone() -> Failure {
+    Failure::new(
+        crate::error::Code::BadRequest,
+        "this session does not poll: it has upgraded or was opened on a WebSocket",
+    )
+}

@@ -1,0 +1,60 @@
+//! The Engine.IO long-polling transport: a GET waits for the packets the
+//! session has for the client; a POST brings the client's packets.
+
+use actix::Addr;
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpResponse};
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+
+use super::outbound::PollAnswer;
+use super::{reason, End, Posted, Session};
+use crate::error::{Code, Failure};
+
+/// Answers a GET once the session has something to send.
+pub async fn get(session: Addr<Session>) -> Result<HttpResponse, Failure> {
+    let (answer, answered) = oneshot::channel();
+    session.do_send(super::Poll(answer));
+    match answered.await {
+        Ok(PollAnswer::Payload(payload)) => Ok(HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body(payload)),
+        Ok(PollAnswer::Refused(failure)) => Err(failure),
+        Err(_) => Err(Failure::new(
+            Code::BadRequest,
+            "unknown sid: the session has ended",
+        )),
+    }
+}
+
+/// Hands a POST body to the session, packet by packet.
+pub async fn post(
+    session: Addr<Session>,
+    mut body: web::Payload,
+    max_payload: usize,
+) -> Result<HttpResponse, Failure> {
+    let mut data = web::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|err| Failure::new(Code::BadRequest, format!("body: {err}")))?;
+        if data.len() + chunk.len() > max_payload {
+            session.do_send(End(reason::PARSE_ERROR));
+            return Err(Failure::new(
+                Code::PayloadTooLarge,
+                "body larger than maxPayload",
+            ));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(data.to_vec())
+        .map_err(|_| Failure::new(Code::BadRequest, "body is not UTF-8"))?;
+    match session.send(Posted(text)).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body("ok")),
+        Ok(Err(failure)) => Err(failure),
+        Err(_) => Err(Failure::new(
+            Code::BadRequest,
+            "unknown sid: the session has ended",
+        )),
+    }
+}

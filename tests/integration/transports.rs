@@ -1,0 +1,306 @@
+//! Engine.IO long-polling, its upgrade to WebSocket, and the bounded
+//! outbound queue that closes slow consumers.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// A raw long-polling client: one GET or POST at a time, as written.
+struct Poller {
+    base: String,
+    sid: String,
+    open: Value,
+    /// Packets read but not yet looked at.
+    unread: RefCell<VecDeque<String>>,
+}
+
+impl Poller {
+    /// The handshake GET.
+    async fn open(app: &TestApp) -> Poller {
+        let base = app.http("/socket.io/?EIO=4&transport=polling");
+        let (status, body) = get(&base).await;
+        assert_eq!(status, 200, "{body}");
+        let open: Value =
+            serde_json::from_str(body.strip_prefix('0').expect("open packet")).expect("open JSON");
+        let sid = open["sid"].as_str().expect("sid").to_owned();
+        Poller {
+            base,
+            sid,
+            open,
+            unread: RefCell::default(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}&sid={}", self.base, self.sid)
+    }
+
+    async fn get(&self) -> (u16, String) {
+        get(&self.url()).await
+    }
+
+    async fn post(&self, body: &str) -> (u16, String) {
+        let mut resp = awc::Client::new()
+            .post(self.url())
+            .timeout(Duration::from_secs(10))
+            .send_body(body.to_owned())
+            .await
+            .expect("POST");
+        let body = resp.body().limit(1 << 24).await.expect("body");
+        (
+            resp.status().as_u16(),
+            String::from_utf8(body.to_vec()).expect("UTF-8"),
+        )
+    }
+
+    /// GETs until a packet matching `wanted` arrives; answers pings on the way.
+    async fn wait_for(&self, wanted: impl Fn(&str) -> bool) -> String {
+        for _ in 0..5 {
+            let unread: Vec<String> = self.unread.borrow_mut().drain(..).collect();
+            let mut found = None;
+            for packet in unread {
+                if found.is_none() && wanted(&packet) {
+                    found = Some(packet);
+                } else if found.is_some() {
+                    self.unread.borrow_mut().push_back(packet);
+                }
+            }
+            if let Some(packet) = found {
+                return packet;
+            }
+            let (status, body) = self.get().await;
+            assert_eq!(status, 200, "{body}");
+            for packet in body.split('\x1e') {
+                if packet == "2" {
+                    assert_eq!(self.post("3").await.0, 200);
+                } else {
+                    self.unread.borrow_mut().push_back(packet.to_owned());
+                }
+            }
+        }
+        panic!("no such packet in 5 polls");
+    }
+
+    /// CONNECTs with `token` over polling; answers the CONNECT reply.
+    async fn connect(&self, token: &str) -> Value {
+        let (status, body) = self.post(&format!("40{}", json!({ "token": token }))).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        let reply = self.wait_for(|p| p.starts_with("40")).await;
+        serde_json::from_str(&reply[2..]).expect("CONNECT reply JSON")
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let mut resp = awc::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("GET");
+    let body = resp.body().limit(1 << 24).await.expect("body");
+    (
+        resp.status().as_u16(),
+        String::from_utf8(body.to_vec()).expect("UTF-8"),
+    )
+}
+
+async fn tick(app: &TestApp, n: i64, pad: &str) {
+    let (status, body) = app
+        .api(
+            "POST",
+            "/api/v1/rooms/listing:l1/events",
+            Some(json!({"event": "tick", "data": {"n": n, "pad": pad}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[actix_web::test]
+async fn a_polling_client_connects_acks_and_gets_room_events() {
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sella").await;
+    let poller = Poller::open(&app).await;
+    assert_eq!(poller.open["upgrades"], json!(["websocket"]));
+
+    let hello = poller.connect(&app.token("ann")).await;
+    assert!(hello["pid"].is_string(), "{hello}");
+    let watch = json!(["listing:watch", {"listingId": "l1"}]);
+    assert_eq!(poller.post(&format!("421{watch}")).await.0, 200);
+    let ack = poller.wait_for(|p| p.starts_with("431")).await;
+    let ack: Value = serde_json::from_str(&ack[3..]).unwrap();
+    assert_eq!(ack[0]["ok"], true, "{ack}");
+
+    // A GET waits until the event comes.
+    let waiting = actix_web::rt::spawn({
+        let url = poller.url();
+        async move { get(&url).await }
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the GET waits for something to send"
+    );
+    tick(&app, 1, "").await;
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with(r#"42["tick",{"n":1"#), "{body}");
+}
+
+#[actix_web::test]
+async fn several_packets_in_one_post_run_in_order() {
+    let app = TestApp::spawn().await;
+    let poller = Poller::open(&app).await;
+    poller.connect(&app.token("ann")).await;
+    let bad = r#"42["listing:watch",{"listingId":"no such"}]"#;
+    let body = format!("421[\"nope\"]\x1e{bad}\x1exyz");
+    assert_eq!(poller.post(&body).await.0, 200);
+    let ack = poller.wait_for(|p| p.starts_with("431")).await;
+    assert!(ack.contains("unknown event"), "{ack}");
+    let error = poller.wait_for(|p| p.contains("server:error")).await;
+    assert!(error.contains("listing:watch"), "{error}");
+    let malformed = poller.wait_for(|p| p.contains("server:error")).await;
+    assert!(malformed.contains("malformed frame"), "{malformed}");
+}
+
+#[actix_web::test]
+async fn a_polling_session_upgrades_to_websocket() {
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sella").await;
+    let poller = Poller::open(&app).await;
+    poller.connect(&app.token("ann")).await;
+    let watch = json!(["listing:watch", {"listingId": "l1"}]);
+    assert_eq!(poller.post(&format!("421{watch}")).await.0, 200);
+    poller.wait_for(|p| p.starts_with("431")).await;
+    let pending = actix_web::rt::spawn({
+        let url = poller.url();
+        async move { get(&url).await }
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+
+    let ws_url = format!("{}&sid={}", app.ws_url(), poller.sid);
+    let (_, framed) = awc::Client::new().ws(ws_url).connect().await.unwrap();
+    let mut ws = Client::from_framed(framed);
+    ws.send("2probe").await;
+    assert_eq!(ws.recv_text().await, "3probe");
+    // The waiting GET lets go with a noop, so the client can pause polling.
+    assert_eq!(pending.await.unwrap(), (200, "6".to_owned()));
+    // An event sent while upgrading waits for the new transport.
+    tick(&app, 0, "").await;
+    ws.send("5").await;
+    assert_eq!(ws.wait_event("tick").await[0]["n"], 0);
+
+    let ack = ws
+        .emit_ack("auth:refresh", json!({"token": app.token("ann")}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    tick(&app, 1, "").await;
+    assert_eq!(ws.wait_event("tick").await[0]["n"], 1);
+    // Polling is over for this session.
+    let (status, body) = poller.get().await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = poller.post("6").await;
+    assert_eq!(status, 400);
+}
+
+#[actix_web::test]
+async fn an_upgrade_that_never_completes_leaves_polling_working() {
+    let app = TestApp::spawn().await;
+    let poller = Poller::open(&app).await;
+    poller.connect(&app.token("ann")).await;
+    let ws_url = format!("{}&sid={}", app.ws_url(), poller.sid);
+    let (_, framed) = awc::Client::new().ws(ws_url).connect().await.unwrap();
+    let mut ws = Client::from_framed(framed);
+    ws.send("2probe").await;
+    assert_eq!(ws.recv_text().await, "3probe");
+    drop(ws);
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let refresh = json!(["auth:refresh", {"token": app.token("ann")}]);
+    assert_eq!(poller.post(&format!("427{refresh}")).await.0, 200);
+    let ack = poller.wait_for(|p| p.starts_with("437")).await;
+    assert!(ack.contains(r#""ok":true"#), "{ack}");
+}
+
+#[actix_web::test]
+async fn bad_polling_requests_get_clear_errors() {
+    let app = TestApp::spawn_with(&[("SOUK_MAX_PAYLOAD", "1000")]).await;
+    // An unknown sid.
+    let (status, body) = get(&app.http("/socket.io/?EIO=4&transport=polling&sid=nope")).await;
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("sid"));
+
+    // Two GETs at once: the session is closed, the first GET says so.
+    let poller = Poller::open(&app).await;
+    let first = actix_web::rt::spawn({
+        let url = poller.url();
+        async move { get(&url).await }
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = poller.get().await;
+    assert_eq!(status, 400);
+    assert_eq!(first.await.unwrap(), (200, "1".to_owned()));
+    assert_eq!(poller.get().await.0, 400, "the session is gone");
+
+    // A body over maxPayload is refused and closes the session.
+    let poller = Poller::open(&app).await;
+    let (status, body) = poller.post(&"4".repeat(2000)).await;
+    assert_eq!(status, 413, "{body}");
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(poller.get().await.0, 400, "the session is gone");
+
+    // A WebSocket session does not poll.
+    let mut client = Client::open(&app).await;
+    let sid = client.open["sid"].as_str().unwrap().to_owned();
+    let url = app.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    assert_eq!(get(&url).await.0, 400);
+    client.connect(Some(&app.token("ann"))).await;
+}
+
+#[actix_web::test]
+async fn a_client_that_stops_reading_is_closed_and_recovers_what_it_missed() {
+    let app = TestApp::spawn_with(&[
+        ("SOUK_MAX_OUTBOUND_BYTES", "100000"),
+        ("SOUK_ROOM_LOG_LEN", "20000"),
+    ])
+    .await;
+    app.listing("l1", "sella").await;
+    let mut stalled = Client::open(&app).await;
+    let hello = stalled.connect(Some(&app.token("ann"))).await;
+    let hello: Value = serde_json::from_str(&hello[2..]).unwrap();
+    let pid = hello["pid"].as_str().unwrap().to_owned();
+    stalled
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    tick(&app, 0, "").await;
+    let (_, offset) = stalled.wait_event_with_offset("tick").await;
+    let offset = offset.unwrap();
+
+    // The client reads no more; events pile up in the kernel's buffers and
+    // then in the node, until the node gives up on it.
+    let pad = "x".repeat(8000);
+    let mut sent = 0;
+    let slow = r#"souk_disconnects_total{reason="slow consumer"} 1"#;
+    while !app.metrics().await.contains(slow) {
+        for _ in 0..50 {
+            sent += 1;
+            tick(&app, sent, &pad).await;
+        }
+        assert!(sent < 10_000, "no slow-consumer close after {sent} events");
+    }
+    drop(stalled);
+
+    // Back with its pid and last offset: every event it missed, in order.
+    let mut back = Client::open(&app).await;
+    let auth = json!({"token": app.token("ann"), "pid": pid, "offset": offset});
+    back.send(&format!("40{auth}")).await;
+    let reply = back.recv_text().await;
+    assert!(reply.contains(&pid), "recovered: {reply}");
+    for n in 1..=sent {
+        let args = back.wait_event("tick").await;
+        assert_eq!(args[0]["n"], n, "missed events in order");
+    }
+}
