@@ -58,7 +58,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
             .route("/dev/bookings/{id}", web::get().to(demo::booking));
     }
     if let Some(dir) = &settings.static_dir {
-        cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
+        // GET and HEAD only: any other method falls through to 404, as it
+        // did before the front was served.
+        let read = actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head());
+        cfg.service(
+            actix_files::Files::new("/", dir)
+                .index_file("index.html")
+                .guard(read),
+        );
     }
 }
 

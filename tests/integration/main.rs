@@ -20,3 +20,4 @@ mod rollout;
 mod rooms;
 mod schema;
 mod tokens;
+mod web;
