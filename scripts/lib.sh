@@ -150,6 +150,13 @@ ensure_packages() {
   fi
 }
 
+# ensure_chromium: Debian's Chromium for the browser suite (tests/browser),
+# which playwright-core drives as /usr/bin/chromium. Only scripts/test needs
+# it, so scripts/dev does not pull a browser in.
+ensure_chromium() {
+  _pkg_installed chromium || apt_install chromium
+}
+
 # ---------------------------------------------------------------- postgres
 
 _SOUK_PG_BINDIR=""

@@ -145,7 +145,6 @@ impl Application {
             addr: settings.http_addr.clone(),
             source,
         })?;
-        let dev = settings.dev;
         let grace = settings.shutdown_grace;
         let state = web::Data::new(AppState::new(settings, auth, db, redis, actors, metrics));
         let closer = auction::closer::AuctionCloser::new(state.clone().into_inner()).start();
@@ -161,7 +160,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                .configure(|cfg| api::configure(cfg, dev))
+                .configure(|cfg| api::configure(cfg, &app_state.settings))
         })
         .workers(threads)
         // Acks are small frames: without this, Nagle holds each behind the

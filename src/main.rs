@@ -1,4 +1,5 @@
-//! `souk serve` runs a node; `souk migrate` applies migrations and exits.
+//! `souk serve` runs a node; `souk migrate` applies migrations and exits;
+//! `souk seed-demo` writes the demo marketplace `scripts/dev` shows.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,8 @@ use souk::settings::Settings;
 use souk::{store, Application};
 
 const USAGE: &str =
-    "usage: souk serve [--no-migrate] [--config PATH] | souk migrate [--config PATH]";
+    "usage: souk serve [--no-migrate] [--config PATH] | souk migrate [--config PATH] \
+     | souk seed-demo [--config PATH]";
 
 fn main() -> ExitCode {
     souk::logging::init();
@@ -18,7 +20,7 @@ fn main() -> ExitCode {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
-            "serve" | "migrate" if command.is_none() => command = Some(arg.clone()),
+            "serve" | "migrate" | "seed-demo" if command.is_none() => command = Some(arg.clone()),
             "--no-migrate" => migrate = false,
             "--config" => match rest.next() {
                 Some(path) => config = Some(PathBuf::from(path)),
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
     };
     match command.as_deref() {
         Some("migrate") => run_migrations(&settings),
+        Some("seed-demo") => seed_demo(&settings),
         Some("serve") => {
             if let Err(err) = settings.require_token_key() {
                 log::error!("{err}");
@@ -69,6 +72,34 @@ fn run_migrations(settings: &Settings) -> ExitCode {
         }
         Err(err) => {
             log::error!("cannot migrate: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the demo marketplace, then drops the demo auction's live state in
+/// Redis so its next bid starts from the freshly seeded settings.
+fn seed_demo(settings: &Settings) -> ExitCode {
+    let seeded = store::demo::seed_url(&settings.database_url).and_then(|()| {
+        actix_web::rt::System::new().block_on(async {
+            let metrics = souk::metrics::Metrics::new()
+                .map_err(|err| store::StoreError::Internal(err.to_string()))?;
+            let redis = store::Redis::new(&settings.redis_url, &settings.redis_prefix, 1, metrics)?;
+            let key = souk::auction::live::auction_key(&redis, store::demo::AUCTION);
+            souk::auction::live::forget(&redis, vec![key]).await
+        })
+    });
+    match seeded {
+        Ok(()) => {
+            log::info!(
+                "demo marketplace seeded; the auction {} ends in {} minutes",
+                store::demo::AUCTION,
+                store::demo::AUCTION_RUNS_FOR.num_minutes()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            log::error!("cannot seed the demo marketplace: {err}");
             ExitCode::FAILURE
         }
     }

@@ -58,6 +58,8 @@ pub struct Settings {
     pub room_log_len: u64,
     /// `SOUK_NODE_HEARTBEAT_MS`: how often a node renews its cluster entry.
     pub node_heartbeat: Duration,
+    /// `SOUK_STATIC_DIR`: the web front served at `/`; `None` serves none.
+    pub static_dir: Option<PathBuf>,
 }
 
 /// Which tokens are accepted.
@@ -147,6 +149,7 @@ impl Settings {
             recovery_window: millis(values, "SOUK_RECOVERY_WINDOW_MS", 120_000)?,
             room_log_len: number(values, "SOUK_ROOM_LOG_LEN", 1_000)?,
             node_heartbeat: millis(values, "SOUK_NODE_HEARTBEAT_MS", 5_000)?,
+            static_dir: static_dir(get("SOUK_STATIC_DIR")),
         };
         Ok(settings)
     }
@@ -223,6 +226,22 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool, SettingsError> {
     }
 }
 
+/// `off` serves no web front; unset looks for `static/` in the working
+/// directory, then in the checkout the binary was built from, so both
+/// `target/debug/souk serve` and `cargo run` from anywhere find it.
+fn static_dir(value: Option<String>) -> Option<PathBuf> {
+    match value.as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None => [
+            PathBuf::from("static"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+        ]
+        .into_iter()
+        .find(|dir| dir.join("index.html").is_file()),
+    }
+}
+
 fn default_node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -263,6 +282,19 @@ mod tests {
         assert_eq!(s.ping_interval, Duration::from_millis(25_000));
         assert_eq!(s.ping_timeout, Duration::from_millis(20_000));
         assert_eq!(s.max_payload, 1_000_000);
+        Ok(())
+    }
+
+    #[test]
+    fn the_web_front_is_found_in_the_checkout_and_can_be_turned_off() -> Result<(), SettingsError> {
+        let found = Settings::from_values(&values(&[("SOUK_DEV", "1")]))?;
+        assert!(found
+            .static_dir
+            .is_some_and(|dir| dir.join("index.html").is_file()));
+        let off = Settings::from_values(&values(&[("SOUK_STATIC_DIR", "off")]))?;
+        assert_eq!(off.static_dir, None);
+        let given = Settings::from_values(&values(&[("SOUK_STATIC_DIR", "/srv/web")]))?;
+        assert_eq!(given.static_dir, Some(PathBuf::from("/srv/web")));
         Ok(())
     }
 

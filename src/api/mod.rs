@@ -2,6 +2,7 @@
 //! metrics, dev tokens, and the Socket.IO endpoint.
 
 mod bookings;
+mod demo;
 mod dev;
 mod health;
 mod listings;
@@ -12,14 +13,15 @@ mod users;
 use actix_web::{web, HttpRequest};
 
 use crate::error::{Code, Failure};
+use crate::settings::Settings;
 
 pub use service_auth::ServiceCaller;
 
 /// The largest JSON body the server API reads.
 const MAX_JSON_BODY: usize = 256 * 1024;
 
-/// Mounts every route.
-pub fn configure(cfg: &mut web::ServiceConfig, dev: bool) {
+/// Mounts every route, and the web front last so it never hides one.
+pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_JSON_BODY)
@@ -53,8 +55,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, dev: bool) {
             .route("/presence", web::get().to(rooms::presence))
             .route("/cluster", web::get().to(rooms::cluster)),
     );
-    if dev {
-        cfg.route("/dev/token", web::post().to(dev::token));
+    if settings.dev {
+        cfg.route("/dev/token", web::post().to(dev::token))
+            .route("/dev/listings", web::get().to(demo::listings))
+            .route("/dev/bookings", web::get().to(demo::bookings))
+            .route("/dev/bookings/{id}", web::get().to(demo::booking));
+    }
+    if let Some(dir) = &settings.static_dir {
+        // GET and HEAD only: any other method falls through to 404, as it
+        // did before the front was served.
+        let read = actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head());
+        cfg.service(
+            actix_files::Files::new("/", dir)
+                .index_file("index.html")
+                .guard(read),
+        );
     }
 }
 

@@ -21,6 +21,18 @@ impl FromRequest for ServiceCaller {
 }
 
 fn authenticate(req: &HttpRequest) -> Result<ServiceCaller, Failure> {
+    let identity = bearer_identity(req)?;
+    if identity.role != Role::Service {
+        return Err(Failure::new(
+            Code::Forbidden,
+            "the server API needs a service token",
+        ));
+    }
+    Ok(ServiceCaller(identity))
+}
+
+/// Whoever a request's `Authorization: Bearer` token names, any role.
+pub(super) fn bearer_identity(req: &HttpRequest) -> Result<Identity, Failure> {
     let app = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| Failure::new(Code::Internal, "no app state"))?;
@@ -30,14 +42,7 @@ fn authenticate(req: &HttpRequest) -> Result<ServiceCaller, Failure> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .ok_or_else(|| Failure::new(Code::Unauthorized, "missing bearer token"))?;
-    let identity = app.auth.verify(token.trim()).map_err(|err| {
-        Failure::new(Code::Unauthorized, format!("token refused: {}", err.code()))
-    })?;
-    if identity.role != Role::Service {
-        return Err(Failure::new(
-            Code::Forbidden,
-            "the server API needs a service token",
-        ));
-    }
-    Ok(ServiceCaller(identity))
+    app.auth
+        .verify(token.trim())
+        .map_err(|err| Failure::new(Code::Unauthorized, format!("token refused: {}", err.code())))
 }

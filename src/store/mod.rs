@@ -4,7 +4,9 @@
 pub mod audit;
 pub mod bids;
 pub mod bookings;
+pub mod browse;
 pub mod db;
+pub mod demo;
 pub mod listings;
 pub mod messages;
 pub mod receipts;

@@ -21,3 +21,4 @@ mod rooms;
 mod schema;
 mod tokens;
 mod transports;
+mod web;

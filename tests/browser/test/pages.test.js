@@ -1,0 +1,68 @@
+// Every page opens, shows what it should, and is kept as a screenshot; the
+// connection indicator follows a drop and a recovered reconnect.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { T, SCREENSHOTS, openAs, repoRoot, screenshot, useMarketplace } from "./helpers.js";
+
+const ctx = useMarketplace();
+
+test("the browse page lists the demo marketplace with a live auction", T, async () => {
+  const ana = await openAs(ctx, "ana", "index.html");
+  await ana.locator('.card[data-listing-id="demo-camera"] .countdown').waitFor();
+  assert.equal(await ana.locator(".card").count(), 6);
+  assert.match(await ana.locator('.card[data-listing-id="demo-bike"]').textContent(), /Road bike.*€450\.00.*available/);
+  // A buyer never sees the reserve price.
+  assert.doesNotMatch(await ana.locator("#listings").textContent(), /reserve €/);
+  const file = await screenshot(ana, "browse");
+  console.log(`screenshots in ${SCREENSHOTS} (e.g. ${path.basename(file)})`);
+  await ana.context().close();
+});
+
+test("the ops view shows the node, its connections and event rates", T, async () => {
+  const watcher = await openAs(ctx, "ben", "index.html");
+  await watcher.locator('.card[data-listing-id="demo-camera"] .countdown').waitFor();
+  const ops = await openAs(ctx, "ada", "ops.html");
+  const node = ops.locator("#nodes tr");
+  await node.first().waitFor();
+  assert.match(await node.first().textContent(), /127\.0\.0\.1:\d+/);
+  await ops.locator('#gauges dd[data-metric="connections"]').waitFor();
+  assert.ok(Number(await ops.locator('#gauges dd[data-metric="connections"]').textContent()) >= 1);
+  await ops.locator('#events tr[data-event="listing:watch"]').waitFor();
+  assert.match(await ops.locator("#rooms").textContent(), /listing/);
+  await screenshot(ops, "ops");
+  for (const p of [watcher, ops]) await p.context().close();
+});
+
+test("a dropped connection shows, reconnects and recovers what it missed", T, async () => {
+  const ben = await openAs(ctx, "ben", "listing.html?id=demo-camera");
+  const ana = await openAs(ctx, "ana", "listing.html?id=demo-camera");
+  await ben.locator("#auction-status", { hasText: "open" }).waitFor();
+  // Recovery resumes from the last event a socket received, so Ben gets one first.
+  await ana.locator("#bid-amount").fill("800");
+  await ana.locator("#bid-button").click();
+  await ben.locator("#current-bid", { hasText: "800.00" }).waitFor();
+  // Drop Ben's transport; while he is away, Ana bids again.
+  await ben.evaluate(() => window.souk.io.engine.close());
+  await ben.locator('#conn[data-state="reconnecting"]').waitFor();
+  await ana.locator("#bid-amount").fill("825");
+  await ana.locator("#bid-button").click();
+  await ana.locator("#bid-ok", { hasText: "825.00" }).waitFor();
+  // Ben comes back by himself, recovered: souk replays the bid he missed.
+  await ben.locator("#conn", { hasText: "online · recovered" }).waitFor({ timeout: 15_000 });
+  await ben.locator("#current-bid", { hasText: "825.00" }).waitFor();
+  assert.equal(await ben.locator("#bid-count").textContent(), "2");
+  await screenshot(ben, "listing-after-recovery");
+  for (const p of [ben, ana]) await p.context().close();
+});
+
+test("the vendored socket.io-client is the pinned npm package's build", () => {
+  const vendored = readFileSync(path.join(repoRoot, "static/vendor/socket.io-client/socket.io.esm.min.js"));
+  const pinned = readFileSync(path.join(repoRoot, "tests/browser/node_modules/socket.io-client/dist/socket.io.esm.min.js"));
+  assert.ok(vendored.equals(pinned), "static/vendor differs from node_modules: copy it again (see README)");
+  const pkg = JSON.parse(readFileSync(path.join(repoRoot, "tests/browser/package.json"), "utf8"));
+  const clientPkg = JSON.parse(readFileSync(path.join(repoRoot, "tests/client/package.json"), "utf8"));
+  assert.equal(pkg.dependencies["socket.io-client"], clientPkg.dependencies["socket.io-client"]);
+  readFileSync(path.join(repoRoot, "static/vendor/socket.io-client/LICENSE"));
+});
