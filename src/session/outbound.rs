@@ -8,14 +8,13 @@
 //! reconnects.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix::Addr;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
 
-use super::websocket::{Close, Frame, WsTransport};
+use super::websocket::{Close, Drain, WsTransport};
 use crate::error::Failure;
 use crate::protocol::engine;
 
@@ -42,10 +41,28 @@ pub enum PollAnswer {
 #[derive(Debug)]
 pub struct SlowConsumer;
 
-/// A WebSocket transport and the bytes handed to it but not yet written.
+/// A WebSocket transport and the packets waiting for it to write them.
 pub struct Pipe {
     pub transport: Addr<WsTransport>,
-    pub pending: Arc<AtomicUsize>,
+    pub backlog: Arc<Mutex<Backlog>>,
+}
+
+/// Packets for a WebSocket that it has not taken yet. The session adds,
+/// the transport takes all at once when it runs; the transport is told
+/// only when the backlog was empty, so a burst costs one message.
+#[derive(Default)]
+pub struct Backlog {
+    frames: VecDeque<ByteString>,
+    /// The bytes that count against the limit (replays do not).
+    counted: usize,
+}
+
+impl Backlog {
+    /// Everything waiting, oldest first.
+    pub fn take(&mut self) -> VecDeque<ByteString> {
+        self.counted = 0;
+        std::mem::take(&mut self.frames)
+    }
 }
 
 pub struct Outbound {
@@ -91,14 +108,24 @@ impl Outbound {
     }
 
     fn queue(&mut self, frame: ByteString, counted: bool) -> Result<(), SlowConsumer> {
+        // Checked before the packet is queued, so one packet larger than the
+        // limit is a slow consumer too.
         let len = if counted { frame.len() } else { 0 };
         match &mut self.way {
             Way::WebSocket(pipe) => {
-                let waiting = pipe.pending.fetch_add(len, Ordering::Relaxed) + len;
-                if waiting > self.limit {
+                let Ok(mut backlog) = pipe.backlog.lock() else {
+                    return Err(SlowConsumer); // a transport panicked holding it
+                };
+                if backlog.counted + len > self.limit {
                     return Err(SlowConsumer);
                 }
-                pipe.transport.do_send(Frame { frame, counted });
+                let wake = backlog.frames.is_empty();
+                backlog.frames.push_back(frame);
+                backlog.counted += len;
+                drop(backlog);
+                if wake {
+                    pipe.transport.do_send(Drain);
+                }
             }
             Way::Held(held) => {
                 if held.bytes + len > self.limit {

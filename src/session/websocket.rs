@@ -7,8 +7,7 @@
 //! is only run while the socket can be written: a client that stops reading
 //! stalls it, and the session must go on counting what piles up.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,7 +16,7 @@ use actix_web_actors::ws;
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::outbound::{Ending, Pipe};
+use super::outbound::{Backlog, Ending, Pipe};
 use super::{reason, Attach, Incoming, Probe, Session, TransportClosed};
 use crate::error::{Code, Failure};
 use crate::protocol::engine;
@@ -25,13 +24,10 @@ use crate::protocol::engine;
 /// How long an upgrading WebSocket may take from open to the upgrade packet.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A packet for the client; `counted` when its bytes count as pending.
+/// Packets wait in the backlog: write them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Frame {
-    pub frame: ByteString,
-    pub counted: bool,
-}
+pub struct Drain;
 
 /// Closes the WebSocket, saying why in the close frame.
 #[derive(Message)]
@@ -50,7 +46,7 @@ enum Stage {
 pub struct WsTransport {
     session: Addr<Session>,
     stage: Stage,
-    pending: Arc<AtomicUsize>,
+    backlog: Arc<Mutex<Backlog>>,
     max_payload: usize,
     /// A message arriving in continuation frames, bounded by maxPayload.
     fragment: Option<Fragment>,
@@ -79,7 +75,7 @@ pub fn start(
         } else {
             Stage::Attached
         },
-        pending: Arc::new(AtomicUsize::new(0)),
+        backlog: Arc::default(),
         max_payload,
         fragment: None,
         reason: reason::TRANSPORT_CLOSE,
@@ -95,7 +91,7 @@ impl WsTransport {
         self.stage = Stage::Attached;
         self.session.do_send(Attach(Pipe {
             transport: ctx.address(),
-            pending: self.pending.clone(),
+            backlog: self.backlog.clone(),
         }));
     }
 
@@ -247,13 +243,16 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
     }
 }
 
-impl Handler<Frame> for WsTransport {
+impl Handler<Drain> for WsTransport {
     type Result = ();
-    fn handle(&mut self, Frame { frame, counted }: Frame, ctx: &mut Self::Context) {
-        if counted {
-            self.pending.fetch_sub(frame.len(), Ordering::Relaxed);
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        let frames = match self.backlog.lock() {
+            Ok(mut backlog) => backlog.take(),
+            Err(_) => return ctx.stop(),
+        };
+        for frame in frames {
+            ctx.text(frame);
         }
-        ctx.text(frame);
     }
 }
 
