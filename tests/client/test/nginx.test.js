@@ -28,6 +28,7 @@ import {
   userToken,
   randomId,
   nextEvent,
+  nextMatching,
   api,
   putListing,
   requestOk,
@@ -271,11 +272,13 @@ test("nginx: chat between a client through nginx and a client connected straight
   await requestOk(seller, "booking:join", { bookingId: booking.id });
 
   // Seller (straight to its node) → buyer (through nginx, on another node).
-  const toBuyer = nextEvent(buyer, "message:new");
+  // Senders get their own message:new too: wait for the other side's.
+  const from = (clientMsgId) => (d) => d?.message?.clientMsgId === clientMsgId;
+  const toBuyer = nextMatching(buyer, "message:new", from("c1"));
   const sent = await requestOk(seller, "message:send", { bookingId: booking.id, body: "Still available?", clientMsgId: "c1" });
   assertRoomEvent(await toBuyer, { message: sent.message }, "message:new at the buyer");
   // And back.
-  const toSeller = nextEvent(seller, "message:new");
+  const toSeller = nextMatching(seller, "message:new", from("c2"));
   const answer = await requestOk(buyer, "message:send", { bookingId: booking.id, body: "Yes!", clientMsgId: "c2" });
   assertRoomEvent(await toSeller, { message: answer.message }, "message:new at the seller");
 
