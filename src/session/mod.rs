@@ -50,6 +50,9 @@ const MAX_QUEUED_EVENTS: usize = 256;
 const QUEUE_RETRY_AFTER_MS: u64 = 100;
 /// How many recent emissions a connection remembers to drop repeats.
 const RECENT_EMISSIONS: usize = 32;
+/// How long a closed polling session waits for the GET that takes its
+/// close packet.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Length of generated sids and pids.
 const ID_LEN: usize = 20;
 
@@ -89,7 +92,10 @@ pub struct Session {
     /// The last offset replayed on recovery; live events up to it are repeats.
     replayed_upto: u64,
     running: bool,
+    /// Closed: the session takes nothing more in and ends soon.
+    closing: bool,
     close_reason: &'static str,
+    disconnect_counted: bool,
 }
 
 enum State {
@@ -130,20 +136,55 @@ impl Session {
             recent: VecDeque::with_capacity(RECENT_EMISSIONS),
             replayed_upto: 0,
             running: false,
+            closing: false,
+            disconnect_counted: false,
             close_reason: reason::TRANSPORT_CLOSE,
         }
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, reason: &'static str, ending: Ending) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
         self.close_reason = reason;
-        self.out.close(ending, reason);
+        self.count_disconnect();
+        if self.out.close(ending, reason) {
+            ctx.stop();
+        } else {
+            // A poller's close packet waits for its next GET, briefly.
+            ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
+        }
+    }
+
+    /// The client closed: nothing more goes to it, not even a close packet.
+    fn closed_by_client(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
+        self.closing = true;
+        self.close_reason = reason;
+        self.count_disconnect();
+        self.out.close(Ending::Normal, reason);
         ctx.stop();
+    }
+
+    /// Counts the connection's end once, by reason, when it is known.
+    fn count_disconnect(&mut self) {
+        if !self.disconnect_counted {
+            self.disconnect_counted = true;
+            self.app
+                .metrics
+                .disconnects
+                .with_label_values(&[self.close_reason])
+                .inc();
+        }
     }
 
     /// Queues a packet for the client; one that lets too much pile up is closed.
     fn send(&mut self, ctx: &mut Context<Self>, frame: impl Into<ByteString>) {
         if self.out.push(frame.into()).is_err() {
             self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
+        } else if self.polling {
+            // Answer a waiting GET once this turn has queued all it will.
+            ctx.notify(FlushPoll);
         }
     }
 
@@ -168,7 +209,7 @@ impl Session {
             Err(err) => return self.bad_frame(err, ctx),
         };
         match packet {
-            engine::ClientPacket::Close => self.close(ctx, reason::TRANSPORT_CLOSE, Ending::Normal),
+            engine::ClientPacket::Close => self.closed_by_client(ctx, reason::TRANSPORT_CLOSE),
             engine::ClientPacket::Ping(data) => {
                 self.bad_frames_in_row = 0;
                 self.send(ctx, engine::encode_pong(data));
@@ -209,9 +250,7 @@ impl Session {
                 let body = json!({ "message": "Invalid namespace" });
                 self.send(ctx, socket::encode_connect_error(packet.namespace, &body));
             }
-            PacketType::Disconnect if root => {
-                self.close(ctx, reason::CLIENT_DISCONNECT, Ending::Normal)
-            }
+            PacketType::Disconnect if root => self.closed_by_client(ctx, reason::CLIENT_DISCONNECT),
             PacketType::Disconnect => {}
             PacketType::Event if !root => {
                 let failure = Failure::new(Code::BadRequest, "unknown namespace");
@@ -652,11 +691,7 @@ impl Actor for Session {
                 .do_send(presence::Disconnected(identity.user_id.clone()));
         }
         self.app.metrics.connections.dec();
-        self.app
-            .metrics
-            .disconnects
-            .with_label_values(&[self.close_reason])
-            .inc();
+        self.count_disconnect();
         log::debug!(
             "session {} ({:?}) closed: {}",
             self.engine_sid,
@@ -692,6 +727,9 @@ struct Posted(String);
 impl Handler<Posted> for Session {
     type Result = Result<(), Failure>;
     fn handle(&mut self, Posted(body): Posted, ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Err(Failure::new(Code::BadRequest, "the session is closed"));
+        }
         if !self.polling || self.out.on_websocket() {
             return Err(Failure::new(
                 Code::BadRequest,
@@ -716,9 +754,27 @@ struct Poll(tokio::sync::oneshot::Sender<PollAnswer>);
 impl Handler<Poll> for Session {
     type Result = ();
     fn handle(&mut self, Poll(answer): Poll, ctx: &mut Self::Context) {
-        if let Err(failure) = self.out.poll(answer) {
-            log::debug!("session {}: {}", self.engine_sid, failure.message);
-            self.close(ctx, reason::TRANSPORT_ERROR, Ending::Protocol);
+        match self.out.poll(answer) {
+            Ok(true) => ctx.stop(), // the close packet went out
+            Ok(false) => {}
+            Err(failure) => {
+                log::debug!("session {}: {}", self.engine_sid, failure.message);
+                self.close(ctx, reason::TRANSPORT_ERROR, Ending::Protocol);
+            }
+        }
+    }
+}
+
+/// Answers a waiting long-polling GET with what this turn queued.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushPoll;
+
+impl Handler<FlushPoll> for Session {
+    type Result = ();
+    fn handle(&mut self, _: FlushPoll, ctx: &mut Self::Context) {
+        if self.out.flush_poll() {
+            ctx.stop(); // the close packet went out
         }
     }
 }

@@ -84,6 +84,8 @@ struct Held {
     poll: Option<oneshot::Sender<PollAnswer>>,
     /// A WebSocket that answered the upgrade probe and may take over.
     probing: Option<Addr<WsTransport>>,
+    /// The close packet is queued: nothing more is.
+    closing: bool,
 }
 
 impl Outbound {
@@ -131,15 +133,49 @@ impl Outbound {
                 if held.bytes + len > self.limit {
                     return Err(SlowConsumer);
                 }
+                if held.closing {
+                    return Ok(()); // the close packet is the last one
+                }
                 held.bytes += len;
                 held.packets.push_back(frame);
-                if held.probing.is_none() {
-                    held.answer_poll(None);
-                }
             }
             Way::Closed => {}
         }
         Ok(())
+    }
+
+    /// Answers a waiting GET with everything queued, unless an upgrade is
+    /// under way. The session calls it once it has queued what one turn
+    /// produced, so packets queued together travel together. A closing
+    /// session's close packet goes alone, in the GET after its last packets:
+    /// socket.io-client handles a payload's packets on the next tick but
+    /// its close at once, so packets sharing a payload with the close would
+    /// be dropped. True when the close packet went out: the session is over.
+    pub fn flush_poll(&mut self) -> bool {
+        let Way::Held(held) = &mut self.way else {
+            return false;
+        };
+        if held.probing.is_some() {
+            return false;
+        }
+        if !held.packets.is_empty() {
+            held.answer_poll();
+            return false;
+        }
+        if !held.closing {
+            return false;
+        }
+        let Some(poll) = held.poll.take() else {
+            return false;
+        };
+        if poll
+            .send(PollAnswer::Payload(engine::CLOSE.to_owned()))
+            .is_err()
+        {
+            return false;
+        }
+        self.way = Way::Closed;
+        true
     }
 
     /// Whether a WebSocket carries the packets now.
@@ -150,10 +186,11 @@ impl Outbound {
     /// A long-polling GET: answered at once when packets wait, otherwise
     /// when the next one comes. During an upgrade it gets a noop, so that
     /// the client's polling loop can pause.
-    pub fn poll(&mut self, answer: oneshot::Sender<PollAnswer>) -> Result<(), Failure> {
+    /// True when this GET took the close packet: the session is over.
+    pub fn poll(&mut self, answer: oneshot::Sender<PollAnswer>) -> Result<bool, Failure> {
         let Way::Held(held) = &mut self.way else {
             let _ = answer.send(PollAnswer::Refused(transport_gone()));
-            return Ok(());
+            return Ok(false);
         };
         if held
             .poll
@@ -170,10 +207,9 @@ impl Outbound {
         held.poll = Some(answer);
         if held.probing.is_some() {
             held.release_poll();
-        } else if !held.packets.is_empty() {
-            held.answer_poll(None);
+            return Ok(false);
         }
-        Ok(())
+        Ok(self.flush_poll())
     }
 
     /// A WebSocket answered the probe: the polling loop is told to pause.
@@ -209,7 +245,7 @@ impl Outbound {
             Way::Held(held) => {
                 if held.probing.as_ref() == Some(transport) {
                     held.probing = None;
-                    held.answer_poll(None);
+                    held.answer_poll();
                 }
                 false
             }
@@ -217,19 +253,25 @@ impl Outbound {
         }
     }
 
-    /// Ends the transport: a WebSocket is closed with `ending`; a waiting
-    /// GET gets what waited and the close packet. Later packets are dropped.
-    pub fn close(&mut self, ending: Ending, reason: &'static str) {
-        match std::mem::replace(&mut self.way, Way::Closed) {
+    /// Ends the transport: a WebSocket is closed with `ending`; long-polling
+    /// gets the close packet after what waits. True when that is done; false
+    /// when the close packet waits for the client's next GET (the session
+    /// lingers for it, as Engine.IO's reference server does, and queues
+    /// nothing more meanwhile).
+    pub fn close(&mut self, ending: Ending, reason: &'static str) -> bool {
+        match &mut self.way {
             Way::WebSocket(pipe) => pipe.transport.do_send(Close(ending, reason)),
-            Way::Held(mut held) => {
+            Way::Held(held) => {
                 if let Some(probing) = held.probing.take() {
                     probing.do_send(Close(ending, reason));
                 }
-                held.answer_poll(Some(engine::CLOSE));
+                held.closing = true;
+                return self.flush_poll();
             }
             Way::Closed => {}
         }
+        self.way = Way::Closed;
+        true
     }
 }
 
@@ -242,15 +284,14 @@ impl Held {
         }
     }
 
-    /// Answers a waiting GET with the packets waiting and then `last`.
+    /// Answers a waiting GET with every packet waiting; true when it went.
     /// Packets stay queued when the GET has gone away meanwhile.
-    fn answer_poll(&mut self, last: Option<&str>) {
+    fn answer_poll(&mut self) -> bool {
         let Some(poll) = self.poll.take() else {
-            return;
+            return false;
         };
-        let mut payload = String::with_capacity(self.bytes + 2 * self.packets.len() + 1);
-        let packets = self.packets.iter().map(|frame| &**frame).chain(last);
-        for (index, packet) in packets.enumerate() {
+        let mut payload = String::with_capacity(self.bytes + self.packets.len() + 1);
+        for (index, packet) in self.packets.iter().enumerate() {
             if index > 0 {
                 payload.push(engine::SEPARATOR);
             }
@@ -258,12 +299,14 @@ impl Held {
         }
         if payload.is_empty() {
             self.poll = Some(poll);
-            return;
+            return false;
         }
-        if poll.send(PollAnswer::Payload(payload)).is_ok() {
-            self.packets.clear();
-            self.bytes = 0;
+        if poll.send(PollAnswer::Payload(payload)).is_err() {
+            return false;
         }
+        self.packets.clear();
+        self.bytes = 0;
+        true
     }
 }
 

@@ -249,7 +249,7 @@ async fn bad_polling_requests_get_clear_errors() {
     let poller = Poller::open(&app).await;
     let (status, body) = poller.post(&"4".repeat(2000)).await;
     assert_eq!(status, 413, "{body}");
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(poller.get().await, (200, "1".to_owned()), "closed");
     assert_eq!(poller.get().await.0, 400, "the session is gone");
 
     // A WebSocket session does not poll.
@@ -303,4 +303,24 @@ async fn a_client_that_stops_reading_is_closed_and_recovers_what_it_missed() {
         let args = back.wait_event("tick").await;
         assert_eq!(args[0]["n"], n, "missed events in order");
     }
+}
+
+#[actix_web::test]
+async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_next_get() {
+    let app = TestApp::spawn().await;
+    let poller = Poller::open(&app).await;
+    let exp = chrono::Utc::now().timestamp() + 2;
+    poller
+        .connect(&hs256(json!({ "sub": "ann", "exp": exp })))
+        .await;
+    // No GET waits when the token expires.
+    actix_web::rt::time::sleep(Duration::from_millis(2600)).await;
+    let (status, body) = poller.get().await;
+    assert_eq!(status, 200);
+    let packets: Vec<&str> = body.split('\x1e').collect();
+    assert!(packets[0].contains("token_expired"), "{body}");
+    assert_eq!(packets.last(), Some(&"41"), "then DISCONNECT: {body}");
+    // The close packet travels alone, so the client handles the rest first.
+    assert_eq!(poller.get().await, (200, "1".to_owned()));
+    assert_eq!(poller.get().await.0, 400, "the session is gone");
 }

@@ -571,14 +571,13 @@ test("bad upgrades: a probe that sends garbage is closed and the polling session
 
 // ------------------------------------------------------------------ the server's own close, over polling
 // Found with this suite: when a polling session ends while no GET is waiting
-// (the usual case right after the server answered one), souk drops the
-// packets queued for the client and the close packet; the next GET gets
-// HTTP 400 "unknown sid". Engine.IO's reference server keeps them for that
-// next GET. Marked todo until souk is fixed; see the report in issue #5.
+// (the usual case right after the server answered one), souk keeps the
+// packets queued for the client and the close packet for the next GET, as
+// Engine.IO's reference server does, for a few seconds.
 
 test(
   "a polling session closed by the server: the next GET gets what was queued and the close packet",
-  { ...T, todo: "souk drops packets queued when a polling session ends between two GETs" },
+  T,
   async () => {
     const session = await Polling.open();
     await session.connect();
@@ -601,7 +600,7 @@ test(
 
 test(
   "polling only: a token that expires gives server:error token_expired and io server disconnect",
-  { ...T, todo: "souk drops the DISCONNECT when a polling session ends between two GETs" },
+  T,
   async () => {
     const exp = Math.ceil(Date.now() / 1000) + 2;
     const socket = await connect(node.url, { token: userToken(randomId(), { claims: { exp } }) }, POLLING_ONLY);
