@@ -60,6 +60,9 @@ pub struct Settings {
     pub node_heartbeat: Duration,
     /// `SOUK_STATIC_DIR`: the web front served at `/`; `None` serves none.
     pub static_dir: Option<PathBuf>,
+    /// `SOUK_CORS_ORIGINS`: comma-separated origins whose pages may use
+    /// long-polling across origins (`*`: any); empty: same origin only.
+    pub cors_origins: Vec<String>,
 }
 
 /// Which tokens are accepted.
@@ -150,6 +153,14 @@ impl Settings {
             room_log_len: number(values, "SOUK_ROOM_LOG_LEN", 1_000)?,
             node_heartbeat: millis(values, "SOUK_NODE_HEARTBEAT_MS", 5_000)?,
             static_dir: static_dir(get("SOUK_STATIC_DIR")),
+            cors_origins: get("SOUK_CORS_ORIGINS")
+                .map(|list| {
+                    list.split(',')
+                        .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                        .filter(|origin| !origin.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         Ok(settings)
     }

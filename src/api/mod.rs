@@ -2,6 +2,7 @@
 //! metrics, dev tokens, and the Socket.IO endpoint.
 
 mod bookings;
+mod cors;
 mod demo;
 mod dev;
 mod health;
@@ -35,10 +36,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
-    .route("/socket.io/", web::get().to(crate::session::socket_io))
-    .route(
-        "/socket.io/",
-        web::post().to(crate::session::socket_io_post),
+    .service(
+        web::resource("/socket.io/")
+            .wrap(actix_web::middleware::from_fn(cors::socket_io))
+            .route(web::get().to(crate::session::socket_io))
+            .route(web::post().to(crate::session::socket_io_post)),
     )
     .service(
         web::scope("/api/v1")

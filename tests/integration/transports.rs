@@ -324,3 +324,79 @@ async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_ne
     assert_eq!(poller.get().await, (200, "1".to_owned()));
     assert_eq!(poller.get().await.0, 400, "the session is gone");
 }
+
+#[actix_web::test]
+async fn pages_of_the_allowed_origins_may_long_poll_across_origins() {
+    let app = TestApp::spawn_with(&[(
+        "SOUK_CORS_ORIGINS",
+        "https://shop.example, https://admin.example/",
+    )])
+    .await;
+    let url = app.http("/socket.io/?EIO=4&transport=polling");
+    let allow_origin = |resp: &awc::ClientResponse<_>| {
+        resp.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let client = awc::Client::new();
+    let resp = client
+        .get(&url)
+        .insert_header(("Origin", "https://shop.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(allow_origin(&resp).as_deref(), Some("https://shop.example"));
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-credentials")
+            .unwrap(),
+        "true",
+        "socket.io-client polls withCredentials when asked"
+    );
+
+    let preflight = client
+        .request(awc::http::Method::OPTIONS, &url)
+        .insert_header(("Origin", "https://admin.example"))
+        .insert_header(("Access-Control-Request-Method", "POST"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 204);
+    assert_eq!(
+        allow_origin(&preflight).as_deref(),
+        Some("https://admin.example")
+    );
+    let methods = preflight
+        .headers()
+        .get("access-control-allow-methods")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+
+    // Errors carry the header too, so the page can read them.
+    let unknown = client
+        .get(format!("{url}&sid=nope"))
+        .insert_header(("Origin", "https://shop.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 400);
+    assert_eq!(
+        allow_origin(&unknown).as_deref(),
+        Some("https://shop.example")
+    );
+
+    // Another origin's page gets no permission.
+    for method in [awc::http::Method::GET, awc::http::Method::OPTIONS] {
+        let resp = client
+            .request(method.clone(), &url)
+            .insert_header(("Origin", "https://evil.example"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(allow_origin(&resp), None, "{method}");
+    }
+}

@@ -1,0 +1,66 @@
+//! CORS for `/socket.io/`: a page on another origin can long-poll only when
+//! the node names that origin (`SOUK_CORS_ORIGINS`). WebSockets need no
+//! CORS; the rest of the HTTP API is for backends, not browsers.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpResponse};
+
+use crate::state::AppState;
+
+/// How long a browser may cache a preflight answer, in seconds.
+const PREFLIGHT_MAX_AGE: &str = "600";
+
+/// Answers preflights and marks answers to allowed origins.
+pub async fn socket_io(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let allowed = allowed_origin(&req);
+    if req.method() == Method::OPTIONS {
+        let mut answer = HttpResponse::NoContent();
+        if let Some(origin) = &allowed {
+            answer
+                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
+                .insert_header((
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "authorization, content-type",
+                ))
+                .insert_header((header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE));
+            mark(answer.insert_header((header::VARY, "Origin")), origin);
+        }
+        return Ok(req.into_response(answer.finish()));
+    }
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    if let Some(origin) = allowed {
+        let headers = res.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    Ok(res)
+}
+
+fn mark(answer: &mut actix_web::HttpResponseBuilder, origin: &HeaderValue) {
+    answer
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+}
+
+/// The request's `Origin` when the node allows it.
+fn allowed_origin(req: &ServiceRequest) -> Option<HeaderValue> {
+    let origin = req.headers().get(header::ORIGIN)?;
+    let app = req.app_data::<web::Data<AppState>>()?;
+    let text = origin.to_str().ok()?;
+    app.settings
+        .cors_origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed == text)
+        .then(|| origin.clone())
+}
