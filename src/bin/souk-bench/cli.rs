@@ -75,6 +75,9 @@ chat options:
 idle options:
   --connections N            connections, each its own user, CONNECTed (default 1000)
   --hold SECS                how long they stay open once all are in (default 10)
+  --connect-timeout SECS     how long one connection may take to open and CONNECT
+                             (default 15); when none has connected for twice that
+                             (at least 10 s), the rest are given up and the hold starts
   --processes K              generator processes (default 1): this binary runs itself
                              K times, each child with N/K connections and its share of
                              --sources (one process may hold only `ulimit -Hn` sockets)

@@ -38,8 +38,9 @@ use crate::stats::round3;
 use crate::ws::{self, Packet};
 use crate::{shard, token};
 
-/// How long one connection may take to open and CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the parent waits for a new connection before it gives up on
+/// the ones still opening (at least; twice `--connect-timeout` when longer).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
 /// How often a child tells the parent its counts.
 const CHILD_PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How long children may take to start, and to close and report.
@@ -49,6 +50,8 @@ const CHILD_GRACE: Duration = Duration::from_secs(60);
 struct Settings {
     connections: usize,
     hold: Duration,
+    /// How long one connection may take to open and CONNECT.
+    connect_timeout: Duration,
     processes: usize,
     /// This process's index when it is a child.
     child: Option<usize>,
@@ -116,6 +119,9 @@ pub async fn run(common: &Common, mut options: Options) -> Result<Option<Report>
     let settings = Settings {
         connections: options.take("connections", 1000usize)?,
         hold: Duration::from_secs_f64(options.take("hold", 10.0f64)?.max(0.0)),
+        connect_timeout: Duration::from_secs_f64(
+            options.take("connect-timeout", 15.0f64)?.max(0.1),
+        ),
         processes: options.take("processes", 1usize)?.max(1),
         child: match options.take_text("child") {
             None => None,
@@ -141,10 +147,10 @@ pub async fn run(common: &Common, mut options: Options) -> Result<Option<Report>
     };
     let outcome = conduct(common, &settings, &mut fleet).await;
     let finished = fleet.finish().await;
-    let (mut report, mut readings) = outcome?;
+    let (mut report, mut readings, held) = outcome?;
     let (counts, problems, helper_cpu) = finished?;
     readings.add_generator_cpu(helper_cpu);
-    fill_report(&mut report, common, &settings, counts, &problems);
+    fill_report(&mut report, common, &settings, held, counts, &problems);
     readings.report(&mut report);
     Ok(Some(report))
 }
@@ -372,6 +378,10 @@ fn spawn_children(common: &Common, settings: &Settings) -> Result<Children> {
             .arg("idle")
             .args(["--url", &common.url, "--secret", &common.secret])
             .args(["--connections", &share.to_string()])
+            .args([
+                "--connect-timeout",
+                &settings.connect_timeout.as_secs_f64().to_string(),
+            ])
             .args(["--child", &index.to_string(), "--run", &settings.run])
             .args(["--sources", &sources.join(",")])
             .args(["--threads", &common.threads.to_string()])
@@ -427,7 +437,7 @@ async fn conduct(
     common: &Common,
     settings: &Settings,
     fleet: &mut Fleet,
-) -> Result<(Report, Stopped)> {
+) -> Result<(Report, Stopped, Counts)> {
     let total = settings.connections as u64;
     let started = Instant::now();
     while !fleet.ready()? {
@@ -450,26 +460,26 @@ async fn conduct(
     };
     let go = Instant::now();
     fleet.tell(Phase::Go);
-    // Wait until every connection connected or failed.
-    let mut last = Counts::default();
-    let mut last_change = Instant::now();
-    let connect_secs = loop {
+    // Wait until every connection connected or failed, or no new one
+    // connected for a while (a server that refuses connections leaves
+    // them waiting in its backlog).
+    let give_up_after = GIVE_UP_AFTER.max(settings.connect_timeout * 2);
+    let mut last_connected = 0;
+    let mut last_success = Instant::now();
+    let (connect_secs, given_up) = loop {
         let counts = fleet.counts();
         if let Ok(mut shown) = progress.1.lock() {
             *shown = counts;
         }
         if counts.connected + counts.failed >= total {
-            break go.elapsed().as_secs_f64();
+            break (go.elapsed().as_secs_f64(), 0);
         }
-        if counts.connected + counts.failed != last.connected + last.failed {
-            last = counts;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > CONNECT_TIMEOUT * 2 {
-            fleet.tell(Phase::Stop);
-            return fail(format!(
-                "stuck at {} connected, {} failed of {total}",
-                counts.connected, counts.failed
-            ));
+        if counts.connected != last_connected {
+            last_connected = counts.connected;
+            last_success = Instant::now();
+        } else if last_success.elapsed() > give_up_after {
+            let secs = last_success.duration_since(go).as_secs_f64();
+            break (secs, total - counts.connected - counts.failed);
         }
         if let Fleet::Children(children) = fleet {
             for (i, kid) in children.kids.iter().enumerate() {
@@ -524,6 +534,15 @@ async fn conduct(
             counts.connected, counts.failed
         ),
     );
+    if given_up > 0 {
+        report.item(
+            "given up",
+            format!(
+                "{given_up} still opening after {:.0} s without a new connection",
+                give_up_after.as_secs_f64()
+            ),
+        );
+    }
     report.item("connect rate", format!("{connect_rate:.0} connections/s"));
     report.item(
         "dropped during the hold",
@@ -610,28 +629,36 @@ async fn conduct(
             "connected": counts.connected,
             "failed": counts.failed,
             "droppedDuringHold": counts.dropped,
+            "givenUp": given_up,
             "connectSecs": round3(connect_secs),
             "connectPerSec": round3(connect_rate),
         }),
     );
     report.set("server", server_json);
-    Ok((report, probe.stop()))
+    Ok((report, probe.stop(), counts))
 }
 
 fn fill_report(
     report: &mut Report,
     common: &Common,
     settings: &Settings,
+    held: Counts,
     counts: Counts,
     problems: &BTreeMap<String, u64>,
 ) {
     report.section("after the hold");
+    let late = counts.connected.saturating_sub(held.connected);
     report.item(
         "closed by the generator",
         format!(
-            "{} of {} connected",
+            "{} of {} connected{}",
             counts.connected - counts.dropped,
-            counts.connected
+            counts.connected,
+            if late == 0 {
+                String::new()
+            } else {
+                format!(" ({late} of them connected only after the hold, as others closed)")
+            }
         ),
     );
     if !problems.is_empty() {
@@ -648,6 +675,7 @@ fn fill_report(
             "url": common.url,
             "connections": settings.connections,
             "holdSecs": settings.hold.as_secs_f64(),
+            "connectTimeoutSecs": settings.connect_timeout.as_secs_f64(),
             "processes": settings.processes,
             "sources": sources,
             "threads": common.threads,
@@ -808,7 +836,7 @@ async fn hold_one(ctx: Rc<Ctx>, n: usize) {
         let Ok(_permit) = ctx.gate.acquire().await else {
             return;
         };
-        timeout(CONNECT_TIMEOUT, open(&ctx, n)).await
+        timeout(ctx.settings.connect_timeout, open(&ctx, n)).await
     };
     let counters = &ctx.counters;
     let mut socket = match opened {
