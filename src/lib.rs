@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod protocol;
 pub mod rooms;
 pub mod session;
@@ -76,6 +77,7 @@ impl Application {
     /// Call inside an actix system.
     pub fn build(settings: Settings) -> Result<Self, StartError> {
         let metrics = metrics::Metrics::new()?;
+        ops::FdWatch::new(metrics.clone()).start();
         let auth = auth::Authenticator::new(&settings.jwt, settings.dev)?;
         let db = store::Db::new(
             &settings.database_url,

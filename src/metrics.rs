@@ -28,6 +28,10 @@ pub struct Metrics {
     pub db_ops: IntCounter,
     /// `souk_bad_frames_total`: frames answered with `bad_request`.
     pub bad_frames: IntCounter,
+    /// `process_open_fds`: file descriptors the node holds open.
+    pub open_fds: IntGauge,
+    /// `process_max_fds`: its open-files limit; at it, connections are refused.
+    pub max_fds: IntGauge,
 }
 
 impl Metrics {
@@ -70,7 +74,11 @@ impl Metrics {
         registry.register(Box::new(disconnects.clone()))?;
         registry.register(Box::new(redis_ops.clone()))?;
         registry.register(Box::new(db_ops.clone()))?;
+        let open_fds = IntGauge::new("process_open_fds", "Open file descriptors")?;
+        let max_fds = IntGauge::new("process_max_fds", "Open-files limit (soft)")?;
         registry.register(Box::new(bad_frames.clone()))?;
+        registry.register(Box::new(open_fds.clone()))?;
+        registry.register(Box::new(max_fds.clone()))?;
         Ok(Metrics {
             registry,
             connections,
@@ -82,6 +90,8 @@ impl Metrics {
             redis_ops,
             db_ops,
             bad_frames,
+            open_fds,
+            max_fds,
         })
     }
 

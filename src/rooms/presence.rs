@@ -64,6 +64,11 @@ pub struct PresenceTracker {
     ttl: Duration,
     /// Live connections per user on this node.
     local: HashMap<UserId, usize>,
+    /// Users who just connected, waiting for the refresh in flight to
+    /// finish; one such refresh at a time, so a burst of connections makes
+    /// one task instead of one each.
+    arrived: Vec<UserId>,
+    refreshing: bool,
 }
 
 impl PresenceTracker {
@@ -73,7 +78,29 @@ impl PresenceTracker {
             fanout,
             ttl,
             local: HashMap::new(),
+            arrived: Vec::new(),
+            refreshing: false,
         }
+    }
+
+    /// Refreshes the users who connected: at once when no such refresh is
+    /// in flight, else with the next one.
+    fn refresh_arrived(&mut self, ctx: &mut Context<Self>) {
+        if self.refreshing || self.arrived.is_empty() {
+            return;
+        }
+        self.refreshing = true;
+        let users = std::mem::take(&mut self.arrived);
+        let (redis, fanout, ttl) = (self.redis.clone(), self.fanout.clone(), self.ttl);
+        let done = async move {
+            if let Err(err) = refresh(&redis, &fanout, ttl, &users).await {
+                log::warn!("presence refresh failed: {err}");
+            }
+        };
+        ctx.spawn(done.into_actor(self).map(|(), tracker, ctx| {
+            tracker.refreshing = false;
+            tracker.refresh_arrived(ctx);
+        }));
     }
 
     fn refresh(&self, users: Vec<UserId>) {
@@ -212,11 +239,12 @@ pub struct Disconnected(pub UserId);
 
 impl Handler<Connected> for PresenceTracker {
     type Result = ();
-    fn handle(&mut self, msg: Connected, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
         let count = self.local.entry(msg.0.clone()).or_insert(0);
         *count += 1;
         if *count == 1 {
-            self.refresh(vec![msg.0]);
+            self.arrived.push(msg.0);
+            self.refresh_arrived(ctx);
         }
     }
 }

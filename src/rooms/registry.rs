@@ -38,6 +38,11 @@ pub struct Registry {
     rooms: HashMap<RoomKey, RoomEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
     metrics: Metrics,
+    /// Records waiting for the save in flight to finish; one save at a
+    /// time, so a burst of connections makes one Redis pipeline of many
+    /// records instead of one task each.
+    unsaved: Vec<(String, Record)>,
+    saving: bool,
 }
 
 /// A live room: how to reach it, and how many local members it has.
@@ -111,6 +116,8 @@ impl Registry {
             rooms: HashMap::new(),
             sessions: HashMap::new(),
             metrics,
+            unsaved: Vec::new(),
+            saving: false,
         }
     }
 
@@ -143,22 +150,30 @@ impl Registry {
         })
     }
 
-    /// Keeps a socket's record in Redis (its rooms changed, or it closed).
-    fn save(&self, records: Vec<(String, Record)>) {
-        if records.is_empty() {
+    /// Keeps sockets' records in Redis (their rooms changed, or they
+    /// closed): at once when no save is in flight, else with the next one.
+    fn save(&mut self, records: Vec<(String, Record)>, ctx: &mut Context<Self>) {
+        self.unsaved.extend(records);
+        if self.saving || self.unsaved.is_empty() {
             return;
         }
+        self.saving = true;
+        let records = std::mem::take(&mut self.unsaved);
         let (redis, window) = (self.redis.clone(), self.recovery_window);
-        actix_web::rt::spawn(async move {
+        let saved = async move {
             if let Err(err) = recovery::save(&redis, &records, window).await {
                 log::warn!("recovery records not saved: {err}");
             }
-        });
+        };
+        ctx.spawn(saved.into_actor(self).map(|(), registry, ctx| {
+            registry.saving = false;
+            registry.save(Vec::new(), ctx);
+        }));
     }
 
-    fn save_session(&self, session: SessionId) {
+    fn save_session(&mut self, session: SessionId, ctx: &mut Context<Self>) {
         if let Some(record) = self.sessions.get(&session).and_then(SessionEntry::record) {
-            self.save(vec![record]);
+            self.save(vec![record], ctx);
         }
     }
 
@@ -241,13 +256,13 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Records live one window; connected sockets renew theirs.
-        ctx.run_interval(self.recovery_window / 3, |registry, _| {
+        ctx.run_interval(self.recovery_window / 3, |registry, ctx| {
             let records = registry
                 .sessions
                 .values()
                 .filter_map(SessionEntry::record)
                 .collect();
-            registry.save(records);
+            registry.save(records, ctx);
         });
     }
 }
@@ -263,11 +278,11 @@ pub struct Bind {
 
 impl Handler<Bind> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Bind, ctx: &mut Context<Self>) {
         if let Some(entry) = self.sessions.get_mut(&msg.session) {
             entry.bound = Some((msg.pid, msg.user));
         }
-        self.save_session(msg.session);
+        self.save_session(msg.session, ctx);
     }
 }
 
@@ -373,11 +388,11 @@ impl Handler<Register> for Registry {
 
 impl Handler<Unregister> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
         if let Some(entry) = self.sessions.remove(&msg.session) {
             // The record lives one window from now, for a reconnect.
             if let Some(record) = entry.record() {
-                self.save(vec![record]);
+                self.save(vec![record], ctx);
             }
             for room in &entry.rooms {
                 self.leave(msg.session, room);
@@ -407,7 +422,7 @@ impl Handler<Join> for Registry {
                 user: msg.user,
                 recipient,
             });
-            self.save_session(msg.session);
+            self.save_session(msg.session, ctx);
         }
         let followed = self
             .subscriber
@@ -428,14 +443,14 @@ impl Handler<Join> for Registry {
 
 impl Handler<Leave> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
         let was_member = self
             .sessions
             .get_mut(&msg.session)
             .is_some_and(|s| s.rooms.remove(&msg.room));
         if was_member {
             self.leave(msg.session, &msg.room);
-            self.save_session(msg.session);
+            self.save_session(msg.session, ctx);
         }
     }
 }

@@ -61,7 +61,22 @@ struct Node {
 
 impl Node {
     fn spawn(db: &TestDb, node_id: &str) -> Node {
-        let mut child = Command::new(SOUK)
+        Node::spawn_with(db, node_id, Command::new(SOUK))
+    }
+
+    /// A node whose soft open-files limit is `limit`.
+    fn spawn_with_fd_limit(db: &TestDb, node_id: &str, limit: u32) -> Node {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""),
+            SOUK,
+        ]);
+        Node::spawn_with(db, node_id, command)
+    }
+
+    fn spawn_with(db: &TestDb, node_id: &str, mut command: Command) -> Node {
+        let mut child = command
             .args(["serve", "--no-migrate"])
             .env("SOUK_HTTP_ADDR", "127.0.0.1:0")
             .env("SOUK_DATABASE_URL", &db.url)
@@ -105,6 +120,23 @@ impl Node {
             address,
             lines,
             seen,
+        }
+    }
+
+    /// The first log line from now on that contains `text`.
+    fn wait_for_line(&mut self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {text:?} in {within:?}: {:#?}", self.seen),
+            }
         }
     }
 
@@ -275,4 +307,34 @@ async fn fifty_reservers_on_two_souk_processes_have_one_winner_every_time() {
         }
         assert_eq!(winners, 1, "round {round}");
     }
+}
+
+#[test]
+fn a_node_out_of_file_descriptors_says_so_once_and_when_it_recovers() {
+    const LIMIT: u32 = 200;
+    let db = TestDb::create();
+    let mut node = Node::spawn_with_fd_limit(&db, "fds", LIMIT);
+    // Plain TCP connections: every one the node accepts takes a descriptor,
+    // and the ones past the limit wait in the listen backlog.
+    let held: Vec<std::net::TcpStream> = (0..LIMIT + 50)
+        .map(|_| std::net::TcpStream::connect(&node.address).unwrap())
+        .collect();
+    let line = node.wait_for_line("refusing connections", Duration::from_secs(10));
+    let json: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["level"], "ERROR", "{line}");
+    assert!(
+        json["msg"].as_str().unwrap().starts_with(&format!(
+            "refusing connections: all {LIMIT} file descriptors in use"
+        )),
+        "{line}"
+    );
+    drop(held);
+    let line = node.wait_for_line("accepting connections again", Duration::from_secs(20));
+    assert!(line.contains("\"level\":\"INFO\""), "{line}");
+    let refusals = node
+        .seen
+        .iter()
+        .filter(|l| l.contains("refusing connections"))
+        .count();
+    assert_eq!(refusals, 1, "said once per episode: {:#?}", node.seen);
 }

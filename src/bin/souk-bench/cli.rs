@@ -17,6 +17,8 @@ scenarios:
   auction    N bidders on one auction listing, each bidding up to --rate a second
   fanout     R listing rooms x M members, fed events through the server API
   chat       K buyer/seller pairs messaging in their bookings; checks Postgres after
+  idle       N authenticated connections held open: connect rate, server RSS per connection
+  churn      connections coming and going while S steady members stay in their rooms
 
 options every scenario takes:
   --url URL                  server, http://host:port (required)
@@ -69,6 +71,31 @@ chat options:
   --drain SECS               how long to wait for the last acks (default 5)
   afterwards every booking's message:history is read and each acked
   clientMsgId must be in it
+
+idle options:
+  --connections N            connections, each its own user, CONNECTed (default 1000)
+  --hold SECS                how long they stay open once all are in (default 10)
+  --connect-timeout SECS     how long one connection may take to open and CONNECT
+                             (default 15); when none has connected for twice that
+                             (at least 10 s), the rest are given up and the hold starts
+  --processes K              generator processes (default 1): this binary runs itself
+                             K times, each child with N/K connections and its share of
+                             --sources (one process may hold only `ulimit -Hn` sockets)
+  reported: connect rate, the server's RSS before / all connected / end of hold and
+  per connection, its open files against its limit, its CPU while connecting and holding
+
+churn options:
+  --listings L               listing rooms (default 10)
+  --members S                steady members, one connection each, watching listing
+                             i mod L for the whole run (default 1000)
+  --churners C               tasks looping open, CONNECT, listing:watch, close (default 50)
+  --close clean|drop|mixed   churners leave with a close frame, by dropping the TCP
+                             connection, or each in turn (default mixed)
+  --rate N                   events a second posted to the rooms meanwhile (default 20)
+  --duration SECS            how long they churn (default 10)
+  --drain SECS               wait after the churn before checking (default 2)
+  afterwards the server's connection count (GET /api/v1/cluster) must equal S and one
+  more event posted to every room must reach all S members
 ";
 
 /// What the server is and how to reach it.

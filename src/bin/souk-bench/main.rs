@@ -50,7 +50,10 @@ fn run(args: &[String]) -> Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let report = runtime.block_on(scenarios::run(&scenario, &common, options))?;
+            let Some(report) = runtime.block_on(scenarios::run(&scenario, &common, options))?
+            else {
+                return Ok(());
+            };
             println!("{}", report.table());
             if let Some(path) = &common.json {
                 report.write_json(path)?;

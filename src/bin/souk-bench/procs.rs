@@ -28,6 +28,32 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// utime + stime of one process, in seconds.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    cpu_ticks(pid).map(|t| t as f64 / TICKS_PER_SEC)
+}
+
+/// The resident memory (`VmRSS`) of one process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(&pid.to_string(), "VmRSS:")
+}
+
+/// How many files one process holds open (entries of /proc/PID/fd).
+pub fn open_files(pid: u32) -> Option<u64> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(dir.count() as u64)
+}
+
+/// One process's soft limit of open files (`Max open files` in
+/// /proc/PID/limits); `None` when unlimited or unreadable.
+pub fn open_files_limit(pid: u32) -> Option<u64> {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
 /// The machine's CPU time since boot from /proc/stat, in ticks: (busy, all).
 fn machine_ticks() -> Option<(u64, u64)> {
     let stat = fs::read_to_string("/proc/stat").ok()?;
@@ -83,6 +109,8 @@ pub struct Probe {
     named_start: BTreeMap<u32, (String, u64)>,
     machine_start: Option<(u64, u64)>,
     started: std::time::Instant,
+    /// CPU seconds of generator processes other than this one.
+    helpers_cpu: f64,
 }
 
 impl Probe {
@@ -99,18 +127,74 @@ impl Probe {
             named_start,
             machine_start: machine_ticks(),
             started: std::time::Instant::now(),
+            helpers_cpu: 0.0,
         }
     }
 
     /// Readings at the end of the window, added to the report.
     pub fn finish(self, report: &mut Report) {
-        let secs = self.started.elapsed().as_secs_f64();
+        self.stop().report(report);
+    }
+
+    /// Takes the readings that end the window, to report later.
+    pub fn stop(self) -> Stopped {
+        let named_end = find_named(&self.names)
+            .into_iter()
+            .filter_map(|(pid, name)| Some((pid, (name, cpu_ticks(pid)?))))
+            .collect();
+        let server = self.server_pid.map(|pid| {
+            let pid_text = pid.to_string();
+            (
+                cpu_ticks(pid),
+                status_kib(&pid_text, "VmRSS:"),
+                status_kib(&pid_text, "VmHWM:"),
+            )
+        });
+        Stopped {
+            secs: self.started.elapsed().as_secs_f64(),
+            machine_end: machine_ticks(),
+            server_end: server,
+            self_end: cpu_ticks(std::process::id()),
+            named_end,
+            probe: self,
+        }
+    }
+}
+
+/// A probe's window, ended.
+pub struct Stopped {
+    probe: Probe,
+    secs: f64,
+    machine_end: Option<(u64, u64)>,
+    /// The server's CPU ticks, RSS and peak RSS (KiB).
+    server_end: Option<(Option<u64>, Option<u64>, Option<u64>)>,
+    self_end: Option<u64>,
+    named_end: BTreeMap<u32, (String, u64)>,
+}
+
+impl Stopped {
+    /// Counts CPU seconds that helper generator processes (`--processes`)
+    /// spent in the window as the generator's.
+    pub fn add_generator_cpu(&mut self, secs: f64) {
+        self.probe.helpers_cpu += secs;
+    }
+
+    /// The readings, added to the report.
+    pub fn report(self, report: &mut Report) {
+        let Stopped {
+            probe: this,
+            secs,
+            machine_end,
+            server_end,
+            self_end,
+            named_end,
+        } = self;
         let share = |cpu: f64| if secs > 0.0 { cpu / secs * 100.0 } else { 0.0 };
         report.section("processes (during the measured window)");
         report.item("window", format!("{secs:.1} s"));
         let mut json = Map::new();
         json.insert("windowSecs".into(), json!(round3(secs)));
-        let machine = self.machine_start.zip(machine_ticks());
+        let machine = this.machine_start.zip(machine_end);
         // CPU seconds the readings below account for.
         let mut accounted = 0.0;
         if let Some(((busy0, all0), (busy1, all1))) = machine {
@@ -130,14 +214,11 @@ impl Probe {
                 json!({ "cores": cores, "busyPercent": round3(percent), "busyCpuSecs": round3(busy) }),
             );
         }
-        if let Some(pid) = self.server_pid {
-            let cpu = match (self.server_start, cpu_ticks(pid)) {
+        if let Some((pid, (cpu_end, rss, hwm))) = this.server_pid.zip(server_end) {
+            let cpu = match (this.server_start, cpu_end) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / TICKS_PER_SEC),
                 _ => None,
             };
-            let pid_text = pid.to_string();
-            let rss = status_kib(&pid_text, "VmRSS:");
-            let hwm = status_kib(&pid_text, "VmHWM:");
             let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
             accounted += cpu.unwrap_or(0.0);
             report.item(
@@ -165,8 +246,10 @@ impl Probe {
                 }),
             );
         }
-        let own = match (self.self_start, cpu_ticks(std::process::id())) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / TICKS_PER_SEC),
+        let own = match (this.self_start, self_end) {
+            (Some(a), Some(b)) => {
+                Some(b.saturating_sub(a) as f64 / TICKS_PER_SEC + this.helpers_cpu)
+            }
             _ => None,
         };
         if let Some(cpu) = own {
@@ -180,17 +263,15 @@ impl Probe {
             "generator".into(),
             json!({ "cpuSecs": own.map(round3), "cpuPercentOfOneCore": own.map(|c| round3(share(c))) }),
         );
-        if !self.names.is_empty() {
+        if !this.names.is_empty() {
             // Processes that started during the window count from zero.
             let mut by_name: BTreeMap<String, (u64, usize)> =
-                self.names.iter().map(|n| (n.clone(), (0, 0))).collect();
-            for (pid, name) in find_named(&self.names) {
-                let before = self.named_start.get(&pid).map_or(0, |(_, t)| *t);
-                if let Some(now) = cpu_ticks(pid) {
-                    let entry = by_name.entry(name).or_default();
-                    entry.0 += now.saturating_sub(before);
-                    entry.1 += 1;
-                }
+                this.names.iter().map(|n| (n.clone(), (0, 0))).collect();
+            for (pid, (name, now)) in named_end {
+                let before = this.named_start.get(&pid).map_or(0, |(_, t)| *t);
+                let entry = by_name.entry(name).or_default();
+                entry.0 += now.saturating_sub(before);
+                entry.1 += 1;
             }
             let mut watched = Map::new();
             for (name, (ticks, count)) in by_name {
@@ -232,6 +313,8 @@ mod tests {
     #[test]
     fn reads_its_own_process() {
         assert!(cpu_ticks(std::process::id()).is_some());
-        assert!(status_kib(&std::process::id().to_string(), "VmRSS:").is_some());
+        assert!(rss_kib(std::process::id()).is_some());
+        assert!(open_files(std::process::id()).is_some_and(|n| n >= 3));
+        assert!(open_files_limit(std::process::id()).is_some_and(|n| n > 0));
     }
 }

@@ -18,6 +18,20 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T>> + 'static,
 {
+    start(threads, work)?.await
+}
+
+/// Starts `work(shard)` on `threads` threads at once, without waiting to
+/// be polled; the future answers each shard's result once all are done.
+pub fn start<T, F, Fut>(
+    threads: usize,
+    work: F,
+) -> Result<impl Future<Output = Result<Vec<T>>> + 'static>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T>> + 'static,
+{
     let work = Arc::new(work);
     let mut waiting = Vec::with_capacity(threads);
     for shard in 0..threads {
@@ -38,11 +52,13 @@ where
             })?;
         waiting.push(result);
     }
-    let mut results = Vec::with_capacity(threads);
-    for result in waiting {
-        results.push(result.await.map_err(|_| "a generator thread died")??);
-    }
-    Ok(results)
+    Ok(async move {
+        let mut results = Vec::with_capacity(threads);
+        for result in waiting {
+            results.push(result.await.map_err(|_| "a generator thread died")??);
+        }
+        Ok(results)
+    })
 }
 
 /// The items of `shard` among `total` split over `shards`.

@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::{wait_settled, Problems};
+use super::{create_listings, wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::procs::Probe;
@@ -116,24 +116,14 @@ pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
         return fail("--rate must be above 0");
     }
     let service = token::mint(&common.secret, "souk-bench", Some("service"), 3600 * 24)?;
-    for room in 0..settings.rooms {
-        let body = json!({
-            "sellerId": format!("bench-seller-{}", settings.run),
-            "title": "souk-bench fanout",
-            "price": 100,
-            "currency": "EUR",
-        });
-        http::request(
-            &common.target,
-            "PUT",
-            &format!("/api/v1/listings/{}", settings.listing(room)),
-            Some(&service),
-            Some(&body),
-        )
-        .await
-        .map_err(|e| format!("create listing {room}: {e}"))?
-        .ok("create a listing")?;
-    }
+    create_listings(
+        common,
+        &service,
+        &format!("bench-seller-{}", settings.run),
+        "souk-bench fanout",
+        (0..settings.rooms).map(|room| settings.listing(room)),
+    )
+    .await?;
 
     let shared = Arc::new(Shared::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);

@@ -3,21 +3,30 @@
 
 pub mod auction;
 pub mod chat;
+pub mod churn;
 pub mod fanout;
+pub mod idle;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
+use crate::http;
 use crate::report::Report;
 
-pub async fn run(name: &str, common: &Common, options: Options) -> Result<Report> {
+/// Runs the scenario; answers no report when this process is a helper
+/// that reports to its parent instead (`idle --child`).
+pub async fn run(name: &str, common: &Common, options: Options) -> Result<Option<Report>> {
     match name {
-        "auction" => auction::run(common, options).await,
-        "fanout" => fanout::run(common, options).await,
-        "chat" => chat::run(common, options).await,
+        "auction" => auction::run(common, options).await.map(Some),
+        "fanout" => fanout::run(common, options).await.map(Some),
+        "chat" => chat::run(common, options).await.map(Some),
+        "idle" => idle::run(common, options).await,
+        "churn" => churn::run(common, options).await.map(Some),
         other => fail(format!("unknown scenario {other:?} (see --help)")),
     }
 }
@@ -86,4 +95,51 @@ pub async fn wait_settled(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Creates public fixed-price listings `ids`, sold by `seller`, through
+/// `PUT /api/v1/listings/{id}`.
+pub async fn create_listings(
+    common: &Common,
+    service: &str,
+    seller: &str,
+    title: &str,
+    ids: impl Iterator<Item = String>,
+) -> Result<()> {
+    for id in ids {
+        let body = json!({ "sellerId": seller, "title": title, "price": 100, "currency": "EUR" });
+        http::request(
+            &common.target,
+            "PUT",
+            &format!("/api/v1/listings/{id}"),
+            Some(service),
+            Some(&body),
+        )
+        .await
+        .map_err(|e| format!("create listing {id}: {e}"))?
+        .ok("create a listing")?;
+    }
+    Ok(())
+}
+
+/// Posts `{event, data}` to listing `id`'s room through
+/// `POST /api/v1/rooms/listing:{id}/events`; a refusal is an error too.
+pub async fn post_listing_event(
+    common: &Common,
+    service: &str,
+    id: &str,
+    event: &str,
+    data: Value,
+) -> Result<()> {
+    let body = json!({ "event": event, "data": data });
+    http::request(
+        &common.target,
+        "POST",
+        &format!("/api/v1/rooms/listing:{id}/events"),
+        Some(service),
+        Some(&body),
+    )
+    .await?
+    .ok("post")?;
+    Ok(())
 }
