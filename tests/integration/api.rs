@@ -321,3 +321,77 @@ async fn the_backend_emits_to_any_room() {
         .await;
     assert_eq!(status, 422);
 }
+
+/// A TCP proxy to the test Redis whose connections can all be cut at once,
+/// as a Redis restart or a network blip would.
+struct RedisProxy {
+    url: String,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl RedisProxy {
+    async fn start() -> RedisProxy {
+        let upstream = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        actix_web::rt::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                actix_web::rt::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        RedisProxy { url, cut }
+    }
+
+    fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[actix_web::test]
+async fn the_node_comes_back_after_its_redis_connections_are_cut() {
+    let proxy = RedisProxy::start().await;
+    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", &proxy.url)]).await;
+    app.listing("l1", "sella").await;
+    // Enough commands that every shared connection is in use.
+    for _ in 0..8 {
+        assert_eq!(get(app.http("/readyz")).await.0, 200);
+    }
+
+    proxy.cut_all();
+    // Shared connections are checked at most a second apart; broken ones
+    // are replaced, so the node is ready again within a few seconds.
+    eventually("ready again after the cut", || async {
+        get(app.http("/readyz")).await.0 == 200
+    })
+    .await;
+    // And room events flow again, publish and subscription both.
+    let mut watcher = app.connect("ann").await;
+    let ack = watcher
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let (status, _) = app
+        .api(
+            "POST",
+            "/api/v1/rooms/listing:l1/events",
+            Some(json!({"event": "tick", "data": 1})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(watcher.wait_event("tick").await, vec![json!(1)]);
+}
