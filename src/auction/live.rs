@@ -23,16 +23,31 @@ pub fn idempotency_key(redis: &Redis, listing: &str, bidder: &str, key: &str) ->
     redis.key(&["auction", &format!("{{{listing}}}"), "idem", bidder, key])
 }
 
-/// Decides one bid. KEYS: the auction hash, the idempotency key ('' none).
-/// ARGV: bidder, amount, now (ms), has key (0/1), key TTL (ms).
-/// Returns {'repeat', json} | {'missing'} | {outcome, json}; every outcome
-/// but 'missing' is remembered under the idempotency key.
+/// Decides one bid, after counting it against the bidder's rate limit, in
+/// one round trip. KEYS: the auction hash, the idempotency key ('' none),
+/// the bidder's rate window. ARGV: bidder, amount, now (ms), has key (0/1),
+/// key TTL (ms), bids allowed per window, window (ms).
+/// Returns {'missing'} (not counted, so the retry after a rebuild counts
+/// once) | {'rate_limited', ms left in the window} | {'repeat', json} |
+/// {outcome, json}; every outcome but those two is remembered under the
+/// idempotency key.
 const PLACE: &str = r#"
-if ARGV[4] == '1' then
-  local prior = redis.call('GET', KEYS[2])
-  if prior then return {'repeat', prior} end
+local function prior()
+  if ARGV[4] == '1' then return redis.call('GET', KEYS[2]) end
+  return false
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local answer = prior()
+  if answer then return {'repeat', answer} end
+  return {'missing'}
+end
+local n = redis.call('INCR', KEYS[3])
+if n == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
+if n > tonumber(ARGV[6]) then
+  return {'rate_limited', tostring(redis.call('PTTL', KEYS[3]))}
+end
+local answer = prior()
+if answer then return {'repeat', answer} end
 local a = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'startPrice', 'minIncrement',
   'extendMs', 'seller', 'current', 'leader', 'bidCount', 'version', 'status')
 local now, amount = tonumber(ARGV[3]), tonumber(ARGV[2])
@@ -111,12 +126,21 @@ pub struct Accepted {
     pub bid_count: i64,
 }
 
-/// The script's answer: a fresh decision, a remembered one, or no state.
+/// The script's answer: a fresh decision, a remembered one, no state, or
+/// over the bidder's rate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Placed {
     Decided(Outcome),
     Repeat(Outcome),
     Missing,
+    RateLimited { retry_after_ms: i64 },
+}
+
+/// How many bids one bidder may place per window.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_window: i64,
+    pub window_ms: i64,
 }
 
 /// Runs the bid script.
@@ -127,21 +151,28 @@ pub async fn place(
     amount: i64,
     key: Option<&str>,
     now_ms: i64,
+    limit: RateLimit,
 ) -> Result<Placed, StoreError> {
     let mut conn = redis.connection().await?;
     let idem = key.map(|k| idempotency_key(redis, listing, bidder, k));
     let reply: Vec<String> = PLACE_SCRIPT
         .key(auction_key(redis, listing))
         .key(idem.clone().unwrap_or_default())
+        .key(redis.key(&["rate", "bid", bidder]))
         .arg(bidder)
         .arg(amount)
         .arg(now_ms)
         .arg(if idem.is_some() { 1 } else { 0 })
         .arg(IDEMPOTENCY_TTL_MS)
+        .arg(limit.per_window)
+        .arg(limit.window_ms)
         .invoke_async(&mut *conn)
         .await?;
     match reply.as_slice() {
         [missing] if missing == "missing" => Ok(Placed::Missing),
+        [limited, left] if limited == "rate_limited" => Ok(Placed::RateLimited {
+            retry_after_ms: left.parse::<i64>().unwrap_or(1).max(1),
+        }),
         [kind, json] => {
             let outcome: Outcome = serde_json::from_str(json)
                 .map_err(|err| StoreError::Internal(format!("bid outcome {json}: {err}")))?;
@@ -275,27 +306,6 @@ pub async fn mark_closed(redis: &Redis, listing: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-/// A rate-limit window: INCR, and PEXPIRE on the window's first hit.
-const RATE: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {n, redis.call('PTTL', KEYS[1])}
-";
-
-/// The per-bid scripts, hashed once: `Script::new` runs SHA-1 over the
-/// text, which done on every bid was 1.5% of souk's CPU (perf, auction
-/// scenario).
+/// The bid script, hashed once: `Script::new` runs SHA-1 over the text,
+/// which done on every bid was 1.5% of souk's CPU (perf, auction scenario).
 static PLACE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PLACE));
-static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RATE));
-
-/// Counts one bid of `bidder` in the current one-second window; answers the
-/// count so far and the milliseconds left in the window.
-pub async fn count_bid(redis: &Redis, bidder: &str) -> Result<(i64, i64), StoreError> {
-    let mut conn = redis.connection().await?;
-    let reply: (i64, i64) = RATE_SCRIPT
-        .key(redis.key(&["rate", "bid", bidder]))
-        .arg(1000)
-        .invoke_async(&mut *conn)
-        .await?;
-    Ok(reply)
-}
