@@ -2,12 +2,13 @@
 //! authorizes, routes events, and writes packets back through a bounded
 //! outbound queue. Transports: a WebSocket (websocket.rs, the only user of
 //! actix-web-actors, so a move to actix-ws touches that file alone) or
-//! long-polling (polling.rs), which can upgrade to a WebSocket.
+//! long-polling (polling.rs), which can upgrade to a WebSocket. endpoint.rs
+//! reads the `/socket.io/` query and picks the transport.
 
 mod directory;
+mod endpoint;
 mod outbound;
 mod polling;
-mod upgrade;
 mod websocket;
 
 use std::collections::VecDeque;
@@ -33,7 +34,7 @@ use crate::rooms::{Deliver, Flush, RoomKey, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
 pub use directory::Directory;
-pub use upgrade::{socket_io, socket_io_post};
+pub use endpoint::{socket_io, socket_io_post};
 
 use outbound::{Ending, Outbound, Pipe, PollAnswer};
 use websocket::WsTransport;
