@@ -11,7 +11,18 @@ test("a reservation race between two contexts shows one winner", T, async () => 
   const ben = await openAs(ctx, "ben", page);
   for (const p of [ana, ben]) await p.locator("#reserve:not([disabled])").waitFor();
 
-  await Promise.all([ana.locator("#reserve").click(), ben.locator("#reserve").click()]);
+  // Both click at once. Playwright's click() waits for the button to be
+  // enabled, and the first winner's listing:updated can disable the other
+  // page's button before its click lands, which left that page waiting
+  // forever; a person clicking at that instant still sends the request, so
+  // each page clicks in one step, as that person would.
+  const press = (p) =>
+    p.evaluate(() => {
+      const button = document.querySelector("#reserve");
+      button.disabled = false;
+      button.click();
+    });
+  await Promise.all([press(ana), press(ben)]);
   const outcome = async (p) => {
     await p.locator("#reserved:not([hidden]), #reserve-error:not([hidden])").first().waitFor();
     return (await p.locator("#reserved").isVisible()) ? "won" : await p.locator("#reserve-error").textContent();
