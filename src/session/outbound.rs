@@ -1,8 +1,8 @@
 //! What a session writes, bounded, on whichever transport it has now.
 //!
 //! A connection's packets wait here until its transport takes them: a
-//! long-polling GET takes everything waiting at once; a WebSocket takes them
-//! one by one as the socket drains. Either way the bytes waiting are counted,
+//! long-polling GET, or a WebSocket each time it runs, takes everything
+//! waiting at once. Either way the bytes waiting are counted,
 //! and a connection that lets more than the limit pile up is a slow consumer:
 //! it is closed instead of growing memory, and recovers what it missed when it
 //! reconnects.
@@ -47,9 +47,10 @@ pub struct Pipe {
     pub backlog: Arc<Mutex<Backlog>>,
 }
 
-/// Packets for a WebSocket that it has not taken yet. The session adds,
-/// the transport takes all at once when it runs; the transport is told
-/// only when the backlog was empty, so a burst costs one message.
+/// Packets waiting for their transport: a long-polling GET, or a WebSocket
+/// (which shares its backlog with the session: the session adds, the
+/// transport takes all at once when it runs, and is told only when the
+/// backlog was empty, so a burst costs one message).
 #[derive(Default)]
 pub struct Backlog {
     frames: VecDeque<ByteString>,
@@ -58,6 +59,28 @@ pub struct Backlog {
 }
 
 impl Backlog {
+    /// Adds a packet of which `counted` bytes count; refused when that
+    /// would take the count over `limit`.
+    fn push(
+        &mut self,
+        frame: ByteString,
+        counted: usize,
+        limit: usize,
+    ) -> Result<(), SlowConsumer> {
+        if self.counted + counted > limit {
+            return Err(SlowConsumer);
+        }
+        self.frames.push_back(frame);
+        self.counted += counted;
+        Ok(())
+    }
+
+    /// Moves everything waiting in `other` behind what waits here.
+    fn append(&mut self, other: &mut Backlog) {
+        self.frames.append(&mut other.frames);
+        self.counted += std::mem::take(&mut other.counted);
+    }
+
     /// Everything waiting, oldest first.
     pub fn take(&mut self) -> VecDeque<ByteString> {
         self.counted = 0;
@@ -79,8 +102,7 @@ enum Way {
 
 #[derive(Default)]
 struct Held {
-    packets: VecDeque<ByteString>,
-    bytes: usize,
+    waiting: Backlog,
     poll: Option<oneshot::Sender<PollAnswer>>,
     /// A WebSocket that answered the upgrade probe and may take over.
     probing: Option<Addr<WsTransport>>,
@@ -118,27 +140,16 @@ impl Outbound {
                 let Ok(mut backlog) = pipe.backlog.lock() else {
                     return Err(SlowConsumer); // a transport panicked holding it
                 };
-                if backlog.counted + len > self.limit {
-                    return Err(SlowConsumer);
-                }
                 let wake = backlog.frames.is_empty();
-                backlog.frames.push_back(frame);
-                backlog.counted += len;
+                backlog.push(frame, len, self.limit)?;
                 drop(backlog);
                 if wake {
                     pipe.transport.do_send(Drain);
                 }
             }
-            Way::Held(held) => {
-                if held.bytes + len > self.limit {
-                    return Err(SlowConsumer);
-                }
-                if held.closing {
-                    return Ok(()); // the close packet is the last one
-                }
-                held.bytes += len;
-                held.packets.push_back(frame);
-            }
+            // Once closing, the close packet is the last one.
+            Way::Held(held) if held.closing => {}
+            Way::Held(held) => held.waiting.push(frame, len, self.limit)?,
             Way::Closed => {}
         }
         Ok(())
@@ -158,7 +169,7 @@ impl Outbound {
         if held.probing.is_some() {
             return false;
         }
-        if !held.packets.is_empty() {
+        if !held.waiting.frames.is_empty() {
             held.answer_poll();
             return false;
         }
@@ -225,7 +236,8 @@ impl Outbound {
         }
     }
 
-    /// The WebSocket is the transport from now on: what waited goes to it.
+    /// The WebSocket is the transport from now on: what waited goes to it,
+    /// counted as it was.
     pub fn attach(&mut self, pipe: Pipe) -> Result<(), SlowConsumer> {
         let Way::Held(held) = &mut self.way else {
             pipe.transport
@@ -233,9 +245,14 @@ impl Outbound {
             return Ok(());
         };
         held.release_poll();
-        let packets = std::mem::take(&mut held.packets);
+        if !held.waiting.frames.is_empty() {
+            let mut backlog = pipe.backlog.lock().map_err(|_| SlowConsumer)?;
+            backlog.append(&mut held.waiting);
+            drop(backlog);
+            pipe.transport.do_send(Drain);
+        }
         self.way = Way::WebSocket(pipe);
-        packets.into_iter().try_for_each(|frame| self.push(frame))
+        Ok(())
     }
 
     /// A WebSocket ended. True when it was the connection's transport.
@@ -284,29 +301,27 @@ impl Held {
         }
     }
 
-    /// Answers a waiting GET with every packet waiting; true when it went.
-    /// Packets stay queued when the GET has gone away meanwhile.
-    fn answer_poll(&mut self) -> bool {
+    /// Answers a waiting GET with every packet waiting, if any. Packets
+    /// stay queued when the GET has gone away meanwhile.
+    fn answer_poll(&mut self) {
+        let packets = &self.waiting.frames;
+        if packets.is_empty() {
+            return;
+        }
         let Some(poll) = self.poll.take() else {
-            return false;
+            return;
         };
-        let mut payload = String::with_capacity(self.bytes + self.packets.len() + 1);
-        for (index, packet) in self.packets.iter().enumerate() {
+        let bytes = packets.iter().map(|p| p.len() + 1).sum();
+        let mut payload = String::with_capacity(bytes);
+        for (index, packet) in packets.iter().enumerate() {
             if index > 0 {
                 payload.push(engine::SEPARATOR);
             }
             payload.push_str(packet);
         }
-        if payload.is_empty() {
-            self.poll = Some(poll);
-            return false;
+        if poll.send(PollAnswer::Payload(payload)).is_ok() {
+            self.waiting.take();
         }
-        if poll.send(PollAnswer::Payload(payload)).is_err() {
-            return false;
-        }
-        self.packets.clear();
-        self.bytes = 0;
-        true
     }
 }
 
