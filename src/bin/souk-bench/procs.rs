@@ -113,6 +113,22 @@ pub struct Probe {
     helpers_cpu: f64,
 }
 
+/// Runs `work`, waits until `end`, and answers what `work` gave with the
+/// process readings from now until `end`: the measured window. The readings
+/// are a table of their own, to go at the end of the report.
+pub async fn measure<T>(
+    common: &Common,
+    end: tokio::time::Instant,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Report) {
+    let probe = Probe::start(common);
+    let done = work.await;
+    tokio::time::sleep_until(end).await;
+    let mut readings = Report::new("", String::new());
+    probe.finish(&mut readings);
+    (done, readings)
+}
+
 impl Probe {
     pub fn start(common: &Common) -> Probe {
         let named_start = find_named(&common.watch_procs)

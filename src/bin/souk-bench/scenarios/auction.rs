@@ -28,7 +28,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::{wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
-use crate::procs::Probe;
+use crate::procs;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::stats::{per_sec, Latency};
@@ -296,12 +296,8 @@ async fn conduct(
     let _ = phase.send(Phase::Bidding { start, end });
     sleep_until(start).await;
     shared.stage.store(STAGE_BIDDING, Ordering::Relaxed);
-    let probe = Probe::start(common);
-    sleep_until(end).await;
+    let ((), readings) = procs::measure(common, end, std::future::ready(())).await;
     shared.stage.store(STAGE_DRAINING, Ordering::Relaxed);
-    // The readings go at the end of the table; keep them aside till then.
-    let mut readings = Report::new("", String::new());
-    probe.finish(&mut readings);
     sleep_until(end + settings.drain + Duration::from_millis(200)).await;
     let _ = phase.send(Phase::Stop);
     Ok((connect_secs, readings))

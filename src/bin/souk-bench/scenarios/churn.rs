@@ -27,7 +27,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use super::{create_listings, post_listing_event, wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
-use crate::procs::Probe;
+use crate::procs;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::stats::{per_sec, round3, Latency};
@@ -234,11 +234,12 @@ async fn conduct(
     sleep_until(start).await;
     let _ = phase.send(Phase::Churning { end });
     shared.stage.store(STAGE_CHURNING, Ordering::Relaxed);
-    let probe = Probe::start(common);
-    post_ticks(common, settings, shared, service, end).await;
-    sleep_until(end).await;
-    let mut readings = Report::new("", String::new());
-    probe.finish(&mut readings);
+    let ((), readings) = procs::measure(
+        common,
+        end,
+        post_ticks(common, settings, shared, service, end),
+    )
+    .await;
     // Churners finish their cycle; late ticks arrive.
     sleep(settings.drain).await;
     shared.stage.store(STAGE_CHECKING, Ordering::Relaxed);

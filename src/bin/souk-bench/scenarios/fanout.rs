@@ -23,7 +23,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::{create_listings, wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
-use crate::procs::Probe;
+use crate::procs;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::stats::{per_sec, Latency};
@@ -206,17 +206,15 @@ async fn conduct(
     let end = start + settings.duration;
     sleep_until(start).await;
     shared.stage.store(STAGE_RUNNING, Ordering::Relaxed);
-    let probe = Probe::start(common);
     let publishers =
         (0..settings.publishers).map(|p| publish(common, settings, shared, service, p, start, end));
+    let (parts, readings) =
+        procs::measure(common, end, futures_util::future::join_all(publishers)).await;
+    shared.stage.store(STAGE_DRAINING, Ordering::Relaxed);
     let mut post_latency = Latency::new()?;
-    for part in futures_util::future::join_all(publishers).await {
+    for part in parts {
         post_latency.merge(&part?)?;
     }
-    sleep_until(end).await;
-    shared.stage.store(STAGE_DRAINING, Ordering::Relaxed);
-    let mut readings = Report::new("", String::new());
-    probe.finish(&mut readings);
     sleep_until(end + settings.drain).await;
     let _ = phase.send(Phase::Stop);
     Ok((connect_secs, post_latency, readings))
