@@ -190,6 +190,16 @@ fn load_public_key(path: &Path) -> Result<(Algorithm, DecodingKey), KeyError> {
     Err(KeyError::Format(shown))
 }
 
+/// The token of a request's `Authorization: Bearer` header, if any.
+pub fn bearer_token(req: &actix_web::HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

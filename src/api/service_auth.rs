@@ -36,13 +36,9 @@ pub(super) fn bearer_identity(req: &HttpRequest) -> Result<Identity, Failure> {
     let app = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| Failure::new(Code::Internal, "no app state"))?;
-    let token = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+    let token = crate::auth::bearer_token(req)
         .ok_or_else(|| Failure::new(Code::Unauthorized, "missing bearer token"))?;
     app.auth
-        .verify(token.trim())
+        .verify(token)
         .map_err(|err| Failure::new(Code::Unauthorized, format!("token refused: {}", err.code())))
 }

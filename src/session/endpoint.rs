@@ -45,6 +45,11 @@ fn read_query(req: &HttpRequest) -> Result<(Transport, Option<String>), Failure>
     Ok((transport, query.remove("sid")))
 }
 
+/// The token of an `Authorization: Bearer` header, for a CONNECT without one.
+fn header_token(req: &HttpRequest) -> Option<String> {
+    crate::auth::bearer_token(req).map(str::to_owned)
+}
+
 /// The session a request names.
 fn find(app: &AppState, sid: &str) -> Result<actix::Addr<Session>, Failure> {
     app.engine_sessions
@@ -62,7 +67,7 @@ pub async fn socket_io(
     let max_payload = app.settings.max_payload;
     match (transport, sid) {
         (Transport::WebSocket, None) => {
-            let session = Session::new(app.into_inner(), bearer_token(&req), false).start();
+            let session = Session::new(app.into_inner(), header_token(&req), false).start();
             let response = websocket::start(session.clone(), false, max_payload, &req, stream);
             if response.is_err() {
                 session.do_send(End(reason::TRANSPORT_ERROR));
@@ -74,7 +79,7 @@ pub async fn socket_io(
             websocket::start(session, true, max_payload, &req, stream)
         }
         (Transport::Polling, None) => {
-            let session = Session::new(app.into_inner(), bearer_token(&req), true).start();
+            let session = Session::new(app.into_inner(), header_token(&req), true).start();
             polling::get(session).await
         }
         (Transport::Polling, Some(sid)) => polling::get(find(&app, &sid)?).await,
@@ -96,13 +101,4 @@ pub async fn socket_io_post(
     };
     let sid = sid.ok_or_else(|| Failure::new(Code::BadRequest, "a POST must name its sid"))?;
     polling::post(find(&app, &sid)?, body, app.settings.max_payload).await
-}
-
-/// The token of an `Authorization: Bearer` header, if any.
-fn bearer_token(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned())
 }
