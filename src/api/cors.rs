@@ -20,21 +20,27 @@ pub async fn socket_io(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let allowed = allowed_origin(&req);
-    if req.method() == Method::OPTIONS {
-        let mut answer = HttpResponse::NoContent();
-        if let Some(origin) = &allowed {
-            answer
-                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
-                .insert_header((
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    "authorization, content-type",
-                ))
-                .insert_header((header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE));
-            mark(answer.insert_header((header::VARY, "Origin")), origin);
+    let mut res = if req.method() == Method::OPTIONS {
+        let mut preflight = HttpResponse::NoContent().finish();
+        if allowed.is_some() {
+            let headers = preflight.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+            );
         }
-        return Ok(req.into_response(answer.finish()));
-    }
-    let mut res = next.call(req).await?.map_into_boxed_body();
+        req.into_response(preflight)
+    } else {
+        next.call(req).await?.map_into_boxed_body()
+    };
     if let Some(origin) = allowed {
         let headers = res.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -45,12 +51,6 @@ pub async fn socket_io(
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     Ok(res)
-}
-
-fn mark(answer: &mut actix_web::HttpResponseBuilder, origin: &HeaderValue) {
-    answer
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
 }
 
 /// The request's `Origin` when the node allows it.
