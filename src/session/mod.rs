@@ -183,8 +183,9 @@ impl Session {
     fn send(&mut self, ctx: &mut Context<Self>, frame: impl Into<ByteString>) {
         if self.out.push(frame.into()).is_err() {
             self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
-        } else if self.polling {
-            // Answer a waiting GET once this turn has queued all it will.
+        } else if self.polling && !self.out.on_websocket() {
+            // Answer a waiting GET once this turn has queued all it will
+            // (not after an upgrade: the WebSocket is woken by its backlog).
             ctx.notify(FlushPoll);
         }
     }
