@@ -106,14 +106,21 @@ impl Application {
             room_arbiters.iter().map(Arbiter::handle).collect(),
             settings.room_idle,
         );
-        let target = cluster::subscriber::Target::from_url(&settings.redis_url)?;
+        // CLIENT SETNAME takes no spaces.
+        let subscriber_name = format!("{}subscriber:{}", settings.redis_prefix, settings.node_id)
+            .replace(char::is_whitespace, "_");
+        let target = cluster::subscriber::Target::from_url(&settings.redis_url, subscriber_name)?;
         let prefix = settings.redis_prefix.clone();
         let registry_fanout = fanout.clone();
         let registry_metrics = metrics.clone();
         let (registry_redis, recovery_window) = (redis.clone(), settings.recovery_window);
         let registry = Registry::create(|ctx| {
-            let subscriber =
-                cluster::Subscriber::start(target, prefix.clone(), ctx.address().recipient());
+            let subscriber = cluster::Subscriber::start(
+                target,
+                prefix.clone(),
+                ctx.address().recipient(),
+                ctx.address().recipient(),
+            );
             let parts = rooms::registry::ClusterParts {
                 subscriber,
                 fanout: registry_fanout,

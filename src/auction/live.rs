@@ -18,6 +18,13 @@ pub fn auction_key(redis: &Redis, listing: &str) -> String {
     redis.key(&["auction", &format!("{{{listing}}}")])
 }
 
+/// Counts a bidder's bids in one auction's rate window. It is per auction,
+/// not per bidder across auctions, so that the bid script touches one
+/// Redis Cluster slot (docs/DECISIONS.md).
+fn rate_key(redis: &Redis, listing: &str, bidder: &str) -> String {
+    redis.key(&["auction", &format!("{{{listing}}}"), "rate", bidder])
+}
+
 /// The remembered outcome of `bidder`'s bid with `key`.
 pub fn idempotency_key(redis: &Redis, listing: &str, bidder: &str, key: &str) -> String {
     redis.key(&["auction", &format!("{{{listing}}}"), "idem", bidder, key])
@@ -157,8 +164,10 @@ pub async fn place(
     let idem = key.map(|k| idempotency_key(redis, listing, bidder, k));
     let reply: Vec<String> = PLACE_SCRIPT
         .key(auction_key(redis, listing))
-        .key(idem.clone().unwrap_or_default())
-        .key(redis.key(&["rate", "bid", bidder]))
+        // Without a key, the auction's own key stands in: every key a
+        // script is given must be in its slot.
+        .key(idem.clone().unwrap_or_else(|| auction_key(redis, listing)))
+        .key(rate_key(redis, listing, bidder))
         .arg(bidder)
         .arg(amount)
         .arg(now_ms)

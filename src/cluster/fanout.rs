@@ -1,7 +1,13 @@
 //! Room events out of a node: encoded once (all but the offset, which the
 //! log assigns), appended to the room's log and published, in order. One
 //! task publishes for the whole node, pipelining whatever has queued up, so
-//! events leave in the order they were emitted.
+//! events leave in the order they were emitted. What Redis refuses is tried
+//! again a few times; what still fails is reported to the requests waiting
+//! on it ([`Fanout::published_since`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -10,7 +16,8 @@ use super::{offset_counter, room_channel, room_log};
 use crate::ids::{ListingId, UserId};
 use crate::protocol::socket::encode_event_head;
 use crate::rooms::RoomKey;
-use crate::store::Redis;
+use crate::store::{Redis, StoreError};
+use deadpool_redis::redis::{RedisResult, Value as RedisValue};
 
 /// Events one pipeline publishes at most.
 const MAX_BATCH: usize = 256;
@@ -18,18 +25,29 @@ const MAX_BATCH: usize = 256;
 /// Appends to the log and publishes, atomically, so the offset order is the
 /// delivery order. Offsets come from one counter, so they order events
 /// across rooms too: "everything after offset N in my rooms" is exact.
+/// A counter Redis lost (a restart without persistence) starts again from
+/// the time in microseconds, so offsets keep increasing: nodes drop an
+/// event whose offset is not past the last one they passed on.
 /// KEYS: the log, the offset counter. ARGV: channel, frame head, except,
 /// version, log length, log TTL (ms), emission id.
 const PUBLISH: &str = r#"
 local n = redis.call('INCR', KEYS[2])
+if n == 1 then
+  local now = redis.call('TIME')
+  n = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', n))
+end
+n = string.format('%.0f', n)
 local id = n .. '-0'
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'e', ARGV[7])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'v', ARGV[4], 'e', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. n .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
 return id
 "#;
 
 struct Publish {
+    /// Where it stands among everything this node queued.
+    seq: u64,
     room: RoomKey,
     /// Shared by the copies of one event sent to several rooms.
     emission: u64,
@@ -41,14 +59,28 @@ struct Publish {
 /// What the publisher is asked to do, in order.
 enum Queued {
     Publish(Publish),
-    /// Answered once everything queued before it is published.
-    Barrier(oneshot::Sender<()>),
+    /// Answered once everything queued before it is published: true when
+    /// nothing queued since `since` failed to be.
+    Barrier {
+        since: u64,
+        reply: oneshot::Sender<bool>,
+    },
 }
+
+/// How often a batch Redis refused is tried again, and the pause before
+/// each try: a reconnection, a failover or a slot migration takes a moment.
+const RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+];
 
 /// Sends server events to rooms on every node; cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
     queue: mpsc::UnboundedSender<Queued>,
+    /// The `seq` of the next event queued.
+    next_seq: Arc<AtomicU64>,
 }
 
 /// How long a room's log keeps events, and how many.
@@ -63,7 +95,10 @@ impl Fanout {
     pub fn start(redis: Redis, limits: LogLimits) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         actix_web::rt::spawn(publish(redis, limits, rx));
-        Fanout { queue }
+        Fanout {
+            queue,
+            next_seq: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Emits `event` with `payload` to every member of `room`.
@@ -78,6 +113,7 @@ impl Fanout {
         let emission = rand::random();
         for room in rooms {
             let _ = self.queue.send(Queued::Publish(Publish {
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
                 room: room.clone(),
                 emission,
                 head: head.clone(),
@@ -105,11 +141,36 @@ impl Fanout {
 
     /// Resolves once every event emitted before the call is published, so
     /// that a request is answered only after the events it caused left.
+    /// Those that could not be are logged; see [`Fanout::published_since`].
     pub async fn published(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.queue.send(Queued::Barrier(reply)).is_ok() {
-            let _ = done.await;
+        let _ = self.barrier(u64::MAX).await;
+    }
+
+    /// Where the events emitted from now on start, for
+    /// [`Fanout::published_since`].
+    pub fn mark(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed)
+    }
+
+    /// As [`Fanout::published`], and fails when an event emitted since
+    /// `mark` could not be published: a request that only emits must not be
+    /// acknowledged then. It may also fail for another request's event
+    /// emitted meanwhile; a retry then repeats the event.
+    pub async fn published_since(&self, mark: u64) -> Result<(), StoreError> {
+        match self.barrier(mark).await {
+            true => Ok(()),
+            false => Err(StoreError::Unavailable(
+                "redis: the event could not be published".into(),
+            )),
         }
+    }
+
+    async fn barrier(&self, since: u64) -> bool {
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Queued::Barrier { since, reply }).is_err() {
+            return false;
+        }
+        done.await.unwrap_or(false)
     }
 
     fn send(
@@ -122,6 +183,7 @@ impl Fanout {
     ) {
         let head = encode_event_head(event, payload);
         let _ = self.queue.send(Queued::Publish(Publish {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             room,
             emission: rand::random(),
             head,
@@ -132,6 +194,8 @@ impl Fanout {
 }
 
 async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    // The highest `seq` of an event that could not be published.
+    let mut failed_upto: Option<u64> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -140,46 +204,66 @@ async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceive
                 Err(_) => break,
             }
         }
-        let mut pipe = deadpool_redis::redis::pipe();
+        let mut pending = Vec::new();
         let mut barriers = Vec::new();
-        let mut events = 0;
         for queued in batch {
-            let event = match queued {
-                Queued::Publish(event) => event,
-                Queued::Barrier(reply) => {
-                    barriers.push(reply);
-                    continue;
-                }
-            };
-            events += 1;
-            pipe.cmd("EVAL")
-                .arg(PUBLISH)
-                .arg(2)
-                .arg(room_log(redis.prefix(), &event.room))
-                .arg(offset_counter(redis.prefix()))
-                .arg(room_channel(redis.prefix(), &event.room))
-                .arg(&event.head)
-                .arg(event.except.as_ref().map(UserId::as_str).unwrap_or(""))
-                .arg(event.version.map(|v| v.to_string()).unwrap_or_default())
-                .arg(limits.max_len)
-                .arg(limits.ttl_ms)
-                .arg(event.emission)
-                .ignore();
-        }
-        if events > 0 {
-            let sent = match redis.connection().await {
-                Ok(mut conn) => pipe
-                    .query_async::<()>(&mut *conn)
-                    .await
-                    .map_err(|err| err.to_string()),
-                Err(err) => Err(err.to_string()),
-            };
-            if let Err(err) = sent {
-                log::warn!("{events} room events not published: {err}");
+            match queued {
+                Queued::Publish(event) => pending.push(event),
+                Queued::Barrier { since, reply } => barriers.push((since, reply)),
             }
         }
-        for reply in barriers {
-            let _ = reply.send(());
+        let mut error = String::new();
+        for pause in std::iter::once(Duration::ZERO).chain(RETRY_PAUSES) {
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            (pending, error) = send(&redis, limits, pending).await;
+        }
+        if !pending.is_empty() {
+            log::warn!("{} room events not published: {error}", pending.len());
+            let worst = pending.iter().map(|event| event.seq).max();
+            failed_upto = failed_upto.max(worst);
+        }
+        for (since, reply) in barriers {
+            let _ = reply.send(failed_upto.is_none_or(|failed| failed < since));
         }
     }
+}
+
+/// Publishes events in one pipeline; gives back those Redis refused (each
+/// on its own, or all when the pipeline failed), and why.
+async fn send(redis: &Redis, limits: LogLimits, events: Vec<Publish>) -> (Vec<Publish>, String) {
+    let mut pipe = deadpool_redis::redis::pipe();
+    pipe.ignore_errors();
+    for event in &events {
+        pipe.cmd("EVAL")
+            .arg(PUBLISH)
+            .arg(2)
+            .arg(room_log(redis.prefix(), &event.room))
+            .arg(offset_counter(redis.prefix()))
+            .arg(room_channel(redis.prefix(), &event.room))
+            .arg(&event.head)
+            .arg(event.except.as_ref().map(UserId::as_str).unwrap_or(""))
+            .arg(event.version.map(|v| v.to_string()).unwrap_or_default())
+            .arg(limits.max_len)
+            .arg(limits.ttl_ms)
+            .arg(event.emission);
+    }
+    let replies: Vec<RedisResult<RedisValue>> = match redis.connection().await {
+        Ok(mut conn) => match pipe.query_async(&mut *conn).await {
+            Ok(replies) => replies,
+            Err(err) => return (events, err.to_string()),
+        },
+        Err(err) => return (events, err.to_string()),
+    };
+    let mut refused = Vec::new();
+    let mut error = String::new();
+    for (event, reply) in events.into_iter().zip(replies) {
+        if let Err(err) = reply {
+            error = err.to_string();
+            refused.push(event);
+        }
+    }
+    (refused, error)
 }

@@ -3,6 +3,13 @@
 //! offset) and published on the room's shard channel, in one script. Each
 //! node follows the channels of the rooms it has members in and delivers
 //! what arrives, so every member on every node sees one order per room.
+//!
+//! On a Redis Cluster, the logs, the offset counter and the room channels
+//! share one hash slot (the `{events}` tag): Socket.IO's recovery sends one
+//! offset for all of a socket's rooms, so offsets are one order over every
+//! room, and that order is kept in one place. Everything else (presence,
+//! typing, auctions, session records) spreads over the cluster's slots.
+//! docs/DECISIONS.md says why and what it costs.
 
 pub mod fanout;
 pub mod nodes;
@@ -19,28 +26,30 @@ use crate::rooms::{Deliver, RoomKey};
 pub use fanout::Fanout;
 pub use subscriber::Subscriber;
 
-/// A room's shard channel. `{room}` is a Redis Cluster hash tag shared with
-/// the room's log, so the publishing script touches one slot.
+/// The Redis Cluster hash tag of everything that orders room events.
+const EVENTS_TAG: &str = "{events}";
+
+/// A room's shard channel.
 pub fn room_channel(prefix: &str, room: &RoomKey) -> String {
-    format!("{prefix}room:{{{room}}}")
+    format!("{prefix}{EVENTS_TAG}:room:{room}")
 }
 
 /// A room's log of events (a capped stream).
 pub fn room_log(prefix: &str, room: &RoomKey) -> String {
-    format!("{prefix}log:{{{room}}}")
+    format!("{prefix}{EVENTS_TAG}:log:{room}")
 }
 
 /// The counter every room event's offset comes from.
 pub fn offset_counter(prefix: &str) -> String {
-    format!("{prefix}offset")
+    format!("{prefix}{EVENTS_TAG}:offset")
 }
 
 /// The room a channel belongs to.
 pub fn room_from_channel(prefix: &str, channel: &str) -> Option<RoomKey> {
     let name = channel
         .strip_prefix(prefix)?
-        .strip_prefix("room:{")?
-        .strip_suffix('}')?;
+        .strip_prefix(EVENTS_TAG)?
+        .strip_prefix(":room:")?;
     RoomKey::parse(name)
 }
 
@@ -55,6 +64,20 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// An event read back from the room's log.
+    pub fn from_log(room: RoomKey, event: recovery::Logged) -> Incoming {
+        Incoming {
+            room,
+            frame: Deliver {
+                frame: ByteString::from(event.frame),
+                emission: event.emission,
+                offset: event.offset,
+            },
+            except: event.except.as_deref().and_then(UserId::parse),
+            version: event.version,
+        }
+    }
+
     /// Parses a channel message: `except|version|emission|offset|frame`.
     pub fn parse(room: RoomKey, message: &str) -> Option<Incoming> {
         let (except, rest) = message.split_once('|')?;
@@ -82,13 +105,28 @@ mod tests {
     fn channels_name_their_room_and_back() {
         let room = RoomKey::parse("listing:l1");
         let channel = room.as_ref().map(|r| room_channel("souk:", r));
-        assert_eq!(channel.as_deref(), Some("souk:room:{listing:l1}"));
+        assert_eq!(channel.as_deref(), Some("souk:{events}:room:listing:l1"));
         assert_eq!(
-            room_from_channel("souk:", "souk:room:{listing:l1}"),
+            room_from_channel("souk:", "souk:{events}:room:listing:l1"),
             RoomKey::parse("listing:l1")
         );
-        assert_eq!(room_from_channel("souk:", "other:room:{listing:l1}"), None);
-        assert_eq!(room_from_channel("souk:", "souk:room:{nope}"), None);
+        assert_eq!(
+            room_from_channel("souk:", "other:{events}:room:listing:l1"),
+            None
+        );
+        assert_eq!(room_from_channel("souk:", "souk:{events}:room:nope"), None);
+    }
+
+    #[test]
+    fn what_orders_events_shares_one_cluster_slot() {
+        let room = RoomKey::parse("booking:b7").unwrap_or_else(|| panic!("a room"));
+        for key in [
+            room_channel("souk:", &room),
+            room_log("souk:", &room),
+            offset_counter("souk:"),
+        ] {
+            assert!(key.starts_with("souk:{events}:"), "{key}");
+        }
     }
 
     #[test]

@@ -15,12 +15,14 @@ use crate::time::rfc3339;
 /// A node's key lives this many heartbeats.
 const TTL_BEATS: u32 = 3;
 
+/// The cluster view's keys share one Redis Cluster hash tag, so a beat's
+/// pipeline stays in one slot.
 fn node_key(redis: &Redis, node: &str) -> String {
-    redis.key(&["node", node])
+    redis.key(&["{nodes}", "node", node])
 }
 
 fn nodes_set(redis: &Redis) -> String {
-    redis.key(&["nodes"])
+    redis.key(&["{nodes}", "all"])
 }
 
 /// Writes this node's entry every heartbeat.

@@ -33,20 +33,18 @@ pub async fn save(
     if records.is_empty() {
         return Ok(());
     }
-    let mut conn = redis.connection().await?;
-    let mut pipe = deadpool_redis::redis::pipe();
+    let mut commands = Vec::with_capacity(records.len());
     for (pid, record) in records {
         let text =
             serde_json::to_string(record).map_err(|err| StoreError::Internal(err.to_string()))?;
-        pipe.cmd("SET")
-            .arg(record_key(redis, pid))
+        let mut set = deadpool_redis::redis::cmd("SET");
+        set.arg(record_key(redis, pid))
             .arg(text)
             .arg("PX")
-            .arg(window.as_millis() as u64)
-            .ignore();
+            .arg(window.as_millis() as u64);
+        commands.push(set);
     }
-    let () = pipe.query_async(&mut *conn).await?;
-    Ok(())
+    redis.run_all(commands).await
 }
 
 /// The record of a `pid`, if it is still kept.
@@ -75,59 +73,95 @@ pub async fn missed(
     after: u64,
     user: &UserId,
 ) -> Result<Option<Vec<Missed>>, StoreError> {
-    let mut conn = redis.connection().await?;
     let mut all = Vec::new();
     for room in rooms {
-        let log = room_log(redis.prefix(), room);
-        let exists: i64 = deadpool_redis::redis::cmd("EXISTS")
-            .arg(&log)
-            .query_async(&mut *conn)
-            .await?;
-        if exists == 0 {
-            continue; // no event in the window
-        }
-        let info: RedisValue = deadpool_redis::redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(&log)
-            .query_async(&mut *conn)
-            .await?;
-        // Trimming drops the oldest entries: if any were dropped and the
-        // first one kept is past `after`, events the client missed may be gone.
-        let added = field_text(&info, "entries-added").and_then(|n| n.parse::<u64>().ok());
-        let length = field_text(&info, "length").and_then(|n| n.parse::<u64>().ok());
-        let first = field_text(&info, "recorded-first-entry-id").and_then(|id| parse_offset(&id));
-        if added > length && first.is_some_and(|first| first > after + 1) {
+        let Some(logged) = since(redis, room, after).await? else {
             return Ok(None);
-        }
-        let entries: RedisValue = deadpool_redis::redis::cmd("XRANGE")
-            .arg(&log)
-            .arg(format!("({after}-0"))
-            .arg("+")
-            .query_async(&mut *conn)
-            .await?;
-        for (id, fields) in stream_entries(entries) {
-            let field = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|pair| pair[0] == name)
-                    .and_then(|pair| pair.get(1).cloned())
-            };
-            let (Some(head), Some(offset)) = (field("h"), parse_offset(&id)) else {
-                continue;
-            };
-            if field("x").as_deref() == Some(user.as_str()) {
-                continue;
-            }
-            all.push(Missed {
-                offset,
-                emission: field("e").and_then(|e| e.parse().ok()).unwrap_or(0),
-                frame: format!("{head},\"{id}\"]"),
-            });
-        }
+        };
+        all.extend(
+            logged
+                .into_iter()
+                .filter(|event| event.except.as_deref() != Some(user.as_str()))
+                .map(|event| Missed {
+                    offset: event.offset,
+                    emission: event.emission,
+                    frame: event.frame,
+                }),
+        );
     }
     all.sort_by_key(|m| m.offset);
     all.dedup_by_key(|m| m.emission);
     Ok(Some(all))
+}
+
+/// An event as a room's log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub offset: u64,
+    pub emission: u64,
+    /// The whole packet, offset included.
+    pub frame: String,
+    /// The user whose connections do not get it.
+    pub except: Option<String>,
+    /// The listing version it shows.
+    pub version: Option<i64>,
+}
+
+/// The events of `room` after `after`, oldest first, or `None` when the
+/// log has dropped some of them.
+pub async fn since(
+    redis: &Redis,
+    room: &RoomKey,
+    after: u64,
+) -> Result<Option<Vec<Logged>>, StoreError> {
+    let mut conn = redis.connection().await?;
+    let log = room_log(redis.prefix(), room);
+    let exists: i64 = deadpool_redis::redis::cmd("EXISTS")
+        .arg(&log)
+        .query_async(&mut *conn)
+        .await?;
+    if exists == 0 {
+        return Ok(Some(Vec::new())); // no event in the window
+    }
+    let info: RedisValue = deadpool_redis::redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(&log)
+        .query_async(&mut *conn)
+        .await?;
+    // Trimming drops the oldest entries: if any were dropped and the
+    // first one kept is past `after`, events after it may be gone.
+    let added = field_text(&info, "entries-added").and_then(|n| n.parse::<u64>().ok());
+    let length = field_text(&info, "length").and_then(|n| n.parse::<u64>().ok());
+    let first = field_text(&info, "recorded-first-entry-id").and_then(|id| parse_offset(&id));
+    if added > length && first.is_some_and(|first| first > after + 1) {
+        return Ok(None);
+    }
+    let entries: RedisValue = deadpool_redis::redis::cmd("XRANGE")
+        .arg(&log)
+        .arg(format!("({after}-0"))
+        .arg("+")
+        .query_async(&mut *conn)
+        .await?;
+    let mut logged = Vec::new();
+    for (id, fields) in stream_entries(entries) {
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|pair| pair[0] == name)
+                .and_then(|pair| pair.get(1).cloned())
+        };
+        let (Some(head), Some(offset)) = (field("h"), parse_offset(&id)) else {
+            continue;
+        };
+        logged.push(Logged {
+            offset,
+            emission: field("e").and_then(|e| e.parse().ok()).unwrap_or(0),
+            frame: format!("{head},\"{id}\"]"),
+            except: field("x").filter(|x| !x.is_empty()),
+            version: field("v").and_then(|v| v.parse().ok()),
+        });
+    }
+    Ok(Some(logged))
 }
 
 /// `"12-0"` → 12.

@@ -2,6 +2,16 @@
 //! channels (SSUBSCRIBE) of the rooms this node has members in, and hands
 //! every message to the registry. It reconnects by itself and subscribes
 //! again to everything it followed.
+//!
+//! Nothing published while it was away is lost: it remembers the last
+//! offset it passed on, and when a channel is confirmed again it tells the
+//! registry to catch that room up from the room's log ([`Resumed`]).
+//!
+//! On a Redis Cluster the room channels share one slot (see the module
+//! above), so one connection to that slot's master follows them all. The
+//! URL may name any node: a `MOVED` reply names the right one, and the
+//! subscriber moves there; when a slot migrates, Redis unsubscribes the
+//! channel, and subscribing again finds the new owner the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -14,11 +24,21 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::resp::{self, Value};
-use super::{room_from_channel, Incoming};
+use super::{offset_counter, room_from_channel, Incoming};
+use crate::rooms::RoomKey;
 use crate::store::StoreError;
 
 /// How long to wait before connecting again after a failure.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// A room's channel was followed again after the connection dropped: the
+/// room's members may have missed its events after offset `after`.
+#[derive(actix::Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct Resumed {
+    pub room: RoomKey,
+    pub after: u64,
+}
 
 enum Command {
     Subscribe(String, oneshot::Sender<()>),
@@ -34,13 +54,17 @@ pub struct Subscriber {
 /// Where the subscriber connects, and how it authenticates.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// `host:port`: where the URL points, and where to go back to when the
+    /// node a MOVED reply named cannot be reached.
     address: String,
     auth: Option<Vec<Vec<u8>>>,
+    /// The connection's name in CLIENT LIST.
+    name: String,
 }
 
 impl Target {
-    /// Reads a Redis URL.
-    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+    /// Reads a Redis URL; `name` names the connection in CLIENT LIST.
+    pub fn from_url(url: &str, name: String) -> Result<Self, StoreError> {
         let info = url
             .into_connection_info()
             .map_err(|err| StoreError::Internal(format!("bad Redis URL: {err}")))?;
@@ -61,22 +85,36 @@ impl Target {
             parts.push(password.as_bytes().to_vec());
             parts
         });
-        Ok(Target { address, auth })
+        Ok(Target {
+            address,
+            auth,
+            name,
+        })
     }
 }
 
 impl Subscriber {
     /// Starts the subscriber task on the current runtime.
-    pub fn start(target: Target, prefix: String, deliver: Recipient<Incoming>) -> Self {
+    pub fn start(
+        target: Target,
+        prefix: String,
+        deliver: Recipient<Incoming>,
+        resumed: Recipient<Resumed>,
+    ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let task = Task {
-            address: target.address,
+            address: target.address.clone(),
+            seed: target.address,
             auth: target.auth,
+            name: target.name,
             prefix,
             deliver,
+            resumed,
             wanted: HashSet::new(),
             confirmed: HashSet::new(),
             waiting: HashMap::new(),
+            last_offset: None,
+            to_resume: HashSet::new(),
         };
         actix_web::rt::spawn(task.run(rx));
         Subscriber { commands }
@@ -96,19 +134,32 @@ impl Subscriber {
 }
 
 struct Task {
+    /// Where the next connection goes.
     address: String,
+    seed: String,
     auth: Option<Vec<Vec<u8>>>,
+    name: String,
     prefix: String,
     deliver: Recipient<Incoming>,
+    resumed: Recipient<Resumed>,
     wanted: HashSet<String>,
     confirmed: HashSet<String>,
     waiting: HashMap<String, Vec<oneshot::Sender<()>>>,
+    /// The offset of the last event passed on, or before the first one,
+    /// the offset counter when the first connection was made: events after
+    /// it are the ones a dropped connection may have missed.
+    last_offset: Option<u64>,
+    /// Channels followed before the connection dropped and not yet
+    /// confirmed again.
+    to_resume: HashSet<String>,
 }
 
 enum Ended {
     /// Every handle is gone: the node is stopping.
     Closed,
     Failed(String),
+    /// A cluster node said another one serves the channels' slot.
+    Moved(String),
 }
 
 impl Task {
@@ -116,28 +167,43 @@ impl Task {
         loop {
             let ended = match TcpStream::connect(&self.address).await {
                 Ok(stream) => self.serve(stream, &mut rx).await,
-                Err(err) => Ended::Failed(err.to_string()),
+                Err(err) => {
+                    let why = format!("{err}");
+                    // The node a MOVED named may be gone (a failover): ask
+                    // the URL's node again.
+                    self.address = self.seed.clone();
+                    Ended::Failed(why)
+                }
             };
-            match ended {
+            // Whatever was followed must be followed again, and caught up.
+            self.to_resume.extend(self.confirmed.drain());
+            let pause = match ended {
                 Ended::Closed => return,
+                Ended::Moved(address) => {
+                    log::info!(
+                        "redis subscriber: moving to {address}, which serves the room channels"
+                    );
+                    self.address = address;
+                    Duration::ZERO
+                }
                 Ended::Failed(why) => {
                     log::warn!("redis subscriber on {}: {why}; reconnecting", self.address);
-                    self.confirmed.clear();
-                    let pause = tokio::time::sleep(RECONNECT_DELAY);
-                    tokio::pin!(pause);
-                    // Keep taking commands while waiting to reconnect.
-                    loop {
-                        tokio::select! {
-                            _ = &mut pause => break,
-                            command = rx.recv() => match command {
-                                // Sent on reconnect, with everything followed.
-                                Some(command) => {
-                                    self.take(command);
-                                }
-                                None => return,
-                            },
+                    RECONNECT_DELAY
+                }
+            };
+            let pause = tokio::time::sleep(pause);
+            tokio::pin!(pause);
+            // Keep taking commands while waiting to reconnect.
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    command = rx.recv() => match command {
+                        // Sent on reconnect, with everything followed.
+                        Some(command) => {
+                            self.take(command);
                         }
-                    }
+                        None => return,
+                    },
                 }
             }
         }
@@ -159,6 +225,7 @@ impl Task {
             Command::Unsubscribe(channel) => {
                 self.confirmed.remove(&channel);
                 self.waiting.remove(&channel);
+                self.to_resume.remove(&channel);
                 self.wanted
                     .remove(&channel)
                     .then(|| resp::encode(&[b"SUNSUBSCRIBE", channel.as_bytes()]))
@@ -172,18 +239,24 @@ impl Task {
         rx: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Ended {
         let _ = stream.set_nodelay(true);
+        let mut hello = Vec::new();
         if let Some(auth) = &self.auth {
             let parts: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
-            if let Err(err) = stream.write_all(&resp::encode(&parts)).await {
-                return Ended::Failed(err.to_string());
-            }
+            hello.extend(resp::encode(&parts));
         }
+        // Named, for operators (and tests) who look for it in CLIENT LIST.
+        hello.extend(resp::encode(&[b"CLIENT", b"SETNAME", self.name.as_bytes()]));
+        // Read before subscribing, so that its reply is the first bulk
+        // string; on a cluster it also finds the right node.
+        let counter = offset_counter(&self.prefix);
+        hello.extend(resp::encode(&[b"GET", counter.as_bytes()]));
         for channel in &self.wanted {
-            let command = resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]);
-            if let Err(err) = stream.write_all(&command).await {
-                return Ended::Failed(err.to_string());
-            }
+            hello.extend(resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]));
         }
+        if let Err(err) = stream.write_all(&hello).await {
+            return Ended::Failed(err.to_string());
+        }
+        let mut counter_read = false;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
             tokio::select! {
@@ -205,7 +278,9 @@ impl Task {
                         match resp::decode(&buf) {
                             Ok(Some((value, used))) => {
                                 let _ = buf.split_to(used);
-                                self.handle(value);
+                                if let Some(ended) = self.handle(value, &mut counter_read) {
+                                    return ended;
+                                }
                             }
                             Ok(None) => break,
                             Err(_) => return Ended::Failed("malformed reply".into()),
@@ -216,14 +291,28 @@ impl Task {
         }
     }
 
-    fn handle(&mut self, value: Value) {
+    /// Acts on one reply or pushed message; says when the connection must
+    /// be left.
+    fn handle(&mut self, value: Value, counter_read: &mut bool) -> Option<Ended> {
         let items = match value {
             Value::Array(Some(items)) => items,
             Value::Error(err) => {
+                if let Some(address) = moved_to(&err) {
+                    return Some(Ended::Moved(address));
+                }
                 log::warn!("redis subscriber: {err}");
-                return;
+                return None;
             }
-            _ => return,
+            // GET's reply: the counter (nil before the first event ever).
+            Value::Bulk(counter) if !*counter_read => {
+                *counter_read = true;
+                if self.last_offset.is_none() {
+                    let text = counter.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+                    self.last_offset = Some(text.and_then(|t| t.parse().ok()).unwrap_or(0));
+                }
+                return None;
+            }
+            _ => return None,
         };
         match (
             items.first().and_then(Value::text),
@@ -233,21 +322,57 @@ impl Task {
                 if self.wanted.contains(channel) {
                     self.confirmed.insert(channel.to_owned());
                 }
+                if self.to_resume.remove(channel) {
+                    if let Some(room) = room_from_channel(&self.prefix, channel) {
+                        let after = self.last_offset.unwrap_or(0);
+                        self.resumed.do_send(Resumed { room, after });
+                    }
+                }
                 for reply in self.waiting.remove(channel).unwrap_or_default() {
                     let _ = reply.send(());
                 }
             }
+            // Redis unsubscribed a channel we still follow: its slot moved.
+            (Some("sunsubscribe"), Some(channel)) if self.confirmed.contains(channel) => {
+                return Some(Ended::Failed(format!(
+                    "{channel} was unsubscribed by Redis"
+                )));
+            }
             (Some("smessage"), Some(channel)) => {
-                let Some(room) = room_from_channel(&self.prefix, channel) else {
-                    return;
-                };
+                let room = room_from_channel(&self.prefix, channel)?;
                 if let Some(message) = items.get(2).and_then(Value::text) {
                     if let Some(incoming) = Incoming::parse(room, message) {
+                        let offset = incoming.frame.offset;
+                        self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
                         self.deliver.do_send(incoming);
                     }
                 }
             }
             _ => {}
         }
+        None
+    }
+}
+
+/// The `host:port` of a `MOVED <slot> <host:port>` error.
+fn moved_to(error: &str) -> Option<String> {
+    let mut words = error.split_whitespace();
+    (words.next()? == "MOVED").then_some(())?;
+    let _slot = words.next()?;
+    words.next().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_errors_name_the_node_to_ask() {
+        assert_eq!(
+            moved_to("MOVED 9102 127.0.0.1:7102").as_deref(),
+            Some("127.0.0.1:7102")
+        );
+        assert_eq!(moved_to("ERR unknown command"), None);
+        assert_eq!(moved_to("MOVED 9102"), None);
     }
 }

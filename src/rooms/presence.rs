@@ -18,19 +18,37 @@ use crate::ids::UserId;
 use crate::store::{Redis, StoreError};
 use crate::time::rfc3339;
 
-/// Users a sweep handles at most.
+/// Users a sweep handles at most, per bucket.
 const SWEEP_BATCH: usize = 200;
 
-fn expiry_set(redis: &Redis) -> String {
-    redis.key(&["presence-expiry"])
+/// Users are spread over this many buckets. A user's keys and the expiry
+/// set that lists them share a bucket's Redis Cluster hash tag, so each
+/// script touches one slot, and the sweep takes the buckets one by one.
+const BUCKETS: u32 = 16;
+
+/// The bucket of `user`: FNV-1a of the id, the same on every node.
+fn bucket(user: &str) -> u32 {
+    let hash = user.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % BUCKETS
+}
+
+/// The start of every key of a bucket: `souk:{presence-3}:`.
+fn bucket_prefix(redis: &Redis, bucket: u32) -> String {
+    format!("{}{{presence-{bucket}}}:", redis.prefix())
+}
+
+fn expiry_set(redis: &Redis, bucket: u32) -> String {
+    format!("{}expiry", bucket_prefix(redis, bucket))
 }
 
 fn online_key(redis: &Redis, user: &str) -> String {
-    redis.key(&["presence", user])
+    format!("{}presence:{user}", bucket_prefix(redis, bucket(user)))
 }
 
 fn last_seen_key(redis: &Redis, user: &str) -> String {
-    redis.key(&["lastseen", user])
+    format!("{}lastseen:{user}", bucket_prefix(redis, bucket(user)))
 }
 
 /// Sets the online key and the last-seen time (kept 30 days); returns
@@ -43,8 +61,10 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 return existed
 ";
 
-/// Takes users whose key should have expired; returns those now offline,
-/// each followed by their last-seen time. ZREM makes one node the announcer.
+/// Takes a bucket's users whose key should have expired; returns those now
+/// offline, each followed by their last-seen time. ZREM makes one node the
+/// announcer. ARGV[3] is the bucket's key prefix: the keys built from it
+/// are in the bucket's slot.
 const SWEEP: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local gone = {}
@@ -140,7 +160,7 @@ async fn refresh(
         let existed: i64 = script
             .key(online_key(redis, user.as_str()))
             .key(last_seen_key(redis, user.as_str()))
-            .key(expiry_set(redis))
+            .key(expiry_set(redis, bucket(user.as_str())))
             .arg(&seen)
             .arg(ttl.as_millis() as u64)
             .arg(expires_ms)
@@ -156,22 +176,25 @@ async fn refresh(
 
 async fn sweep(redis: &Redis, fanout: &Fanout) -> Result<(), StoreError> {
     let mut conn = redis.connection().await?;
-    let gone: Vec<String> = Script::new(SWEEP)
-        .key(expiry_set(redis))
-        .arg(Utc::now().timestamp_millis())
-        .arg(SWEEP_BATCH)
-        .arg(redis.prefix())
-        .invoke_async(&mut *conn)
-        .await?;
-    for pair in gone.chunks(2) {
-        if let [user, last_seen] = pair {
-            if let Some(user) = UserId::parse(user) {
-                let last_seen = if last_seen.is_empty() {
-                    Value::Null
-                } else {
-                    Value::String(last_seen.clone())
-                };
-                announce(fanout, &user, false, last_seen);
+    let script = Script::new(SWEEP);
+    for bucket in 0..BUCKETS {
+        let gone: Vec<String> = script
+            .key(expiry_set(redis, bucket))
+            .arg(Utc::now().timestamp_millis())
+            .arg(SWEEP_BATCH)
+            .arg(bucket_prefix(redis, bucket))
+            .invoke_async(&mut *conn)
+            .await?;
+        for pair in gone.chunks(2) {
+            if let [user, last_seen] = pair {
+                if let Some(user) = UserId::parse(user) {
+                    let last_seen = if last_seen.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::String(last_seen.clone())
+                    };
+                    announce(fanout, &user, false, last_seen);
+                }
             }
         }
     }
@@ -198,13 +221,15 @@ pub async fn states(redis: &Redis, users: &[UserId]) -> Result<Value, StoreError
         .iter()
         .map(|u| last_seen_key(redis, u.as_str()))
         .collect();
-    let (online, seen): (Vec<Option<String>>, Vec<Option<String>>) = deadpool_redis::redis::pipe()
-        .cmd("MGET")
+    // One MGET: a cluster connection splits it by slot and puts the
+    // replies back in order.
+    let mut replies: Vec<Option<String>> = deadpool_redis::redis::cmd("MGET")
         .arg(&online_keys)
-        .cmd("MGET")
         .arg(&seen_keys)
         .query_async(&mut *conn)
         .await?;
+    let seen = replies.split_off(online_keys.len());
+    let online = replies;
     let mut out = serde_json::Map::new();
     for ((user, online), seen) in users.iter().zip(online).zip(seen) {
         out.insert(
@@ -258,5 +283,46 @@ impl Handler<Disconnected> for PresenceTracker {
                 self.local.remove(&msg.0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text between the first `{` and the next `}`: what Redis Cluster
+    /// hashes to pick a key's slot.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').unwrap_or_else(|| panic!("no tag in {key}"));
+        let close = key[open..]
+            .find('}')
+            .unwrap_or_else(|| panic!("no tag in {key}"));
+        &key[open + 1..open + close]
+    }
+
+    #[test]
+    fn a_users_keys_share_the_slot_of_their_bucket() {
+        let redis = Redis::new(
+            "redis://127.0.0.1:1",
+            "souk:",
+            1,
+            crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics")),
+        )
+        .unwrap_or_else(|_| panic!("a handle"));
+        for user in ["u1", "ana", "seller-42", "ü"] {
+            let tag = hash_tag(&online_key(&redis, user)).to_owned();
+            assert_eq!(hash_tag(&last_seen_key(&redis, user)), tag);
+            assert_eq!(hash_tag(&expiry_set(&redis, bucket(user))), tag);
+        }
+    }
+
+    #[test]
+    fn buckets_are_the_same_on_every_node() {
+        // FNV-1a, not a per-process seeded hash: fixed values.
+        assert_eq!(bucket(""), 0x811c_9dc5 % BUCKETS);
+        assert_eq!(bucket("a"), 0xe40c_292c % BUCKETS);
+        let spread: std::collections::HashSet<u32> =
+            (0..200).map(|n| bucket(&format!("user{n}"))).collect();
+        assert_eq!(spread.len(), BUCKETS as usize);
     }
 }

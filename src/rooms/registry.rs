@@ -12,6 +12,7 @@ use super::listing::{ListingRoom, Seen, WaitFor};
 use super::room::{Broadcast, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState};
 use super::{Deliver, RoomKey, SessionId, Shutdown};
 use crate::cluster::recovery::{self, Record};
+use crate::cluster::subscriber::Resumed;
 use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
 use crate::ids::{BookingId, ListingId, UserId};
 use crate::store::Redis;
@@ -54,6 +55,34 @@ struct RoomEntry {
     broadcast: Recipient<Broadcast>,
     retire: Recipient<Retire>,
     kind: KindAddr,
+    /// The offset of the last event passed to the room, so that one
+    /// arriving twice (live and from a catch-up) is passed once.
+    delivered: u64,
+    /// Set while the room is caught up from its log.
+    catch_up: Option<CatchUp>,
+}
+
+/// A room being caught up after the subscriber's connection dropped.
+struct CatchUp {
+    /// Live events that arrived meanwhile, passed on after the log's.
+    arrived: Vec<Incoming>,
+    /// Another drop happened meanwhile: catch up again after this offset.
+    again: Option<u64>,
+}
+
+impl RoomEntry {
+    /// Passes an event to the room unless it already has it.
+    fn pass(&mut self, msg: Incoming) {
+        if msg.frame.offset <= self.delivered {
+            return;
+        }
+        self.delivered = msg.frame.offset;
+        self.broadcast.do_send(Broadcast {
+            frame: msg.frame,
+            except: msg.except,
+            version: msg.version,
+        });
+    }
 }
 
 /// The typed address of rooms that take kind-specific messages.
@@ -248,6 +277,8 @@ fn entry<S: RoomState>(generation: u64, addr: &Addr<Room<S>>, kind: KindAddr) ->
         broadcast: addr.clone().recipient(),
         retire: addr.clone().recipient(),
         kind,
+        delivered: 0,
+        catch_up: None,
     }
 }
 
@@ -458,13 +489,81 @@ impl Handler<Leave> for Registry {
 impl Handler<Incoming> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
-        if let Some(entry) = self.rooms.get(&msg.room) {
-            entry.broadcast.do_send(Broadcast {
-                frame: msg.frame,
-                except: msg.except,
-                version: msg.version,
-            });
+        if let Some(entry) = self.rooms.get_mut(&msg.room) {
+            match &mut entry.catch_up {
+                Some(catch_up) => catch_up.arrived.push(msg),
+                None => entry.pass(msg),
+            }
         }
+    }
+}
+
+impl Handler<Resumed> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: Resumed, ctx: &mut Context<Self>) {
+        let Some(entry) = self.rooms.get_mut(&msg.room) else {
+            return;
+        };
+        match &mut entry.catch_up {
+            Some(catch_up) => {
+                catch_up.again = Some(catch_up.again.map_or(msg.after, |a| a.min(msg.after)));
+            }
+            None => {
+                entry.catch_up = Some(CatchUp {
+                    arrived: Vec::new(),
+                    again: None,
+                });
+                self.catch_up(msg.room, msg.after, ctx);
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Reads what `room` missed after `after` from its log and passes it
+    /// on, then what arrived live meanwhile.
+    fn catch_up(&mut self, room: RoomKey, after: u64, ctx: &mut Context<Self>) {
+        let generation = self.rooms.get(&room).map(|e| e.generation);
+        let redis = self.redis.clone();
+        let key = room.clone();
+        let read = async move { recovery::since(&redis, &key, after).await };
+        ctx.spawn(read.into_actor(self).map(move |read, registry, ctx| {
+            let Some(entry) = registry.rooms.get_mut(&room) else {
+                return;
+            };
+            if Some(entry.generation) != generation {
+                return;
+            }
+            match read {
+                Ok(Some(logged)) => {
+                    log::info!(
+                        "room {room}: caught up {} events after {after}",
+                        logged.len()
+                    );
+                    for event in logged {
+                        entry.pass(Incoming::from_log(room.clone(), event));
+                    }
+                }
+                Ok(None) => log::warn!(
+                    "room {room}: its log no longer holds every event after {after}; \
+                     members here missed some"
+                ),
+                Err(err) => log::warn!("room {room}: cannot catch up after {after}: {err}"),
+            }
+            let Some(catch_up) = entry.catch_up.take() else {
+                return;
+            };
+            for event in catch_up.arrived {
+                entry.pass(event);
+            }
+            if let Some(again) = catch_up.again {
+                entry.catch_up = Some(CatchUp {
+                    arrived: Vec::new(),
+                    again: None,
+                });
+                registry.catch_up(room, again, ctx);
+            }
+        }));
     }
 }
 

@@ -147,6 +147,24 @@ async fn a_bidder_may_place_five_bids_a_second() {
 }
 
 #[actix_web::test]
+async fn the_bid_rate_limit_counts_each_auction_apart() {
+    // Per auction, so that the bid script stays in the auction's Redis
+    // Cluster slot (docs/DECISIONS.md).
+    let app = TestApp::spawn().await;
+    auction(&app, "a1", 60_000, 0, None).await;
+    auction(&app, "a2", 60_000, 0, None).await;
+    let mut ann = app.connect("ann").await;
+    let mut limited = false;
+    for n in 0..6 {
+        let ack = bid(&mut ann, "a1", 1000 + n * 100, None).await;
+        limited |= ack["error"]["code"] == "rate_limited";
+    }
+    assert!(limited, "six bids in a second on a1");
+    let ack = bid(&mut ann, "a2", 1000, None).await;
+    assert_eq!(ack["ok"], true, "a2 has its own count: {ack}");
+}
+
+#[actix_web::test]
 async fn a_late_bid_extends_the_auction() {
     let app = TestApp::spawn().await;
     auction(&app, "a1", 1500, 3, None).await;

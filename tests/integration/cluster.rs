@@ -61,6 +61,41 @@ async fn a_room_split_across_nodes_gets_every_event_in_one_order() {
 }
 
 #[actix_web::test]
+async fn a_node_whose_subscriber_dropped_catches_its_rooms_up_from_their_logs() {
+    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    nodes[0].listing("l1", "sella").await;
+    let mut on_a = nodes[0].connect("ann").await;
+    on_a.emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    let tick = |n: u64| {
+        nodes[1].api(
+            "POST",
+            "/api/v1/rooms/listing:l1/events",
+            Some(json!({"event": "tick", "data": n})),
+        )
+    };
+    assert_eq!(tick(0).await.0, 202);
+    assert_eq!(on_a.wait_event("tick").await[0], 0);
+
+    // Node A stops hearing Redis for a while (it reconnects after 500 ms);
+    // node B goes on publishing.
+    let name = format!("{}subscriber:node-0", nodes[0].redis_prefix());
+    assert_eq!(kill_redis_clients(&name), 1, "one subscriber per node");
+    for n in 1..=20 {
+        assert_eq!(tick(n).await.0, 202);
+    }
+    let mut got = Vec::new();
+    for _ in 1..=20 {
+        got.push(on_a.wait_event("tick").await[0].as_u64().unwrap());
+    }
+    assert_eq!(got, (1..=20).collect::<Vec<_>>(), "each once, in order");
+    assert_eq!(tick(21).await.0, 202);
+    assert_eq!(on_a.wait_event("tick").await[0], 21);
+    on_a.assert_no_event("tick", Duration::from_millis(300))
+        .await;
+}
+
+#[actix_web::test]
 async fn fifty_reservers_on_two_nodes_have_one_winner_every_time() {
     let nodes = TestApp::spawn_cluster(2, &[]).await;
     let mut clients = Vec::new();

@@ -27,6 +27,76 @@ pub fn redis_url() -> String {
     std::env::var("SOUK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Whether the tests' Redis is a Redis Cluster (scripts/test runs some
+/// suites on one too).
+pub fn redis_is_cluster() -> bool {
+    static CLUSTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CLUSTER.get_or_init(|| {
+        let mut conn = redis::Client::open(redis_url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to Redis (is it running? scripts/test starts it)");
+        let info: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap();
+        info.lines().any(|line| line.trim() == "cluster_enabled:1")
+    })
+}
+
+/// A connection to the tests' Redis that routes keys to their cluster
+/// node when it is a cluster.
+pub fn redis_connection() -> redis::RedisResult<Box<dyn redis::ConnectionLike>> {
+    if redis_is_cluster() {
+        let client = redis::cluster::ClusterClient::new(vec![redis_url()])?;
+        Ok(Box::new(client.get_connection()?))
+    } else {
+        Ok(Box::new(
+            redis::Client::open(redis_url())?.get_connection()?,
+        ))
+    }
+}
+
+/// Closes every Redis connection named `name`, on every node of a cluster;
+/// says how many there were.
+pub fn kill_redis_clients(name: &str) -> usize {
+    let mut seed = redis::Client::open(redis_url())
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    let addresses: Vec<String> = if redis_is_cluster() {
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut seed).unwrap();
+        nodes
+            .lines()
+            .filter(|line| line.contains("master"))
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .map(|address| format!("redis://{}", address.split('@').next().unwrap()))
+            .collect()
+    } else {
+        vec![redis_url()]
+    };
+    let mut killed = 0;
+    for address in addresses {
+        let mut conn = redis::Client::open(address)
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+        for line in clients.lines() {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+            };
+            if field("name") == Some(name) {
+                if let Some(id) = field("id") {
+                    let _: redis::Value = redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("ID")
+                        .arg(id)
+                        .query(&mut conn)
+                        .unwrap();
+                    killed += 1;
+                }
+            }
+        }
+    }
+    killed
+}
+
 /// A database made for one test and dropped after it.
 pub struct TestDb {
     pub name: String,
@@ -50,13 +120,13 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // The node's Redis keys carry the database's name as their prefix.
-        if let Ok(mut redis) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+        if let Ok(mut redis) = redis_connection() {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{}:*", self.name))
-                .query(&mut redis)
+                .query(&mut *redis)
                 .unwrap_or_default();
             if !keys.is_empty() {
-                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut redis);
+                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut *redis);
             }
         }
         if let Ok(mut admin) = PgConnection::establish(&format!("{}/postgres", pg_admin_url())) {
@@ -547,16 +617,13 @@ impl TestApp {
 impl TestApp {
     /// Deletes every Redis key of this node (as if Redis lost its data).
     pub fn flush_redis(&self) {
-        let mut redis = redis::Client::open(redis_url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut redis = redis_connection().unwrap();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self._db.name))
-            .query(&mut redis)
+            .query(&mut *redis)
             .unwrap();
         if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL").arg(keys).query(&mut redis).unwrap();
+            let _: i64 = redis::cmd("DEL").arg(keys).query(&mut *redis).unwrap();
         }
     }
 }
@@ -612,15 +679,12 @@ impl TestApp {
 
     /// Runs a Redis command.
     pub fn redis_cmd(&self, parts: &[&str]) {
-        let mut redis = redis::Client::open(redis_url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut redis = redis_connection().unwrap();
         let mut cmd = redis::cmd(parts[0]);
         for part in &parts[1..] {
             cmd.arg(*part);
         }
-        let _: redis::Value = cmd.query(&mut redis).unwrap();
+        let _: redis::Value = cmd.query(&mut *redis).unwrap();
     }
 }
 

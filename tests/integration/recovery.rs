@@ -96,7 +96,7 @@ async fn a_recovery_is_refused_for_another_user_or_a_trimmed_log() {
     }
     app.redis_cmd(&[
         "XTRIM",
-        &format!("{}log:{{listing:l1}}", app.redis_prefix()),
+        &format!("{}{{events}}:log:listing:l1", app.redis_prefix()),
         "MAXLEN",
         "1",
     ]);

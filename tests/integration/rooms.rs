@@ -208,3 +208,33 @@ async fn a_buyer_with_a_booking_may_watch_a_private_listing() {
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
 }
+
+#[actix_web::test]
+async fn offsets_keep_increasing_after_redis_loses_the_counter() {
+    // A Redis restarted without persistence has no counter; a node drops
+    // an event whose offset is not past the last one its room passed on.
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sella").await;
+    let mut watcher = app.connect("ann").await;
+    watcher
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    let tick = |n: u64| {
+        app.api(
+            "POST",
+            "/api/v1/rooms/listing:l1/events",
+            Some(json!({"event": "tick", "data": n})),
+        )
+    };
+    let offset = |text: Option<String>| -> u64 {
+        let text = text.expect("an offset");
+        text.strip_suffix("-0").unwrap().parse().unwrap()
+    };
+    assert_eq!(tick(1).await.0, 202);
+    let before = offset(watcher.wait_event_with_offset("tick").await.1);
+    app.redis_cmd(&["DEL", &format!("{}{{events}}:offset", app.redis_prefix())]);
+    assert_eq!(tick(2).await.0, 202);
+    let (args, after) = watcher.wait_event_with_offset("tick").await;
+    assert_eq!(args[0], 2);
+    assert!(offset(after) > before, "offsets increase across the loss");
+}
