@@ -41,9 +41,11 @@ pub async fn emit(
             "event must be 1 to 64 characters without control characters, and not server:error",
         ));
     }
+    let mark = app.fanout.mark();
     app.fanout.emit(room.clone(), &event, &data);
-    // Answer once the events this request caused are published.
-    app.fanout.published().await;
+    // Answer once the event is published; an event that could not be is
+    // not acknowledged (503), so that the caller sends it again.
+    app.fanout.published_since(mark).await?;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }
 

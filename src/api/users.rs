@@ -36,12 +36,14 @@ pub async fn notify(
         ));
     }
     let room = RoomKey::User(user);
+    let mark = app.fanout.mark();
     app.fanout.emit(
         room.clone(),
         "notification",
         &json!({ "kind": kind, "data": data }),
     );
-    // Answer once the events this request caused are published.
-    app.fanout.published().await;
+    // Answer once the event is published; an event that could not be is
+    // not acknowledged (503), so that the caller sends it again.
+    app.fanout.published_since(mark).await?;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }

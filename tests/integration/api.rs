@@ -40,6 +40,28 @@ async fn readyz_is_503_while_redis_is_down() {
 }
 
 #[actix_web::test]
+async fn a_room_event_that_cannot_be_published_is_not_acknowledged() {
+    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let (status, body) = app
+        .api(
+            "POST",
+            "/api/v1/rooms/listing:l1/events",
+            Some(json!({"event": "tick", "data": 1})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    let (status, _) = app
+        .api(
+            "POST",
+            "/api/v1/users/ann/notifications",
+            Some(json!({"kind": "hello", "data": {}})),
+        )
+        .await;
+    assert_eq!(status, 503);
+}
+
+#[actix_web::test]
 async fn readyz_is_503_while_postgres_is_down() {
     let app =
         TestApp::spawn_with(&[("SOUK_DATABASE_URL", "postgres://postgres@127.0.0.1:1/souk")]).await;
