@@ -9,6 +9,9 @@
 # Environment it reads (all optional):
 #   SOUK_PG_PORT      PostgreSQL port on 127.0.0.1           (default 5432)
 #   SOUK_REDIS_PORT   Redis port on 127.0.0.1                (default 6379)
+#   SOUK_REDIS_CLUSTER_PORT first of the three ports of the local Redis
+#                     Cluster (ensure_redis_cluster) on 127.0.0.1: this one,
+#                     +1 and +2                              (default 7101)
 #   SOUK_START_TIMEOUT seconds to wait for a started service (default 60)
 #
 # Environment it exports (each keeps a value already set by the caller):
@@ -18,7 +21,7 @@
 #                        (admin base URL, no database: tests create and drop
 #                        their own databases named souk_test_*)
 #   SOUK_TEST_REDIS_URL  redis://127.0.0.1:$SOUK_REDIS_PORT
-#   SOUK_PG_PORT, SOUK_REDIS_PORT
+#   SOUK_PG_PORT, SOUK_REDIS_PORT, SOUK_REDIS_CLUSTER_PORT
 
 # ---------------------------------------------------------------- basics
 
@@ -45,7 +48,8 @@ SOUK_DATA="$ROOT/.data"
 
 SOUK_PG_PORT="${SOUK_PG_PORT:-5432}"
 SOUK_REDIS_PORT="${SOUK_REDIS_PORT:-6379}"
-export SOUK_PG_PORT SOUK_REDIS_PORT
+SOUK_REDIS_CLUSTER_PORT="${SOUK_REDIS_CLUSTER_PORT:-7101}"
+export SOUK_PG_PORT SOUK_REDIS_PORT SOUK_REDIS_CLUSTER_PORT
 
 : "${SOUK_DATABASE_URL:=postgres://postgres@127.0.0.1:${SOUK_PG_PORT}/souk}"
 : "${SOUK_REDIS_URL:=redis://127.0.0.1:${SOUK_REDIS_PORT}}"
@@ -436,6 +440,220 @@ stop_redis() {
     timeout 10 redis-cli -h 127.0.0.1 -p "$SOUK_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
   fi
   rm -f "$pidfile"
+}
+
+# ---------------------------------------------------------------- redis cluster
+
+# _redis_port_pong PORT: true when a Redis on 127.0.0.1:PORT answers PONG.
+_redis_port_pong() {
+  local reply
+  reply="$(timeout 5 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" || true
+  [ "$reply" = "PONG" ]
+}
+
+# _redis_cluster_field PORT FIELD: print FIELD of `cluster info` on PORT
+# (nothing when the node does not answer or has cluster support disabled).
+_redis_cluster_field() {
+  local info
+  info="$(timeout 5 redis-cli -h 127.0.0.1 -p "$1" cluster info 2>/dev/null)" || true
+  printf '%s\n' "$info" | tr -d '\r' | sed -n "s/^$2://p"
+}
+
+# _redis_cluster_ok PORT...: true when every PORT reports cluster_state:ok.
+_redis_cluster_ok() {
+  local port
+  for port in "$@"; do
+    [ "$(_redis_cluster_field "$port" cluster_state)" = "ok" ] || return 1
+  done
+}
+
+# _redis_cluster_ports: check SOUK_REDIS_CLUSTER_PORT and set the global
+# array _SOUK_REDIS_CLUSTER_PORTS to it, +1 and +2.
+_SOUK_REDIS_CLUSTER_PORTS=()
+_redis_cluster_ports() {
+  local base="$SOUK_REDIS_CLUSTER_PORT"
+  case "$base" in
+    '' | *[!0-9]*) die "SOUK_REDIS_CLUSTER_PORT is not a port number: '$base'" ;;
+  esac
+  if [ "$base" -lt 1 ] || [ "$base" -gt 55533 ]; then
+    # The cluster bus listens on port + 10000, so the last node must fit.
+    die "SOUK_REDIS_CLUSTER_PORT must be in 1..55533 (bus port = port + 10000): $base"
+  fi
+  _SOUK_REDIS_CLUSTER_PORTS=("$base" "$((base + 1))" "$((base + 2))")
+}
+
+_redis_cluster_logs() {
+  printf '%s/redis-cluster-{%s,%s,%s}.log' "$SOUK_DATA" "$@"
+}
+
+_redis_cluster_log_tail() {
+  local file
+  for file in "$@"; do
+    if [ -f "$file" ]; then
+      printf -- '---- last lines of %s ----\n' "$file" >&2
+      tail -n 20 "$file" >&2 || true
+    fi
+  done
+  printf -- '----\n' >&2
+}
+
+# _redis_cluster_start PORT...: start a cluster-enabled node on each PORT
+# that does not answer yet, then wait for PONG on every PORT.
+_redis_cluster_start() {
+  local port logfile limit="${SOUK_START_TIMEOUT:-60}" waited
+  for port in "$@"; do
+    if _redis_port_pong "$port"; then
+      if [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" info cluster 2>/dev/null \
+        | tr -d '\r' | sed -n 's/^cluster_enabled://p')" != "1" ]; then
+        die "127.0.0.1:$port is a Redis without cluster support; stop it or" \
+          "set SOUK_REDIS_CLUSTER_PORT to a free range of 3 ports"
+      fi
+      log "redis cluster: node 127.0.0.1:$port already running"
+      continue
+    fi
+    logfile="$SOUK_DATA/redis-cluster-$port.log"
+    log "redis cluster: starting node on 127.0.0.1:$port (log: $logfile)"
+    if ! redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
+      --cluster-enabled yes --cluster-config-file "$SOUK_DATA/redis-cluster-$port.conf" \
+      --cluster-node-timeout 2000 --save "" --appendonly no --dir "$SOUK_DATA" \
+      --logfile "$logfile" --pidfile "$SOUK_DATA/redis-cluster-$port.pid" \
+      </dev/null >/dev/null; then
+      _redis_cluster_log_tail "$logfile"
+      die "redis-server failed to start on 127.0.0.1:$port (see $logfile)"
+    fi
+  done
+  for port in "$@"; do
+    waited=0
+    until _redis_port_pong "$port"; do
+      if [ "$waited" -ge "$limit" ]; then
+        logfile="$SOUK_DATA/redis-cluster-$port.log"
+        _redis_cluster_log_tail "$logfile"
+        die "redis cluster node not answering PONG on 127.0.0.1:$port after ${limit}s (see $logfile)"
+      fi
+      sleep 1
+      waited=$((waited + 1))
+    done
+  done
+}
+
+# _redis_cluster_unassigned PORT...: true when no PORT has any slot assigned.
+_redis_cluster_unassigned() {
+  local port
+  for port in "$@"; do
+    [ "$(_redis_cluster_field "$port" cluster_slots_assigned)" = "0" ] || return 1
+  done
+}
+
+# _redis_cluster_create PORT...: make the nodes one cluster, all masters.
+_redis_cluster_create() {
+  local port addrs=() out="$SOUK_DATA/redis-cluster-create.log"
+  for port in "$@"; do
+    addrs+=("127.0.0.1:$port")
+  done
+  log "redis cluster: creating the cluster ${addrs[*]} (masters only; output: $out)"
+  if ! timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 \
+    --cluster-yes </dev/null >"$out" 2>&1; then
+    _redis_cluster_log_tail "$out"
+    return 1
+  fi
+}
+
+# _redis_cluster_wait_ok SECONDS PORT...: wait until every PORT reports
+# cluster_state:ok.
+_redis_cluster_wait_ok() {
+  local limit="$1" waited=0
+  shift
+  until _redis_cluster_ok "$@"; do
+    [ "$waited" -lt "$((limit * 2))" ] || return 1
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+}
+
+# _redis_cluster_states PORT...: "PORT: state/slots" of each node, for logs.
+_redis_cluster_states() {
+  local port sep=""
+  for port in "$@"; do
+    printf '%s%s: %s, %s slots' "$sep" "$port" \
+      "$(_redis_cluster_field "$port" cluster_state)" \
+      "$(_redis_cluster_field "$port" cluster_slots_assigned)"
+    sep="; "
+  done
+}
+
+# ensure_redis_cluster: a 3-master Redis Cluster (no replicas) on 127.0.0.1,
+# ports $SOUK_REDIS_CLUSTER_PORT, +1 and +2. Uses one already in state ok;
+# otherwise starts the missing nodes (they keep nothing but their cluster
+# config, .data/redis-cluster-PORT.conf) and creates the cluster when no slot
+# is assigned yet. A cluster that does not become ok (stale configs from an
+# earlier run, say) is rebuilt afresh: it holds no data worth keeping.
+ensure_redis_cluster() {
+  _redis_cluster_ports
+  local ports=("${_SOUK_REDIS_CLUSTER_PORTS[@]}") port limit=20 logs
+  logs="$(_redis_cluster_logs "${ports[@]}")"
+  if command -v redis-cli >/dev/null 2>&1 && _redis_cluster_ok "${ports[@]}"; then
+    log "redis cluster: using the cluster already running on 127.0.0.1:${ports[0]}-${ports[2]}"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    apt_install redis-server
+  fi
+  _souk_data_dir
+
+  _redis_cluster_start "${ports[@]}"
+  local why=""
+  if _redis_cluster_unassigned "${ports[@]}" && ! _redis_cluster_ok "${ports[@]}"; then
+    _redis_cluster_create "${ports[@]}" || why="creating the cluster failed"
+  else
+    log "redis cluster: waiting for state ok (up to ${limit}s)"
+  fi
+  if [ -z "$why" ]; then
+    if _redis_cluster_wait_ok "$limit" "${ports[@]}"; then
+      log "redis cluster: ready on 127.0.0.1:${ports[0]}-${ports[2]}"
+      return 0
+    fi
+    why="not ok after ${limit}s ($(_redis_cluster_states "${ports[@]}"))"
+  fi
+
+  # Not ok: partly assigned slots, nodes that remember peers which are gone,
+  # a failed create... Start from scratch: stop the nodes, drop their
+  # configs, create the cluster again.
+  log "redis cluster: $why; stopping the nodes, deleting their config files" \
+    "and creating it afresh"
+  stop_redis_cluster
+  for port in "${ports[@]}"; do
+    rm -f "$SOUK_DATA/redis-cluster-$port.conf"
+  done
+  _redis_cluster_start "${ports[@]}"
+  _redis_cluster_create "${ports[@]}" \
+    || die "redis cluster: creating the cluster on 127.0.0.1:${ports[0]}-${ports[2]} failed" \
+      "(see $SOUK_DATA/redis-cluster-create.log and $logs)"
+  if ! _redis_cluster_wait_ok "$limit" "${ports[@]}"; then
+    die "redis cluster on 127.0.0.1:${ports[0]}-${ports[2]} not in state ok after ${limit}s" \
+      "($(_redis_cluster_states "${ports[@]}")); see $logs"
+  fi
+  log "redis cluster: ready on 127.0.0.1:${ports[0]}-${ports[2]} (created afresh)"
+}
+
+# stop_redis_cluster: shut down the nodes on $SOUK_REDIS_CLUSTER_PORT, +1
+# and +2 (without saving); their config files stay, so ensure_redis_cluster
+# brings the same cluster back.
+stop_redis_cluster() {
+  _redis_cluster_ports
+  local port waited
+  for port in "${_SOUK_REDIS_CLUSTER_PORTS[@]}"; do
+    if _redis_port_pong "$port"; then
+      log "redis cluster: stopping the node on 127.0.0.1:$port"
+      timeout 10 redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+      waited=0
+      while _redis_port_pong "$port"; do
+        [ "$waited" -lt 20 ] || die "redis cluster node on 127.0.0.1:$port does not stop"
+        sleep 0.5
+        waited=$((waited + 1))
+      done
+    fi
+    rm -f "$SOUK_DATA/redis-cluster-$port.pid"
+  done
 }
 
 # diesel_cli, pinned: the schema test compares `diesel print-schema` with
