@@ -253,7 +253,10 @@ async fn send(redis: &Redis, limits: LogLimits, events: Vec<Publish>) -> (Vec<Pu
     let replies: Vec<RedisResult<RedisValue>> = match redis.connection().await {
         Ok(mut conn) => match pipe.query_async(&mut *conn).await {
             Ok(replies) => replies,
-            Err(err) => return (events, err.to_string()),
+            Err(err) => {
+                redis.reset_connections();
+                return (events, err.to_string());
+            }
         },
         Err(err) => return (events, err.to_string()),
     };

@@ -200,6 +200,17 @@ impl Redis {
         Ok(RedisConnection(conn))
     }
 
+    /// Drops the shared connections, so that the next commands take fresh
+    /// ones from the pool: for a caller whose command failed on one, which
+    /// may have broken a moment ago and would fail until its next check.
+    pub fn reset_connections(&self) {
+        for slot in &self.shared.slots {
+            if let Ok(mut slot) = slot.lock() {
+                *slot = None;
+            }
+        }
+    }
+
     /// Runs commands that may be in different slots, ignoring their
     /// replies: one pipeline on a standalone Redis, each on its own (at
     /// once, over the same multiplexed connection) on a cluster, where a

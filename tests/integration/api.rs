@@ -417,3 +417,26 @@ async fn the_node_comes_back_after_its_redis_connections_are_cut() {
     assert_eq!(status, 202);
     assert_eq!(watcher.wait_event("tick").await, vec![json!(1)]);
 }
+
+#[actix_web::test]
+async fn room_events_sent_just_after_redis_connections_are_cut_are_acked_and_delivered() {
+    let proxy = RedisProxy::start().await;
+    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", &proxy.url)]).await;
+    app.listing("l1", "sella").await;
+    let mut watcher = app.watching("ann", "l1").await;
+    let tick = |n: u64| app.room_event("listing:l1", "tick", json!(n));
+    assert_eq!(tick(0).await.0, 202);
+    assert_eq!(watcher.wait_event("tick").await, vec![json!(0)]);
+
+    // The publisher's connection and the subscriber's both break; the
+    // publisher retries on a fresh one, the subscriber reconnects and
+    // catches the room up from its log.
+    proxy.cut_all();
+    for n in 1..=5 {
+        let (status, body) = tick(n).await;
+        assert_eq!(status, 202, "tick {n}: {body}");
+    }
+    for n in 1..=5 {
+        assert_eq!(watcher.wait_event("tick").await, vec![json!(n)]);
+    }
+}

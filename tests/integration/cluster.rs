@@ -9,26 +9,23 @@ use serde_json::{json, Value};
 use crate::auctions::{auction, bid};
 use crate::helpers::*;
 
-#[actix_web::test]
-async fn a_room_split_across_nodes_gets_every_event_in_one_order() {
+/// Two nodes, listing l1, and a watcher of it on each node (ann on the
+/// first, ben on the second).
+pub async fn watchers_on_two_nodes() -> (Vec<TestApp>, Client, Client) {
     let nodes = TestApp::spawn_cluster(2, &[]).await;
     nodes[0].listing("l1", "sella").await;
-    let mut on_a = nodes[0].connect("ann").await;
-    let mut on_b = nodes[1].connect("ben").await;
-    for client in [&mut on_a, &mut on_b] {
-        client
-            .emit_ack("listing:watch", json!({"listingId": "l1"}))
-            .await;
-    }
+    let on_a = nodes[0].watching("ann", "l1").await;
+    let on_b = nodes[1].watching("ben", "l1").await;
+    (nodes, on_a, on_b)
+}
+
+#[actix_web::test]
+async fn a_room_split_across_nodes_gets_every_event_in_one_order() {
+    let (nodes, mut on_a, mut on_b) = watchers_on_two_nodes().await;
     // Publishers on both nodes at once.
     for n in 0..20 {
-        let node = &nodes[n % 2];
-        let (status, _) = node
-            .api(
-                "POST",
-                "/api/v1/rooms/listing:l1/events",
-                Some(json!({"event": "tick", "data": n})),
-            )
+        let (status, _) = nodes[n % 2]
+            .room_event("listing:l1", "tick", json!(n))
             .await;
         assert_eq!(status, 202);
     }
@@ -64,16 +61,8 @@ async fn a_room_split_across_nodes_gets_every_event_in_one_order() {
 async fn a_node_whose_subscriber_dropped_catches_its_rooms_up_from_their_logs() {
     let nodes = TestApp::spawn_cluster(2, &[]).await;
     nodes[0].listing("l1", "sella").await;
-    let mut on_a = nodes[0].connect("ann").await;
-    on_a.emit_ack("listing:watch", json!({"listingId": "l1"}))
-        .await;
-    let tick = |n: u64| {
-        nodes[1].api(
-            "POST",
-            "/api/v1/rooms/listing:l1/events",
-            Some(json!({"event": "tick", "data": n})),
-        )
-    };
+    let mut on_a = nodes[0].watching("ann", "l1").await;
+    let tick = |n: u64| nodes[1].room_event("listing:l1", "tick", json!(n));
     assert_eq!(tick(0).await.0, 202);
     assert_eq!(on_a.wait_event("tick").await[0], 0);
 

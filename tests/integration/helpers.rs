@@ -528,6 +528,26 @@ impl TestApp {
         assert_eq!(status, 201, "{body}");
     }
 
+    /// A connection of `user` that watches `listing` (acked).
+    pub async fn watching(&self, user: &str, listing: &str) -> Client {
+        let mut client = self.connect(user).await;
+        let ack = client
+            .emit_ack("listing:watch", json!({"listingId": listing}))
+            .await;
+        assert_eq!(ack["ok"], true, "{user} watches {listing}: {ack}");
+        client
+    }
+
+    /// `POST /api/v1/rooms/{room}/events` with `{event, data}`.
+    pub async fn room_event(&self, room: &str, event: &str, data: Value) -> (u16, Value) {
+        self.api(
+            "POST",
+            &format!("/api/v1/rooms/{room}/events"),
+            Some(json!({"event": event, "data": data})),
+        )
+        .await
+    }
+
     /// A service-token request with a JSON body; returns status and JSON.
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let client = awc::Client::new();

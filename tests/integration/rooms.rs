@@ -215,17 +215,8 @@ async fn offsets_keep_increasing_after_redis_loses_the_counter() {
     // an event whose offset is not past the last one its room passed on.
     let app = TestApp::spawn().await;
     app.listing("l1", "sella").await;
-    let mut watcher = app.connect("ann").await;
-    watcher
-        .emit_ack("listing:watch", json!({"listingId": "l1"}))
-        .await;
-    let tick = |n: u64| {
-        app.api(
-            "POST",
-            "/api/v1/rooms/listing:l1/events",
-            Some(json!({"event": "tick", "data": n})),
-        )
-    };
+    let mut watcher = app.watching("ann", "l1").await;
+    let tick = |n: u64| app.room_event("listing:l1", "tick", json!(n));
     let offset = |text: Option<String>| -> u64 {
         let text = text.expect("an offset");
         text.strip_suffix("-0").unwrap().parse().unwrap()
