@@ -16,6 +16,7 @@ mod lifecycle;
 mod presence;
 mod process;
 mod recovery;
+mod redis_cluster;
 mod rollout;
 mod rooms;
 mod schema;
