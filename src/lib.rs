@@ -75,7 +75,14 @@ impl Drop for RoomThreads {
 impl Application {
     /// Binds the listener (port 0 picks one) and builds the node's actors.
     /// Call inside an actix system.
-    pub fn build(settings: Settings) -> Result<Self, StartError> {
+    pub fn build(mut settings: Settings) -> Result<Self, StartError> {
+        if settings.max_connections == 0 {
+            settings.max_connections = ops::connection_cap(ops::soft_limit());
+        }
+        log::info!(
+            "accepting up to {} Socket.IO connections",
+            settings.max_connections
+        );
         let metrics = metrics::Metrics::new()?;
         ops::FdWatch::new(metrics.clone()).start();
         let auth = auth::Authenticator::new(&settings.jwt, settings.dev)?;

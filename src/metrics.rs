@@ -32,6 +32,9 @@ pub struct Metrics {
     pub open_fds: IntGauge,
     /// `process_max_fds`: its open-files limit; at it, connections are refused.
     pub max_fds: IntGauge,
+    /// `souk_connections_refused_total`: new connections refused because
+    /// the node held `SOUK_MAX_CONNECTIONS`.
+    pub refused_connections: IntCounter,
 }
 
 impl Metrics {
@@ -79,6 +82,11 @@ impl Metrics {
         registry.register(Box::new(bad_frames.clone()))?;
         registry.register(Box::new(open_fds.clone()))?;
         registry.register(Box::new(max_fds.clone()))?;
+        let refused_connections = IntCounter::new(
+            "souk_connections_refused_total",
+            "New connections refused at SOUK_MAX_CONNECTIONS",
+        )?;
+        registry.register(Box::new(refused_connections.clone()))?;
         Ok(Metrics {
             registry,
             connections,
@@ -92,6 +100,7 @@ impl Metrics {
             bad_frames,
             open_fds,
             max_fds,
+            refused_connections,
         })
     }
 

@@ -144,6 +144,22 @@ fn probe_fails(probe: Option<&File>) -> bool {
 
 /// Counts the descriptors in use; `known_limit` stands in when the
 /// limit cannot be read (that needs a descriptor too).
+/// How many Socket.IO connections a node with `limit` open files may hold:
+/// the limit less a reserve (a quarter of it, at most 256) for the node's
+/// listener, Postgres and Redis connections, logs and HTTP API requests.
+/// Past it, a new connection is answered 503 instead of starving those.
+pub fn connection_cap(limit: Option<u64>) -> usize {
+    match limit {
+        Some(limit) => {
+            let reserve = (limit / 4).min(256);
+            usize::try_from(limit - reserve)
+                .unwrap_or(usize::MAX)
+                .max(1)
+        }
+        None => usize::MAX,
+    }
+}
+
 fn read(probe: Option<&File>, known_limit: Option<u64>) -> Reading {
     let limit = soft_limit().or(known_limit);
     let exhausted = probe_fails(probe);
@@ -173,7 +189,7 @@ fn gauge(n: u64) -> i64 {
 
 /// The soft `Max open files` of this process; `None` when unlimited or
 /// unreadable (reading it needs a descriptor too).
-fn soft_limit() -> Option<u64> {
+pub fn soft_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     limits
         .lines()
@@ -288,6 +304,14 @@ mod tests {
         let (level, said) = next_level(level, at(100, false), t0);
         assert_eq!(level, Level::Fine);
         assert_eq!(said.map(|s| s.0), Some(log::Level::Info));
+    }
+
+    #[test]
+    fn the_connection_cap_keeps_descriptors_for_the_node_itself() {
+        assert_eq!(connection_cap(Some(20_000)), 19_744);
+        assert_eq!(connection_cap(Some(200)), 150);
+        assert_eq!(connection_cap(Some(1)), 1);
+        assert_eq!(connection_cap(None), usize::MAX);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Settings {
     /// `SOUK_MAX_OUTBOUND_BYTES`: how many bytes may wait to be written to
     /// one connection before it is closed as a slow consumer.
     pub max_outbound: usize,
+    /// `SOUK_MAX_CONNECTIONS`: Socket.IO connections a node holds at most;
+    /// 0 (the default) means the open-files limit less a reserve for the
+    /// node's own files and its Postgres and Redis connections.
+    pub max_connections: usize,
     /// `SOUK_DB_POOL_SIZE`: Postgres connections per node.
     pub db_pool_size: u32,
     /// `SOUK_REDIS_POOL_SIZE`: Redis connections per node.
@@ -142,6 +146,7 @@ impl Settings {
             connect_timeout: millis(values, "SOUK_CONNECT_TIMEOUT_MS", 45_000)?,
             max_payload: number(values, "SOUK_MAX_PAYLOAD", 1_000_000)?,
             max_outbound: number(values, "SOUK_MAX_OUTBOUND_BYTES", 4_000_000)?,
+            max_connections: number(values, "SOUK_MAX_CONNECTIONS", 0)?,
             db_pool_size: number(values, "SOUK_DB_POOL_SIZE", 16)?,
             redis_pool_size: number(values, "SOUK_REDIS_POOL_SIZE", 64)?,
             workers: number(values, "SOUK_WORKERS", 0)?,

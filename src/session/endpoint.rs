@@ -50,6 +50,22 @@ fn header_token(req: &HttpRequest) -> Option<String> {
     crate::auth::bearer_token(req).map(str::to_owned)
 }
 
+/// Refuses a new connection while the node holds its maximum.
+fn admit(app: &AppState) -> Result<(), Failure> {
+    let open = usize::try_from(app.metrics.connections.get()).unwrap_or(0);
+    if open < app.settings.max_connections {
+        return Ok(());
+    }
+    app.metrics.refused_connections.inc();
+    Err(Failure::new(
+        Code::ServiceUnavailable,
+        format!(
+            "this node holds its limit of {} connections: try again later",
+            app.settings.max_connections
+        ),
+    ))
+}
+
 /// The session a request names.
 fn find(app: &AppState, sid: &str) -> Result<actix::Addr<Session>, Failure> {
     app.engine_sessions
@@ -67,6 +83,7 @@ pub async fn socket_io(
     let max_payload = app.settings.max_payload;
     match (transport, sid) {
         (Transport::WebSocket, None) => {
+            admit(&app)?;
             let session = Session::new(app.into_inner(), header_token(&req), false).start();
             let response = websocket::start(session.clone(), false, max_payload, &req, stream);
             if response.is_err() {
@@ -79,6 +96,7 @@ pub async fn socket_io(
             websocket::start(session, true, max_payload, &req, stream)
         }
         (Transport::Polling, None) => {
+            admit(&app)?;
             let session = Session::new(app.into_inner(), header_token(&req), true).start();
             polling::get(session).await
         }

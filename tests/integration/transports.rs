@@ -400,3 +400,44 @@ async fn pages_of_the_allowed_origins_may_long_poll_across_origins() {
         assert_eq!(allow_origin(&resp), None, "{method}");
     }
 }
+
+#[actix_web::test]
+async fn a_node_at_its_connection_limit_refuses_new_ones_until_one_closes() {
+    let app = TestApp::spawn_with(&[("SOUK_MAX_CONNECTIONS", "2")]).await;
+    let first = app.connect("ann").await;
+    let mut second = app.connect("ben").await;
+
+    let refused = awc::Client::new().ws(app.ws_url()).connect().await;
+    match refused {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+            assert_eq!(status.as_u16(), 503)
+        }
+        other => panic!("a third WebSocket was not refused: {:?}", other.is_ok()),
+    }
+    let (status, body) = get(&app.http("/socket.io/?EIO=4&transport=polling")).await;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limit of 2 connections"));
+    // Those held are served as before.
+    let ack = second
+        .emit_ack("presence:watch", json!({"userIds": ["ann"]}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(app
+        .metrics()
+        .await
+        .contains("souk_connections_refused_total 2"));
+
+    drop(first);
+    eventually("a place is free again", || async {
+        get(&app.http("/socket.io/?EIO=4&transport=polling"))
+            .await
+            .0
+            == 200
+    })
+    .await;
+}
