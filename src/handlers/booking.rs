@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::{enter_room, Caller};
 use crate::domain::{BookingStatus, Mover};
 use crate::error::{Code, Failure};
-use crate::ids::{BookingId, ListingId};
+use crate::ids::{BookingId, ListingId, UserId};
 use crate::rooms::registry::{Join, Leave};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
@@ -31,15 +31,24 @@ pub fn access(
     admins: bool,
 ) -> Result<(BookingRow, Access), StoreError> {
     let row = bookings::get(conn, booking)?;
-    if row.to_booking().mover(caller.user()).is_some() {
-        Ok((row, Access::Participant))
-    } else if admins && caller.is_admin() {
-        Ok((row, Access::Admin))
-    } else {
-        Err(StoreError::rejected(
+    match standing(&row, caller.user(), admins && caller.is_admin()) {
+        Some(how) => Ok((row, how)),
+        None => Err(StoreError::rejected(
             Code::Forbidden,
             "only this booking's buyer and seller (and admins) may do that",
-        ))
+        )),
+    }
+}
+
+/// How `user` stands to a booking: a participant, else an admin when
+/// `admin` (the caller is one and admins may act here), else nothing.
+pub fn standing(row: &BookingRow, user: &UserId, admin: bool) -> Option<Access> {
+    if row.to_booking().mover(user).is_some() {
+        Some(Access::Participant)
+    } else if admin {
+        Some(Access::Admin)
+    } else {
+        None
     }
 }
 

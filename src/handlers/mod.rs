@@ -15,9 +15,46 @@ use crate::auth::{Identity, Role};
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
 use crate::protocol::events::ClientEvent;
-use crate::rooms::{Flush, SessionId};
+use crate::rooms::{Flush, RoomKey, SessionId};
 use crate::state::AppState;
+use crate::store::{bookings, StoreError};
 use actix::Recipient;
+
+/// Of the rooms a recovering socket was in, those its user may still be in,
+/// checked as a join checks them: a booking's participants and admins, a
+/// listing's watchers (§4), the user's own room, any presence room. A room
+/// whose booking or listing is gone is left out. An admin's rejoin is not
+/// audited again: the first join was.
+pub fn rejoinable(
+    conn: &mut diesel::PgConnection,
+    user: &UserId,
+    admin: bool,
+    rooms: Vec<RoomKey>,
+) -> Result<Vec<RoomKey>, StoreError> {
+    let mut kept = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        let allowed = match &room {
+            RoomKey::User(owner) => owner == user,
+            RoomKey::Presence(_) => true,
+            RoomKey::Listing(id) => or_gone(listing::may_watch(conn, id, user, admin))?,
+            RoomKey::Booking(id) => or_gone(
+                bookings::get(conn, id).map(|row| booking::standing(&row, user, admin).is_some()),
+            )?,
+        };
+        if allowed {
+            kept.push(room);
+        }
+    }
+    Ok(kept)
+}
+
+/// A check on a row that is gone answers no.
+fn or_gone(check: Result<bool, StoreError>) -> Result<bool, StoreError> {
+    match check {
+        Err(StoreError::NotFound) => Ok(false),
+        other => other,
+    }
+}
 
 /// Who sent an event, over which connection.
 #[derive(Debug, Clone)]

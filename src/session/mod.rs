@@ -323,7 +323,7 @@ impl Session {
         let restore = restore(
             self.app.clone(),
             self.id,
-            identity.user_id.clone(),
+            (identity.user_id.clone(), identity.role == Role::Admin),
             previous,
         );
         // Answer once this node follows the socket's rooms, so that nothing
@@ -589,12 +589,14 @@ struct Restored {
 }
 
 /// Joins the user's room and, when `previous` is a socket of the same user
-/// whose record and logs are still whole, its rooms; answers the events it
-/// missed. Otherwise the socket starts afresh under a new pid.
+/// whose record and logs are still whole, the rooms of it the user may
+/// still be in (checked again: a booking may have been taken from them, a
+/// listing made private); answers the events it missed there. Otherwise the
+/// socket starts afresh under a new pid.
 async fn restore(
     app: Arc<AppState>,
     session: SessionId,
-    user: UserId,
+    (user, admin): (UserId, bool),
     previous: Option<(String, u64)>,
 ) -> Restored {
     let join = |room: RoomKey| Join {
@@ -628,6 +630,16 @@ async fn restore(
         .iter()
         .filter_map(|r| RoomKey::parse(r))
         .collect();
+    let who = user.clone();
+    let rooms = match app
+        .db
+        .run(move |conn| handlers::rejoinable(conn, &who, admin, rooms))
+        .await
+    {
+        Ok(rooms) => rooms,
+        // Unchecked rooms are not rejoined.
+        Err(_) => return fresh(&app),
+    };
     let mut followed = true;
     for room in &rooms {
         followed &= matches!(app.registry.send(join(room.clone())).await, Ok(Ok(())));

@@ -8,8 +8,17 @@ use crate::helpers::*;
 
 /// Connects as `user` (optionally recovering) and answers the CONNECT reply.
 async fn connect_as(app: &TestApp, user: &str, previous: Option<(&str, &str)>) -> (Client, Value) {
+    connect_with(app, &app.token(user), previous).await
+}
+
+/// Connects with `token` (optionally recovering) and answers the CONNECT reply.
+async fn connect_with(
+    app: &TestApp,
+    token: &str,
+    previous: Option<(&str, &str)>,
+) -> (Client, Value) {
     let mut client = Client::open(app).await;
-    let mut auth = json!({ "token": app.token(user) });
+    let mut auth = json!({ "token": token });
     if let Some((pid, offset)) = previous {
         auth["pid"] = json!(pid);
         auth["offset"] = json!(offset);
@@ -108,4 +117,49 @@ async fn a_recovery_is_refused_for_another_user_or_a_trimmed_log() {
 
     let (_, hello) = connect_as(&app, "ann", Some(("x".repeat(20).as_str(), "1-0"))).await;
     assert_ne!(hello["pid"], "x".repeat(20).as_str());
+}
+
+#[actix_web::test]
+async fn a_recovering_socket_gets_back_only_the_rooms_it_may_still_be_in() {
+    let app = TestApp::spawn().await;
+    let mut bob = app.connect("bob").await;
+    let booking = app.booking("l1", "sella", &mut bob).await;
+    let thread = format!("booking:{booking}");
+    let (mut ada, hello) = connect_with(&app, &app.token_with_role("ada", "admin"), None).await;
+    let pid = hello["pid"].as_str().unwrap().to_owned();
+    let ack = ada
+        .emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["ok"], true, "an admin may join: {ack}");
+    ada.emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(app.room_event(&thread, "note", json!(1)).await.0, 202);
+    let (_, offset) = ada.wait_event_with_offset("note").await;
+    drop(ada);
+
+    assert_eq!(app.room_event(&thread, "note", json!(2)).await.0, 202);
+    tick(&app, 2).await;
+    // Back within the window, but no longer an admin.
+    let (mut back, hello) = connect_with(
+        &app,
+        &app.token_with_role("ada", "user"),
+        Some((&pid, &offset.unwrap())),
+    )
+    .await;
+    assert_eq!(
+        hello["pid"],
+        pid.as_str(),
+        "recovered: the listing is public"
+    );
+    assert_eq!(back.wait_event("tick").await, vec![json!(2)]);
+    back.assert_no_event("note", std::time::Duration::from_millis(300))
+        .await;
+    assert_eq!(app.room_event(&thread, "note", json!(3)).await.0, 202);
+    tick(&app, 3).await;
+    assert_eq!(back.wait_event("tick").await, vec![json!(3)]);
+    assert!(
+        !back.events.iter().any(|e| e[0] == "note"),
+        "no booking event reached a user who may not join it: {:?}",
+        back.events
+    );
 }
