@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{enter_room, Caller};
 use crate::domain::{BookingStatus, Mover};
-use crate::error::{Code, Failure};
+use crate::error::Failure;
 use crate::ids::{BookingId, ListingId, UserId};
 use crate::rooms::registry::{Join, Leave};
 use crate::rooms::RoomKey;
@@ -33,10 +33,7 @@ pub fn access(
     let row = bookings::get(conn, booking)?;
     match standing(&row, caller.user(), admins && caller.is_admin()) {
         Some(how) => Ok((row, how)),
-        None => Err(StoreError::rejected(
-            Code::Forbidden,
-            "only this booking's buyer and seller (and admins) may do that",
-        )),
+        None => Err(bookings::not_a_party()),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::ids::{BookingId, MessageId, UserId};
 use crate::rooms::registry::Typing;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
-use crate::store::messages::{self, NewMessage};
+use crate::store::messages::{self, NewMessage, Outgoing};
 use crate::store::receipts;
 use crate::store::writer;
 use crate::store::StoreError;
@@ -28,21 +28,19 @@ pub async fn send(
     body: String,
     client_msg_id: String,
 ) -> Result<Value, Failure> {
-    let who = caller.clone();
-    let lookup = booking.clone();
-    let (row, _) = app
-        .db
-        .run(move |conn| access(conn, &lookup, &who, true))
-        .await?;
-    let message = NewMessage {
-        booking_id: booking.to_string(),
-        sender_id: caller.user().to_string(),
-        body,
-        client_msg_id,
+    // The writer checks the sender against the booking as it writes.
+    let outgoing = Outgoing {
+        message: NewMessage {
+            booking_id: booking.to_string(),
+            sender_id: caller.user().to_string(),
+            body,
+            client_msg_id,
+        },
+        admin: caller.is_admin(),
     };
-    let (stored, created) = writer::write(&app.messages, message).await?;
-    let message = stored.to_message();
-    if created {
+    let sent = writer::write(&app.messages, outgoing).await??;
+    let message = sent.row.to_message();
+    if sent.created {
         app.fanout.emit(
             RoomKey::Booking(booking.clone()),
             "message:new",
@@ -53,8 +51,7 @@ pub async fn send(
             "messageId": message.id,
             "senderId": message.sender_id,
         });
-        let rooms =
-            [&row.buyer_id, &row.seller_id].map(|u| RoomKey::User(UserId::from_db(u.clone())));
+        let rooms = [sent.buyer_id, sent.seller_id].map(|u| RoomKey::User(UserId::from_db(u)));
         app.fanout.emit_to(&rooms, "booking:activity", &activity);
     }
     Ok(json!({ "message": message }))

@@ -47,6 +47,14 @@ impl BookingRow {
 }
 
 /// A booking row, or `NotFound`.
+/// What a caller who is neither the buyer, the seller nor an admin is told.
+pub fn not_a_party() -> StoreError {
+    StoreError::rejected(
+        Code::Forbidden,
+        "only this booking's buyer and seller (and admins) may do that",
+    )
+}
+
 pub fn get(conn: &mut PgConnection, id: &BookingId) -> Result<BookingRow, StoreError> {
     Ok(bookings::table
         .find(id.as_str())

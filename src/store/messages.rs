@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::schema::messages;
+use std::collections::HashMap;
+
+use super::bookings;
+use super::schema::{bookings as booking_rows, messages};
 use super::StoreError;
 use crate::domain::Message;
 use crate::ids::{BookingId, MessageId, UserId};
@@ -45,18 +48,104 @@ pub struct NewMessage {
     pub client_msg_id: String,
 }
 
+/// A message to send. Its sender must be the booking's buyer or seller,
+/// or an admin (`admin`); the writer checks that in the transaction that
+/// writes it, so sending reads nothing from Postgres before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub message: NewMessage,
+    pub admin: bool,
+}
+
+/// A message sent: the stored row, whether this send created it (false for
+/// a repeated `clientMsgId`), and the booking's parties, to notify.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub row: MessageRow,
+    pub created: bool,
+    pub buyer_id: String,
+    pub seller_id: String,
+}
+
 /// Chat messages are written in batches.
 pub struct Messages;
 
 impl super::writer::Batch for Messages {
-    type Row = NewMessage;
-    type Written = (MessageRow, bool);
+    type Row = Outgoing;
+    /// A message may be refused on its own (no such booking, not a party)
+    /// without failing the rest of its batch.
+    type Written = Result<Sent, StoreError>;
     fn write(
         conn: &mut PgConnection,
-        rows: &[NewMessage],
-    ) -> Result<Vec<(MessageRow, bool)>, StoreError> {
-        insert_batch(conn, rows)
+        rows: &[Outgoing],
+    ) -> Result<Vec<Result<Sent, StoreError>>, StoreError> {
+        conn.transaction(|conn| send_batch(conn, rows))
     }
+}
+
+/// Checks each message's sender against its booking (one query for the
+/// batch) and writes those that may be sent.
+fn send_batch(
+    conn: &mut PgConnection,
+    rows: &[Outgoing],
+) -> Result<Vec<Result<Sent, StoreError>>, StoreError> {
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|row| row.message.booking_id.as_str())
+        .collect();
+    let parties: HashMap<String, (String, String)> = booking_rows::table
+        .filter(booking_rows::id.eq_any(&ids))
+        .select((
+            booking_rows::id,
+            booking_rows::buyer_id,
+            booking_rows::seller_id,
+        ))
+        .load::<(String, String, String)>(conn)?
+        .into_iter()
+        .map(|(id, buyer, seller)| (id, (buyer, seller)))
+        .collect();
+    // Each message's buyer and seller, or why it may not be sent.
+    let checked: Vec<Result<(String, String), StoreError>> = rows
+        .iter()
+        .map(|row| {
+            let (buyer, seller) = parties
+                .get(&row.message.booking_id)
+                .ok_or(StoreError::NotFound)?;
+            let sender = &row.message.sender_id;
+            if sender == buyer || sender == seller || row.admin {
+                Ok((buyer.clone(), seller.clone()))
+            } else {
+                Err(bookings::not_a_party())
+            }
+        })
+        .collect();
+    let allowed: Vec<NewMessage> = rows
+        .iter()
+        .zip(&checked)
+        .filter(|(_, check)| check.is_ok())
+        .map(|(row, _)| row.message.clone())
+        .collect();
+    let mut stored = if allowed.is_empty() {
+        Vec::new()
+    } else {
+        insert_batch(conn, &allowed)?
+    }
+    .into_iter();
+    Ok(checked
+        .into_iter()
+        .map(|check| {
+            let (buyer_id, seller_id) = check?;
+            let (row, created) = stored
+                .next()
+                .ok_or_else(|| StoreError::Internal("a message was not written".into()))?;
+            Ok(Sent {
+                row,
+                created,
+                buyer_id,
+                seller_id,
+            })
+        })
+        .collect())
 }
 
 /// Writes a batch in one transaction. For each input, in order: the stored

@@ -285,3 +285,28 @@ async fn messages_sent_without_waiting_are_stored_in_send_order() {
     let expected: Vec<String> = (0..30).map(|n| format!("m{n}")).collect();
     assert_eq!(bodies, expected);
 }
+
+#[actix_web::test]
+async fn a_stranger_refused_in_the_same_batch_does_not_fail_the_others() {
+    // The writer checks senders inside the batch it writes: a refused
+    // message is refused alone.
+    let (app, mut bob, _seller, booking) = joined().await;
+    let mut eve = app.connect("eve").await;
+    for n in 0..20 {
+        for (client, who) in [(&mut bob, "b"), (&mut eve, "e")] {
+            let frame = json!(["message:send", {"bookingId": booking, "body": format!("{who}{n}"), "clientMsgId": format!("{who}{n}")}]);
+            client.send(&format!("42{}{frame}", 100 + n)).await;
+        }
+    }
+    for n in 0..20 {
+        let ack = bob.wait_ack(100 + n).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        let ack = eve.wait_ack(100 + n).await;
+        assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    }
+    assert_eq!(
+        app.sql("SELECT 1 FROM messages WHERE sender_id = 'bob'"),
+        20
+    );
+    assert_eq!(app.sql("SELECT 1 FROM messages WHERE sender_id = 'eve'"), 0);
+}
