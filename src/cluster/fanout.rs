@@ -25,6 +25,8 @@ const MAX_BATCH: usize = 256;
 /// Appends to the log and publishes, atomically, so the offset order is the
 /// delivery order. Offsets come from one counter, so they order events
 /// across rooms too: "everything after offset N in my rooms" is exact.
+/// Each entry keeps the id of the room's entry before it (`p`), so that a
+/// reader can tell whether trimming dropped events past a given offset.
 /// A counter Redis lost (a restart without persistence) starts again from
 /// the time in microseconds, so offsets keep increasing: nodes drop an
 /// event whose offset is not past the last one they passed on.
@@ -39,7 +41,10 @@ if n == 1 then
 end
 n = string.format('%.0f', n)
 local id = n .. '-0'
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'v', ARGV[4], 'e', ARGV[7])
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local previous = '0-0'
+if last[1] then previous = last[1][1] end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'v', ARGV[4], 'e', ARGV[7], 'p', previous)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. n .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
 return id

@@ -128,43 +128,60 @@ pub async fn since(
         .arg(&log)
         .query_async(&mut *conn)
         .await?;
-    // Trimming drops the oldest entries: if any were dropped and the
-    // first one kept is past `after`, events after it may be gone.
+    // Trimming drops the oldest entries. When some were dropped and the
+    // first one kept is past `after`, the dropped ones may include events
+    // past `after`: the first kept entry's `p` (the room's entry before it)
+    // says. Offsets are counted over all rooms, so a room's log has gaps,
+    // and the first kept offset alone cannot tell.
     let added = field_text(&info, "entries-added").and_then(|n| n.parse::<u64>().ok());
     let length = field_text(&info, "length").and_then(|n| n.parse::<u64>().ok());
     let first = field_text(&info, "recorded-first-entry-id").and_then(|id| parse_offset(&id));
-    if added > length && first.is_some_and(|first| first > after + 1) {
-        return Ok(None);
-    }
+    let trimmed_past_after = added > length && first.is_some_and(|first| first > after);
     let entries: RedisValue = deadpool_redis::redis::cmd("XRANGE")
         .arg(&log)
         .arg(format!("({after}-0"))
         .arg("+")
         .query_async(&mut *conn)
         .await?;
+    let entries = stream_entries(entries);
+    if trimmed_past_after {
+        // The first entry read is the first one kept.
+        let before_first = entries
+            .first()
+            .and_then(|(_, fields)| field(fields, "p"))
+            .and_then(|p| parse_offset(&p));
+        match before_first {
+            Some(before) if before <= after => {}
+            _ => return Ok(None),
+        }
+    }
     let mut logged = Vec::new();
-    for (id, fields) in stream_entries(entries) {
-        let field = |name: &str| {
-            fields
-                .chunks(2)
-                .find(|pair| pair[0] == name)
-                .and_then(|pair| pair.get(1).cloned())
-        };
-        let (Some(head), Some(offset)) = (field("h"), parse_offset(&id)) else {
+    for (id, fields) in entries {
+        let (Some(head), Some(offset)) = (field(&fields, "h"), parse_offset(&id)) else {
             continue;
         };
         logged.push(Logged {
             offset,
-            emission: field("e").and_then(|e| e.parse().ok()).unwrap_or(0),
+            emission: field(&fields, "e")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0),
             frame: format!("{head},\"{id}\"]"),
-            except: field("x").filter(|x| !x.is_empty()),
-            version: field("v").and_then(|v| v.parse().ok()),
+            except: field(&fields, "x").filter(|x| !x.is_empty()),
+            version: field(&fields, "v").and_then(|v| v.parse().ok()),
         });
     }
     Ok(Some(logged))
 }
 
-/// `"12-0"` → 12.
+/// A field of a log entry (`[name, value, …]`).
+fn field(fields: &[String], name: &str) -> Option<String> {
+    fields
+        .chunks(2)
+        .find(|pair| pair[0] == name)
+        .and_then(|pair| pair.get(1).cloned())
+}
+
+/// `"12-0"` → 12 (and `"0-0"`, no entry before, → 0).
 pub fn parse_offset(text: &str) -> Option<u64> {
     let (n, seq) = text.split_once('-')?;
     (seq == "0").then(|| n.parse().ok()).flatten()
