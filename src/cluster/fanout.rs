@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{offset_counter, room_channel, room_log};
+use super::{offset_counter, room_channel, room_last_offset, room_log};
 use crate::ids::{ListingId, UserId};
 use crate::protocol::socket::encode_event_head;
 use crate::rooms::RoomKey;
@@ -30,7 +30,9 @@ const MAX_BATCH: usize = 256;
 /// A counter Redis lost (a restart without persistence) starts again from
 /// the time in microseconds, so offsets keep increasing: nodes drop an
 /// event whose offset is not past the last one they passed on.
-/// KEYS: the log, the offset counter. ARGV: channel, frame head, except,
+/// KEYS: the log, the offset counter, the room's last offset (a small key
+/// beside the log: reading the log's last entry would copy its frame).
+/// ARGV: channel, frame head, except,
 /// version, log length, log TTL (ms), emission id.
 const PUBLISH: &str = r#"
 local n = redis.call('INCR', KEYS[2])
@@ -41,9 +43,8 @@ if n == 1 then
 end
 n = string.format('%.0f', n)
 local id = n .. '-0'
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local previous = '0-0'
-if last[1] then previous = last[1][1] end
+local previous = redis.call('GET', KEYS[3]) or '0-0'
+redis.call('SET', KEYS[3], id, 'PX', ARGV[6])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'v', ARGV[4], 'e', ARGV[7], 'p', previous)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. n .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
@@ -244,9 +245,10 @@ async fn send(redis: &Redis, limits: LogLimits, events: Vec<Publish>) -> (Vec<Pu
     for event in &events {
         pipe.cmd("EVAL")
             .arg(PUBLISH)
-            .arg(2)
+            .arg(3)
             .arg(room_log(redis.prefix(), &event.room))
             .arg(offset_counter(redis.prefix()))
+            .arg(room_last_offset(redis.prefix(), &event.room))
             .arg(room_channel(redis.prefix(), &event.room))
             .arg(&event.head)
             .arg(event.except.as_ref().map(UserId::as_str).unwrap_or(""))

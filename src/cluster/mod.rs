@@ -39,6 +39,11 @@ pub fn room_log(prefix: &str, room: &RoomKey) -> String {
     format!("{prefix}{EVENTS_TAG}:log:{room}")
 }
 
+/// The offset of a room's last event, which its next log entry keeps.
+pub fn room_last_offset(prefix: &str, room: &RoomKey) -> String {
+    format!("{prefix}{EVENTS_TAG}:last:{room}")
+}
+
 /// The counter every room event's offset comes from.
 pub fn offset_counter(prefix: &str) -> String {
     format!("{prefix}{EVENTS_TAG}:offset")
@@ -123,6 +128,7 @@ mod tests {
         for key in [
             room_channel("souk:", &room),
             room_log("souk:", &room),
+            room_last_offset("souk:", &room),
             offset_counter("souk:"),
         ] {
             assert!(key.starts_with("souk:{events}:"), "{key}");
