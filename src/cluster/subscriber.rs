@@ -103,8 +103,7 @@ impl Subscriber {
     ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let task = Task {
-            address: target.address.clone(),
-            seed: target.address,
+            route: Route::new(target.address),
             auth: target.auth,
             name: target.name,
             prefix,
@@ -133,10 +132,49 @@ impl Subscriber {
     }
 }
 
-struct Task {
-    /// Where the next connection goes.
-    address: String,
+/// Where the subscriber connects: the node a MOVED named, else the URL's
+/// node (the seed). After a connect fails it tries the other one, so that
+/// neither a gone primary (a failover) nor a gone seed holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
     seed: String,
+    moved_to: Option<String>,
+    on_seed: bool,
+}
+
+impl Route {
+    fn new(seed: String) -> Self {
+        Route {
+            seed,
+            moved_to: None,
+            on_seed: true,
+        }
+    }
+
+    /// Where the next connection goes.
+    fn address(&self) -> &str {
+        match &self.moved_to {
+            Some(moved_to) if !self.on_seed => moved_to,
+            _ => &self.seed,
+        }
+    }
+
+    /// A node said `address` serves the room channels.
+    fn moved(&mut self, address: String) {
+        self.moved_to = Some(address);
+        self.on_seed = false;
+    }
+
+    /// Connecting to [`Route::address`] failed.
+    fn failed(&mut self) {
+        if self.moved_to.is_some() {
+            self.on_seed = !self.on_seed;
+        }
+    }
+}
+
+struct Task {
+    route: Route,
     auth: Option<Vec<Vec<u8>>>,
     name: String,
     prefix: String,
@@ -165,14 +203,12 @@ enum Ended {
 impl Task {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         loop {
-            let ended = match TcpStream::connect(&self.address).await {
+            let address = self.route.address().to_owned();
+            let ended = match TcpStream::connect(&address).await {
                 Ok(stream) => self.serve(stream, &mut rx).await,
                 Err(err) => {
-                    let why = format!("{err}");
-                    // The node a MOVED named may be gone (a failover): ask
-                    // the URL's node again.
-                    self.address = self.seed.clone();
-                    Ended::Failed(why)
+                    self.route.failed();
+                    Ended::Failed(err.to_string())
                 }
             };
             // Whatever was followed must be followed again, and caught up.
@@ -183,11 +219,11 @@ impl Task {
                     log::info!(
                         "redis subscriber: moving to {address}, which serves the room channels"
                     );
-                    self.address = address;
+                    self.route.moved(address);
                     Duration::ZERO
                 }
                 Ended::Failed(why) => {
-                    log::warn!("redis subscriber on {}: {why}; reconnecting", self.address);
+                    log::warn!("redis subscriber on {address}: {why}; reconnecting");
                     RECONNECT_DELAY
                 }
             };
@@ -365,6 +401,24 @@ fn moved_to(error: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_connect_tries_the_other_known_node() {
+        let mut route = Route::new("seed:7101".into());
+        route.failed();
+        assert_eq!(route.address(), "seed:7101", "the seed is all it knows");
+        route.moved("owner:7102".into());
+        assert_eq!(route.address(), "owner:7102");
+        // The owner is gone (a failover): ask the seed where it went.
+        route.failed();
+        assert_eq!(route.address(), "seed:7101");
+        // The seed is gone too: the owner may be back.
+        route.failed();
+        assert_eq!(route.address(), "owner:7102");
+        route.failed();
+        route.moved("new-owner:7103".into());
+        assert_eq!(route.address(), "new-owner:7103");
+    }
 
     #[test]
     fn moved_errors_name_the_node_to_ask() {
