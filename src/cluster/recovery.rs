@@ -57,14 +57,6 @@ pub async fn load(redis: &Redis, pid: &str) -> Result<Option<Record>, StoreError
     Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
 }
 
-/// A logged event to replay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Missed {
-    pub offset: u64,
-    pub emission: u64,
-    pub frame: String,
-}
-
 /// Every event after `after` in `rooms`, oldest first (`user`'s own typing
 /// left out), or `None` when a log has dropped some of them.
 pub async fn missed(
@@ -72,7 +64,7 @@ pub async fn missed(
     rooms: &[RoomKey],
     after: u64,
     user: &UserId,
-) -> Result<Option<Vec<Missed>>, StoreError> {
+) -> Result<Option<Vec<Logged>>, StoreError> {
     let mut all = Vec::new();
     for room in rooms {
         let Some(logged) = since(redis, room, after).await? else {
@@ -81,12 +73,7 @@ pub async fn missed(
         all.extend(
             logged
                 .into_iter()
-                .filter(|event| event.except.as_deref() != Some(user.as_str()))
-                .map(|event| Missed {
-                    offset: event.offset,
-                    emission: event.emission,
-                    frame: event.frame,
-                }),
+                .filter(|event| event.except.as_deref() != Some(user.as_str())),
         );
     }
     all.sort_by_key(|m| m.offset);

@@ -585,7 +585,7 @@ impl EventName {
 /// What a CONNECT found of the socket's past.
 struct Restored {
     pid: String,
-    missed: Vec<recovery::Missed>,
+    missed: Vec<recovery::Logged>,
 }
 
 /// Joins the user's room and, when `previous` is a socket of the same user
