@@ -40,7 +40,7 @@ pub fn access(
 /// How `user` stands to a booking: a participant, else an admin when
 /// `admin` (the caller is one and admins may act here), else nothing.
 pub fn standing(row: &BookingRow, user: &UserId, admin: bool) -> Option<Access> {
-    if row.to_booking().mover(user).is_some() {
+    if row.is_party(user) {
         Some(Access::Participant)
     } else if admin {
         Some(Access::Admin)

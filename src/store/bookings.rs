@@ -28,6 +28,11 @@ pub struct BookingRow {
 }
 
 impl BookingRow {
+    /// Whether `user` is the booking's buyer or seller.
+    pub fn is_party(&self, user: &UserId) -> bool {
+        self.to_booking().mover(user).is_some()
+    }
+
     pub fn status(&self) -> BookingStatus {
         self.status.parse().unwrap_or(BookingStatus::Cancelled)
     }

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use std::collections::HashMap;
 
-use super::bookings;
+use super::bookings::{self, BookingRow};
 use super::schema::{bookings as booking_rows, messages};
 use super::StoreError;
 use crate::domain::Message;
@@ -93,27 +93,23 @@ fn send_batch(
         .iter()
         .map(|row| row.message.booking_id.as_str())
         .collect();
-    let parties: HashMap<String, (String, String)> = booking_rows::table
+    let found: HashMap<String, BookingRow> = booking_rows::table
         .filter(booking_rows::id.eq_any(&ids))
-        .select((
-            booking_rows::id,
-            booking_rows::buyer_id,
-            booking_rows::seller_id,
-        ))
-        .load::<(String, String, String)>(conn)?
+        .select(BookingRow::as_select())
+        .load::<BookingRow>(conn)?
         .into_iter()
-        .map(|(id, buyer, seller)| (id, (buyer, seller)))
+        .map(|booking| (booking.id.clone(), booking))
         .collect();
     // Each message's buyer and seller, or why it may not be sent.
     let checked: Vec<Result<(String, String), StoreError>> = rows
         .iter()
         .map(|row| {
-            let (buyer, seller) = parties
+            let booking = found
                 .get(&row.message.booking_id)
                 .ok_or(StoreError::NotFound)?;
-            let sender = &row.message.sender_id;
-            if sender == buyer || sender == seller || row.admin {
-                Ok((buyer.clone(), seller.clone()))
+            let sender = UserId::from_db(row.message.sender_id.clone());
+            if booking.is_party(&sender) || row.admin {
+                Ok((booking.buyer_id.clone(), booking.seller_id.clone()))
             } else {
                 Err(bookings::not_a_party())
             }
