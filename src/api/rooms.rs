@@ -41,11 +41,11 @@ pub async fn emit(
             "event must be 1 to 64 characters without control characters, and not server:error",
         ));
     }
-    let mark = app.fanout.mark();
-    app.fanout.emit(room.clone(), &event, &data);
-    // Answer once the event is published; an event that could not be is
+    // Answered once the event is published; an event that could not be is
     // not acknowledged (503), so that the caller sends it again.
-    app.fanout.published_since(mark).await?;
+    app.fanout
+        .emit_published(room.clone(), &event, &data)
+        .await?;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }
 

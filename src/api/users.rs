@@ -36,14 +36,11 @@ pub async fn notify(
         ));
     }
     let room = RoomKey::User(user);
-    let mark = app.fanout.mark();
-    app.fanout.emit(
-        room.clone(),
-        "notification",
-        &json!({ "kind": kind, "data": data }),
-    );
-    // Answer once the event is published; an event that could not be is
+    // Answered once the event is published; an event that could not be is
     // not acknowledged (503), so that the caller sends it again.
-    app.fanout.published_since(mark).await?;
+    let payload = json!({ "kind": kind, "data": data });
+    app.fanout
+        .emit_published(room.clone(), "notification", &payload)
+        .await?;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }

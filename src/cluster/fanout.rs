@@ -3,7 +3,7 @@
 //! task publishes for the whole node, pipelining whatever has queued up, so
 //! events leave in the order they were emitted. What Redis refuses is tried
 //! again a few times; what still fails is reported to the requests waiting
-//! on it ([`Fanout::published_since`]).
+//! on it ([`Fanout::emit_published`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -147,23 +147,25 @@ impl Fanout {
 
     /// Resolves once every event emitted before the call is published, so
     /// that a request is answered only after the events it caused left.
-    /// Those that could not be are logged; see [`Fanout::published_since`].
+    /// Those that could not be are logged; see [`Fanout::emit_published`].
     pub async fn published(&self) {
         let _ = self.barrier(u64::MAX).await;
     }
 
-    /// Where the events emitted from now on start, for
-    /// [`Fanout::published_since`].
-    pub fn mark(&self) -> u64 {
-        self.next_seq.load(Ordering::Relaxed)
-    }
-
-    /// As [`Fanout::published`], and fails when an event emitted since
-    /// `mark` could not be published: a request that only emits must not be
-    /// acknowledged then. It may also fail for another request's event
-    /// emitted meanwhile; a retry then repeats the event.
-    pub async fn published_since(&self, mark: u64) -> Result<(), StoreError> {
-        match self.barrier(mark).await {
+    /// Emits `event` to every member of `room` and resolves once it is
+    /// published; fails when it could not be, for a request that only
+    /// emits and must not be acknowledged then. It may also fail for
+    /// another request's event emitted meanwhile; a retry then repeats the
+    /// event.
+    pub async fn emit_published(
+        &self,
+        room: RoomKey,
+        event: &str,
+        payload: &Value,
+    ) -> Result<(), StoreError> {
+        let since = self.next_seq.load(Ordering::Relaxed);
+        self.emit(room, event, payload);
+        match self.barrier(since).await {
             true => Ok(()),
             false => Err(StoreError::Unavailable(
                 "redis: the event could not be published".into(),
