@@ -142,8 +142,6 @@ fn probe_fails(probe: Option<&File>) -> bool {
     }
 }
 
-/// Counts the descriptors in use; `known_limit` stands in when the
-/// limit cannot be read (that needs a descriptor too).
 /// How many Socket.IO connections a node with `limit` open files may hold:
 /// the limit less a reserve (a quarter of it, at most 256) for the node's
 /// listener, Postgres and Redis connections, logs and HTTP API requests.
@@ -160,6 +158,8 @@ pub fn connection_cap(limit: Option<u64>) -> usize {
     }
 }
 
+/// Counts the descriptors in use; `known_limit` stands in when the
+/// limit cannot be read (that needs a descriptor too).
 fn read(probe: Option<&File>, known_limit: Option<u64>) -> Reading {
     let limit = soft_limit().or(known_limit);
     let exhausted = probe_fails(probe);

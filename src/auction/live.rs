@@ -13,21 +13,29 @@ use crate::store::{Redis, StoreError};
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 
 /// The hash of a listing's auction. `{id}` is a Redis Cluster hash tag, so
-/// the auction and its idempotency keys live in one slot.
+/// the auction, its idempotency keys and its rate counters live in one slot.
 pub fn auction_key(redis: &Redis, listing: &str) -> String {
-    redis.key(&["auction", &format!("{{{listing}}}")])
+    in_auction_slot(redis, listing, &[])
 }
 
 /// Counts a bidder's bids in one auction's rate window. It is per auction,
 /// not per bidder across auctions, so that the bid script touches one
 /// Redis Cluster slot (docs/DECISIONS.md).
 fn rate_key(redis: &Redis, listing: &str, bidder: &str) -> String {
-    redis.key(&["auction", &format!("{{{listing}}}"), "rate", bidder])
+    in_auction_slot(redis, listing, &["rate", bidder])
 }
 
 /// The remembered outcome of `bidder`'s bid with `key`.
 pub fn idempotency_key(redis: &Redis, listing: &str, bidder: &str, key: &str) -> String {
-    redis.key(&["auction", &format!("{{{listing}}}"), "idem", bidder, key])
+    in_auction_slot(redis, listing, &["idem", bidder, key])
+}
+
+/// `souk:auction:{listing}` followed by `rest`.
+fn in_auction_slot(redis: &Redis, listing: &str, rest: &[&str]) -> String {
+    let tag = format!("{{{listing}}}");
+    let mut parts = vec!["auction", tag.as_str()];
+    parts.extend_from_slice(rest);
+    redis.key(&parts)
 }
 
 /// Decides one bid, after counting it against the bidder's rate limit, in

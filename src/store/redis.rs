@@ -254,20 +254,28 @@ impl Redis {
                     let mut config =
                         deadpool_redis::cluster::Config::from_urls(vec![self.url.clone()]);
                     config.pool = Some(self.pool_config);
-                    Backend::Cluster(config.create_pool(Some(Runtime::Tokio1)).map_err(|err| {
-                        StoreError::Internal(format!("bad Redis settings: {err}"))
-                    })?)
+                    Backend::Cluster(
+                        config
+                            .create_pool(Some(Runtime::Tokio1))
+                            .map_err(bad_settings)?,
+                    )
                 } else {
                     let mut config = Config::from_url(self.url.clone());
                     config.pool = Some(self.pool_config);
-                    Backend::Standalone(config.create_pool(Some(Runtime::Tokio1)).map_err(
-                        |err| StoreError::Internal(format!("bad Redis settings: {err}")),
-                    )?)
+                    Backend::Standalone(
+                        config
+                            .create_pool(Some(Runtime::Tokio1))
+                            .map_err(bad_settings)?,
+                    )
                 };
                 Ok(backend)
             })
             .await
     }
+}
+
+fn bad_settings(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("bad Redis settings: {err}"))
 }
 
 /// Asks the server at `url` whether it runs in cluster mode.
