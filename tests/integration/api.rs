@@ -42,13 +42,7 @@ async fn readyz_is_503_while_redis_is_down() {
 #[actix_web::test]
 async fn a_room_event_that_cannot_be_published_is_not_acknowledged() {
     let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", "redis://127.0.0.1:1")]).await;
-    let (status, body) = app
-        .api(
-            "POST",
-            "/api/v1/rooms/listing:l1/events",
-            Some(json!({"event": "tick", "data": 1})),
-        )
-        .await;
+    let (status, body) = app.room_event("listing:l1", "tick", json!(1)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "service_unavailable");
     let (status, _) = app
@@ -407,13 +401,7 @@ async fn the_node_comes_back_after_its_redis_connections_are_cut() {
         .emit_ack("listing:watch", json!({"listingId": "l1"}))
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
-    let (status, _) = app
-        .api(
-            "POST",
-            "/api/v1/rooms/listing:l1/events",
-            Some(json!({"event": "tick", "data": 1})),
-        )
-        .await;
+    let (status, _) = app.room_event("listing:l1", "tick", json!(1)).await;
     assert_eq!(status, 202);
     assert_eq!(watcher.wait_event("tick").await, vec![json!(1)]);
 }

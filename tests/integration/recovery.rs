@@ -35,13 +35,7 @@ async fn connect_with(
 }
 
 async fn tick(app: &TestApp, n: i64) {
-    let (status, _) = app
-        .api(
-            "POST",
-            "/api/v1/rooms/listing:l1/events",
-            Some(json!({"event": "tick", "data": n})),
-        )
-        .await;
+    let (status, _) = app.room_event("listing:l1", "tick", json!(n)).await;
     assert_eq!(status, 202);
 }
 

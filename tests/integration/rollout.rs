@@ -68,13 +68,7 @@ async fn a_rolling_restart_under_traffic_loses_no_event() {
     });
 
     let driver = async {
-        let post = |n: i64| {
-            backend.api(
-                "POST",
-                "/api/v1/rooms/listing:l1/events",
-                Some(json!({"event": "tick", "data": n})),
-            )
-        };
+        let post = |n: i64| backend.room_event("listing:l1", "tick", json!(n));
         // Let every client connect and watch first (the listing's room
         // exists as soon as one watches, so count the acks).
         eventually("six watchers", || async { watching.get() == 6 }).await;

@@ -110,11 +110,7 @@ async fn get(url: &str) -> (u16, String) {
 
 async fn tick(app: &TestApp, n: i64, pad: &str) {
     let (status, body) = app
-        .api(
-            "POST",
-            "/api/v1/rooms/listing:l1/events",
-            Some(json!({"event": "tick", "data": {"n": n, "pad": pad}})),
-        )
+        .room_event("listing:l1", "tick", json!({"n": n, "pad": pad}))
         .await;
     assert_eq!(status, 202, "{body}");
 }
