@@ -18,6 +18,14 @@ pub const SECRET: &str = "integration-test-secret";
 /// How long a test waits for any one frame.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// A database's URL. Without TLS: Postgres is on this machine, and with
+/// TLS libpq left OpenSSL work to the test process's exit, where
+/// libcrypto's cleanup crashed it once (SIGSEGV in libcrypto.so.3 after
+/// every test had passed).
+pub fn pg_url(database: &str) -> String {
+    format!("{}/{database}?sslmode=disable", pg_admin_url())
+}
+
 pub fn pg_admin_url() -> String {
     std::env::var("SOUK_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -106,12 +114,12 @@ pub struct TestDb {
 impl TestDb {
     pub fn create() -> TestDb {
         let name = format!("souk_test_{}", souk::state::random_id(12).to_lowercase());
-        let mut admin = PgConnection::establish(&format!("{}/postgres", pg_admin_url()))
+        let mut admin = PgConnection::establish(&pg_url("postgres"))
             .expect("connect to Postgres (is it running? scripts/test starts it)");
         diesel::sql_query(format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .expect("create test database");
-        let url = format!("{}/{name}", pg_admin_url());
+        let url = pg_url(&name);
         souk::store::db::migrate(&url).expect("migrate test database");
         TestDb { name, url }
     }
@@ -129,7 +137,7 @@ impl Drop for TestDb {
                 let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut *redis);
             }
         }
-        if let Ok(mut admin) = PgConnection::establish(&format!("{}/postgres", pg_admin_url())) {
+        if let Ok(mut admin) = PgConnection::establish(&pg_url("postgres")) {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
@@ -610,7 +618,7 @@ impl TestApp {
     /// Cuts the node off from its database: no new connections, and the
     /// open ones are terminated.
     pub fn cut_postgres(&self) {
-        let mut admin = PgConnection::establish(&format!("{}/postgres", pg_admin_url())).unwrap();
+        let mut admin = PgConnection::establish(&pg_url("postgres")).unwrap();
         let name = &self._db.name;
         diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
             .execute(&mut admin)
@@ -624,7 +632,7 @@ impl TestApp {
 
     /// Lets the node reach its database again.
     pub fn restore_postgres(&self) {
-        let mut admin = PgConnection::establish(&format!("{}/postgres", pg_admin_url())).unwrap();
+        let mut admin = PgConnection::establish(&pg_url("postgres")).unwrap();
         diesel::sql_query(format!(
             "ALTER DATABASE {} ALLOW_CONNECTIONS true",
             self._db.name
