@@ -49,6 +49,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
 }
 
 /// A node, bound and ready to run.
@@ -76,6 +78,7 @@ impl Application {
     /// Binds the listener (port 0 picks one) and builds the node's actors.
     /// Call inside an actix system.
     pub fn build(mut settings: Settings) -> Result<Self, StartError> {
+        settings.check_for_serving()?;
         if settings.max_connections == 0 {
             settings.max_connections = ops::connection_cap(ops::soft_limit());
         }

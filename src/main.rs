@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Some("migrate") => run_migrations(&settings),
         Some("seed-demo") => seed_demo(&settings),
         Some("serve") => {
-            if let Err(err) = settings.require_token_key() {
+            if let Err(err) = settings.check_for_serving() {
                 log::error!("{err}");
                 eprintln!("souk: {err}");
                 return ExitCode::from(2);

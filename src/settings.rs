@@ -10,6 +10,11 @@ use std::time::Duration;
 /// The HS256 secret used in dev mode when none is configured.
 pub const DEV_JWT_SECRET: &str = "souk-dev-secret-do-not-use-in-production";
 
+/// The shortest HS256 secret accepted outside dev mode: RFC 7518 §3.2 asks
+/// for a key at least as long as the hash (256 bits), and a shorter one can
+/// be guessed offline from any token.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 /// A node's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -103,6 +108,21 @@ pub enum SettingsError {
          (path of an RS256/ES256 PEM public key), or SOUK_DEV=1 for local development"
     )]
     NoJwtKey,
+    #[error(
+        "SOUK_JWT_SECRET is {0} bytes long: an HS256 secret must be at least 32 bytes \
+         (e.g. `openssl rand -base64 48`)"
+    )]
+    ShortSecret(usize),
+    #[error(
+        "dev mode (SOUK_DEV) mints any token, admin and service included, so it \
+         listens on loopback only: SOUK_HTTP_ADDR={0:?} is not a loopback address"
+    )]
+    DevNotLoopback(String),
+    #[error(
+        "dev mode (SOUK_DEV) signs its demo tokens with the fixed dev secret only: \
+         unset SOUK_JWT_SECRET and SOUK_JWT_PUBLIC_KEY, or turn dev mode off"
+    )]
+    DevWithRealKey,
 }
 
 impl Settings {
@@ -170,13 +190,42 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Serving needs a way to check tokens: a key, or dev mode.
-    pub fn require_token_key(&self) -> Result<(), SettingsError> {
-        if self.jwt.secret.is_none() && self.jwt.public_key_path.is_none() && !self.dev {
+    /// Whether these settings may serve: a way to check tokens (a key, or
+    /// dev mode); outside dev mode an HS256 secret of at least 32 bytes; and
+    /// dev mode, which mints any token, only on loopback with the fixed dev
+    /// secret, so that it can never sign tokens a real deployment accepts.
+    pub fn check_for_serving(&self) -> Result<(), SettingsError> {
+        let secret = self.jwt.secret.as_deref();
+        if self.dev {
+            let real_secret = secret.is_some_and(|s| s != DEV_JWT_SECRET);
+            if real_secret || self.jwt.public_key_path.is_some() {
+                return Err(SettingsError::DevWithRealKey);
+            }
+            if !is_loopback(&self.http_addr) {
+                return Err(SettingsError::DevNotLoopback(self.http_addr.clone()));
+            }
+            return Ok(());
+        }
+        if secret.is_none() && self.jwt.public_key_path.is_none() {
             return Err(SettingsError::NoJwtKey);
         }
-        Ok(())
+        match secret {
+            Some(secret) if secret.len() < MIN_HS256_SECRET_BYTES => {
+                Err(SettingsError::ShortSecret(secret.len()))
+            }
+            _ => Ok(()),
+        }
     }
+}
+
+/// Whether a listen address (`host:port`) is on loopback only: an IP in
+/// 127.0.0.0/8 or ::1, or `localhost`. `0.0.0.0` and `[::]` are not.
+fn is_loopback(addr: &str) -> bool {
+    if let Ok(socket) = addr.parse::<std::net::SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    addr.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 fn read_file(path: &Path) -> Result<HashMap<String, String>, SettingsError> {
@@ -276,16 +325,73 @@ mod tests {
             .collect()
     }
 
+    /// What `check_for_serving` says of these settings.
+    fn serving(pairs: &[(&str, &str)]) -> Result<(), SettingsError> {
+        Settings::from_values(&values(pairs))?.check_for_serving()
+    }
+
     #[test]
     fn refuses_to_start_without_a_key_outside_dev_mode() {
-        let settings = Settings::from_values(&values(&[]));
-        let err = settings.ok().and_then(|s| s.require_token_key().err());
-        assert!(matches!(err, Some(SettingsError::NoJwtKey)));
-        let dev = Settings::from_values(&values(&[("SOUK_DEV", "1")]));
-        assert!(dev.is_ok_and(|s| s.require_token_key().is_ok()));
+        assert!(matches!(serving(&[]), Err(SettingsError::NoJwtKey)));
+        assert!(serving(&[("SOUK_DEV", "1")]).is_ok());
         let message = SettingsError::NoJwtKey.to_string();
         assert!(message.contains("SOUK_JWT_SECRET"));
         assert!(message.contains("SOUK_JWT_PUBLIC_KEY"));
+    }
+
+    #[test]
+    fn hs256_secrets_shorter_than_32_bytes_are_refused_outside_dev_mode() {
+        let short = "s".repeat(31);
+        assert!(matches!(
+            serving(&[("SOUK_JWT_SECRET", &short)]),
+            Err(SettingsError::ShortSecret(31))
+        ));
+        assert!(serving(&[("SOUK_JWT_SECRET", &"s".repeat(32))]).is_ok());
+        // A public key alone needs no secret.
+        assert!(serving(&[("SOUK_JWT_PUBLIC_KEY", "/etc/souk/key.pem")]).is_ok());
+    }
+
+    #[test]
+    fn dev_mode_serves_on_loopback_with_the_dev_secret_only() {
+        let long = "s".repeat(40);
+        for refused in [
+            vec![("SOUK_DEV", "1"), ("SOUK_JWT_SECRET", long.as_str())],
+            vec![
+                ("SOUK_DEV", "1"),
+                ("SOUK_JWT_PUBLIC_KEY", "/etc/souk/key.pem"),
+            ],
+        ] {
+            assert!(
+                matches!(serving(&refused), Err(SettingsError::DevWithRealKey)),
+                "{refused:?}"
+            );
+        }
+        for addr in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.1.2.3:8080",
+            "example.com:80",
+        ] {
+            assert!(
+                matches!(
+                    serving(&[("SOUK_DEV", "1"), ("SOUK_HTTP_ADDR", addr)]),
+                    Err(SettingsError::DevNotLoopback(_))
+                ),
+                "{addr}"
+            );
+        }
+        for addr in [
+            "127.0.0.1:0",
+            "127.0.0.2:8080",
+            "[::1]:8080",
+            "localhost:8080",
+        ] {
+            assert!(
+                serving(&[("SOUK_DEV", "1"), ("SOUK_HTTP_ADDR", addr)]).is_ok(),
+                "{addr}"
+            );
+        }
+        assert!(serving(&[("SOUK_DEV", "1"), ("SOUK_JWT_SECRET", DEV_JWT_SECRET)]).is_ok());
     }
 
     #[test]

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 use souk::settings::Settings;
 use souk::Application;
 
-pub const SECRET: &str = "integration-test-secret";
+/// The nodes' HS256 secret: 32 bytes or more, as outside dev mode a node
+/// refuses a shorter one.
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 /// How long a test waits for any one frame.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -154,6 +156,8 @@ pub struct TestApp {
     pub state: actix_web::web::Data<souk::state::AppState>,
     /// Held so the database lives as long as the node (or nodes), and is dropped after.
     _db: std::sync::Arc<TestDb>,
+    /// The HS256 secret the node checks tokens with.
+    secret: String,
 }
 
 /// Settings a test may change before its node starts.
@@ -174,6 +178,11 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
     values.insert("SOUK_REDIS_PREFIX".into(), format!("{}:", db.name));
     for (k, v) in extra {
         values.insert((*k).to_owned(), (*v).to_owned());
+    }
+    // Dev mode signs with the fixed dev secret only (it refuses another).
+    let dev = extra.iter().any(|(k, v)| *k == "SOUK_DEV" && *v == "1");
+    if dev && !extra.iter().any(|(k, _)| *k == "SOUK_JWT_SECRET") {
+        values.remove("SOUK_JWT_SECRET");
     }
     Settings::from_values(&values).expect("test settings")
 }
@@ -205,6 +214,11 @@ impl TestApp {
 
     pub fn start(settings: Settings, db: impl Into<std::sync::Arc<TestDb>>) -> TestApp {
         let db = db.into();
+        let secret = match (&settings.jwt.secret, settings.dev) {
+            (Some(secret), _) => secret.clone(),
+            (None, true) => souk::settings::DEV_JWT_SECRET.to_owned(),
+            (None, false) => SECRET.to_owned(),
+        };
         let app = Application::build(settings).expect("build app");
         let address = app.address().to_string();
         let state = app.state();
@@ -215,6 +229,7 @@ impl TestApp {
             stopper,
             state,
             _db: db,
+            secret,
         }
     }
 
@@ -226,14 +241,20 @@ impl TestApp {
         format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.address)
     }
 
-    /// A user token signed with the test secret.
+    /// A user token signed with the node's secret.
     pub fn token(&self, sub: &str) -> String {
-        hs256(json!({ "sub": sub, "exp": Utc::now().timestamp() + 3600 }))
+        sign(
+            &self.secret,
+            json!({ "sub": sub, "exp": Utc::now().timestamp() + 3600 }),
+        )
     }
 
     /// A token with a role claim.
     pub fn token_with_role(&self, sub: &str, role: &str) -> String {
-        hs256(json!({ "sub": sub, "role": role, "exp": Utc::now().timestamp() + 3600 }))
+        sign(
+            &self.secret,
+            json!({ "sub": sub, "role": role, "exp": Utc::now().timestamp() + 3600 }),
+        )
     }
 
     /// A client that has opened Engine.IO and CONNECTed as `sub`.
@@ -271,10 +292,15 @@ impl TestApp {
 
 /// Signs claims with the test secret.
 pub fn hs256(claims: Value) -> String {
+    sign(SECRET, claims)
+}
+
+/// Signs claims with an HS256 secret.
+pub fn sign(secret: &str, claims: Value) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
 }

@@ -27,6 +27,33 @@ fn serve_refuses_to_start_without_a_key_outside_dev_mode() {
     assert!(stderr.contains("SOUK_JWT_PUBLIC_KEY"), "{stderr}");
 }
 
+/// `souk serve` with these variables only: its exit code and stderr.
+fn serve_refused(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(SOUK)
+        .arg("serve")
+        .env_clear()
+        .env("SOUK_DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn serve_refuses_dev_mode_off_loopback_or_with_a_real_secret_and_short_secrets() {
+    // Dev mode mints admin and service tokens for anyone who asks.
+    let (code, stderr) = serve_refused(&[("SOUK_DEV", "1"), ("SOUK_HTTP_ADDR", "0.0.0.0:0")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("loopback"), "{stderr}");
+    let (code, stderr) = serve_refused(&[("SOUK_DEV", "1"), ("SOUK_JWT_SECRET", SECRET)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("dev secret"), "{stderr}");
+    let (code, stderr) = serve_refused(&[("SOUK_JWT_SECRET", "too-short-a-secret")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+}
+
 #[test]
 fn migrate_needs_no_token_key() {
     // scripts/dev migrates before it serves in dev mode.

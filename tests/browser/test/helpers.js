@@ -61,6 +61,8 @@ export async function dbRows(ctx, sql) {
  * A fresh database `souk_test_browser_*`, migrated and seeded by `souk
  * seed-demo`, and `souk serve` on it in dev mode. Every Redis key goes under
  * its own prefix, so a `scripts/dev` on the same Redis is left alone.
+ * Dev mode signs with its fixed dev secret (it refuses any other) and
+ * listens on loopback only.
  */
 async function startMarketplace() {
   const name = `souk_test_browser_${randomBytes(6).toString("hex")}`;
@@ -74,7 +76,6 @@ async function startMarketplace() {
     SOUK_DATABASE_URL: databaseUrl,
     SOUK_REDIS_URL: REDIS_URL,
     SOUK_REDIS_PREFIX: `souk-browser-${randomBytes(4).toString("hex")}:`,
-    SOUK_JWT_SECRET: `browser-suite-${randomBytes(12).toString("hex")}`,
     SOUK_STATIC_DIR: path.join(repoRoot, "static"),
     SOUK_WORKERS: "2",
     SOUK_SHUTDOWN_GRACE_MS: "500",
