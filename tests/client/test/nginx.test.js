@@ -71,10 +71,12 @@ function freePort() {
 /**
  * deploy/nginx.conf with `listen` on `port`, the upstream's `server` lines
  * pointing at `nodes` (as many as the file has), everything nginx writes
- * under `scratch`, and, when `affinity` is false, the hash line removed
- * (round robin).
+ * under `scratch`, when `affinity` is false, the hash line removed
+ * (round robin), and when `backend` is false, the backend network's
+ * addresses removed from the `geo $souk_backend` block (so this machine is
+ * an outsider to the server API and /metrics).
  */
-function renderConf(template, { port, nodes, scratch, affinity = true }) {
+function renderConf(template, { port, nodes, scratch, affinity = true, backend = true }) {
   let conf = template;
   const listens = conf.match(/^\s*listen\s+[^;]+;/gm) ?? [];
   assert.equal(listens.length, 1, `deploy/nginx.conf: expected one listen line, found ${listens.length}`);
@@ -88,6 +90,11 @@ function renderConf(template, { port, nodes, scratch, affinity = true }) {
   const hashes = conf.match(/^\s*hash\s+\$remote_addr\s+consistent;/gm) ?? [];
   assert.equal(hashes.length, 1, "deploy/nginx.conf no longer has `hash $remote_addr consistent;`");
   if (!affinity) conf = conf.replace(/^(\s*)hash\s+\$remote_addr\s+consistent;/m, "$1# (affinity removed by the test)");
+
+  const geo = /geo \$souk_backend \{([^}]*)\}/.exec(conf);
+  assert.ok(geo, "deploy/nginx.conf no longer has a `geo $souk_backend` block");
+  assert.match(geo[1], /^\s*127\.0\.0\.1\/32\s+1;/m, "the geo block no longer lets 127.0.0.1 in");
+  if (!backend) conf = conf.replace(geo[1], "\n        default 0;\n    ");
 
   assert.match(conf, /^http\s*\{/m, "deploy/nginx.conf has no top-level http block");
   const paths = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
@@ -157,7 +164,7 @@ async function startNginx(conf, port) {
 
 // ------------------------------------------------------------------ the cluster
 
-const ctx = { db: null, nodes: [], nginx: null, roundRobin: null };
+const ctx = { db: null, nodes: [], nginx: null, roundRobin: null, outside: null };
 
 before(
   async () => {
@@ -183,6 +190,11 @@ before(
       (scratch) => renderConf(template, { port: rrPort, nodes: upstreams, scratch, affinity: false }),
       rrPort,
     );
+    const outsidePort = await freePort();
+    ctx.outside = await startNginx(
+      (scratch) => renderConf(template, { port: outsidePort, nodes: upstreams, scratch, backend: false }),
+      outsidePort,
+    );
   },
   { timeout: 90_000 },
 );
@@ -192,7 +204,7 @@ afterEach(() => closeAllSockets());
 after(
   async () => {
     closeAllSockets();
-    for (const proxy of [ctx.nginx, ctx.roundRobin]) if (proxy) await proxy.stop();
+    for (const proxy of [ctx.nginx, ctx.roundRobin, ctx.outside]) if (proxy) await proxy.stop();
     await Promise.all(ctx.nodes.map((n) => n.stop()));
     if (ctx.db) await ctx.db.drop();
   },
@@ -238,6 +250,28 @@ test("nginx: the shipped config proxies the API, health and the cluster view of 
   assert.deepEqual(Object.keys(view).sort(), ["nginx-test-0", "nginx-test-1", "nginx-test-2"]);
   const refused = await api(ctx.nginx.url, "GET", "/api/v1/cluster", undefined, null);
   assert.equal(refused.status, 401, refused.text);
+});
+
+test("nginx: the server API and /metrics answer only the backend's network; /dev/ never goes through", T, async () => {
+  // From the backend's network (127.0.0.1 is in the shipped geo block).
+  assert.equal((await api(ctx.nginx.url, "GET", "/api/v1/cluster", undefined, serviceToken())).status, 200);
+  assert.equal((await fetch(`${ctx.nginx.url}/metrics`)).status, 200);
+  // From outside it (the same nginx with the geo block emptied): refused by
+  // nginx, with a valid service token too, while sockets and health work.
+  const api403 = await api(ctx.outside.url, "GET", "/api/v1/cluster", undefined, serviceToken());
+  assert.equal(api403.status, 403, api403.text);
+  const post403 = await api(ctx.outside.url, "POST", "/api/v1/users/u1/notifications", { kind: "x", data: {} });
+  assert.equal(post403.status, 403, post403.text);
+  assert.equal((await fetch(`${ctx.outside.url}/metrics`)).status, 403);
+  assert.equal((await fetch(`${ctx.outside.url}/healthz`)).status, 200);
+  const socket = makeSocket(ctx.outside.url, { auth: { token: userToken(randomId("u")) } });
+  await nextEvent(socket, "connect");
+  // /dev/ is answered by nginx itself, never by a node.
+  for (const url of [ctx.nginx.url, ctx.outside.url]) {
+    const res = await fetch(`${url}/dev/token`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    assert.equal(res.status, 404);
+    assert.match(await res.text(), /nginx/);
+  }
 });
 
 test("nginx: default transports connect through nginx, poll, upgrade to websocket, and ack", T, async () => {
