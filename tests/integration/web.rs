@@ -38,6 +38,34 @@ async fn the_front_is_served_at_the_root_and_hides_no_route() {
 }
 
 #[actix_web::test]
+async fn pages_forbid_framing_sniffing_and_foreign_scripts() {
+    let app = TestApp::spawn().await;
+    for path in ["/", "/listing.html", "/js/souk.js", "/css/souk.css"] {
+        let resp = awc::Client::new().get(app.http(path)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = header("content-security-policy");
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+    }
+}
+
+#[actix_web::test]
 async fn the_demo_backend_is_dev_only_and_shows_users_their_own() {
     let app = TestApp::spawn().await;
     let token = app.token("ana");

@@ -128,7 +128,7 @@ async function stopMarketplace(ctx) {
  * `ctx.browser` the browser.
  */
 export function useMarketplace() {
-  const ctx = { url: "", browser: null };
+  const ctx = { url: "", browser: null, cspViolations: [] };
   before(
     async () => {
       mkdirSync(SCREENSHOTS, { recursive: true });
@@ -155,6 +155,11 @@ export function useMarketplace() {
     async () => {
       await ctx.browser?.close();
       await stopMarketplace(ctx);
+      // Every page runs under the front's Content-Security-Policy: anything
+      // it had to block is a page that breaks in production.
+      if (ctx.cspViolations.length > 0) {
+        throw new Error(`Content-Security-Policy violations:\n${ctx.cspViolations.join("\n")}`);
+      }
     },
     { timeout: 30_000 },
   );
@@ -170,6 +175,11 @@ export async function openAs(ctx, user, pagePath) {
   context.setDefaultTimeout(10_000);
   const page = await context.newPage();
   page.on("pageerror", (err) => process.stderr.write(`[page ${user}] ${err.stack ?? err}\n`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error" && msg.text().includes("Content Security Policy")) {
+      ctx.cspViolations.push(`${pagePath} as ${user}: ${msg.text()}`);
+    }
+  });
   if (VERBOSE) page.on("console", (msg) => process.stderr.write(`[console ${user}] ${msg.text()}\n`));
   await page.goto(`${ctx.url}/${pagePath}`);
   await switchUser(page, user);
