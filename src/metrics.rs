@@ -35,6 +35,9 @@ pub struct Metrics {
     /// `souk_connections_refused_total`: new connections refused because
     /// the node held `SOUK_MAX_CONNECTIONS`.
     pub refused_connections: IntCounter,
+    /// `souk_limits_tripped_total{limit}`: times a bound on one client
+    /// tripped (the label names the setting's bound, e.g. `rooms_per_socket`).
+    pub limits_tripped: IntCounterVec,
 }
 
 impl Metrics {
@@ -87,6 +90,14 @@ impl Metrics {
             "New connections refused at SOUK_MAX_CONNECTIONS",
         )?;
         registry.register(Box::new(refused_connections.clone()))?;
+        let limits_tripped = IntCounterVec::new(
+            Opts::new(
+                "souk_limits_tripped_total",
+                "Times a bound on one client tripped, by bound",
+            ),
+            &["limit"],
+        )?;
+        registry.register(Box::new(limits_tripped.clone()))?;
         Ok(Metrics {
             registry,
             connections,
@@ -101,6 +112,7 @@ impl Metrics {
             open_fds,
             max_fds,
             refused_connections,
+            limits_tripped,
         })
     }
 

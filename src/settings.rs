@@ -7,6 +7,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod guard;
+mod outbox;
+mod quotas;
+
+pub use guard::GuardSettings;
+pub use outbox::OutboxSettings;
+pub use quotas::QuotaSettings;
+
 /// The HS256 secret used in dev mode when none is configured.
 pub const DEV_JWT_SECRET: &str = "souk-dev-secret-do-not-use-in-production";
 
@@ -72,6 +80,12 @@ pub struct Settings {
     /// `SOUK_CORS_ORIGINS`: comma-separated origins whose pages may use
     /// long-polling across origins (`*`: any); empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// Transport bounds on one connection (`settings/guard.rs`).
+    pub guard: GuardSettings,
+    /// Per-user and per-socket quotas (`settings/quotas.rs`).
+    pub quotas: QuotaSettings,
+    /// The outbox relay (`settings/outbox.rs`).
+    pub outbox: OutboxSettings,
 }
 
 /// Which tokens are accepted.
@@ -186,6 +200,9 @@ impl Settings {
                         .collect()
                 })
                 .unwrap_or_default(),
+            guard: GuardSettings::from_values(values)?,
+            quotas: QuotaSettings::from_values(values)?,
+            outbox: OutboxSettings::from_values(values)?,
         };
         Ok(settings)
     }
