@@ -161,6 +161,16 @@ ensure_chromium() {
   _pkg_installed chromium || apt_install chromium
 }
 
+# ensure_promtool: Prometheus's promtool checks deploy/prometheus/alerts.yml
+# and the dashboard's queries (scripts/test). Debian ships it only in the
+# `prometheus` package (a 19 MB download: the server comes along). Only
+# scripts/test needs it. Where the init system starts services on install,
+# that also starts a Prometheus server on :9090 (a container with a
+# policy-rc.d that forbids it, as CI's machine has, starts nothing).
+ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 || apt_install prometheus
+}
+
 # ---------------------------------------------------------------- postgres
 
 _SOUK_PG_BINDIR=""

@@ -87,6 +87,7 @@ impl Application {
             settings.max_connections
         );
         let metrics = metrics::Metrics::new()?;
+        metrics.expose_known(protocol::events::KNOWN_EVENTS, session::reason::ALL);
         ops::FdWatch::new(metrics.clone()).start();
         let auth = auth::Authenticator::new(&settings.jwt, settings.dev)?;
         let db = store::Db::new(

@@ -6,6 +6,9 @@ use prometheus::{
     TextEncoder,
 };
 
+/// The `outcome` label values of `souk_events_total`.
+pub const OUTCOMES: [&str; 2] = ["ok", "error"];
+
 /// Every metric a node exports; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -116,8 +119,45 @@ impl Metrics {
         })
     }
 
+    /// Creates the series of every known event (both outcomes) and every
+    /// disconnect reason at 0. A series that first appears at 1 shows no
+    /// `increase()` or `rate()` to Prometheus, so without this the first slow
+    /// consumer or failing event would never reach an alert
+    /// (deploy/prometheus/alerts.yml), nor a dashboard panel.
+    pub fn expose_known(&self, events: &[&str], disconnect_reasons: &[&str]) {
+        for event in events {
+            for outcome in OUTCOMES {
+                self.events.with_label_values(&[event, outcome]);
+            }
+        }
+        for reason in disconnect_reasons {
+            self.disconnects.with_label_values(&[reason]);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_series_are_served_at_zero_before_anything_happens() {
+        let metrics = Metrics::new().unwrap_or_else(|err| panic!("{err}"));
+        let before = metrics.render().unwrap_or_default();
+        assert!(!before.contains("souk_disconnects_total"), "{before}");
+        metrics.expose_known(&["bid:place"], &["slow consumer"]);
+        let text = metrics.render().unwrap_or_default();
+        for line in [
+            r#"souk_events_total{event="bid:place",outcome="ok"} 0"#,
+            r#"souk_events_total{event="bid:place",outcome="error"} 0"#,
+            r#"souk_disconnects_total{reason="slow consumer"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -58,7 +58,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(5);
 const ID_LEN: usize = 20;
 
 /// Why a connection closed, as the `souk_disconnects_total{reason}` label.
-mod reason {
+pub mod reason {
     pub const TRANSPORT_CLOSE: &str = "transport close";
     pub const TRANSPORT_ERROR: &str = "transport error";
     pub const PARSE_ERROR: &str = "parse error";
@@ -69,6 +69,20 @@ mod reason {
     pub const UNAUTHORIZED: &str = "too many refused connects";
     pub const SHUTDOWN: &str = "server shutting down";
     pub const SLOW_CONSUMER: &str = "slow consumer";
+    /// Every reason above: their series exist from the start (alerts and
+    /// dashboards query some by name). Add a new reason here too.
+    pub const ALL: &[&str] = &[
+        TRANSPORT_CLOSE,
+        TRANSPORT_ERROR,
+        PARSE_ERROR,
+        PING_TIMEOUT,
+        CONNECT_TIMEOUT,
+        CLIENT_DISCONNECT,
+        TOKEN_EXPIRED,
+        UNAUTHORIZED,
+        SHUTDOWN,
+        SLOW_CONSUMER,
+    ];
 }
 
 /// One Engine.IO connection, on whichever transport.

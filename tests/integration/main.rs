@@ -11,6 +11,7 @@ mod bookings;
 mod chat;
 mod cluster;
 mod connect;
+mod dashboards;
 mod heartbeat;
 mod lifecycle;
 mod presence;
