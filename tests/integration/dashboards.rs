@@ -292,12 +292,6 @@ fn parse_matchers(chars: &mut Chars) -> Vec<Matcher> {
     }
 }
 
-/// The repository's file at `path`.
-fn repo_file(path: &str) -> String {
-    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    std::fs::read_to_string(&full).unwrap_or_else(|err| panic!("{}: {err}", full.display()))
-}
-
 /// Every PromQL query of a Grafana dashboard: the panels' `expr` and the
 /// query variables' `definition`.
 fn dashboard_queries(dashboard: &Value) -> Vec<String> {

@@ -751,3 +751,9 @@ impl TestApp {
         )
     }
 }
+
+/// The text of the repository's file at `path` (relative to its root).
+pub fn repo_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|err| panic!("{}: {err}", full.display()))
+}

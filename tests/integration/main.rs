@@ -9,6 +9,7 @@ mod auctions;
 mod bad_input;
 mod bookings;
 mod chat;
+mod client_types;
 mod cluster;
 mod connect;
 mod dashboards;
