@@ -36,7 +36,7 @@ pub fn rejoinable(
         let allowed = match &room {
             RoomKey::User(owner) => owner == user,
             RoomKey::Presence(_) => true,
-            RoomKey::Listing(id) => or_gone(listing::may_watch(conn, id, user, admin))?,
+            RoomKey::Listing(id) => or_gone(bookings::may_watch(conn, id, user, admin))?,
             RoomKey::Booking(id) => or_gone(
                 bookings::get(conn, id).map(|row| booking::standing(&row, user, admin).is_some()),
             )?,

@@ -81,6 +81,23 @@ pub fn buyer_has_booking(
     Ok(count > 0)
 }
 
+/// Whether `user` may watch a listing (§4): anyone a public one; its
+/// seller, admins and buyers with a booking on it a private one. The
+/// listing's availability does not matter: a withdrawn listing keeps its
+/// watchers, only its visibility decides.
+pub fn may_watch(
+    conn: &mut PgConnection,
+    id: &ListingId,
+    user: &UserId,
+    admin: bool,
+) -> Result<bool, StoreError> {
+    let row = listings::get(conn, id)?;
+    Ok(row.visibility() == Visibility::Public
+        || admin
+        || row.seller_id == user.as_str()
+        || buyer_has_booking(conn, &row.id, user)?)
+}
+
 /// What a reservation found.
 #[derive(Debug)]
 pub enum Reservation {
