@@ -228,8 +228,9 @@ pub struct Moved {
     pub listing: Option<ListingRow>,
 }
 
-/// Moves a booking to `to` if §7 lets `mover` (decided from the locked row)
-/// do it; the listing's availability follows in the same transaction.
+/// Moves a booking to `to` if §7 lets `mover` (decided from the locked row,
+/// in the move's transaction, so an audit entry it writes stands or falls
+/// with the move) do it; the listing's availability follows in the same transaction.
 pub fn transition<F>(
     conn: &mut PgConnection,
     id: &BookingId,
@@ -237,7 +238,7 @@ pub fn transition<F>(
     mover: F,
 ) -> Result<Moved, StoreError>
 where
-    F: FnOnce(&BookingRow) -> Option<Mover>,
+    F: FnOnce(&mut PgConnection, &BookingRow) -> Result<Option<Mover>, StoreError>,
 {
     conn.transaction(|conn| {
         let row: BookingRow = bookings::table
@@ -245,7 +246,7 @@ where
             .select(BookingRow::as_select())
             .for_update()
             .first(conn)?;
-        let who = mover(&row)
+        let who = mover(conn, &row)?
             .ok_or_else(|| StoreError::rejected(Code::Forbidden, "not a participant"))?;
         let previous = row.status();
         check_move(previous, to, who).map_err(|err| match err {

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 
 use super::bookings::{self, BookingRow};
 use super::schema::{bookings as booking_rows, messages};
-use super::StoreError;
+use super::{audit, StoreError};
 use crate::domain::Message;
 use crate::ids::{BookingId, MessageId, UserId};
 use crate::time::rfc3339;
+use serde_json::json;
 
 /// A `messages` row.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -100,16 +101,18 @@ fn send_batch(
         .into_iter()
         .map(|booking| (booking.id.clone(), booking))
         .collect();
-    // Each message's buyer and seller, or why it may not be sent.
-    let checked: Vec<Result<(String, String), StoreError>> = rows
+    // Each message's buyer and seller and whether an admin who is not a
+    // party sends it, or why it may not be sent.
+    let checked: Vec<Result<(String, String, bool), StoreError>> = rows
         .iter()
         .map(|row| {
             let booking = found
                 .get(&row.message.booking_id)
                 .ok_or(StoreError::NotFound)?;
             let sender = UserId::from_db(row.message.sender_id.clone());
-            if booking.is_party(&sender) || row.admin {
-                Ok((booking.buyer_id.clone(), booking.seller_id.clone()))
+            let party = booking.is_party(&sender);
+            if party || row.admin {
+                Ok((booking.buyer_id.clone(), booking.seller_id.clone(), !party))
             } else {
                 Err(bookings::not_a_party())
             }
@@ -127,21 +130,36 @@ fn send_batch(
         insert_batch(conn, &allowed)?
     }
     .into_iter();
-    Ok(checked
-        .into_iter()
-        .map(|check| {
-            let (buyer_id, seller_id) = check?;
-            let (row, created) = stored
-                .next()
-                .ok_or_else(|| StoreError::Internal("a message was not written".into()))?;
-            Ok(Sent {
-                row,
-                created,
-                buyer_id,
-                seller_id,
-            })
-        })
-        .collect())
+    let mut sent = Vec::with_capacity(checked.len());
+    for check in checked {
+        let (buyer_id, seller_id, audited) = match check {
+            Ok(parties) => parties,
+            Err(refused) => {
+                sent.push(Err(refused));
+                continue;
+            }
+        };
+        let (row, created) = stored
+            .next()
+            .ok_or_else(|| StoreError::Internal("a message was not written".into()))?;
+        if audited {
+            // In the batch's transaction: no admin's message without its entry.
+            audit::admin_access(
+                conn,
+                &row.sender_id,
+                "message:send",
+                &row.booking_id,
+                json!({ "messageId": row.id.to_string(), "created": created }),
+            )?;
+        }
+        sent.push(Ok(Sent {
+            row,
+            created,
+            buyer_id,
+            seller_id,
+        }));
+    }
+    Ok(sent)
 }
 
 /// Writes a batch in one transaction. For each input, in order: the stored

@@ -751,3 +751,13 @@ impl TestApp {
         )
     }
 }
+
+impl TestApp {
+    /// A client CONNECTed as `sub` with a role claim.
+    pub async fn connect_with_role(&self, sub: &str, role: &str) -> Client {
+        let mut client = Client::open(self).await;
+        let reply = client.connect(Some(&self.token_with_role(sub, role))).await;
+        assert!(reply.starts_with("40{"), "CONNECT refused: {reply}");
+        client
+    }
+}
