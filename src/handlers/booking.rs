@@ -105,6 +105,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
         Join {
             session: caller.session,
             user: caller.user().clone(),
+            admin: caller.is_admin(),
             room: RoomKey::Booking(id),
         },
     )

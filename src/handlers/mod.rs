@@ -15,6 +15,7 @@ use crate::auth::{Identity, Role};
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
 use crate::protocol::events::ClientEvent;
+use crate::rooms::registry::{Evict, Reidentify};
 use crate::rooms::{Flush, RoomKey, SessionId};
 use crate::state::AppState;
 use crate::store::{bookings, StoreError};
@@ -46,6 +47,41 @@ pub fn rejoinable(
         }
     }
     Ok(kept)
+}
+
+/// Checks every room a socket is in against its caller's identity (after
+/// `auth:refresh`, whose token may drop `admin`), as a join would: the
+/// socket leaves those it may no longer be in and is told so with
+/// `room:left {room, reason: "reauthorized"}`. Admin joins kept are not
+/// audited again.
+pub async fn reauthorize(app: &AppState, caller: &Caller) -> Result<(), Failure> {
+    let rooms = app
+        .registry
+        .send(Reidentify {
+            session: caller.session,
+            admin: caller.is_admin(),
+        })
+        .await
+        .map_err(|err| Failure::new(Code::Internal, format!("registry gone: {err}")))?;
+    let (user, admin) = (caller.user().clone(), caller.is_admin());
+    let held = rooms.clone();
+    let kept = app
+        .db
+        .run(move |conn| rejoinable(conn, &user, admin, held))
+        .await?;
+    let gone: Vec<RoomKey> = rooms.into_iter().filter(|r| !kept.contains(r)).collect();
+    if !gone.is_empty() {
+        let evicted = app.registry.send(Evict {
+            session: caller.session,
+            rooms: gone,
+            reason: crate::rooms::left::REAUTHORIZED,
+        });
+        if evicted.await.is_ok() {
+            // `room:left` is in the connection's mailbox: written before the answer.
+            let _ = caller.mailbox.send(Flush).await;
+        }
+    }
+    Ok(())
 }
 
 /// A check on a row that is gone answers no.
@@ -150,9 +186,11 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
         } => chat::read_mark(app, caller, booking_id, message_id).await,
         PresenceWatch { user_ids } => presence::watch(app, caller, user_ids).await,
         PresenceUnwatch { user_ids } => presence::unwatch(app, caller, user_ids),
-        AuthRefresh { .. } => Err(Failure::new(
-            Code::Internal,
-            "auth:refresh belongs to the session",
-        )),
+        // The session has taken the new token; its rooms follow.
+        AuthRefresh { .. } => {
+            reauthorize(app, caller).await?;
+            let expires_at = crate::time::rfc3339(caller.identity.expires_at);
+            Ok(serde_json::json!({ "expiresAt": expires_at }))
+        }
     }
 }

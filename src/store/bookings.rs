@@ -1,6 +1,8 @@
 //! Bookings in Postgres: reservations and the §7 moves, each in one
 //! transaction that locks the rows it changes.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
@@ -96,6 +98,32 @@ pub fn may_watch(
         || admin
         || row.seller_id == user.as_str()
         || buyer_has_booking(conn, &row.id, user)?)
+}
+
+/// Of `users` (none of them admins), those who may watch a listing (see
+/// [`may_watch`]), in one query whatever their number.
+pub fn watchers_among(
+    conn: &mut PgConnection,
+    id: &ListingId,
+    users: Vec<UserId>,
+) -> Result<HashSet<UserId>, StoreError> {
+    let row = listings::get(conn, id)?;
+    if row.visibility() == Visibility::Public {
+        return Ok(users.into_iter().collect());
+    }
+    let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+    let buyers: HashSet<String> = bookings::table
+        .filter(bookings::listing_id.eq(&row.id))
+        .filter(bookings::buyer_id.eq_any(&names))
+        .select(bookings::buyer_id)
+        .distinct()
+        .load::<String>(conn)?
+        .into_iter()
+        .collect();
+    Ok(users
+        .into_iter()
+        .filter(|user| row.seller_id == user.as_str() || buyers.contains(user.as_str()))
+        .collect())
 }
 
 /// What a reservation found.

@@ -76,3 +76,152 @@ async fn an_admin_who_is_a_party_is_not_audited() {
         assert_eq!(app.audit_count(action).await, 0, "{action} by a party");
     }
 }
+
+/// Creates or updates sella's listing `id` with a visibility and availability.
+pub async fn put_visibility(app: &TestApp, id: &str, visibility: &str, availability: &str) {
+    let (status, body) = app
+        .put_listing(
+            id,
+            json!({"sellerId": "sella", "title": "Flat", "price": 100, "currency": "EUR",
+                   "visibility": visibility, "availability": availability}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+}
+
+#[actix_web::test]
+async fn a_refresh_that_drops_admin_leaves_the_rooms_joined_as_admin() {
+    let (app, mut bob, _seller, booking) = booked().await;
+    put_visibility(&app, "p1", "private", "available").await;
+    let mut ada = app.connect_with_role("ada", "admin").await;
+    for (event, payload) in [
+        ("booking:join", json!({"bookingId": booking})),
+        ("listing:watch", json!({"listingId": "p1"})),
+        ("listing:watch", json!({"listingId": "l1"})),
+    ] {
+        let ack = ada.emit_ack(event, payload).await;
+        assert_eq!(ack["ok"], true, "{event}: {ack}");
+    }
+    let ack = ada
+        .emit_ack("auth:refresh", json!({"token": app.token("ada")}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    // Told before the answer, for each room the new token may not be in.
+    let mut left = Vec::new();
+    for _ in 0..2 {
+        let args = ada.wait_event("room:left").await;
+        assert_eq!(args[0]["reason"], "reauthorized", "{args:?}");
+        left.push(args[0]["room"].as_str().unwrap().to_owned());
+    }
+    left.sort();
+    assert_eq!(
+        left,
+        [format!("booking:{booking}"), "listing:p1".to_owned()]
+    );
+    // Nothing more comes from those rooms; the public listing's room stays.
+    let ack = bob
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": "hi", "clientMsgId": "m1"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    put_visibility(&app, "p1", "private", "withdrawn").await;
+    let (status, _) = app.room_event("listing:l1", "tick", json!(1)).await;
+    assert_eq!(status, 202);
+    ada.wait_event("tick").await;
+    for event in ["message:new", "listing:updated"] {
+        assert!(!ada.events.iter().any(|e| e[0] == event), "{event} came");
+    }
+    let ack = ada
+        .emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+}
+
+#[actix_web::test]
+async fn a_refresh_that_keeps_the_role_keeps_the_rooms() {
+    let (app, _bob, _seller, booking) = booked().await;
+    let mut ada = app.connect_with_role("ada", "admin").await;
+    let ack = ada
+        .emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = ada
+        .emit_ack(
+            "auth:refresh",
+            json!({"token": app.token_with_role("ada", "admin")}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(ack["expiresAt"].is_string(), "{ack}");
+    let (status, _) = app
+        .room_event(&format!("booking:{booking}"), "tick", json!(1))
+        .await;
+    assert_eq!(status, 202);
+    ada.wait_event("tick").await;
+    assert!(!ada.events.iter().any(|e| e[0] == "room:left"));
+}
+
+#[actix_web::test]
+async fn a_listing_made_private_evicts_its_watchers_who_may_not_watch_it_on_every_node() {
+    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    put_visibility(&nodes[0], "l1", "public", "available").await;
+    // bob reserves it (a buyer with a booking); sella sells it; ada is an
+    // admin; eve and ed are strangers, one on each node.
+    let mut bob = nodes[0].watching("bob", "l1").await;
+    let ack = bob
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "l1", "idempotencyKey": "k"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let mut sella = nodes[1].watching("sella", "l1").await;
+    let mut ada = nodes[1].connect_with_role("ada", "admin").await;
+    let ack = ada
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let mut eve = nodes[0].watching("eve", "l1").await;
+    let mut ed = nodes[1].watching("ed", "l1").await;
+
+    put_visibility(&nodes[0], "l1", "private", "reserved").await;
+    for stranger in [&mut eve, &mut ed] {
+        let args = stranger.wait_event("room:left").await;
+        assert_eq!(
+            args[0],
+            json!({"room": "listing:l1", "reason": "listing_private"})
+        );
+        let ack = stranger
+            .emit_ack("listing:watch", json!({"listingId": "l1"}))
+            .await;
+        assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    }
+    // Those who may watch it stay and hear what follows; the strangers do not.
+    let (status, _) = nodes[1].room_event("listing:l1", "tick", json!(1)).await;
+    assert_eq!(status, 202);
+    for watcher in [&mut bob, &mut sella, &mut ada] {
+        watcher.wait_event("tick").await;
+        assert!(!watcher.events.iter().any(|e| e[0] == "room:left"));
+    }
+    for stranger in [&mut eve, &mut ed] {
+        stranger
+            .assert_no_event("tick", std::time::Duration::from_millis(300))
+            .await;
+    }
+}
+
+#[actix_web::test]
+async fn a_withdrawn_public_listing_keeps_its_watchers() {
+    let app = TestApp::spawn().await;
+    put_visibility(&app, "l1", "public", "available").await;
+    let mut eve = app.watching("eve", "l1").await;
+    put_visibility(&app, "l1", "public", "withdrawn").await;
+    let args = eve.wait_event("listing:availabilityChanged").await;
+    assert_eq!(args[0]["availability"], "withdrawn");
+    let (status, _) = app.room_event("listing:l1", "tick", json!(1)).await;
+    assert_eq!(status, 202);
+    eve.wait_event("tick").await;
+    assert!(!eve.events.iter().any(|e| e[0] == "room:left"));
+}
