@@ -27,6 +27,8 @@ pub struct BookingRow {
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The order bookings were made in: a listing's latest booking holds it.
+    pub seq: i64,
 }
 
 impl BookingRow {
@@ -294,14 +296,18 @@ where
             ))
             .returning(BookingRow::as_returning())
             .get_result(conn)?;
-        // Declined and cancelled free a reserved listing; completed sells it.
+        // Declined and cancelled free a reserved listing, if this booking
+        // holds it; completed sells it.
         let listing = match to.listing_availability() {
-            Some(Availability::Available) => listings::set_availability(
-                conn,
-                &row.listing_id,
-                &[Availability::Reserved],
-                Availability::Available,
-            )?,
+            Some(Availability::Available) if holds_listing(conn, &row)? => {
+                listings::set_availability(
+                    conn,
+                    &row.listing_id,
+                    &[Availability::Reserved],
+                    Availability::Available,
+                )?
+            }
+            Some(Availability::Available) => None,
             Some(Availability::Sold) => listings::set_availability(
                 conn,
                 &row.listing_id,
@@ -316,4 +322,17 @@ where
             listing,
         })
     })
+}
+
+/// Whether a booking holds its listing: no booking on the listing was made
+/// after it. The listing row is locked first, so a reservation committing
+/// meanwhile is either seen here or waits for this transaction.
+fn holds_listing(conn: &mut PgConnection, row: &BookingRow) -> Result<bool, StoreError> {
+    listings::lock(conn, &row.listing_id)?;
+    let later: i64 = bookings::table
+        .filter(bookings::listing_id.eq(&row.listing_id))
+        .filter(bookings::seq.gt(row.seq))
+        .count()
+        .get_result(conn)?;
+    Ok(later == 0)
 }

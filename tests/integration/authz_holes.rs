@@ -225,3 +225,49 @@ async fn a_withdrawn_public_listing_keeps_its_watchers() {
     eve.wait_event("tick").await;
     assert!(!eve.events.iter().any(|e| e[0] == "room:left"));
 }
+
+#[actix_web::test]
+async fn an_older_booking_declined_leaves_the_listing_to_the_booking_that_holds_it() {
+    let (app, _bob, mut seller, older) = booked().await;
+    // The backend puts the listing on sale again; carl reserves it.
+    let (status, body) = app
+        .put_listing(
+            "l1",
+            json!({"sellerId": "sella", "title": "Bike", "price": 10000, "currency": "EUR",
+                   "availability": "available"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut carl = app.connect("carl").await;
+    let ack = carl
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "l1", "idempotencyKey": "k2"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let newer = ack["booking"]["id"].as_str().unwrap().to_owned();
+    let availability = || async {
+        let (_, body) = app.api("GET", "/api/v1/listings/l1", None).await;
+        body["listing"]["availability"].clone()
+    };
+    assert_eq!(availability().await, "reserved");
+    // Declining the older booking does not free carl's reservation.
+    let ack = seller
+        .emit_ack(
+            "booking:transition",
+            json!({"bookingId": older, "to": "declined"}),
+        )
+        .await;
+    assert_eq!(ack["booking"]["status"], "declined", "{ack}");
+    assert_eq!(availability().await, "reserved");
+    // Cancelling the one that holds it does.
+    let ack = carl
+        .emit_ack(
+            "booking:transition",
+            json!({"bookingId": newer, "to": "cancelled"}),
+        )
+        .await;
+    assert_eq!(ack["booking"]["status"], "cancelled", "{ack}");
+    assert_eq!(availability().await, "available");
+}
