@@ -19,8 +19,8 @@ use crate::time::rfc3339;
 /// How long one typist's `typing: true` broadcasts are throttled (§5).
 const TYPING_THROTTLE_MS: u64 = 3000;
 
-/// Sends a message; acked after commit. A repeated `(sender, clientMsgId)`
-/// answers the first message and announces nothing.
+/// Sends a message; acked after commit. A repeated `(booking, sender,
+/// clientMsgId)` answers the first message and announces nothing.
 pub async fn send(
     app: &AppState,
     caller: &Caller,

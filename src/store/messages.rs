@@ -164,7 +164,8 @@ fn send_batch(
 
 /// Writes a batch in one transaction. For each input, in order: the stored
 /// message and whether this input created it (false when the same sender
-/// already sent that `clientMsgId`, in this batch or before).
+/// already sent that `clientMsgId` in the same booking, in this batch or
+/// before).
 pub fn insert_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
@@ -172,18 +173,22 @@ pub fn insert_batch(
     conn.transaction(|conn| {
         let created: Vec<MessageRow> = diesel::insert_into(messages::table)
             .values(batch)
-            .on_conflict((messages::sender_id, messages::client_msg_id))
+            .on_conflict((
+                messages::booking_id,
+                messages::sender_id,
+                messages::client_msg_id,
+            ))
             .do_nothing()
             .returning(MessageRow::as_returning())
             .get_results(conn)?;
-        let mut fresh: std::collections::HashMap<(String, String), MessageRow> = created
+        let mut fresh: HashMap<IdempotencyKey, MessageRow> = created
             .into_iter()
-            .map(|row| ((row.sender_id.clone(), row.client_msg_id.clone()), row))
+            .map(|row| (IdempotencyKey::of_row(&row), row))
             .collect();
         let mut out = Vec::with_capacity(batch.len());
-        let mut seen = std::collections::HashMap::new();
+        let mut seen = HashMap::new();
         for message in batch {
-            let key = (message.sender_id.clone(), message.client_msg_id.clone());
+            let key = IdempotencyKey::of(message);
             if let Some(row) = fresh.remove(&key) {
                 seen.insert(key, row.clone());
                 out.push((row, true));
@@ -191,6 +196,7 @@ pub fn insert_batch(
                 out.push((row.clone(), false));
             } else {
                 let row = messages::table
+                    .filter(messages::booking_id.eq(&message.booking_id))
                     .filter(messages::sender_id.eq(&message.sender_id))
                     .filter(messages::client_msg_id.eq(&message.client_msg_id))
                     .select(MessageRow::as_select())
@@ -201,6 +207,28 @@ pub fn insert_batch(
         }
         Ok(out)
     })
+}
+
+/// What makes a send a repeat (§5): its booking, sender and `clientMsgId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct IdempotencyKey(String, String, String);
+
+impl IdempotencyKey {
+    fn of(message: &NewMessage) -> Self {
+        IdempotencyKey(
+            message.booking_id.clone(),
+            message.sender_id.clone(),
+            message.client_msg_id.clone(),
+        )
+    }
+
+    fn of_row(row: &MessageRow) -> Self {
+        IdempotencyKey(
+            row.booking_id.clone(),
+            row.sender_id.clone(),
+            row.client_msg_id.clone(),
+        )
+    }
 }
 
 /// A page of a booking's thread, oldest first, and whether older ones exist.

@@ -271,3 +271,39 @@ async fn an_older_booking_declined_leaves_the_listing_to_the_booking_that_holds_
     assert_eq!(ack["booking"]["status"], "cancelled", "{ack}");
     assert_eq!(availability().await, "available");
 }
+
+#[actix_web::test]
+async fn a_client_msg_id_is_idempotent_per_booking_not_per_sender() {
+    let (app, mut bob, _seller, first) = booked().await;
+    app.listing("l2", "sella").await;
+    let ack = bob
+        .emit_ack(
+            "listing:reserve",
+            json!({"listingId": "l2", "idempotencyKey": "k2"}),
+        )
+        .await;
+    let second = ack["booking"]["id"].as_str().unwrap().to_owned();
+    let mut acks = Vec::new();
+    for booking in [&first, &second, &first] {
+        let ack = bob
+            .emit_ack(
+                "message:send",
+                json!({"bookingId": booking, "body": format!("to {booking}"), "clientMsgId": "same"}),
+            )
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        assert_eq!(ack["message"]["bookingId"], booking.as_str(), "{ack}");
+        acks.push(ack["message"].clone());
+    }
+    assert_ne!(acks[0]["id"], acks[1]["id"], "two bookings, two messages");
+    assert_eq!(
+        acks[2], acks[0],
+        "a repeat in one booking is the first message"
+    );
+    for (booking, expected) in [(&first, 1), (&second, 1)] {
+        let ack = bob
+            .emit_ack("message:history", json!({"bookingId": booking}))
+            .await;
+        assert_eq!(ack["messages"].as_array().unwrap().len(), expected, "{ack}");
+    }
+}
