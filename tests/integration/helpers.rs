@@ -761,3 +761,12 @@ impl TestApp {
         client
     }
 }
+
+impl TestApp {
+    /// Runs several SQL statements against the node's database at once.
+    pub fn batch_sql(&self, statements: &str) {
+        use diesel::connection::SimpleConnection;
+        let mut conn = PgConnection::establish(&self._db.url).unwrap();
+        conn.batch_execute(statements).unwrap();
+    }
+}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod api;
 mod auctions;
+mod authorization;
 mod authz_holes;
 mod bad_input;
 mod bookings;
