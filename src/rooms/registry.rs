@@ -839,3 +839,29 @@ impl Handler<ShutdownAll> for Registry {
         self.sessions.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::made_private;
+    use crate::protocol::socket::encode_event_head;
+    use serde_json::json;
+
+    #[test]
+    fn a_listing_update_that_shows_it_private_triggers_the_check() {
+        let listing =
+            |visibility: &str| json!({ "listing": { "id": "l1", "visibility": visibility } });
+        assert!(made_private(&encode_event_head(
+            "listing:updated",
+            &listing("private")
+        )));
+        assert!(!made_private(&encode_event_head(
+            "listing:updated",
+            &listing("public")
+        )));
+        // Only listing updates: another event that says "private" is not one.
+        assert!(!made_private(&encode_event_head(
+            "tick",
+            &listing("private")
+        )));
+    }
+}

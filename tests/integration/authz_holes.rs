@@ -307,3 +307,40 @@ async fn a_client_msg_id_is_idempotent_per_booking_not_per_sender() {
         assert_eq!(ack["messages"].as_array().unwrap().len(), expected, "{ack}");
     }
 }
+
+#[actix_web::test]
+async fn a_recovery_does_not_bring_back_a_listing_made_private_meanwhile() {
+    let app = TestApp::spawn().await;
+    put_visibility(&app, "l1", "public", "available").await;
+    put_visibility(&app, "l2", "public", "available").await;
+    let (mut eve, hello) = crate::recovery::connect_with(&app, &app.token("eve"), None).await;
+    let pid = hello["pid"].as_str().unwrap().to_owned();
+    for listing in ["l1", "l2"] {
+        let ack = eve
+            .emit_ack("listing:watch", json!({"listingId": listing}))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    assert_eq!(app.room_event("listing:l2", "tick", json!(0)).await.0, 202);
+    let (_, offset) = eve.wait_event_with_offset("tick").await;
+    drop(eve);
+    put_visibility(&app, "l1", "private", "available").await;
+    let (mut back, hello) =
+        crate::recovery::connect_with(&app, &app.token("eve"), Some((&pid, &offset.unwrap())))
+            .await;
+    assert_eq!(hello["pid"], pid.as_str(), "recovered: l2 is still public");
+    for listing in ["l1", "l2"] {
+        let (status, _) = app
+            .room_event(&format!("listing:{listing}"), "tick", json!(listing))
+            .await;
+        assert_eq!(status, 202);
+    }
+    assert_eq!(back.wait_event("tick").await, vec![json!("l2")]);
+    back.assert_no_event("tick", std::time::Duration::from_millis(300))
+        .await;
+    assert!(
+        !back.events.iter().any(|e| e[0] == "listing:updated"),
+        "nothing of l1 replayed: {:?}",
+        back.events
+    );
+}
