@@ -127,7 +127,8 @@ pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) -> R
     }
 }
 
-/// Runs one client event (all but `auth:refresh`, which the session keeps).
+/// Runs one client event. For `auth:refresh` the session has already taken
+/// the new token; what runs here is the check of its rooms.
 pub async fn handle(
     app: Arc<AppState>,
     caller: Caller,
