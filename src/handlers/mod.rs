@@ -53,7 +53,8 @@ pub fn rejoinable(
 /// `auth:refresh`, whose token may drop `admin`), as a join would: the
 /// socket leaves those it may no longer be in and is told so with
 /// `room:left {room, reason: "reauthorized"}`. Admin joins kept are not
-/// audited again.
+/// audited again. When Postgres cannot answer, the rooms that need it to be
+/// checked are left.
 pub async fn reauthorize(app: &AppState, caller: &Caller) -> Result<(), Failure> {
     let rooms = app
         .registry
@@ -65,10 +66,23 @@ pub async fn reauthorize(app: &AppState, caller: &Caller) -> Result<(), Failure>
         .map_err(|err| Failure::new(Code::Internal, format!("registry gone: {err}")))?;
     let (user, admin) = (caller.user().clone(), caller.is_admin());
     let held = rooms.clone();
-    let kept = app
+    let kept = match app
         .db
         .run(move |conn| rejoinable(conn, &user, admin, held))
-        .await?;
+        .await
+    {
+        Ok(kept) => kept,
+        // The token is taken; rooms that cannot be checked are left, as a
+        // recovery leaves them: only those needing no data stay.
+        Err(err) => {
+            log::warn!("rooms of a refreshed socket not checked, left: {err}");
+            rooms
+                .iter()
+                .filter(|room| matches!(room, RoomKey::User(_) | RoomKey::Presence(_)))
+                .cloned()
+                .collect()
+        }
+    };
     let gone: Vec<RoomKey> = rooms.into_iter().filter(|r| !kept.contains(r)).collect();
     if !gone.is_empty() {
         let evicted = app.registry.send(Evict {

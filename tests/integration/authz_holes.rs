@@ -344,3 +344,36 @@ async fn a_recovery_does_not_bring_back_a_listing_made_private_meanwhile() {
         back.events
     );
 }
+
+#[actix_web::test]
+async fn a_refresh_that_cannot_check_the_rooms_leaves_those_that_need_checking() {
+    let (app, _bob, _seller, booking) = booked().await;
+    let mut ada = app.connect_with_role("ada", "admin").await;
+    for (event, payload) in [
+        ("booking:join", json!({"bookingId": booking})),
+        ("listing:watch", json!({"listingId": "l1"})),
+        ("presence:watch", json!({"userIds": ["bob"]})),
+    ] {
+        let ack = ada.emit_ack(event, payload).await;
+        assert_eq!(ack["ok"], true, "{event}: {ack}");
+    }
+    app.cut_postgres();
+    let ack = ada
+        .emit_ack("auth:refresh", json!({"token": app.token("ada")}))
+        .await;
+    app.restore_postgres();
+    assert_eq!(ack["ok"], true, "the token is taken: {ack}");
+    let mut left = Vec::new();
+    for _ in 0..2 {
+        let args = ada.wait_event("room:left").await;
+        left.push(args[0]["room"].as_str().unwrap().to_owned());
+    }
+    left.sort();
+    assert_eq!(
+        left,
+        [format!("booking:{booking}"), "listing:l1".to_owned()]
+    );
+    let (status, _) = app.room_event("presence:bob", "tick", json!(1)).await;
+    assert_eq!(status, 202);
+    ada.wait_event("tick").await;
+}
