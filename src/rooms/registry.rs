@@ -571,8 +571,8 @@ impl Registry {
     /// A listing was made private: its watchers here who may no longer
     /// watch it (§4: not its seller, an admin or a buyer with a booking on
     /// it) are evicted, as a recovery would refuse them. Checked off the
-    /// registry's thread; a check that fails leaves the watchers be, and a
-    /// watcher who joins meanwhile is checked by its join.
+    /// registry's thread; when the check fails every watcher but admins is
+    /// evicted. A watcher who joins meanwhile is checked by its join.
     fn check_watchers(&mut self, listing: ListingId, ctx: &mut Context<Self>) {
         let key = RoomKey::Listing(listing.clone());
         let Some(KindAddr::Listing(addr)) = self.rooms.get(&key).map(|e| &e.kind) else {
@@ -602,13 +602,14 @@ impl Registry {
             allowed
                 .into_actor(registry)
                 .map(move |allowed, registry, ctx| {
-                    let allowed = match allowed {
-                        Ok(allowed) => allowed,
-                        Err(err) => {
-                            log::warn!("cannot check the watchers of {key}: {err}");
-                            return;
-                        }
-                    };
+                    // Unchecked watchers go (fail closed); those who may
+                    // watch it get back in with their next `listing:watch`.
+                    let allowed = allowed.unwrap_or_else(|err| {
+                        log::warn!(
+                            "cannot check the watchers of {key}; all but admins left: {err}"
+                        );
+                        HashSet::new()
+                    });
                     for (session, user) in others {
                         if !allowed.contains(&user) {
                             registry.evict(session, key.clone(), left::LISTING_PRIVATE, ctx);

@@ -377,3 +377,29 @@ async fn a_refresh_that_cannot_check_the_rooms_leaves_those_that_need_checking()
     assert_eq!(status, 202);
     ada.wait_event("tick").await;
 }
+
+#[actix_web::test]
+async fn watchers_that_cannot_be_checked_are_evicted_but_admins() {
+    let app = TestApp::spawn().await;
+    put_visibility(&app, "l1", "public", "available").await;
+    let mut eve = app.watching("eve", "l1").await;
+    let mut ada = app.connect_with_role("ada", "admin").await;
+    let ack = ada
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    app.cut_postgres();
+    // The update that shows the listing private arrives while Postgres is away.
+    let update = json!({"listing": {"id": "l1", "sellerId": "sella", "visibility": "private"}});
+    let (status, _) = app
+        .room_event("listing:l1", "listing:updated", update)
+        .await;
+    assert_eq!(status, 202);
+    let args = eve.wait_event("room:left").await;
+    app.restore_postgres();
+    assert_eq!(args[0]["reason"], "listing_private");
+    let (status, _) = app.room_event("listing:l1", "tick", json!(1)).await;
+    assert_eq!(status, 202);
+    ada.wait_event("tick").await;
+    assert!(!ada.events.iter().any(|e| e[0] == "room:left"));
+}
