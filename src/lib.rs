@@ -125,6 +125,7 @@ impl Application {
         let registry_fanout = fanout.clone();
         let registry_metrics = metrics.clone();
         let (registry_redis, recovery_window) = (redis.clone(), settings.recovery_window);
+        let registry_db = db.clone();
         let registry = Registry::create(|ctx| {
             let subscriber = cluster::Subscriber::start(
                 target,
@@ -137,6 +138,7 @@ impl Application {
                 fanout: registry_fanout,
                 redis: registry_redis,
                 recovery_window,
+                db: registry_db,
             };
             Registry::new(arbiters, idle, registry_metrics, parts)
         });

@@ -49,7 +49,7 @@ pub async fn transition(
     };
     let moved = app
         .db
-        .run(move |conn| bookings::transition(conn, &id, to, |_| Some(Mover::Service)))
+        .run(move |conn| bookings::transition(conn, &id, to, |_, _| Ok(Some(Mover::Service))))
         .await?;
     announce_move(&app, &moved, by.as_str());
     // Answer once the events this request caused are published.

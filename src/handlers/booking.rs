@@ -22,17 +22,55 @@ pub enum Access {
     Admin,
 }
 
-/// Loads a booking and how `caller` may act on it: participants always,
-/// admins when `admins` is true; anyone else is `forbidden`.
+/// Whether admins who are not a party may do an event, and under which
+/// audit action their doing it is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admins {
+    /// Only the buyer and the seller may.
+    Refused,
+    /// Admins may too; each such access is written to the audit log.
+    Audited(&'static str),
+}
+
+/// Loads a booking and how `caller` may act on it: see [`admit`].
 pub fn access(
     conn: &mut diesel::PgConnection,
     booking: &BookingId,
     caller: &Caller,
-    admins: bool,
+    admins: Admins,
 ) -> Result<(BookingRow, Access), StoreError> {
     let row = bookings::get(conn, booking)?;
-    match standing(&row, caller.user(), admins && caller.is_admin()) {
-        Some(how) => Ok((row, how)),
+    let how = admit(conn, &row, caller, admins)?;
+    Ok((row, how))
+}
+
+/// How `caller` may act on a booking: participants always; admins when
+/// `admins` lets them, and then the access is written to the audit log (in
+/// the caller's transaction, if it runs in one); anyone else is `forbidden`.
+pub fn admit(
+    conn: &mut diesel::PgConnection,
+    row: &BookingRow,
+    caller: &Caller,
+    admins: Admins,
+) -> Result<Access, StoreError> {
+    let action = match admins {
+        Admins::Audited(action) if caller.is_admin() => Some(action),
+        _ => None,
+    };
+    match standing(row, caller.user(), action.is_some()) {
+        Some(Access::Admin) => {
+            if let Some(action) = action {
+                audit::admin_access(
+                    conn,
+                    caller.user().as_str(),
+                    action,
+                    &row.id,
+                    json!({ "status": row.status }),
+                )?;
+            }
+            Ok(Access::Admin)
+        }
+        Some(Access::Participant) => Ok(Access::Participant),
         None => Err(bookings::not_a_party()),
     }
 }
@@ -57,19 +95,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
     let (row, unread, last_read) = app
         .db
         .run(move |conn| {
-            let (row, how) = access(conn, &lookup, &who, true)?;
-            if how == Access::Admin {
-                audit::record(
-                    conn,
-                    &audit::Entry {
-                        actor_id: who.user().as_str(),
-                        actor_role: "admin",
-                        action: "booking:join",
-                        subject: &format!("booking:{lookup}"),
-                        details: json!({ "status": row.status }),
-                    },
-                )?;
-            }
+            let (row, _) = access(conn, &lookup, &who, Admins::Audited("booking:join"))?;
             let (unread, last_read) = receipts::unread(conn, &lookup, who.user())?;
             Ok((row, unread, last_read))
         })
@@ -79,6 +105,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
         Join {
             session: caller.session,
             user: caller.user().clone(),
+            admin: caller.is_admin(),
             room: RoomKey::Booking(id),
         },
     )
@@ -110,10 +137,13 @@ pub async fn transition(
     let moved = app
         .db
         .run(move |conn| {
-            bookings::transition(conn, &id, to, |row| {
-                row.to_booking()
-                    .mover(who.user())
-                    .or_else(|| who.is_admin().then_some(Mover::Admin))
+            bookings::transition(conn, &id, to, |conn, row| {
+                let how = admit(conn, row, &who, Admins::Audited("booking:transition"));
+                match how {
+                    Ok(Access::Participant) => Ok(row.to_booking().mover(who.user())),
+                    Ok(Access::Admin) => Ok(Some(Mover::Admin)),
+                    Err(_) => Ok(None),
+                }
             })
         })
         .await?;

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::booking::access;
+use super::booking::{access, Admins};
 use super::Caller;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, MessageId, UserId};
@@ -19,8 +19,8 @@ use crate::time::rfc3339;
 /// How long one typist's `typing: true` broadcasts are throttled (§5).
 const TYPING_THROTTLE_MS: u64 = 3000;
 
-/// Sends a message; acked after commit. A repeated `(sender, clientMsgId)`
-/// answers the first message and announces nothing.
+/// Sends a message; acked after commit. A repeated `(booking, sender,
+/// clientMsgId)` answers the first message and announces nothing.
 pub async fn send(
     app: &AppState,
     caller: &Caller,
@@ -69,7 +69,7 @@ pub async fn history(
     let (rows, has_more) = app
         .db
         .run(move |conn| {
-            access(conn, &booking, &who, true)?;
+            access(conn, &booking, &who, Admins::Audited("message:history"))?;
             messages::history(conn, &booking, before, limit)
         })
         .await?;
@@ -89,7 +89,7 @@ pub async fn read_mark(
     let (row, receipt, moved) = app
         .db
         .run(move |conn| {
-            let (row, _) = access(conn, &lookup, &who, false)?;
+            let (row, _) = access(conn, &lookup, &who, Admins::Refused)?;
             if !messages::in_booking(conn, &lookup, message)? {
                 return Err(StoreError::rejected(
                     Code::NotFound,
@@ -130,7 +130,7 @@ pub async fn typing_start(
     let who = caller.clone();
     let lookup = booking.clone();
     app.db
-        .run(move |conn| access(conn, &lookup, &who, true))
+        .run(move |conn| access(conn, &lookup, &who, Admins::Audited("typing:start")))
         .await?;
     let mut conn = app.redis.connection().await?;
     let set: Option<String> = deadpool_redis::redis::cmd("SET")

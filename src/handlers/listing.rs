@@ -6,13 +6,12 @@ use serde_json::{json, Value};
 use super::{enter_room, Caller};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
-use crate::ids::{BookingId, ListingId, UserId};
+use crate::ids::{BookingId, ListingId};
 use crate::rooms::registry::{AfterVersion, Join, Leave, ListingSeen};
 use crate::rooms::Flush;
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
 use crate::store::bookings::Reservation;
-use crate::store::StoreError;
 use crate::store::{bookings, listings};
 use tokio::sync::oneshot;
 
@@ -22,7 +21,7 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
     let lookup = id.clone();
     let allowed = app
         .db
-        .run(move |conn| may_watch(conn, &lookup, &user, admin))
+        .run(move |conn| bookings::may_watch(conn, &lookup, &user, admin))
         .await?;
     if !allowed {
         return Err(Failure::new(Code::Forbidden, "this listing is private"));
@@ -32,18 +31,33 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
         Join {
             session: caller.session,
             user: caller.user().clone(),
+            admin: caller.is_admin(),
             room: RoomKey::Listing(id.clone()),
         },
     )
     .await?;
     // Read the listing again now that changes reach this watcher: a change
     // made between the check above and the join is in this snapshot, and
-    // every later one arrives as an event.
-    let lookup = id.clone();
-    let (row, progress) = app
+    // every later one arrives as an event. One that made it private may
+    // have missed this watcher's eviction (the room had not got it yet):
+    // check again.
+    let (lookup, user) = (id.clone(), caller.user().clone());
+    let (row, progress, allowed) = app
         .db
-        .run(move |conn| listings::get_with_progress(conn, &lookup))
+        .run(move |conn| {
+            let (row, progress) = listings::get_with_progress(conn, &lookup)?;
+            let allowed = row.visibility() == Visibility::Public
+                || bookings::may_watch(conn, &lookup, &user, admin)?;
+            Ok((row, progress, allowed))
+        })
         .await?;
+    if !allowed {
+        app.registry.do_send(Leave {
+            session: caller.session,
+            room: RoomKey::Listing(id),
+        });
+        return Err(Failure::new(Code::Forbidden, "this listing is private"));
+    }
     // The room is at least at the version this watcher was shown.
     app.registry.do_send(ListingSeen {
         listing: id,
@@ -53,21 +67,6 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
         .to_listing(&progress, Utc::now())
         .for_viewer(caller.user(), caller.is_admin());
     Ok(json!({ "listing": listing }))
-}
-
-/// Whether `user` may watch a listing (§4): anyone a public one; its
-/// seller, admins and buyers with a booking on it a private one.
-pub fn may_watch(
-    conn: &mut diesel::PgConnection,
-    id: &ListingId,
-    user: &UserId,
-    admin: bool,
-) -> Result<bool, StoreError> {
-    let row = listings::get(conn, id)?;
-    Ok(row.visibility() == Visibility::Public
-        || admin
-        || row.seller_id == user.as_str()
-        || bookings::buyer_has_booking(conn, &row.id, user)?)
 }
 
 /// Leaves `listing:{id}`; leaving a room one is not in is fine.

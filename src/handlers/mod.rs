@@ -15,6 +15,7 @@ use crate::auth::{Identity, Role};
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
 use crate::protocol::events::ClientEvent;
+use crate::rooms::registry::{Evict, Reidentify};
 use crate::rooms::{Flush, RoomKey, SessionId};
 use crate::state::AppState;
 use crate::store::{bookings, StoreError};
@@ -36,7 +37,7 @@ pub fn rejoinable(
         let allowed = match &room {
             RoomKey::User(owner) => owner == user,
             RoomKey::Presence(_) => true,
-            RoomKey::Listing(id) => or_gone(listing::may_watch(conn, id, user, admin))?,
+            RoomKey::Listing(id) => or_gone(bookings::may_watch(conn, id, user, admin))?,
             RoomKey::Booking(id) => or_gone(
                 bookings::get(conn, id).map(|row| booking::standing(&row, user, admin).is_some()),
             )?,
@@ -46,6 +47,55 @@ pub fn rejoinable(
         }
     }
     Ok(kept)
+}
+
+/// Checks every room a socket is in against its caller's identity (after
+/// `auth:refresh`, whose token may drop `admin`), as a join would: the
+/// socket leaves those it may no longer be in and is told so with
+/// `room:left {room, reason: "reauthorized"}`. Admin joins kept are not
+/// audited again. When Postgres cannot answer, the rooms that need it to be
+/// checked are left.
+pub async fn reauthorize(app: &AppState, caller: &Caller) -> Result<(), Failure> {
+    let rooms = app
+        .registry
+        .send(Reidentify {
+            session: caller.session,
+            admin: caller.is_admin(),
+        })
+        .await
+        .map_err(|err| Failure::new(Code::Internal, format!("registry gone: {err}")))?;
+    let (user, admin) = (caller.user().clone(), caller.is_admin());
+    let held = rooms.clone();
+    let kept = match app
+        .db
+        .run(move |conn| rejoinable(conn, &user, admin, held))
+        .await
+    {
+        Ok(kept) => kept,
+        // The token is taken; rooms that cannot be checked are left, as a
+        // recovery leaves them: only those needing no data stay.
+        Err(err) => {
+            log::warn!("rooms of a refreshed socket not checked, left: {err}");
+            rooms
+                .iter()
+                .filter(|room| matches!(room, RoomKey::User(_) | RoomKey::Presence(_)))
+                .cloned()
+                .collect()
+        }
+    };
+    let gone: Vec<RoomKey> = rooms.into_iter().filter(|r| !kept.contains(r)).collect();
+    if !gone.is_empty() {
+        let evicted = app.registry.send(Evict {
+            session: caller.session,
+            rooms: gone,
+            reason: crate::rooms::left::REAUTHORIZED,
+        });
+        if evicted.await.is_ok() {
+            // `room:left` is in the connection's mailbox: written before the answer.
+            let _ = caller.mailbox.send(Flush).await;
+        }
+    }
+    Ok(())
 }
 
 /// A check on a row that is gone answers no.
@@ -91,7 +141,8 @@ pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) -> R
     }
 }
 
-/// Runs one client event (all but `auth:refresh`, which the session keeps).
+/// Runs one client event. For `auth:refresh` the session has already taken
+/// the new token; what runs here is the check of its rooms.
 pub async fn handle(
     app: Arc<AppState>,
     caller: Caller,
@@ -150,9 +201,11 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
         } => chat::read_mark(app, caller, booking_id, message_id).await,
         PresenceWatch { user_ids } => presence::watch(app, caller, user_ids).await,
         PresenceUnwatch { user_ids } => presence::unwatch(app, caller, user_ids),
-        AuthRefresh { .. } => Err(Failure::new(
-            Code::Internal,
-            "auth:refresh belongs to the session",
-        )),
+        // The session has taken the new token; its rooms follow.
+        AuthRefresh { .. } => {
+            reauthorize(app, caller).await?;
+            let expires_at = crate::time::rfc3339(caller.identity.expires_at);
+            Ok(serde_json::json!({ "expiresAt": expires_at }))
+        }
     }
 }

@@ -19,6 +19,7 @@ pub async fn watch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Resul
             Join {
                 session: caller.session,
                 user: caller.user().clone(),
+                admin: caller.is_admin(),
                 room: RoomKey::Presence(user),
             },
         )

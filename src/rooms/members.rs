@@ -23,6 +23,14 @@ impl Members {
         self.members.remove(&session);
     }
 
+    /// Each member's connection and user.
+    pub fn list(&self) -> Vec<(SessionId, UserId)> {
+        self.members
+            .iter()
+            .map(|(session, (user, _))| (*session, user.clone()))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

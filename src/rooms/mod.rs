@@ -90,6 +90,23 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// Tells a connection it was taken out of a room it may no longer be in,
+/// and why (`room:left {room, reason}`).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct RoomLeft {
+    pub room: RoomKey,
+    pub reason: &'static str,
+}
+
+/// Why a connection was taken out of a room, as `room:left`'s `reason`.
+pub mod left {
+    /// `auth:refresh` brought a token whose user or role may not be there.
+    pub const REAUTHORIZED: &str = "reauthorized";
+    /// The listing was made private and the user may not watch it.
+    pub const LISTING_PRIVATE: &str = "listing_private";
+}
+
 /// Tells a connection that its node is going away.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]

@@ -9,13 +9,15 @@ use actix::prelude::*;
 
 use super::booking::{BookingRoom, TypingStart, TypingStop};
 use super::listing::{ListingRoom, Seen, WaitFor};
-use super::room::{Broadcast, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState};
-use super::{Deliver, RoomKey, SessionId, Shutdown};
+use super::room::{
+    Broadcast, GetMembers, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState,
+};
+use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::cluster::recovery::{self, Record};
 use crate::cluster::subscriber::Resumed;
 use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
 use crate::ids::{BookingId, ListingId, UserId};
-use crate::store::Redis;
+use crate::store::{bookings, Db, Redis};
 
 /// How long a join waits for Redis to confirm the room's subscription.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
@@ -30,6 +32,8 @@ pub struct Registry {
     prefix: String,
     /// Keeps what each socket is in, for recovery.
     redis: Redis,
+    /// Checks who may still watch a listing that was made private.
+    db: Db,
     recovery_window: Duration,
     /// Room actors are spread over these threads.
     arbiters: Vec<ArbiterHandle>,
@@ -95,6 +99,10 @@ enum KindAddr {
 struct SessionEntry {
     deliver: Recipient<Deliver>,
     shutdown: Recipient<Shutdown>,
+    left: Recipient<RoomLeft>,
+    /// Whether the socket's token is an admin's (as of its last join or
+    /// `auth:refresh`): admins may watch private listings.
+    admin: bool,
     rooms: HashSet<RoomKey>,
     /// Set on CONNECT: the socket's pid and user, to keep its record.
     bound: Option<(String, UserId)>,
@@ -121,6 +129,8 @@ pub struct ClusterParts {
     pub fanout: Fanout,
     pub redis: Redis,
     pub recovery_window: Duration,
+    /// To check a listing's watchers when it is made private.
+    pub db: Db,
 }
 
 impl Registry {
@@ -137,6 +147,7 @@ impl Registry {
             fanout: cluster.fanout,
             prefix: cluster.redis.prefix().to_owned(),
             redis: cluster.redis,
+            db: cluster.db,
             recovery_window: cluster.recovery_window,
             arbiters,
             next_arbiter: 0,
@@ -324,6 +335,7 @@ pub struct Register {
     pub session: SessionId,
     pub deliver: Recipient<Deliver>,
     pub shutdown: Recipient<Shutdown>,
+    pub left: Recipient<RoomLeft>,
 }
 
 /// A connection has gone: it leaves every room.
@@ -341,6 +353,8 @@ pub struct Unregister {
 pub struct Join {
     pub session: SessionId,
     pub user: UserId,
+    /// Whether the joining token is an admin's.
+    pub admin: bool,
     pub room: RoomKey,
 }
 
@@ -410,6 +424,8 @@ impl Handler<Register> for Registry {
             SessionEntry {
                 deliver: msg.deliver,
                 shutdown: msg.shutdown,
+                left: msg.left,
+                admin: false,
                 rooms: HashSet::new(),
                 bound: None,
             },
@@ -445,6 +461,7 @@ impl Handler<Join> for Registry {
             return Box::pin(async { Ok(()) });
         };
         let recipient = session.deliver.clone();
+        session.admin = msg.admin;
         if session.rooms.insert(msg.room.clone()) {
             let entry = self.room(&msg.room, ctx.address());
             entry.members += 1;
@@ -475,25 +492,159 @@ impl Handler<Join> for Registry {
 impl Handler<Leave> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
-        let was_member = self
-            .sessions
-            .get_mut(&msg.session)
-            .is_some_and(|s| s.rooms.remove(&msg.room));
-        if was_member {
-            self.leave(msg.session, &msg.room);
-            self.save_session(msg.session, ctx);
+        self.remove_member(msg.session, &msg.room, ctx);
+    }
+}
+
+/// After `auth:refresh`: records whether the socket's new token is an
+/// admin's and answers the rooms it is in, to be authorized again.
+#[derive(Message)]
+#[rtype(result = "Vec<RoomKey>")]
+pub struct Reidentify {
+    pub session: SessionId,
+    pub admin: bool,
+}
+
+impl Handler<Reidentify> for Registry {
+    type Result = MessageResult<Reidentify>;
+    fn handle(&mut self, msg: Reidentify, _: &mut Context<Self>) -> Self::Result {
+        let Some(session) = self.sessions.get_mut(&msg.session) else {
+            return MessageResult(Vec::new());
+        };
+        session.admin = msg.admin;
+        MessageResult(session.rooms.iter().cloned().collect())
+    }
+}
+
+/// Takes a socket out of rooms it may no longer be in and tells it why.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    pub session: SessionId,
+    pub rooms: Vec<RoomKey>,
+    pub reason: &'static str,
+}
+
+impl Handler<Evict> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: Evict, ctx: &mut Context<Self>) {
+        for room in msg.rooms {
+            self.evict(msg.session, room, msg.reason, ctx);
         }
     }
 }
 
+impl Registry {
+    /// Takes a socket out of a room; says whether it was in it.
+    fn remove_member(
+        &mut self,
+        session: SessionId,
+        room: &RoomKey,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        let was_member = self
+            .sessions
+            .get_mut(&session)
+            .is_some_and(|s| s.rooms.remove(room));
+        if was_member {
+            self.leave(session, room);
+            self.save_session(session, ctx);
+        }
+        was_member
+    }
+
+    /// Takes a socket out of a room and sends it `room:left`.
+    fn evict(
+        &mut self,
+        session: SessionId,
+        room: RoomKey,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.remove_member(session, &room, ctx) {
+            if let Some(entry) = self.sessions.get(&session) {
+                entry.left.do_send(RoomLeft { room, reason });
+            }
+        }
+    }
+
+    /// A listing was made private: its watchers here who may no longer
+    /// watch it (§4: not its seller, an admin or a buyer with a booking on
+    /// it) are evicted, as a recovery would refuse them. Checked off the
+    /// registry's thread; when the check fails every watcher but admins is
+    /// evicted. A watcher who joins meanwhile is checked by its join.
+    fn check_watchers(&mut self, listing: ListingId, ctx: &mut Context<Self>) {
+        let key = RoomKey::Listing(listing.clone());
+        let Some(KindAddr::Listing(addr)) = self.rooms.get(&key).map(|e| &e.kind) else {
+            return;
+        };
+        let (addr, db) = (addr.clone(), self.db.clone());
+        let members = async move { addr.send(GetMembers).await.unwrap_or_default() };
+        ctx.spawn(members.into_actor(self).then(move |members, registry, _| {
+            // Admins may watch any listing: only the others are asked about.
+            let others: Vec<(SessionId, UserId)> = members
+                .into_iter()
+                .filter(|(session, _)| {
+                    registry
+                        .sessions
+                        .get(session)
+                        .is_some_and(|entry| !entry.admin)
+                })
+                .collect();
+            let users: Vec<UserId> = others.iter().map(|(_, user)| user.clone()).collect();
+            let allowed = async move {
+                if users.is_empty() {
+                    return Ok(HashSet::new());
+                }
+                db.run(move |conn| bookings::watchers_among(conn, &listing, users))
+                    .await
+            };
+            allowed
+                .into_actor(registry)
+                .map(move |allowed, registry, ctx| {
+                    // Unchecked watchers go (fail closed); those who may
+                    // watch it get back in with their next `listing:watch`.
+                    let allowed = allowed.unwrap_or_else(|err| {
+                        log::warn!(
+                            "cannot check the watchers of {key}; all but admins left: {err}"
+                        );
+                        HashSet::new()
+                    });
+                    for (session, user) in others {
+                        if !allowed.contains(&user) {
+                            registry.evict(session, key.clone(), left::LISTING_PRIVATE, ctx);
+                        }
+                    }
+                })
+        }));
+    }
+}
+
+/// Whether a room event is a listing update that shows the listing private.
+/// A match on the frame's text only triggers a check against Postgres,
+/// which decides; a title that happens to hold the words costs one query.
+fn made_private(frame: &str) -> bool {
+    frame.starts_with(LISTING_UPDATED) && frame.contains(PRIVATE)
+}
+
+const LISTING_UPDATED: &str = "42[\"listing:updated\",";
+const PRIVATE: &str = "\"visibility\":\"private\"";
+
 impl Handler<Incoming> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        let private = match &msg.room {
+            RoomKey::Listing(id) if made_private(&msg.frame.frame) => Some(id.clone()),
+            _ => None,
+        };
         if let Some(entry) = self.rooms.get_mut(&msg.room) {
             match &mut entry.catch_up {
                 Some(catch_up) => catch_up.arrived.push(msg),
                 None => entry.pass(msg),
             }
+        }
+        if let Some(listing) = private {
+            self.check_watchers(listing, ctx);
         }
     }
 }
@@ -534,12 +685,19 @@ impl Registry {
             if Some(entry.generation) != generation {
                 return;
             }
+            let mut private = None;
             match read {
                 Ok(Some(logged)) => {
                     log::info!(
                         "room {room}: caught up {} events after {after}",
                         logged.len()
                     );
+                    if logged.iter().any(|event| made_private(&event.frame)) {
+                        // Made private while this node was cut off.
+                        if let RoomKey::Listing(listing) = &room {
+                            private = Some(listing.clone());
+                        }
+                    }
                     for event in logged {
                         entry.pass(Incoming::from_log(room.clone(), event));
                     }
@@ -550,20 +708,32 @@ impl Registry {
                 ),
                 Err(err) => log::warn!("room {room}: cannot catch up after {after}: {err}"),
             }
-            let Some(catch_up) = entry.catch_up.take() else {
-                return;
-            };
-            for event in catch_up.arrived {
-                entry.pass(event);
+            if let Some(listing) = private {
+                registry.check_watchers(listing, ctx);
             }
-            if let Some(again) = catch_up.again {
-                entry.catch_up = Some(CatchUp {
-                    arrived: Vec::new(),
-                    again: None,
-                });
-                registry.catch_up(room, again, ctx);
-            }
+            registry.caught_up(room, ctx);
         }));
+    }
+
+    /// Passes on what arrived live while a room was caught up, and catches
+    /// it up again if its connection dropped meanwhile.
+    fn caught_up(&mut self, room: RoomKey, ctx: &mut Context<Self>) {
+        let Some(entry) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let Some(catch_up) = entry.catch_up.take() else {
+            return;
+        };
+        for event in catch_up.arrived {
+            entry.pass(event);
+        }
+        if let Some(again) = catch_up.again {
+            entry.catch_up = Some(CatchUp {
+                arrived: Vec::new(),
+                again: None,
+            });
+            self.catch_up(room, again, ctx);
+        }
     }
 }
 
@@ -668,5 +838,31 @@ impl Handler<ShutdownAll> for Registry {
             session.shutdown.do_send(Shutdown);
         }
         self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::made_private;
+    use crate::protocol::socket::encode_event_head;
+    use serde_json::json;
+
+    #[test]
+    fn a_listing_update_that_shows_it_private_triggers_the_check() {
+        let listing =
+            |visibility: &str| json!({ "listing": { "id": "l1", "visibility": visibility } });
+        assert!(made_private(&encode_event_head(
+            "listing:updated",
+            &listing("private")
+        )));
+        assert!(!made_private(&encode_event_head(
+            "listing:updated",
+            &listing("public")
+        )));
+        // Only listing updates: another event that says "private" is not one.
+        assert!(!made_private(&encode_event_head(
+            "tick",
+            &listing("private")
+        )));
     }
 }

@@ -163,3 +163,15 @@ impl<S: RoomState> Handler<Retire> for Room<S> {
         ctx.stop();
     }
 }
+
+/// The room's local members and their users.
+#[derive(Message)]
+#[rtype(result = "Vec<(SessionId, UserId)>")]
+pub struct GetMembers;
+
+impl<S: RoomState> Handler<GetMembers> for Room<S> {
+    type Result = MessageResult<GetMembers>;
+    fn handle(&mut self, _: GetMembers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.members.list())
+    }
+}

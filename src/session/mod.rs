@@ -30,7 +30,7 @@ use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
 use crate::rooms::registry::{Bind, Join, Leave, Register, Unregister};
-use crate::rooms::{Deliver, Flush, RoomKey, SessionId, Shutdown};
+use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
 pub use directory::Directory;
@@ -409,10 +409,6 @@ impl Session {
             return self.reply(ctx, ack_id, &name, Err(failure));
         }
         let event = match events::parse(args) {
-            Ok(ClientEvent::AuthRefresh { token }) => {
-                let outcome = self.refresh(&token, ctx);
-                return self.finish(ctx, ack_id, &name, started, outcome);
-            }
             Ok(event) => event,
             Err(err) => return self.finish(ctx, ack_id, &name, started, Err(err.into())),
         };
@@ -422,6 +418,15 @@ impl Session {
                 .extra
                 .insert("retryAfterMs".into(), json!(QUEUE_RETRY_AFTER_MS));
             return self.finish(ctx, ack_id, &name, started, Err(failure));
+        }
+        if let ClientEvent::AuthRefresh { token } = &event {
+            // The new identity holds at once, for the expiry and every
+            // event sent after; the rooms are checked against it in turn,
+            // after the events sent before (a join among them included),
+            // and the answer waits for that check.
+            if let Err(failure) = self.refresh(token, ctx) {
+                return self.finish(ctx, ack_id, &name, started, Err(failure));
+            }
         }
         self.queue.push_back(Queued {
             ack_id,
@@ -482,8 +487,10 @@ impl Session {
         self.reply(ctx, ack_id, name, outcome);
     }
 
-    /// `auth:refresh`: a new token for the same user moves the expiry.
-    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<Value, Failure> {
+    /// `auth:refresh`: a new token for the same user moves the expiry and
+    /// may change the role (its rooms are then checked again, see
+    /// `handlers::reauthorize`).
+    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), Failure> {
         let State::Connected(connected) = &mut self.state else {
             return Err(Failure::new(Code::Unauthorized, "not connected"));
         };
@@ -502,10 +509,9 @@ impl Session {
                 "token refused: invalid_token",
             ));
         }
-        let expires_at = identity.expires_at;
         connected.identity = identity;
         self.arm_expiry(ctx);
-        Ok(json!({ "expiresAt": crate::time::rfc3339(expires_at) }))
+        Ok(())
     }
 
     /// Answers an event: through its ack id, or as `server:error` when it
@@ -616,6 +622,7 @@ async fn restore(
     let join = |room: RoomKey| Join {
         session,
         user: user.clone(),
+        admin,
         room,
     };
     // Best effort: a socket is accepted even when Redis is slow to confirm.
@@ -689,6 +696,7 @@ impl Actor for Session {
             session: self.id,
             deliver: ctx.address().recipient(),
             shutdown: ctx.address().recipient(),
+            left: ctx.address().recipient(),
         });
         let settings = &self.app.settings;
         let upgrades: &[&str] = if self.polling { &["websocket"] } else { &[] };
@@ -874,6 +882,14 @@ impl Handler<Deliver> for Session {
         }
         self.remember(msg.emission);
         self.send(ctx, msg.frame);
+    }
+}
+
+impl Handler<RoomLeft> for Session {
+    type Result = ();
+    fn handle(&mut self, msg: RoomLeft, ctx: &mut Self::Context) {
+        let payload = json!({ "room": msg.room.to_string(), "reason": msg.reason });
+        self.send(ctx, socket::encode_event("room:left", &payload, None));
     }
 }
 

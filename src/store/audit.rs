@@ -29,3 +29,24 @@ pub fn record(conn: &mut PgConnection, entry: &Entry<'_>) -> Result<(), StoreErr
         .execute(conn)?;
     Ok(())
 }
+
+/// Records that an admin who is not a party acted on a booking (§4: every
+/// such access is audited, not only joins).
+pub fn admin_access(
+    conn: &mut PgConnection,
+    admin: &str,
+    action: &str,
+    booking: &str,
+    details: Value,
+) -> Result<(), StoreError> {
+    record(
+        conn,
+        &Entry {
+            actor_id: admin,
+            actor_role: "admin",
+            action,
+            subject: &format!("booking:{booking}"),
+            details,
+        },
+    )
+}

@@ -1,6 +1,8 @@
 //! Bookings in Postgres: reservations and the §7 moves, each in one
 //! transaction that locks the rows it changes.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
@@ -25,6 +27,8 @@ pub struct BookingRow {
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The order bookings were made in: a listing's latest booking holds it.
+    pub seq: i64,
 }
 
 impl BookingRow {
@@ -79,6 +83,49 @@ pub fn buyer_has_booking(
         .count()
         .get_result(conn)?;
     Ok(count > 0)
+}
+
+/// Whether `user` may watch a listing (§4): anyone a public one; its
+/// seller, admins and buyers with a booking on it a private one. The
+/// listing's availability does not matter: a withdrawn listing keeps its
+/// watchers, only its visibility decides.
+pub fn may_watch(
+    conn: &mut PgConnection,
+    id: &ListingId,
+    user: &UserId,
+    admin: bool,
+) -> Result<bool, StoreError> {
+    let row = listings::get(conn, id)?;
+    Ok(row.visibility() == Visibility::Public
+        || admin
+        || row.seller_id == user.as_str()
+        || buyer_has_booking(conn, &row.id, user)?)
+}
+
+/// Of `users` (none of them admins), those who may watch a listing (see
+/// [`may_watch`]), in one query whatever their number.
+pub fn watchers_among(
+    conn: &mut PgConnection,
+    id: &ListingId,
+    users: Vec<UserId>,
+) -> Result<HashSet<UserId>, StoreError> {
+    let row = listings::get(conn, id)?;
+    if row.visibility() == Visibility::Public {
+        return Ok(users.into_iter().collect());
+    }
+    let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+    let buyers: HashSet<String> = bookings::table
+        .filter(bookings::listing_id.eq(&row.id))
+        .filter(bookings::buyer_id.eq_any(&names))
+        .select(bookings::buyer_id)
+        .distinct()
+        .load::<String>(conn)?
+        .into_iter()
+        .collect();
+    Ok(users
+        .into_iter()
+        .filter(|user| row.seller_id == user.as_str() || buyers.contains(user.as_str()))
+        .collect())
 }
 
 /// What a reservation found.
@@ -211,8 +258,9 @@ pub struct Moved {
     pub listing: Option<ListingRow>,
 }
 
-/// Moves a booking to `to` if §7 lets `mover` (decided from the locked row)
-/// do it; the listing's availability follows in the same transaction.
+/// Moves a booking to `to` if §7 lets `mover` (decided from the locked row,
+/// in the move's transaction, so an audit entry it writes stands or falls
+/// with the move) do it; the listing's availability follows in the same transaction.
 pub fn transition<F>(
     conn: &mut PgConnection,
     id: &BookingId,
@@ -220,7 +268,7 @@ pub fn transition<F>(
     mover: F,
 ) -> Result<Moved, StoreError>
 where
-    F: FnOnce(&BookingRow) -> Option<Mover>,
+    F: FnOnce(&mut PgConnection, &BookingRow) -> Result<Option<Mover>, StoreError>,
 {
     conn.transaction(|conn| {
         let row: BookingRow = bookings::table
@@ -228,7 +276,7 @@ where
             .select(BookingRow::as_select())
             .for_update()
             .first(conn)?;
-        let who = mover(&row)
+        let who = mover(conn, &row)?
             .ok_or_else(|| StoreError::rejected(Code::Forbidden, "not a participant"))?;
         let previous = row.status();
         check_move(previous, to, who).map_err(|err| match err {
@@ -248,14 +296,18 @@ where
             ))
             .returning(BookingRow::as_returning())
             .get_result(conn)?;
-        // Declined and cancelled free a reserved listing; completed sells it.
+        // Declined and cancelled free a reserved listing, if this booking
+        // holds it; completed sells it.
         let listing = match to.listing_availability() {
-            Some(Availability::Available) => listings::set_availability(
-                conn,
-                &row.listing_id,
-                &[Availability::Reserved],
-                Availability::Available,
-            )?,
+            Some(Availability::Available) if holds_listing(conn, &row)? => {
+                listings::set_availability(
+                    conn,
+                    &row.listing_id,
+                    &[Availability::Reserved],
+                    Availability::Available,
+                )?
+            }
+            Some(Availability::Available) => None,
             Some(Availability::Sold) => listings::set_availability(
                 conn,
                 &row.listing_id,
@@ -270,4 +322,17 @@ where
             listing,
         })
     })
+}
+
+/// Whether a booking holds its listing: no booking on the listing was made
+/// after it. The listing row is locked first, so a reservation committing
+/// meanwhile is either seen here or waits for this transaction.
+fn holds_listing(conn: &mut PgConnection, row: &BookingRow) -> Result<bool, StoreError> {
+    listings::lock(conn, &row.listing_id)?;
+    let later: i64 = bookings::table
+        .filter(bookings::listing_id.eq(&row.listing_id))
+        .filter(bookings::seq.gt(row.seq))
+        .count()
+        .get_result(conn)?;
+    Ok(later == 0)
 }

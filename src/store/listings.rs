@@ -286,3 +286,13 @@ pub fn set_availability(
     .get_result(conn)
     .optional()?)
 }
+
+/// Locks a listing's row until the transaction ends.
+pub fn lock(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
+    listings::table
+        .find(id)
+        .select(listings::id)
+        .for_update()
+        .first::<String>(conn)?;
+    Ok(())
+}

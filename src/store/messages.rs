@@ -7,10 +7,11 @@ use std::collections::HashMap;
 
 use super::bookings::{self, BookingRow};
 use super::schema::{bookings as booking_rows, messages};
-use super::StoreError;
+use super::{audit, StoreError};
 use crate::domain::Message;
 use crate::ids::{BookingId, MessageId, UserId};
 use crate::time::rfc3339;
+use serde_json::json;
 
 /// A `messages` row.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -100,16 +101,18 @@ fn send_batch(
         .into_iter()
         .map(|booking| (booking.id.clone(), booking))
         .collect();
-    // Each message's buyer and seller, or why it may not be sent.
-    let checked: Vec<Result<(String, String), StoreError>> = rows
+    // Each message's buyer and seller and whether an admin who is not a
+    // party sends it, or why it may not be sent.
+    let checked: Vec<Result<(String, String, bool), StoreError>> = rows
         .iter()
         .map(|row| {
             let booking = found
                 .get(&row.message.booking_id)
                 .ok_or(StoreError::NotFound)?;
             let sender = UserId::from_db(row.message.sender_id.clone());
-            if booking.is_party(&sender) || row.admin {
-                Ok((booking.buyer_id.clone(), booking.seller_id.clone()))
+            let party = booking.is_party(&sender);
+            if party || row.admin {
+                Ok((booking.buyer_id.clone(), booking.seller_id.clone(), !party))
             } else {
                 Err(bookings::not_a_party())
             }
@@ -127,26 +130,42 @@ fn send_batch(
         insert_batch(conn, &allowed)?
     }
     .into_iter();
-    Ok(checked
-        .into_iter()
-        .map(|check| {
-            let (buyer_id, seller_id) = check?;
-            let (row, created) = stored
-                .next()
-                .ok_or_else(|| StoreError::Internal("a message was not written".into()))?;
-            Ok(Sent {
-                row,
-                created,
-                buyer_id,
-                seller_id,
-            })
-        })
-        .collect())
+    let mut sent = Vec::with_capacity(checked.len());
+    for check in checked {
+        let (buyer_id, seller_id, audited) = match check {
+            Ok(parties) => parties,
+            Err(refused) => {
+                sent.push(Err(refused));
+                continue;
+            }
+        };
+        let (row, created) = stored
+            .next()
+            .ok_or_else(|| StoreError::Internal("a message was not written".into()))?;
+        if audited {
+            // In the batch's transaction: no admin's message without its entry.
+            audit::admin_access(
+                conn,
+                &row.sender_id,
+                "message:send",
+                &row.booking_id,
+                json!({ "messageId": row.id.to_string(), "created": created }),
+            )?;
+        }
+        sent.push(Ok(Sent {
+            row,
+            created,
+            buyer_id,
+            seller_id,
+        }));
+    }
+    Ok(sent)
 }
 
 /// Writes a batch in one transaction. For each input, in order: the stored
 /// message and whether this input created it (false when the same sender
-/// already sent that `clientMsgId`, in this batch or before).
+/// already sent that `clientMsgId` in the same booking, in this batch or
+/// before).
 pub fn insert_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
@@ -154,18 +173,22 @@ pub fn insert_batch(
     conn.transaction(|conn| {
         let created: Vec<MessageRow> = diesel::insert_into(messages::table)
             .values(batch)
-            .on_conflict((messages::sender_id, messages::client_msg_id))
+            .on_conflict((
+                messages::booking_id,
+                messages::sender_id,
+                messages::client_msg_id,
+            ))
             .do_nothing()
             .returning(MessageRow::as_returning())
             .get_results(conn)?;
-        let mut fresh: std::collections::HashMap<(String, String), MessageRow> = created
+        let mut fresh: HashMap<IdempotencyKey, MessageRow> = created
             .into_iter()
-            .map(|row| ((row.sender_id.clone(), row.client_msg_id.clone()), row))
+            .map(|row| (IdempotencyKey::of_row(&row), row))
             .collect();
         let mut out = Vec::with_capacity(batch.len());
-        let mut seen = std::collections::HashMap::new();
+        let mut seen = HashMap::new();
         for message in batch {
-            let key = (message.sender_id.clone(), message.client_msg_id.clone());
+            let key = IdempotencyKey::of(message);
             if let Some(row) = fresh.remove(&key) {
                 seen.insert(key, row.clone());
                 out.push((row, true));
@@ -173,6 +196,7 @@ pub fn insert_batch(
                 out.push((row.clone(), false));
             } else {
                 let row = messages::table
+                    .filter(messages::booking_id.eq(&message.booking_id))
                     .filter(messages::sender_id.eq(&message.sender_id))
                     .filter(messages::client_msg_id.eq(&message.client_msg_id))
                     .select(MessageRow::as_select())
@@ -183,6 +207,28 @@ pub fn insert_batch(
         }
         Ok(out)
     })
+}
+
+/// What makes a send a repeat (§5): its booking, sender and `clientMsgId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct IdempotencyKey(String, String, String);
+
+impl IdempotencyKey {
+    fn of(message: &NewMessage) -> Self {
+        IdempotencyKey(
+            message.booking_id.clone(),
+            message.sender_id.clone(),
+            message.client_msg_id.clone(),
+        )
+    }
+
+    fn of_row(row: &MessageRow) -> Self {
+        IdempotencyKey(
+            row.booking_id.clone(),
+            row.sender_id.clone(),
+            row.client_msg_id.clone(),
+        )
+    }
 }
 
 /// A page of a booking's thread, oldest first, and whether older ones exist.

@@ -48,6 +48,7 @@ diesel::table! {
         idempotency_key -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        seq -> Int8,
     }
 }
 

@@ -125,6 +125,11 @@ export function connect({ onFresh, indicator = document.querySelector("#conn") }
   });
   socket.io.on("reconnect_attempt", (attempt) => show("reconnecting", `reconnecting (attempt ${attempt})…`));
   socket.on("server:error", (error) => reportServerError(error));
+  // souk took this socket out of a room it may no longer be in (a listing
+  // made private, a refreshed token without admin): its events stop.
+  socket.on("room:left", ({ room, reason }) =>
+    reportServerError({ event: room, code: reason, message: "left this room; its updates stop" }),
+  );
   keepTokenFresh(socket);
   window.souk = socket; // for poking at it from the console
   return socket;

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// A node with a `requested` booking of bob's on sella's listing `l1`.
-async fn booked() -> (TestApp, Client, Client, String) {
+pub async fn booked() -> (TestApp, Client, Client, String) {
     let app = TestApp::spawn().await;
     let mut bob = app.connect("bob").await;
     let seller = app.connect("sella").await;

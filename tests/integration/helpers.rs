@@ -757,3 +757,22 @@ pub fn repo_file(path: &str) -> String {
     let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|err| panic!("{}: {err}", full.display()))
 }
+
+impl TestApp {
+    /// A client CONNECTed as `sub` with a role claim.
+    pub async fn connect_with_role(&self, sub: &str, role: &str) -> Client {
+        let mut client = Client::open(self).await;
+        let reply = client.connect(Some(&self.token_with_role(sub, role))).await;
+        assert!(reply.starts_with("40{"), "CONNECT refused: {reply}");
+        client
+    }
+}
+
+impl TestApp {
+    /// Runs several SQL statements against the node's database at once.
+    pub fn batch_sql(&self, statements: &str) {
+        use diesel::connection::SimpleConnection;
+        let mut conn = PgConnection::establish(&self._db.url).unwrap();
+        conn.batch_execute(statements).unwrap();
+    }
+}

@@ -6,6 +6,8 @@ mod helpers;
 
 mod api;
 mod auctions;
+mod authorization;
+mod authz_holes;
 mod bad_input;
 mod bookings;
 mod chat;

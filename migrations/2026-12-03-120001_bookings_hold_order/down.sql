@@ -1,0 +1,2 @@
+DROP INDEX bookings_listing_seq;
+ALTER TABLE bookings DROP COLUMN seq;
