@@ -7,6 +7,7 @@
 
 mod directory;
 mod endpoint;
+mod guard;
 mod outbound;
 mod polling;
 mod websocket;
@@ -36,6 +37,7 @@ use crate::state::{random_id, AppState};
 pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post};
 
+use guard::HandshakeSlot;
 use outbound::{Ending, Outbound, Pipe, PollAnswer};
 use websocket::WsTransport;
 
@@ -85,6 +87,8 @@ pub struct Session {
     failed_connects: u32,
     /// Opened by long-polling (and so may upgrade), not on a WebSocket.
     polling: bool,
+    /// Its place among the sessions that have not CONNECTed, until it does.
+    handshake: Option<HandshakeSlot>,
     out: Outbound,
     /// Events waiting for the one running to finish.
     queue: VecDeque<Queued>,
@@ -119,7 +123,12 @@ struct Queued {
 }
 
 impl Session {
-    fn new(app: Arc<AppState>, header_token: Option<String>, polling: bool) -> Self {
+    fn new(
+        app: Arc<AppState>,
+        header_token: Option<String>,
+        polling: bool,
+        handshake: HandshakeSlot,
+    ) -> Self {
         let max_outbound = app.settings.max_outbound;
         Session {
             id: app.next_session_id(),
@@ -132,6 +141,7 @@ impl Session {
             bad_frames_in_row: 0,
             failed_connects: 0,
             polling,
+            handshake: Some(handshake),
             out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
             recent: VecDeque::with_capacity(RECENT_EMISSIONS),
@@ -149,6 +159,9 @@ impl Session {
         }
         self.closing = true;
         self.close_reason = reason;
+        // A closing session may linger for its last GET; it no longer
+        // holds a handshake place meanwhile.
+        self.handshake = None;
         self.count_disconnect();
         if self.out.close(ending, reason) {
             ctx.stop();
@@ -165,6 +178,15 @@ impl Session {
         self.count_disconnect();
         self.out.close(Ending::Normal, reason);
         ctx.stop();
+    }
+
+    /// Counts a tripped bound (`souk_limits_tripped_total{limit}`).
+    fn trip(&self, limit: &str) {
+        self.app
+            .metrics
+            .limits_tripped
+            .with_label_values(&[limit])
+            .inc();
     }
 
     /// Counts the connection's end once, by reason, when it is known.
@@ -352,6 +374,7 @@ impl Session {
             identity,
             expiry_timer: None,
         });
+        self.handshake = None;
         self.arm_expiry(ctx);
     }
 
@@ -690,6 +713,7 @@ impl Actor for Session {
         ctx.run_interval(ping_interval, |act, ctx| act.ping(ctx));
         ctx.run_later(connect_timeout, |act, ctx| {
             if matches!(act.state, State::Handshake) {
+                act.trip("connect_timeout");
                 act.close(ctx, reason::CONNECT_TIMEOUT, Ending::Policy);
             }
         });
