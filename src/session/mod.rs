@@ -87,6 +87,8 @@ pub struct Session {
     failed_connects: u32,
     /// Opened by long-polling (and so may upgrade), not on a WebSocket.
     polling: bool,
+    /// A long-polling POST is under way.
+    posting: bool,
     /// Its place among the sessions that have not CONNECTed, until it does.
     handshake: Option<HandshakeSlot>,
     out: Outbound,
@@ -141,6 +143,7 @@ impl Session {
             bad_frames_in_row: 0,
             failed_connects: 0,
             polling,
+            posting: false,
             handshake: Some(handshake),
             out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
@@ -204,6 +207,9 @@ impl Session {
     /// Queues a packet for the client; one that lets too much pile up is closed.
     fn send(&mut self, ctx: &mut Context<Self>, frame: impl Into<ByteString>) {
         if self.out.push(frame.into()).is_err() {
+            if !self.closing {
+                self.trip("outbound_bytes");
+            }
             self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
         } else if self.polling && !self.out.on_websocket() {
             // Answer a waiting GET once this turn has queued all it will
@@ -774,13 +780,59 @@ impl Handler<Posted> for Session {
                 "this session does not poll: it has upgraded or was opened on a WebSocket",
             ));
         }
+        let max = self.app.settings.guard.max_post_packets;
+        if engine::split_payload(&body).nth(max).is_some() {
+            self.trip("post_packets");
+            self.close(ctx, reason::PARSE_ERROR, Ending::Protocol);
+            return Err(Failure::new(
+                Code::PayloadTooLarge,
+                format!("a POST may carry at most {max} packets"),
+            ));
+        }
         for packet in engine::split_payload(&body) {
-            if ctx.state() != ActorState::Running {
+            // Nothing more is read once the session closes (a lingering
+            // poller's session still runs, waiting for its last GET).
+            if self.closing || ctx.state() != ActorState::Running {
                 break;
             }
             self.on_text(packet, ctx);
         }
         Ok(())
+    }
+}
+
+/// A long-polling POST begins: refused, and the session ended, when
+/// another is under way on the same sid (as Engine.IO's reference server
+/// does: "data request overlap from client").
+#[derive(Message)]
+#[rtype(result = "Result<(), Failure>")]
+struct PostStarted;
+
+impl Handler<PostStarted> for Session {
+    type Result = Result<(), Failure>;
+    fn handle(&mut self, _: PostStarted, ctx: &mut Self::Context) -> Self::Result {
+        if self.posting && !self.closing {
+            self.trip("overlapping_post");
+            self.close(ctx, reason::TRANSPORT_ERROR, Ending::Protocol);
+            return Err(Failure::new(
+                Code::BadRequest,
+                "overlapping POSTs on one sid: the session is closed",
+            ));
+        }
+        self.posting = true;
+        Ok(())
+    }
+}
+
+/// A long-polling POST has ended, however it ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PostEnded;
+
+impl Handler<PostEnded> for Session {
+    type Result = ();
+    fn handle(&mut self, _: PostEnded, _: &mut Self::Context) {
+        self.posting = false;
     }
 }
 

@@ -143,3 +143,87 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_opens() {
     assert_eq!(open_polling(&app, None).await.0, 200);
     assert_eq!(open_polling(&app, None).await.0, 429);
 }
+
+/// The value of a counter or gauge line (0 when absent).
+async fn metric(app: &TestApp, line_prefix: &str) -> u64 {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(line_prefix)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` packets joined as a long-polling body.
+fn payload(packet: &str, n: usize) -> String {
+    vec![packet; n].join("\u{1e}")
+}
+
+#[actix_web::test]
+async fn every_queued_packet_costs_an_overhead_in_the_outbound_bound() {
+    // 1000 pongs are 1000 bytes of payload, well within 50 kB; counted
+    // with their overhead they are not.
+    let app = TestApp::spawn_with(&[("SOUK_MAX_OUTBOUND_BYTES", "50000")]).await;
+    let mut served = app.connect("ann").await;
+    let poller = Poller::open(&app).await;
+    poller.connect(&app.token("ben")).await;
+    // No GET takes them: every pong waits in the node.
+    let (status, body) = poller.post(&payload("2", 1000)).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the poller is closed as a slow consumer", || async {
+        metric(&app, r#"souk_disconnects_total{reason="slow consumer"}"#).await == 1
+    })
+    .await;
+    assert_eq!(tripped(&app, "outbound_bytes").await, 1);
+    still_served(&mut served).await;
+}
+
+#[actix_web::test]
+async fn a_post_carries_a_bounded_number_of_packets_and_stops_when_its_session_closes() {
+    let app = TestApp::spawn_with(&[("SOUK_MAX_POST_PACKETS", "50")]).await;
+    let mut served = app.connect("ann").await;
+
+    let flood = Poller::open(&app).await;
+    flood.connect(&app.token("ben")).await;
+    let (status, body) = flood.post(&payload("6", 51)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("at most 50 packets"), "{body}");
+    assert_eq!(tripped(&app, "post_packets").await, 1);
+    assert_eq!(flood.get().await, (200, "1".to_owned()), "closed");
+
+    // Ten bad frames in a row close a session: the forty after them in the
+    // same POST are not even read.
+    let garbage = Poller::open(&app).await;
+    let (status, body) = garbage.post(&payload("x", 50)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric(&app, "souk_bad_frames_total").await, 10);
+    still_served(&mut served).await;
+}
+
+#[actix_web::test]
+async fn overlapping_posts_on_one_sid_are_refused_and_end_the_session() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = TestApp::spawn().await;
+    let mut served = app.connect("ann").await;
+    let poller = Poller::open(&app).await;
+    poller.connect(&app.token("ben")).await;
+    // A POST whose body never ends...
+    let mut first = tokio::net::TcpStream::connect(&app.address).await.unwrap();
+    let head = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: {}\r\n\
+         Content-Length: 1000\r\n\r\n6",
+        poller.sid, app.address
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // ...and a second one on the same sid meanwhile.
+    let (status, body) = poller.post("6").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("overlapping"), "{body}");
+    assert_eq!(tripped(&app, "overlapping_post").await, 1);
+    assert_eq!(poller.get().await, (200, "1".to_owned()), "closed");
+    drop(first);
+    still_served(&mut served).await;
+    let other = Poller::open(&app).await;
+    other.connect(&app.token("cy")).await;
+}
