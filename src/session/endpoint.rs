@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use actix::Actor;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use serde_json::json;
-
 use super::guard::{self, HandshakeSlot};
 use super::{polling, reason, websocket, End, Session};
 use crate::error::{Code, Failure};
@@ -63,14 +61,10 @@ fn admit(app: &AppState, req: &HttpRequest) -> Result<HandshakeSlot, Failure> {
     if let Some(addr) = guard::client_addr(req, &guard.trusted_proxies) {
         if let Err(wait) = app.engine_sessions.opens.take(addr, guard.opens_per_addr) {
             trip(app, "opens_per_addr");
-            let mut failure = Failure::new(
-                Code::RateLimited,
+            return Err(guard::rate_limited(
                 "this address opened too many connections: try again later",
-            );
-            failure
-                .extra
-                .insert("retryAfterMs".into(), json!(guard::retry_after_ms(wait)));
-            return Err(failure);
+                wait,
+            ));
         }
     }
     let max = app.settings.max_connections;

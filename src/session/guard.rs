@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
+use serde_json::json;
 
+use crate::error::{Code, Failure};
 use crate::settings::TokenRate;
 
 /// Addresses whose open buckets a node remembers at most. Past it, buckets
@@ -68,6 +70,15 @@ pub fn retry_after_ms(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, 3_600_000)
+}
+
+/// A `rate_limited` refusal that says how long to wait.
+pub fn rate_limited(message: &str, wait: Duration) -> Failure {
+    let mut failure = Failure::new(Code::RateLimited, message);
+    failure
+        .extra
+        .insert("retryAfterMs".into(), json!(retry_after_ms(wait)));
+    failure
 }
 
 /// Open buckets by client address, bounded in size.

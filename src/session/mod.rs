@@ -37,7 +37,7 @@ use crate::state::{random_id, AppState};
 pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post};
 
-use guard::HandshakeSlot;
+use guard::{rate_limited, retry_after_ms, HandshakeSlot, TokenBucket};
 use outbound::{Ending, Outbound, Pipe, PollAnswer};
 use websocket::WsTransport;
 
@@ -89,6 +89,8 @@ pub struct Session {
     polling: bool,
     /// A long-polling POST is under way.
     posting: bool,
+    /// CONNECT attempts and `auth:refresh` calls left (each checks a token).
+    token_checks: TokenBucket,
     /// Its place among the sessions that have not CONNECTed, until it does.
     handshake: Option<HandshakeSlot>,
     out: Outbound,
@@ -132,6 +134,7 @@ impl Session {
         handshake: HandshakeSlot,
     ) -> Self {
         let max_outbound = app.settings.max_outbound;
+        let token_checks = TokenBucket::full(app.settings.guard.token_checks, Instant::now());
         Session {
             id: app.next_session_id(),
             engine_sid: random_id(ID_LEN),
@@ -144,6 +147,7 @@ impl Session {
             failed_connects: 0,
             polling,
             posting: false,
+            token_checks,
             handshake: Some(handshake),
             out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
@@ -317,6 +321,10 @@ impl Session {
             let failure = Failure::new(Code::BadRequest, "already connected");
             return self.send_server_error(&failure, None, ctx);
         }
+        if let Err(wait) = self.take_token_check() {
+            let data = json!({ "code": "rate_limited", "retryAfterMs": retry_after_ms(wait) });
+            return self.refuse_connect(json!({ "message": "rate_limited", "data": data }), ctx);
+        }
         let token = match auth.as_ref().and_then(|a| a.get("token")) {
             Some(Value::String(token)) => Ok(token.as_str()),
             Some(_) => Err(AuthError::Invalid),
@@ -331,13 +339,8 @@ impl Session {
         let identity = match identity {
             Ok(identity) => identity,
             Err(err) => {
-                self.failed_connects += 1;
                 let body = json!({ "message": "unauthorized", "data": { "code": err.code() } });
-                self.send(ctx, socket::encode_connect_error("/", &body));
-                if self.failed_connects >= MAX_FAILED_CONNECTS {
-                    self.close(ctx, reason::UNAUTHORIZED, Ending::Policy);
-                }
-                return;
+                return self.refuse_connect(body, ctx);
             }
         };
         // A reconnect within the recovery window names its last socket.
@@ -382,6 +385,26 @@ impl Session {
         });
         self.handshake = None;
         self.arm_expiry(ctx);
+    }
+
+    /// Answers a refused CONNECT; too many close the connection.
+    fn refuse_connect(&mut self, body: Value, ctx: &mut Context<Self>) {
+        self.failed_connects += 1;
+        self.send(ctx, socket::encode_connect_error("/", &body));
+        if self.failed_connects >= MAX_FAILED_CONNECTS {
+            self.close(ctx, reason::UNAUTHORIZED, Ending::Policy);
+        }
+    }
+
+    /// Takes one of the socket's token checks (CONNECT attempts and
+    /// `auth:refresh`), or says how long until one is there.
+    fn take_token_check(&mut self) -> Result<(), Duration> {
+        let rate = self.app.settings.guard.token_checks;
+        let taken = self.token_checks.take(rate, Instant::now());
+        if taken.is_err() {
+            self.trip("token_checks");
+        }
+        taken
     }
 
     /// Schedules the token-expiry disconnect for the current identity.
@@ -432,10 +455,8 @@ impl Session {
             Err(err) => return self.finish(ctx, ack_id, &name, started, Err(err.into())),
         };
         if self.queue.len() >= MAX_QUEUED_EVENTS {
-            let mut failure = Failure::new(Code::RateLimited, "too many events waiting");
-            failure
-                .extra
-                .insert("retryAfterMs".into(), json!(QUEUE_RETRY_AFTER_MS));
+            let wait = Duration::from_millis(QUEUE_RETRY_AFTER_MS);
+            let failure = rate_limited("too many events waiting", wait);
             return self.finish(ctx, ack_id, &name, started, Err(failure));
         }
         self.queue.push_back(Queued {
@@ -499,6 +520,8 @@ impl Session {
 
     /// `auth:refresh`: a new token for the same user moves the expiry.
     fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<Value, Failure> {
+        self.take_token_check()
+            .map_err(|wait| rate_limited("too many token checks on this socket", wait))?;
         let State::Connected(connected) = &mut self.state else {
             return Err(Failure::new(Code::Unauthorized, "not connected"));
         };

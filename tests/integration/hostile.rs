@@ -227,3 +227,47 @@ async fn overlapping_posts_on_one_sid_are_refused_and_end_the_session() {
     let other = Poller::open(&app).await;
     other.connect(&app.token("cy")).await;
 }
+
+#[actix_web::test]
+async fn connect_attempts_and_token_refreshes_are_rate_limited_per_socket() {
+    let app = TestApp::spawn_with(&[
+        ("SOUK_TOKEN_CHECKS_BURST", "3"),
+        ("SOUK_TOKEN_CHECKS_PER_SEC", "1"),
+    ])
+    .await;
+    let mut guesser = Client::open(&app).await;
+    for _ in 0..3 {
+        let reply = guesser.connect(Some("guess")).await;
+        assert!(reply.contains("invalid_token"), "{reply}");
+    }
+    // Past the burst even a good token waits: no token is checked at all.
+    let reply = guesser.connect(Some(&app.token("ann"))).await;
+    let body: Value = serde_json::from_str(reply.strip_prefix("44").unwrap()).unwrap();
+    assert_eq!(body["message"], "rate_limited", "{reply}");
+    assert_eq!(body["data"]["code"], "rate_limited", "{reply}");
+    let wait = body["data"]["retryAfterMs"].as_u64().unwrap();
+    assert!((1..=1000).contains(&wait), "{reply}");
+    // Another socket has its own checks meanwhile.
+    let mut other = app.connect("ben").await;
+    still_served(&mut other).await;
+    actix_web::rt::time::sleep(Duration::from_millis(wait + 50)).await;
+    let reply = guesser.connect(Some(&app.token("ann"))).await;
+    assert!(reply.starts_with("40{"), "{reply}");
+    still_served(&mut guesser).await;
+
+    // auth:refresh draws on the same checks: CONNECT took one of three.
+    let mut other = app.connect("ben").await;
+    for _ in 0..2 {
+        let ack = other
+            .emit_ack("auth:refresh", json!({"token": app.token("ben")}))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    let ack = other
+        .emit_ack("auth:refresh", json!({"token": app.token("ben")}))
+        .await;
+    assert_eq!(ack["error"]["code"], "rate_limited", "{ack}");
+    assert!(ack["error"]["retryAfterMs"].as_u64().unwrap() >= 1, "{ack}");
+    assert_eq!(tripped(&app, "token_checks").await, 2);
+    still_served(&mut other).await;
+}
