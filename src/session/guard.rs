@@ -162,6 +162,24 @@ fn counted(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Sets `TCP_USER_TIMEOUT` on an accepted connection: data written to a
+/// client that stopped reading (a zero window) or that vanished may stay
+/// unacknowledged that long before the kernel drops the connection. A
+/// stalled write is otherwise never given up on: the WebSocket actor only
+/// runs when its socket can be written, so it can neither see its session
+/// close nor free the packets it holds, and the descriptor stays open.
+pub fn on_accept(conn: &dyn std::any::Any, user_timeout: Option<Duration>) {
+    let Some(timeout) = user_timeout else {
+        return;
+    };
+    let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(err) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        log::warn!("cannot set TCP_USER_TIMEOUT on a new connection: {err}");
+    }
+}
+
 /// Sessions that have not CONNECTed yet, with their own cap.
 #[derive(Default)]
 pub struct Handshakes {

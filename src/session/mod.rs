@@ -36,6 +36,7 @@ use crate::state::{random_id, AppState};
 
 pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post};
+pub use guard::on_accept;
 
 use guard::{rate_limited, retry_after_ms, HandshakeSlot, TokenBucket};
 use outbound::{Ending, Outbound, Pipe, PollAnswer};

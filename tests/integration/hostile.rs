@@ -2,7 +2,7 @@
 //! shows a bound trip and the node go on serving another client meanwhile.
 //! `memory` measures a node's memory and must run in the serial pass.
 
-// mod memory;
+mod memory;
 
 use std::time::Duration;
 
