@@ -943,7 +943,17 @@ struct TransportClosed {
 impl Handler<TransportClosed> for Session {
     type Result = ();
     fn handle(&mut self, msg: TransportClosed, ctx: &mut Self::Context) {
+        let unwritten = self.out.unwritten();
         if self.out.transport_closed(&msg.transport) {
+            if unwritten > 0 {
+                // The client stopped reading until the kernel gave up on
+                // the connection (TCP_USER_TIMEOUT), or vanished meanwhile.
+                self.trip("stalled_write");
+                log::info!(
+                    "session {}: its WebSocket ended with {unwritten} packets unwritten",
+                    self.engine_sid
+                );
+            }
             self.close_reason = msg.reason;
             ctx.stop();
         }

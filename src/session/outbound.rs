@@ -198,6 +198,14 @@ impl Outbound {
         true
     }
 
+    /// How many packets wait for the WebSocket to take them.
+    pub fn unwritten(&self) -> usize {
+        match &self.way {
+            Way::WebSocket(pipe) => pipe.backlog.lock().map_or(0, |b| b.frames.len()),
+            _ => 0,
+        }
+    }
+
     /// Whether a WebSocket carries the packets now.
     pub fn on_websocket(&self) -> bool {
         matches!(self.way, Way::WebSocket(_))

@@ -203,6 +203,11 @@ async fn a_websocket_client_that_stops_reading_is_closed_and_its_memory_freed() 
         node_metrics(&node).await.contains("souk_connections 1\n")
     })
     .await;
+    let metrics = node_metrics(&node).await;
+    assert!(
+        metrics.contains(r#"souk_limits_tripped_total{limit="stalled_write"}"#),
+        "the closes are counted: {metrics}"
+    );
     served
         .assert_no_event("none", Duration::from_millis(500))
         .await;
