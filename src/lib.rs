@@ -179,6 +179,7 @@ impl Application {
         )
         .start();
         let app_state = state.clone();
+        let user_timeout = state.settings.guard.tcp_user_timeout;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -188,6 +189,7 @@ impl Application {
         // Acks are small frames: without this, Nagle holds each behind the
         // client's delayed ACK (about 35 ms an ack, measured by souk-bench).
         .tcp_nodelay(true)
+        .on_connect(move |conn, _| session::on_accept(conn, user_timeout))
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
         .listen(listener)

@@ -11,7 +11,7 @@ mod guard;
 mod outbox;
 mod quotas;
 
-pub use guard::GuardSettings;
+pub use guard::{GuardSettings, TokenRate};
 pub use outbox::OutboxSettings;
 pub use quotas::QuotaSettings;
 
@@ -177,7 +177,7 @@ impl Settings {
             dev,
             ping_interval: millis(values, "SOUK_PING_INTERVAL_MS", 25_000)?,
             ping_timeout: millis(values, "SOUK_PING_TIMEOUT_MS", 20_000)?,
-            connect_timeout: millis(values, "SOUK_CONNECT_TIMEOUT_MS", 45_000)?,
+            connect_timeout: millis(values, "SOUK_CONNECT_TIMEOUT_MS", 10_000)?,
             max_payload: number(values, "SOUK_MAX_PAYLOAD", 1_000_000)?,
             max_outbound: number(values, "SOUK_MAX_OUTBOUND_BYTES", 4_000_000)?,
             max_connections: number(values, "SOUK_MAX_CONNECTIONS", 0)?,

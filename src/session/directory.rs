@@ -1,16 +1,23 @@
 //! The node's open sessions by Engine.IO sid, for the requests that name
-//! one: long-polling GETs and POSTs, and WebSocket upgrades.
+//! one (long-polling GETs and POSTs, and WebSocket upgrades), and what the
+//! node counts of clients before their sessions CONNECT: handshakes in
+//! flight and opens per address.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use actix::Addr;
 
+use super::guard::{Handshakes, OpenLimiter};
 use super::Session;
 
 #[derive(Default)]
 pub struct Directory {
     sessions: Mutex<HashMap<String, Addr<Session>>>,
+    /// Sessions that have not CONNECTed yet.
+    pub(super) handshakes: Handshakes,
+    /// Opens per client address.
+    pub(super) opens: OpenLimiter,
 }
 
 impl Directory {
@@ -28,5 +35,10 @@ impl Directory {
 
     pub(super) fn get(&self, sid: &str) -> Option<Addr<Session>> {
         self.sessions.lock().ok()?.get(sid).cloned()
+    }
+
+    /// Sessions open that have not CONNECTed yet.
+    pub fn handshakes_in_flight(&self) -> usize {
+        self.handshakes.in_flight()
     }
 }

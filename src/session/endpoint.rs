@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use actix::Actor;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::guard::{self, HandshakeSlot};
 use super::{polling, reason, websocket, End, Session};
 use crate::error::{Code, Failure};
 use crate::state::AppState;
@@ -50,20 +51,46 @@ fn header_token(req: &HttpRequest) -> Option<String> {
     crate::auth::bearer_token(req).map(str::to_owned)
 }
 
-/// Refuses a new connection while the node holds its maximum.
-fn admit(app: &AppState) -> Result<(), Failure> {
-    let open = usize::try_from(app.metrics.connections.get()).unwrap_or(0);
-    if open < app.settings.max_connections {
-        return Ok(());
+/// Admits a new session, or refuses it: when its address opened too many
+/// lately, while the node holds its maximum of connections, or while it
+/// holds its maximum of sessions that have not CONNECTed yet (so that
+/// unauthenticated opens cannot fill the connection cap). The slot holds
+/// the session's place among those until it CONNECTs.
+fn admit(app: &AppState, req: &HttpRequest) -> Result<HandshakeSlot, Failure> {
+    let guard = &app.settings.guard;
+    if let Some(addr) = guard::client_addr(req, &guard.trusted_proxies) {
+        if let Err(wait) = app.engine_sessions.opens.take(addr, guard.opens_per_addr) {
+            trip(app, "opens_per_addr");
+            return Err(guard::rate_limited(
+                "this address opened too many connections: try again later",
+                wait,
+            ));
+        }
     }
-    app.metrics.refused_connections.inc();
-    Err(Failure::new(
-        Code::ServiceUnavailable,
-        format!(
-            "this node holds its limit of {} connections: try again later",
-            app.settings.max_connections
-        ),
-    ))
+    let max = app.settings.max_connections;
+    let open = usize::try_from(app.metrics.connections.get()).unwrap_or(0);
+    if open >= max {
+        app.metrics.refused_connections.inc();
+        return Err(Failure::new(
+            Code::ServiceUnavailable,
+            format!("this node holds its limit of {max} connections: try again later"),
+        ));
+    }
+    let cap = guard.handshake_cap(max);
+    app.engine_sessions.handshakes.enter(cap).ok_or_else(|| {
+        trip(app, "handshakes");
+        Failure::new(
+            Code::ServiceUnavailable,
+            format!(
+                "this node holds its limit of {cap} connections yet to CONNECT: try again later"
+            ),
+        )
+    })
+}
+
+/// Counts a tripped bound.
+fn trip(app: &AppState, limit: &str) {
+    app.metrics.limits_tripped.with_label_values(&[limit]).inc();
 }
 
 /// The session a request names.
@@ -83,8 +110,8 @@ pub async fn socket_io(
     let max_payload = app.settings.max_payload;
     match (transport, sid) {
         (Transport::WebSocket, None) => {
-            admit(&app)?;
-            let session = Session::new(app.into_inner(), header_token(&req), false).start();
+            let slot = admit(&app, &req)?;
+            let session = Session::new(app.into_inner(), header_token(&req), false, slot).start();
             let response = websocket::start(session.clone(), false, max_payload, &req, stream);
             if response.is_err() {
                 session.do_send(End(reason::TRANSPORT_ERROR));
@@ -96,8 +123,8 @@ pub async fn socket_io(
             websocket::start(session, true, max_payload, &req, stream)
         }
         (Transport::Polling, None) => {
-            admit(&app)?;
-            let session = Session::new(app.into_inner(), header_token(&req), true).start();
+            let slot = admit(&app, &req)?;
+            let session = Session::new(app.into_inner(), header_token(&req), true, slot).start();
             polling::get(session).await
         }
         (Transport::Polling, Some(sid)) => polling::get(find(&app, &sid)?).await,

@@ -7,6 +7,7 @@
 
 mod directory;
 mod endpoint;
+mod guard;
 mod outbound;
 mod polling;
 mod websocket;
@@ -35,7 +36,9 @@ use crate::state::{random_id, AppState};
 
 pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post};
+pub use guard::on_accept;
 
+use guard::{rate_limited, retry_after_ms, HandshakeSlot, TokenBucket};
 use outbound::{Ending, Outbound, Pipe, PollAnswer};
 use websocket::WsTransport;
 
@@ -99,6 +102,12 @@ pub struct Session {
     failed_connects: u32,
     /// Opened by long-polling (and so may upgrade), not on a WebSocket.
     polling: bool,
+    /// A long-polling POST is under way.
+    posting: bool,
+    /// CONNECT attempts and `auth:refresh` calls left (each checks a token).
+    token_checks: TokenBucket,
+    /// Its place among the sessions that have not CONNECTed, until it does.
+    handshake: Option<HandshakeSlot>,
     out: Outbound,
     /// Events waiting for the one running to finish.
     queue: VecDeque<Queued>,
@@ -133,8 +142,14 @@ struct Queued {
 }
 
 impl Session {
-    fn new(app: Arc<AppState>, header_token: Option<String>, polling: bool) -> Self {
+    fn new(
+        app: Arc<AppState>,
+        header_token: Option<String>,
+        polling: bool,
+        handshake: HandshakeSlot,
+    ) -> Self {
         let max_outbound = app.settings.max_outbound;
+        let token_checks = TokenBucket::full(app.settings.guard.token_checks, Instant::now());
         Session {
             id: app.next_session_id(),
             engine_sid: random_id(ID_LEN),
@@ -146,6 +161,9 @@ impl Session {
             bad_frames_in_row: 0,
             failed_connects: 0,
             polling,
+            posting: false,
+            token_checks,
+            handshake: Some(handshake),
             out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
             recent: VecDeque::with_capacity(RECENT_EMISSIONS),
@@ -163,6 +181,9 @@ impl Session {
         }
         self.closing = true;
         self.close_reason = reason;
+        // A closing session may linger for its last GET; it no longer
+        // holds a handshake place meanwhile.
+        self.handshake = None;
         self.count_disconnect();
         if self.out.close(ending, reason) {
             ctx.stop();
@@ -181,6 +202,15 @@ impl Session {
         ctx.stop();
     }
 
+    /// Counts a tripped bound (`souk_limits_tripped_total{limit}`).
+    fn trip(&self, limit: &str) {
+        self.app
+            .metrics
+            .limits_tripped
+            .with_label_values(&[limit])
+            .inc();
+    }
+
     /// Counts the connection's end once, by reason, when it is known.
     fn count_disconnect(&mut self) {
         if !self.disconnect_counted {
@@ -196,6 +226,9 @@ impl Session {
     /// Queues a packet for the client; one that lets too much pile up is closed.
     fn send(&mut self, ctx: &mut Context<Self>, frame: impl Into<ByteString>) {
         if self.out.push(frame.into()).is_err() {
+            if !self.closing {
+                self.trip("outbound_bytes");
+            }
             self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
         } else if self.polling && !self.out.on_websocket() {
             // Answer a waiting GET once this turn has queued all it will
@@ -303,6 +336,10 @@ impl Session {
             let failure = Failure::new(Code::BadRequest, "already connected");
             return self.send_server_error(&failure, None, ctx);
         }
+        if let Err(wait) = self.take_token_check() {
+            let data = json!({ "code": "rate_limited", "retryAfterMs": retry_after_ms(wait) });
+            return self.refuse_connect(json!({ "message": "rate_limited", "data": data }), ctx);
+        }
         let token = match auth.as_ref().and_then(|a| a.get("token")) {
             Some(Value::String(token)) => Ok(token.as_str()),
             Some(_) => Err(AuthError::Invalid),
@@ -317,13 +354,8 @@ impl Session {
         let identity = match identity {
             Ok(identity) => identity,
             Err(err) => {
-                self.failed_connects += 1;
                 let body = json!({ "message": "unauthorized", "data": { "code": err.code() } });
-                self.send(ctx, socket::encode_connect_error("/", &body));
-                if self.failed_connects >= MAX_FAILED_CONNECTS {
-                    self.close(ctx, reason::UNAUTHORIZED, Ending::Policy);
-                }
-                return;
+                return self.refuse_connect(body, ctx);
             }
         };
         // A reconnect within the recovery window names its last socket.
@@ -366,7 +398,28 @@ impl Session {
             identity,
             expiry_timer: None,
         });
+        self.handshake = None;
         self.arm_expiry(ctx);
+    }
+
+    /// Answers a refused CONNECT; too many close the connection.
+    fn refuse_connect(&mut self, body: Value, ctx: &mut Context<Self>) {
+        self.failed_connects += 1;
+        self.send(ctx, socket::encode_connect_error("/", &body));
+        if self.failed_connects >= MAX_FAILED_CONNECTS {
+            self.close(ctx, reason::UNAUTHORIZED, Ending::Policy);
+        }
+    }
+
+    /// Takes one of the socket's token checks (CONNECT attempts and
+    /// `auth:refresh`), or says how long until one is there.
+    fn take_token_check(&mut self) -> Result<(), Duration> {
+        let rate = self.app.settings.guard.token_checks;
+        let taken = self.token_checks.take(rate, Instant::now());
+        if taken.is_err() {
+            self.trip("token_checks");
+        }
+        taken
     }
 
     /// Schedules the token-expiry disconnect for the current identity.
@@ -413,10 +466,8 @@ impl Session {
             Err(err) => return self.finish(ctx, ack_id, &name, started, Err(err.into())),
         };
         if self.queue.len() >= MAX_QUEUED_EVENTS {
-            let mut failure = Failure::new(Code::RateLimited, "too many events waiting");
-            failure
-                .extra
-                .insert("retryAfterMs".into(), json!(QUEUE_RETRY_AFTER_MS));
+            let wait = Duration::from_millis(QUEUE_RETRY_AFTER_MS);
+            let failure = rate_limited("too many events waiting", wait);
             return self.finish(ctx, ack_id, &name, started, Err(failure));
         }
         if let ClientEvent::AuthRefresh { token } = &event {
@@ -489,8 +540,10 @@ impl Session {
 
     /// `auth:refresh`: a new token for the same user moves the expiry and
     /// may change the role (its rooms are then checked again, see
-    /// `handlers::reauthorize`).
+    /// `handlers::reauthorize`). Token checks are rate limited per socket.
     fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        self.take_token_check()
+            .map_err(|wait| rate_limited("too many token checks on this socket", wait))?;
         let State::Connected(connected) = &mut self.state else {
             return Err(Failure::new(Code::Unauthorized, "not connected"));
         };
@@ -712,6 +765,7 @@ impl Actor for Session {
         ctx.run_interval(ping_interval, |act, ctx| act.ping(ctx));
         ctx.run_later(connect_timeout, |act, ctx| {
             if matches!(act.state, State::Handshake) {
+                act.trip("connect_timeout");
                 act.close(ctx, reason::CONNECT_TIMEOUT, Ending::Policy);
             }
         });
@@ -772,13 +826,59 @@ impl Handler<Posted> for Session {
                 "this session does not poll: it has upgraded or was opened on a WebSocket",
             ));
         }
+        let max = self.app.settings.guard.max_post_packets;
+        if engine::split_payload(&body).nth(max).is_some() {
+            self.trip("post_packets");
+            self.close(ctx, reason::PARSE_ERROR, Ending::Protocol);
+            return Err(Failure::new(
+                Code::PayloadTooLarge,
+                format!("a POST may carry at most {max} packets"),
+            ));
+        }
         for packet in engine::split_payload(&body) {
-            if ctx.state() != ActorState::Running {
+            // Nothing more is read once the session closes (a lingering
+            // poller's session still runs, waiting for its last GET).
+            if self.closing || ctx.state() != ActorState::Running {
                 break;
             }
             self.on_text(packet, ctx);
         }
         Ok(())
+    }
+}
+
+/// A long-polling POST begins: refused, and the session ended, when
+/// another is under way on the same sid (as Engine.IO's reference server
+/// does: "data request overlap from client").
+#[derive(Message)]
+#[rtype(result = "Result<(), Failure>")]
+struct PostStarted;
+
+impl Handler<PostStarted> for Session {
+    type Result = Result<(), Failure>;
+    fn handle(&mut self, _: PostStarted, ctx: &mut Self::Context) -> Self::Result {
+        if self.posting && !self.closing {
+            self.trip("overlapping_post");
+            self.close(ctx, reason::TRANSPORT_ERROR, Ending::Protocol);
+            return Err(Failure::new(
+                Code::BadRequest,
+                "overlapping POSTs on one sid: the session is closed",
+            ));
+        }
+        self.posting = true;
+        Ok(())
+    }
+}
+
+/// A long-polling POST has ended, however it ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PostEnded;
+
+impl Handler<PostEnded> for Session {
+    type Result = ();
+    fn handle(&mut self, _: PostEnded, _: &mut Self::Context) {
+        self.posting = false;
     }
 }
 
@@ -865,7 +965,17 @@ struct TransportClosed {
 impl Handler<TransportClosed> for Session {
     type Result = ();
     fn handle(&mut self, msg: TransportClosed, ctx: &mut Self::Context) {
+        let unwritten = self.out.unwritten();
         if self.out.transport_closed(&msg.transport) {
+            if unwritten > 0 {
+                // The client stopped reading until the kernel gave up on
+                // the connection (TCP_USER_TIMEOUT), or vanished meanwhile.
+                self.trip("stalled_write");
+                log::info!(
+                    "session {}: its WebSocket ended with {unwritten} packets unwritten",
+                    self.engine_sid
+                );
+            }
             self.close_reason = msg.reason;
             ctx.stop();
         }

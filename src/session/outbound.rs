@@ -18,6 +18,11 @@ use super::websocket::{Close, Drain, WsTransport};
 use crate::error::Failure;
 use crate::protocol::engine;
 
+/// What each queued packet costs beyond its bytes, counted against the
+/// limit: its place in the queue, its allocation, its frame header. Without
+/// it a client could queue half a million 1-byte pongs within a 1 MB bound.
+pub const PACKET_OVERHEAD: usize = 128;
+
 /// How a transport ends; the WebSocket module maps these to close codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -134,7 +139,11 @@ impl Outbound {
     fn queue(&mut self, frame: ByteString, counted: bool) -> Result<(), SlowConsumer> {
         // Checked before the packet is queued, so one packet larger than the
         // limit is a slow consumer too.
-        let len = if counted { frame.len() } else { 0 };
+        let len = if counted {
+            frame.len() + PACKET_OVERHEAD
+        } else {
+            0
+        };
         match &mut self.way {
             Way::WebSocket(pipe) => {
                 let Ok(mut backlog) = pipe.backlog.lock() else {
@@ -187,6 +196,14 @@ impl Outbound {
         }
         self.way = Way::Closed;
         true
+    }
+
+    /// How many packets wait for the WebSocket to take them.
+    pub fn unwritten(&self) -> usize {
+        match &self.way {
+            Way::WebSocket(pipe) => pipe.backlog.lock().map_or(0, |b| b.frames.len()),
+            _ => 0,
+        }
     }
 
     /// Whether a WebSocket carries the packets now.

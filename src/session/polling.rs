@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::outbound::PollAnswer;
-use super::{reason, End, Posted, Session};
+use super::{reason, End, PostEnded, PostStarted, Posted, Session};
 use crate::error::{Code, Failure};
 
 /// Answers a GET once the session has something to send.
@@ -20,10 +20,7 @@ pub async fn get(session: Addr<Session>) -> Result<HttpResponse, Failure> {
             .content_type(ContentType::plaintext())
             .body(payload)),
         Ok(PollAnswer::Refused(failure)) => Err(failure),
-        Err(_) => Err(Failure::new(
-            Code::BadRequest,
-            "unknown sid: the session has ended",
-        )),
+        Err(_) => Err(session_ended()),
     }
 }
 
@@ -33,6 +30,12 @@ pub async fn post(
     mut body: web::Payload,
     max_payload: usize,
 ) -> Result<HttpResponse, Failure> {
+    match session.send(PostStarted).await {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => return Err(failure),
+        Err(_) => return Err(session_ended()),
+    }
+    let _posting = Posting(session.clone());
     let mut data = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|err| Failure::new(Code::BadRequest, format!("body: {err}")))?;
@@ -52,9 +55,20 @@ pub async fn post(
             .content_type(ContentType::plaintext())
             .body("ok")),
         Ok(Err(failure)) => Err(failure),
-        Err(_) => Err(Failure::new(
-            Code::BadRequest,
-            "unknown sid: the session has ended",
-        )),
+        Err(_) => Err(session_ended()),
     }
+}
+
+/// Tells the session its POST has ended when dropped: after the body was
+/// handed over, or when the request went away halfway.
+struct Posting(Addr<Session>);
+
+impl Drop for Posting {
+    fn drop(&mut self) {
+        self.0.do_send(PostEnded);
+    }
+}
+
+fn session_ended() -> Failure {
+    Failure::new(Code::BadRequest, "unknown sid: the session has ended")
 }

@@ -6,7 +6,12 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn a_thousand_connect_join_disconnect_cycles_leave_the_registry_empty() {
-    let app = TestApp::spawn_with(&[("SOUK_ROOM_IDLE_MS", "50")]).await;
+    // A thousand opens from one address in seconds: past the per-address limit.
+    let app = TestApp::spawn_with(&[
+        ("SOUK_ROOM_IDLE_MS", "50"),
+        ("SOUK_OPENS_PER_ADDR_BURST", "0"),
+    ])
+    .await;
     app.listing("l1", "sella").await;
     let mut bob = app.connect("bob").await;
     let booking = app.booking("l2", "sella", &mut bob).await;

@@ -16,6 +16,7 @@ mod cluster;
 mod connect;
 mod dashboards;
 mod heartbeat;
+mod hostile;
 mod lifecycle;
 mod presence;
 mod process;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-const SOUK: &str = env!("CARGO_BIN_EXE_souk");
+pub(crate) const SOUK: &str = env!("CARGO_BIN_EXE_souk");
 
 #[test]
 fn serve_refuses_to_start_without_a_key_outside_dev_mode() {
@@ -79,9 +79,9 @@ fn unknown_arguments_print_usage() {
 }
 
 /// A `souk serve` process on a test database, its address and its log.
-struct Node {
-    child: std::process::Child,
-    address: String,
+pub(crate) struct Node {
+    pub(crate) child: std::process::Child,
+    pub(crate) address: String,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
@@ -102,7 +102,7 @@ impl Node {
         Node::spawn_with(db, node_id, command)
     }
 
-    fn spawn_with(db: &TestDb, node_id: &str, mut command: Command) -> Node {
+    pub(crate) fn spawn_with(db: &TestDb, node_id: &str, mut command: Command) -> Node {
         let mut child = command
             .args(["serve", "--no-migrate"])
             .env("SOUK_HTTP_ADDR", "127.0.0.1:0")
@@ -167,7 +167,7 @@ impl Node {
         }
     }
 
-    fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.address)
     }
 

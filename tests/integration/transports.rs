@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// A raw long-polling client: one GET or POST at a time, as written.
-struct Poller {
+pub(crate) struct Poller {
     base: String,
-    sid: String,
+    pub(crate) sid: String,
     open: Value,
     /// Packets read but not yet looked at.
     unread: RefCell<VecDeque<String>>,
@@ -20,7 +20,7 @@ struct Poller {
 
 impl Poller {
     /// The handshake GET.
-    async fn open(app: &TestApp) -> Poller {
+    pub(crate) async fn open(app: &TestApp) -> Poller {
         let base = app.http("/socket.io/?EIO=4&transport=polling");
         let (status, body) = get(&base).await;
         assert_eq!(status, 200, "{body}");
@@ -35,15 +35,15 @@ impl Poller {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}&sid={}", self.base, self.sid)
     }
 
-    async fn get(&self) -> (u16, String) {
+    pub(crate) async fn get(&self) -> (u16, String) {
         get(&self.url()).await
     }
 
-    async fn post(&self, body: &str) -> (u16, String) {
+    pub(crate) async fn post(&self, body: &str) -> (u16, String) {
         let mut resp = awc::Client::new()
             .post(self.url())
             .timeout(Duration::from_secs(10))
@@ -58,7 +58,7 @@ impl Poller {
     }
 
     /// GETs until a packet matching `wanted` arrives; answers pings on the way.
-    async fn wait_for(&self, wanted: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_for(&self, wanted: impl Fn(&str) -> bool) -> String {
         for _ in 0..5 {
             let unread: Vec<String> = self.unread.borrow_mut().drain(..).collect();
             let mut found = None;
@@ -86,7 +86,7 @@ impl Poller {
     }
 
     /// CONNECTs with `token` over polling; answers the CONNECT reply.
-    async fn connect(&self, token: &str) -> Value {
+    pub(crate) async fn connect(&self, token: &str) -> Value {
         let (status, body) = self.post(&format!("40{}", json!({ "token": token }))).await;
         assert_eq!((status, body.as_str()), (200, "ok"));
         let reply = self.wait_for(|p| p.starts_with("40")).await;
@@ -94,7 +94,7 @@ impl Poller {
     }
 }
 
-async fn get(url: &str) -> (u16, String) {
+pub(crate) async fn get(url: &str) -> (u16, String) {
     let mut resp = awc::Client::new()
         .get(url)
         .timeout(Duration::from_secs(60))
