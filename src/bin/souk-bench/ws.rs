@@ -172,6 +172,13 @@ impl Socket {
         }
     }
 
+    /// Drops the TCP connection with no close at all: no WebSocket close
+    /// frame, no FIN; the kernel sends a reset (`SO_LINGER` 0), as when a
+    /// phone loses its network and the connection is torn down.
+    pub fn abort(self) {
+        let _ = self.ws.get_ref().set_zero_linger();
+    }
+
     /// Closes the WebSocket (best effort).
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;

@@ -14,13 +14,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::{create_listings, wait_settled, Problems};
+use super::{create_listings, now_micros, wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::procs;
@@ -89,13 +89,6 @@ struct Ctx {
     phase: watch::Receiver<Phase>,
     gate: Semaphore,
     latency: RefCell<Latency>,
-}
-
-/// Microseconds since the epoch on this machine's clock.
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
