@@ -13,7 +13,9 @@
 //! as socket.io-client ≥ 4.6 does: CONNECT with `{token, pid, offset}`, pid
 //! from the last CONNECT answer, offset the last string argument of the
 //! last event. The answer's pid equal to the one sent means the session was
-//! recovered (rooms kept, missed events replayed); otherwise the member
+//! recovered (rooms kept, missed events replayed, before or after the
+//! CONNECT answer: events that come before it are taken in once connected,
+//! as socket.io-client does); otherwise the member
 //! watches its room again, as an application would, and whatever was sent
 //! meanwhile is lost. After the window members stop dropping, reconnect if
 //! they are out, and listen for `--drain` seconds.
@@ -496,11 +498,15 @@ impl Member {
                 auth["offset"] = json!(offset);
             }
         }
-        let answer: Value = serde_json::from_str(&socket.connect(&auth).await?)?;
+        let (answer, early) = socket.connect_buffered(&auth).await?;
+        let answer: Value = serde_json::from_str(&answer)?;
         let pid = answer["pid"].as_str().map(str::to_owned);
         let recovered = pid.is_some() && pid == self.pid;
         self.pid = pid;
         self.socket = Some(socket);
+        for array in early {
+            self.event(ctx, &array);
+        }
         Ok(recovered)
     }
 
