@@ -5,6 +5,9 @@ pub mod engine;
 pub mod events;
 pub mod socket;
 
+#[cfg(test)]
+mod proptests;
+
 /// Why a frame did not decode. Every variant is answered with `bad_request`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

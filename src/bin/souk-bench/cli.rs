@@ -19,6 +19,8 @@ scenarios:
   chat       K buyer/seller pairs messaging in their bookings; checks Postgres after
   idle       N authenticated connections held open: connect rate, server RSS per connection
   churn      connections coming and going while S steady members stay in their rooms
+  drops      members that drop their connection every few seconds and recover it,
+             counting every event they should have got
 
 options every scenario takes:
   --url URL                  server, http://host:port (required)
@@ -96,6 +98,20 @@ churn options:
   --drain SECS               wait after the churn before checking (default 2)
   afterwards the server's connection count (GET /api/v1/cluster) must equal S and one
   more event posted to every room must reach all S members
+
+drops options:
+  --rooms R                  listings, one room and one publisher each (default 4)
+  --members M                watchers per room, one connection each (default 50)
+  --rate N                   events a second in total, numbered per room (default 40)
+  --duration SECS            how long events flow and members drop (default 60)
+  --drop-min SECS            a member stays connected a random time between
+  --drop-max SECS            these, then drops its TCP connection with a reset
+                             (defaults 2 and 6)
+  --drain SECS               after the window, once all are back, how long members
+                             keep listening (default 5)
+  a dropped member waits 0.5-1.5 s and reconnects as socket.io-client >= 4.6 does
+  (CONNECT {token, pid, offset}); not recovered, it watches its room again. Reported:
+  delivered %, missing, duplicates, out of order, recovered and not
 ";
 
 /// What the server is and how to reach it.

@@ -85,10 +85,22 @@ impl Socket {
     /// Sends CONNECT with `auth` as its payload; answers the CONNECT
     /// payload (`{"sid",…}`) or fails with the refusal.
     pub async fn connect(&mut self, auth: &Value) -> Result<String> {
+        self.connect_buffered(auth)
+            .await
+            .map(|(payload, _)| payload)
+    }
+
+    /// As `connect`, also answering the events that came before the
+    /// CONNECT answer, in order: a Node Socket.IO server replays a
+    /// recovered session's missed events first, and socket.io-client
+    /// buffers them until it is connected.
+    pub async fn connect_buffered(&mut self, auth: &Value) -> Result<(String, Vec<String>)> {
         self.send_text(format!("40{auth}")).await?;
+        let mut early = Vec::new();
         loop {
             match self.recv().await? {
-                Packet::Connected(payload) => return Ok(payload),
+                Packet::Connected(payload) => return Ok((payload, early)),
+                Packet::Event(array) => early.push(array),
                 Packet::ConnectError(payload) => {
                     return fail(format!("CONNECT refused: {payload}"))
                 }
@@ -170,6 +182,13 @@ impl Socket {
                 Some(Ok(_)) => {}
             }
         }
+    }
+
+    /// Drops the TCP connection with no close at all: no WebSocket close
+    /// frame, no FIN; the kernel sends a reset (`SO_LINGER` 0), as when a
+    /// phone loses its network and the connection is torn down.
+    pub fn abort(self) {
+        let _ = self.ws.get_ref().set_zero_linger();
     }
 
     /// Closes the WebSocket (best effort).

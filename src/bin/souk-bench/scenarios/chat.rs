@@ -145,21 +145,7 @@ pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
     let (phase_tx, phase_rx) = watch::channel(Phase::SettingUp);
     let progress = Progress::start(progress_line(shared.clone(), settings.pairs));
     let threads = common.threads.min(settings.pairs);
-    let shards = {
-        let common = common.clone();
-        let settings = settings.clone();
-        let shared = shared.clone();
-        shard::run(threads, move |index| {
-            shard_main(
-                index,
-                threads,
-                common.clone(),
-                settings.clone(),
-                shared.clone(),
-                phase_rx.clone(),
-            )
-        })
-    };
+    let shards = shard::run_each(threads, common, &settings, &shared, phase_rx, shard_main);
     let mut report = Report::new(
         "chat",
         format!(

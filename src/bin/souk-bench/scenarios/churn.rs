@@ -161,19 +161,7 @@ pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let progress = Progress::start(progress_line(shared.clone(), settings.members));
     let threads = common.threads.max(1);
-    let shards = {
-        let (common, settings, shared) = (common.clone(), settings.clone(), shared.clone());
-        shard::run(threads, move |index| {
-            shard_main(
-                index,
-                threads,
-                common.clone(),
-                settings.clone(),
-                shared.clone(),
-                phase_rx.clone(),
-            )
-        })
-    };
+    let shards = shard::run_each(threads, common, &settings, &shared, phase_rx, shard_main);
     let conductor = conduct(common, &settings, &shared, &service, phase_tx);
     let (shards, conducted) = tokio::join!(shards, conductor);
     drop(progress);

@@ -14,13 +14,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::{create_listings, wait_settled, Problems};
+use super::{create_listings, now_micros, wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::procs;
@@ -91,13 +91,6 @@ struct Ctx {
     latency: RefCell<Latency>,
 }
 
-/// Microseconds since the epoch on this machine's clock.
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
     let settings = Settings {
         rooms: options.take("rooms", 10usize)?,
@@ -129,21 +122,7 @@ pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let progress = Progress::start(progress_line(shared.clone(), settings.connections()));
     let threads = common.threads.min(settings.connections());
-    let shards = {
-        let common = common.clone();
-        let settings = settings.clone();
-        let shared = shared.clone();
-        shard::run(threads, move |index| {
-            shard_main(
-                index,
-                threads,
-                common.clone(),
-                settings.clone(),
-                shared.clone(),
-                phase_rx.clone(),
-            )
-        })
-    };
+    let shards = shard::run_each(threads, common, &settings, &shared, phase_rx, shard_main);
     let mut report = Report::new(
         "fanout",
         format!(

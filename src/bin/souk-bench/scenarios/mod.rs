@@ -4,12 +4,13 @@
 pub mod auction;
 pub mod chat;
 pub mod churn;
+pub mod drops;
 pub mod fanout;
 pub mod idle;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -27,6 +28,7 @@ pub async fn run(name: &str, common: &Common, options: Options) -> Result<Option
         "chat" => chat::run(common, options).await.map(Some),
         "idle" => idle::run(common, options).await,
         "churn" => churn::run(common, options).await.map(Some),
+        "drops" => drops::run(common, options).await.map(Some),
         other => fail(format!("unknown scenario {other:?} (see --help)")),
     }
 }
@@ -38,6 +40,14 @@ pub fn run_id() -> String {
     Alphanumeric
         .sample_string(&mut rand::rng(), 8)
         .to_lowercase()
+}
+
+/// Microseconds since the epoch on this machine's clock (events carry
+/// their send time so receivers on the same machine measure latency).
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// What went wrong during a run, counted by kind.
