@@ -1,4 +1,5 @@
-//! `POST /dev/token`: demo tokens, served only in dev mode.
+//! `GET /dev/` and `POST /dev/token`: dev mode and its demo tokens, served
+//! only in dev mode.
 
 use actix_web::{web, HttpResponse};
 use chrono::{Duration, Utc};
@@ -19,6 +20,13 @@ pub struct TokenRequest {
     sub: String,
     role: Option<String>,
     ttl_secs: Option<i64>,
+}
+
+/// `GET /dev/`: says that this node is in dev mode. Off dev mode the path
+/// is not mounted and answers 404, which is how the web front decides
+/// whether to offer the demo user switcher.
+pub async fn info() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "dev": true, "token": "POST /dev/token" }))
 }
 
 /// Mints an HS256 token with the node's secret.

@@ -58,7 +58,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
             .route("/cluster", web::get().to(rooms::cluster)),
     );
     if settings.dev {
-        cfg.route("/dev/token", web::post().to(dev::token))
+        cfg.route("/dev/", web::get().to(dev::info))
+            .route("/dev/token", web::post().to(dev::token))
             .route("/dev/listings", web::get().to(demo::listings))
             .route("/dev/bookings", web::get().to(demo::bookings))
             .route("/dev/bookings/{id}", web::get().to(demo::booking));

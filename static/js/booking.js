@@ -1,7 +1,7 @@
 // booking.js: a booking's thread: chat with read ticks, the typing
 // indicator, the other party's presence, older messages on scroll-up, and
 // the §7 moves the signed-in user may make. Admins join too (audited).
-import { backend, connect, request, session } from "./souk.js";
+import { read, readAll, connect, request, session } from "./souk.js";
 import { mountHeader } from "./header.js";
 import { $, badge, el, param, showError } from "./ui.js";
 import { presenceDot, watchPresence } from "./presence.js";
@@ -51,6 +51,16 @@ async function move(socket, to) {
   }
 }
 
+/** The listing title of one of the caller's own bookings, or null. */
+async function titleOf(id) {
+  try {
+    const mine = await readAll("/api/v1/me/bookings", "bookings");
+    return mine.find((item) => item.booking.id === id)?.listing.title ?? null;
+  } catch {
+    return null;
+  }
+}
+
 if (me && bookingId) {
   const user = session();
   const thread = createThread({ bookingId, me: user.sub });
@@ -62,9 +72,11 @@ if (me && bookingId) {
       booking = reply.booking;
       const party = user.sub === booking.buyerId || user.sub === booking.sellerId;
       $("#audit-note").hidden = party;
-      // The demo backend knows the title and where the others have read to.
-      const extra = await backend(`/dev/bookings/${encodeURIComponent(bookingId)}`).catch(() => null);
-      $("#booking-title").textContent = extra?.title ?? `Booking ${bookingId}`;
+      // The title from the participant's own bookings (§8a); in dev mode the
+      // demo backend also knows where the others have read to.
+      const extra = user.dev ? await read(`/dev/bookings/${encodeURIComponent(bookingId)}`).catch(() => null) : null;
+      const title = extra?.title ?? (party ? await titleOf(bookingId) : null);
+      $("#booking-title").textContent = title ?? `Booking ${bookingId}`;
       drawBooking(socket);
       await watchPresence(socket, [booking.buyerId, booking.sellerId].filter((id) => id !== user.sub));
       await thread.start(socket, { canMarkRead: party, lastReadByOthers: extra?.lastReadMessageIds ?? {} });

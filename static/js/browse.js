@@ -1,5 +1,5 @@
-// browse.js: every listing the user may see, as live cards.
-import { backend, connect } from "./souk.js";
+// browse.js: the public listings (GET /api/v1/listings, §8a), as live cards.
+import { connect, readAll } from "./souk.js";
 import { mountHeader } from "./header.js";
 import { showError } from "./ui.js";
 import { applyListingEvent, onListingEvents } from "./listing-model.js";
@@ -14,7 +14,7 @@ async function load(socket) {
   showError(problem, null);
   let listings;
   try {
-    ({ listings } = await backend("/dev/listings"));
+    listings = await readAll("/api/v1/listings", "listings");
   } catch (error) {
     return showError(problem, error);
   }

@@ -8,17 +8,33 @@ export function listingCard(listing, { href } = {}) {
   const card = el("article", { class: "card", dataset: { listingId: listing.id } });
   card.redraw = (l) => {
     const a = l.auction;
+    // An auction shows what it stands at (the current bid, else where it
+    // starts), never the listing's price beside it.
+    const shown = a ? (a.currentAmount ?? a.startPrice) : l.price;
+    const label = a ? (a.currentAmount != null ? " current bid" : " starting bid") : "";
     const lines = [
       el("h3", {}, href ? el("a", { href }, l.title) : l.title),
-      el("p", { class: "price" }, money(a?.currentAmount ?? l.price, l.currency), " ", badge(l.availability)),
+      el(
+        "p",
+        { class: "price" },
+        el("span", { class: "amount" }, money(shown, l.currency)),
+        el("span", { class: "muted small" }, label),
+        " ",
+        badge(l.availability),
+      ),
     ];
     if (a) {
+      const closed = a.status === "closed";
       lines.push(
         el(
           "p",
           { class: "auction-line" },
-          `auction · ${a.bidCount} bid${a.bidCount === 1 ? "" : "s"} · `,
-          el("span", { class: "countdown", dataset: { endsAt: a.endsAt, status: a.status } }, a.status === "closed" ? "closed" : countdown(a.endsAt)),
+          `auction · `,
+          el("span", { class: "bid-count" }, `${a.bidCount} bid${a.bidCount === 1 ? "" : "s"}`),
+          a.leaderId ? ` · ${a.leaderId} leads` : "",
+          " · ",
+          el("span", { class: "countdown", dataset: { endsAt: a.endsAt, status: a.status } }, closed ? "closed" : countdown(a.endsAt)),
+          closed ? "" : " left",
         ),
       );
       if (a.reservePrice !== undefined && a.reservePrice !== null) {

@@ -1,16 +1,22 @@
-// ops.js: the cluster view and this node's metrics, polled. The cluster
-// route is part of the server API, so it takes a service token: dev mode
-// mints one here; in production this page belongs behind the operators'
-// own login, or its figures in Prometheus and Grafana.
-import { devToken, httpError, session } from "./souk.js";
+// ops.js: the cluster view and this node's metrics, polled every 2 s and
+// kept in the page for the last minutes, drawn as small SVG charts.
+// No service token: the cluster view is GET /api/v1/admin/cluster with the
+// signed-in admin's own token (§8a), and /metrics is the node's public
+// Prometheus text (operators who fence it off get an error line here and
+// have the same figures in Grafana, deploy/grafana/souk.json).
+import { read, session } from "./souk.js";
 import { mountHeader } from "./header.js";
 import { $, el, showError } from "./ui.js";
 
 const EVERY_MS = 2000;
+const KEEP_MS = 5 * 60_000;
+const SVG = "http://www.w3.org/2000/svg";
+const COLOURS = ["#0f6e64", "#3f5fbf", "#a86400", "#b3261e", "#7a3fbf", "#6b7480"];
 await mountHeader({ fallback: "ada", live: false });
 const me = session();
-let serviceToken = null;
 let previous = null; // { at, events: Map(key -> count) }
+/** The samples kept: [{ at, connections, events: Map(event -> total), deliveries, buckets: Map(le -> count) }]. */
+const history = [];
 
 /** Parses Prometheus text into [{ name, labels, value }]. */
 export function parseMetrics(text) {
@@ -26,16 +32,16 @@ export function parseMetrics(text) {
 }
 
 async function cluster() {
-  serviceToken ??= (await devToken("ops-console", "service")).token;
-  const res = await fetch("/api/v1/cluster", { headers: { authorization: `Bearer ${serviceToken}` } });
-  if (res.status === 401) serviceToken = null; // expired: mint another next time
-  if (!res.ok) throw await httpError(res);
-  return res.json();
+  if (me.role !== "admin") return null;
+  return read("/api/v1/admin/cluster");
 }
 
-function drawNodes({ nodes }) {
+function drawNodes(view) {
+  $("#nodes-note").hidden = view !== null;
+  $("#nodes-note").textContent = "The cluster view is for admins.";
+  if (!view) return;
   $("#nodes").replaceChildren(
-    ...nodes.map((n) =>
+    ...view.nodes.map((n) =>
       el(
         "tr",
         { dataset: { node: n.nodeId } },
@@ -49,14 +55,15 @@ function drawNodes({ nodes }) {
   );
 }
 
+const sum = (samples, name) => samples.filter((s) => s.name === name).reduce((total, s) => total + s.value, 0);
+
 function drawMetrics(samples) {
-  const one = (name) => samples.filter((s) => s.name === name).reduce((sum, s) => sum + s.value, 0);
   const facts = [
-    ["connections", one("souk_connections")],
-    ["deliveries", one("souk_deliveries_total")],
-    ["Redis ops", one("souk_redis_ops_total")],
-    ["database ops", one("souk_db_ops_total")],
-    ["disconnects", one("souk_disconnects_total")],
+    ["connections", sum(samples, "souk_connections")],
+    ["deliveries", sum(samples, "souk_deliveries_total")],
+    ["Redis ops", sum(samples, "souk_redis_ops_total")],
+    ["database ops", sum(samples, "souk_db_ops_total")],
+    ["disconnects", sum(samples, "souk_disconnects_total")],
   ];
   $("#gauges").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { dataset: { metric: k } }, String(v))]));
   const rooms = samples.filter((s) => s.name === "souk_rooms");
@@ -75,19 +82,162 @@ function drawMetrics(samples) {
   $("#events").replaceChildren(
     ...names.map((name) => {
       const keys = [...events.keys()].filter((k) => k.startsWith(`${name}|`));
-      const ok = keys.filter((k) => k.endsWith("|ok")).reduce((sum, k) => sum + rate(k), 0);
-      const bad = keys.filter((k) => !k.endsWith("|ok")).reduce((sum, k) => sum + rate(k), 0);
-      const total = keys.reduce((sum, k) => sum + events.get(k), 0);
+      const ok = keys.filter((k) => k.endsWith("|ok")).reduce((total, k) => total + rate(k), 0);
+      const bad = keys.filter((k) => !k.endsWith("|ok")).reduce((total, k) => total + rate(k), 0);
+      const total = keys.reduce((all, k) => all + events.get(k), 0);
       return el("tr", { dataset: { event: name } }, el("td", {}, name), el("td", {}, ok.toFixed(1)), el("td", {}, bad.toFixed(1)), el("td", {}, String(total)));
     }),
   );
   previous = { at: now, events };
+  remember(now, samples);
+  drawCharts();
+}
+
+/** Keeps one sample of the figures the charts need, for KEEP_MS. */
+function remember(at, samples) {
+  const events = new Map();
+  for (const s of samples.filter((s) => s.name === "souk_events_total")) {
+    events.set(s.labels.event, (events.get(s.labels.event) ?? 0) + s.value);
+  }
+  const buckets = new Map();
+  for (const s of samples.filter((s) => s.name === "souk_event_duration_seconds_bucket")) {
+    const le = s.labels.le === "+Inf" ? Infinity : Number(s.labels.le);
+    buckets.set(le, (buckets.get(le) ?? 0) + s.value);
+  }
+  history.push({ at, connections: sum(samples, "souk_connections"), events, deliveries: sum(samples, "souk_deliveries_total"), buckets });
+  while (history.length > 0 && history[0].at < at - KEEP_MS) history.shift();
+}
+
+/**
+ * The 0.99 quantile of the observations between two cumulative bucket
+ * sets, as Prometheus's histogram_quantile does (linear within a bucket);
+ * null when nothing was observed.
+ */
+export function p99(before, after) {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const count = (le) => (after.get(le) ?? 0) - (before.get(le) ?? 0);
+  const total = count(Infinity);
+  if (!(total > 0)) return null;
+  const rank = 0.99 * total;
+  let lower = 0;
+  let below = 0;
+  for (const le of bounds) {
+    const here = count(le);
+    if (here >= rank) {
+      if (le === Infinity) return lower;
+      return lower + ((le - lower) * (rank - below)) / Math.max(here - below, 1e-9);
+    }
+    lower = le;
+    below = here;
+  }
+  return lower;
+}
+
+/** Per-second rates between consecutive samples: [[at, value]]. */
+function rates(pick) {
+  const points = [];
+  for (let i = 1; i < history.length; i++) {
+    const dt = (history[i].at - history[i - 1].at) / 1000;
+    if (dt > 0) points.push([history[i].at, Math.max(0, (pick(history[i]) - pick(history[i - 1])) / dt)]);
+  }
+  return points;
+}
+
+function drawCharts() {
+  const byEvent = new Map();
+  for (const sample of history) for (const name of sample.events.keys()) byEvent.set(name, 0);
+  const series = [...byEvent.keys()].map((name) => ({ name, points: rates((s) => s.events.get(name) ?? 0) }));
+  // The busiest events over the window, so the chart stays readable.
+  const busiest = series
+    .map((s) => ({ ...s, weight: s.points.reduce((t, [, v]) => t + v, 0) }))
+    .filter((s) => s.weight > 0)
+    .sort((a, b) => b.weight - a.weight)
+    .slice(0, COLOURS.length);
+  const latency = [];
+  for (let i = 1; i < history.length; i++) {
+    const q = p99(history[i - 1].buckets, history[i].buckets);
+    if (q !== null) latency.push([history[i].at, q * 1000]);
+  }
+  const charts = [
+    { id: "connections", title: "Connections", unit: "", series: [{ name: "connections", points: history.map((s) => [s.at, s.connections]) }] },
+    { id: "events", title: "Events/s by event", unit: "/s", series: busiest },
+    { id: "deliveries", title: "Deliveries/s", unit: "/s", series: [{ name: "deliveries", points: rates((s) => s.deliveries) }] },
+    { id: "latency", title: "Event latency p99", unit: " ms", series: [{ name: "p99", points: latency }] },
+  ];
+  $("#charts").replaceChildren(...charts.map(chart));
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, "") || "0");
+
+/** A line chart of `series` over the kept window, as a <figure> with an SVG. */
+function chart({ id, title, unit, series }) {
+  const W = 300;
+  const H = 100;
+  const now = Date.now();
+  const from = now - KEEP_MS;
+  const all = series.flatMap((s) => s.points.map(([, v]) => v));
+  const top = Math.max(1, ...all) * 1.1;
+  const x = (at) => (((at - from) / KEEP_MS) * W).toFixed(1);
+  const y = (v) => (H - (v / top) * H).toFixed(1);
+  const latest = series.map((s) => `${s.name} ${fmt(s.points.at(-1)?.[1] ?? 0)}${unit}`).join(", ");
+  const picture = svg("svg", {
+    viewBox: `0 0 ${W} ${H}`,
+    preserveAspectRatio: "none",
+    role: "img",
+    "aria-label": `${title} over the last ${KEEP_MS / 60_000} minutes; now ${latest || "no data"}`,
+  });
+  for (const frac of [0.25, 0.5, 0.75]) {
+    picture.append(svg("line", { x1: 0, x2: W, y1: H * frac, y2: H * frac, stroke: "#dfe3e8", "stroke-width": 0.5 }));
+  }
+  series.forEach((s, i) => {
+    if (s.points.length === 0) return;
+    const d = s.points.map(([at, v]) => `${x(at)},${y(v)}`).join(" ");
+    picture.append(
+      svg("polyline", {
+        points: d,
+        fill: "none",
+        stroke: COLOURS[i % COLOURS.length],
+        "stroke-width": 1.5,
+        "vector-effect": "non-scaling-stroke",
+        "data-series": s.name,
+        "data-points": s.points.length,
+      }),
+    );
+    // The latest value as a dot, so a single sample shows too.
+    const [at, v] = s.points.at(-1);
+    picture.append(svg("circle", { cx: x(at), cy: y(v), r: 2.5, fill: COLOURS[i % COLOURS.length], "data-series": s.name }));
+  });
+  return el(
+    "figure",
+    { class: "chart", id: `chart-${id}`, dataset: { points: String(Math.max(0, ...series.map((s) => s.points.length))) } },
+    el("figcaption", {}, el("span", {}, title), el("span", { class: "muted" }, `max ${fmt(top / 1.1)}${unit}`)),
+    picture,
+    el(
+      "ul",
+      { class: "legend" },
+      series.map((s, i) =>
+        el("li", { dataset: { series: s.name } }, el("span", { class: `swatch c${i % COLOURS.length}` }), `${s.name} ${fmt(s.points.at(-1)?.[1] ?? 0)}${unit}`),
+      ),
+    ),
+  );
 }
 
 async function poll() {
   try {
-    const [nodes, text] = await Promise.all([cluster(), fetch("/metrics").then((r) => r.text())]);
-    drawNodes(nodes);
+    const [view, text] = await Promise.all([
+      cluster(),
+      fetch("/metrics").then(async (r) => {
+        if (!r.ok) throw { code: `http_${r.status}`, message: "/metrics is not reachable from this page" };
+        return r.text();
+      }),
+    ]);
+    drawNodes(view);
     drawMetrics(parseMetrics(text));
     $("#updated").textContent = new Date().toLocaleTimeString();
     showError($("#ops-error"), null);

@@ -1,7 +1,8 @@
 // souk.js: the one connection module every page shares. Copy it as it is.
 //
 // - who the user is: a token kept in sessionStorage (each tab may be
-//   another user); in dev mode minted by POST /dev/token
+//   another user): from the marketplace's own login (pasted, or handed
+//   over as #token=… in the address), or in dev mode minted by POST /dev/token
 // - connect(): socket.io-client over WebSocket, reconnecting with backoff
 //   and jitter, showing the connection state, relying on connection state
 //   recovery (souk replays every missed room event after a short drop)
@@ -45,21 +46,92 @@ export async function devSignIn(sub, role) {
   return saveSession({ sub, role, token, expiresAt, dev: true });
 }
 
-/** Signs in with a token from elsewhere (the marketplace's own login). */
+/**
+ * Whether this node runs in dev mode: it answers GET /dev/ only then (404
+ * otherwise). Only dev mode mints demo tokens, so only it gets a switcher.
+ */
+export async function devMode() {
+  try {
+    const res = await fetch("/dev/", { headers: { accept: "application/json" } });
+    return res.ok && (await res.json()).dev === true;
+  } catch {
+    return false;
+  }
+}
+
+/** The claims of a JWT (not verified: souk does that), or null if it is none. */
+export function claimsOf(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part));
+    return typeof claims?.sub === "string" && Number.isFinite(claims.exp) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Signs in with a token from elsewhere (the marketplace's own login).
+ * Throws { code, message } when it is not a user token this page can use.
+ */
 export function tokenSignIn(token) {
-  const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+  const claims = claimsOf(token);
+  if (!claims) throw { code: "invalid_token", message: "that is not a JWT with sub and exp" };
+  if (claims.role === "service") {
+    throw { code: "invalid_token", message: "a service token belongs to the marketplace backend, not a browser" };
+  }
+  if (claims.exp * 1000 <= Date.now()) throw { code: "token_expired", message: "that token has expired" };
   const expiresAt = new Date(claims.exp * 1000).toISOString();
   return saveSession({ sub: claims.sub, role: claims.role ?? "buyer", token, expiresAt, dev: false });
 }
 
 /**
- * GET from the demo backend (dev mode) with the user's token. A real
- * marketplace front asks its own backend for these lists instead.
+ * A token handed over in the address (`#token=<JWT>`, as a marketplace's
+ * login redirects here): taken into this tab's session, and the fragment
+ * removed from the address bar and history so it is not copied or kept.
+ * Returns the error if the token is unusable.
  */
-export async function backend(path) {
+export function takeTokenFromAddress() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get("token");
+  if (!token) return null;
+  history.replaceState(history.state, "", location.pathname + location.search);
+  try {
+    tokenSignIn(token);
+    return null;
+  } catch (error) {
+    return error;
+  }
+}
+
+/** Whether the session's token is still valid for a while. */
+export function sessionLive(current = session()) {
+  return Boolean(current?.token) && Date.parse(current.expiresAt) > Date.now() + 5_000;
+}
+
+/**
+ * GET one of souk's user reads (§8a) with the user's own token; resolves
+ * with the JSON answer or rejects with { code, message }.
+ */
+export async function read(path) {
   const res = await fetch(path, { headers: { authorization: `Bearer ${session()?.token}` } });
   if (!res.ok) throw await httpError(res);
   return res.json();
+}
+
+/** Every page of a paged read (§8a): the items under `key`, at most `max`. */
+export async function readAll(path, key, max = 1000) {
+  const items = [];
+  let cursor = null;
+  do {
+    const url = new URL(path, location.origin);
+    url.searchParams.set("limit", "200");
+    if (cursor) url.searchParams.set("cursor", cursor);
+    const page = await read(url.pathname + url.search);
+    items.push(...page[key]);
+    cursor = page.nextCursor;
+  } while (cursor && items.length < max);
+  return items;
 }
 
 /** An HTTP error answer as the contract's { code, message }. */

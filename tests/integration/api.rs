@@ -194,8 +194,23 @@ async fn dev_tokens_exist_only_in_dev_mode() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
+    // The web front asks GET /dev/ whether to offer the demo user switcher.
+    let resp = awc::Client::new()
+        .get(app.http("/dev/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
 
     let dev = TestApp::spawn_with(&[("SOUK_DEV", "1")]).await;
+    let mut resp = awc::Client::new()
+        .get(dev.http("/dev/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["dev"], true);
     let mut resp = awc::Client::new()
         .post(dev.http("/dev/token"))
         .send_json(&json!({"sub": "nina", "role": "seller"}))

@@ -1,6 +1,7 @@
 // Shared helpers for the browser suite: a throw-away database seeded with
-// the demo marketplace, a souk node in dev mode on a free port serving
-// static/, and headless Debian Chromium driven by playwright-core.
+// the demo marketplace, a souk node on a free port serving static/ (in dev
+// mode, or as in production with tokens the test signs with its own
+// secret), and headless Debian Chromium driven by playwright-core.
 //
 // Environment (all optional):
 //   SOUK_BIN             the souk binary (default: <repo>/target/debug/souk)
@@ -11,12 +12,12 @@
 //   SOUK_TEST_VERBOSE=1  copy the node's log lines and the pages' console to stderr
 
 import { spawn, execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { once } from "node:events";
-import { before, after } from "node:test";
+import { before, after, describe } from "node:test";
 import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -57,21 +58,25 @@ export async function dbRows(ctx, sql) {
     .map((line) => line.split("|"));
 }
 
+/** The demo users `souk seed-demo` writes data for, and their roles. */
+export const ROLES = { ana: "buyer", ben: "buyer", sam: "seller", ada: "admin" };
+
 /**
  * A fresh database `souk_test_browser_*`, migrated and seeded by `souk
- * seed-demo`, and `souk serve` on it in dev mode. Every Redis key goes under
- * its own prefix, so a `scripts/dev` on the same Redis is left alone.
- * Dev mode signs with its fixed dev secret (it refuses any other) and
- * listens on loopback only.
+ * seed-demo`, and `souk serve` on it. Every Redis key goes under its own
+ * prefix, so a `scripts/dev` on the same Redis is left alone. In dev mode
+ * the node signs with its fixed dev secret (it refuses any other) and
+ * listens on loopback only; otherwise it runs as in production, without
+ * SOUK_DEV, with a random HS256 secret that only this test knows.
  */
-async function startMarketplace() {
+async function startMarketplace({ dev }) {
   const name = `souk_test_browser_${randomBytes(6).toString("hex")}`;
   const databaseUrl = `${PG_URL}/${name}`;
   await psql(`${PG_URL}/postgres`, `CREATE DATABASE "${name}"`);
   const env = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("SOUK_")) env[k] = v;
+  const secret = dev ? null : randomBytes(32).toString("hex");
   Object.assign(env, {
-    SOUK_DEV: "1",
     SOUK_HTTP_ADDR: "127.0.0.1:0",
     SOUK_DATABASE_URL: databaseUrl,
     SOUK_REDIS_URL: REDIS_URL,
@@ -80,7 +85,9 @@ async function startMarketplace() {
     SOUK_WORKERS: "2",
     SOUK_SHUTDOWN_GRACE_MS: "500",
   });
-  const ctx = { databaseUrl, name, url: "", child: null, logs: [] };
+  if (dev) env.SOUK_DEV = "1";
+  else env.SOUK_JWT_SECRET = secret;
+  const ctx = { databaseUrl, name, url: "", child: null, logs: [], dev, secret };
   await run(SOUK_BIN, ["migrate"], env);
   await run(SOUK_BIN, ["seed-demo"], env);
   const child = spawn(SOUK_BIN, ["serve", "--no-migrate"], { env, stdio: ["ignore", "ignore", "pipe"] });
@@ -123,16 +130,16 @@ async function stopMarketplace(ctx) {
 }
 
 /**
- * Registers before/after hooks for the calling file: one seeded node and one
- * Chromium for the whole file. Inside tests, `ctx.url` is the node and
- * `ctx.browser` the browser.
+ * Registers before/after hooks for the calling file: one seeded node (in
+ * dev mode unless `{ dev: false }`) and one Chromium for the whole file.
+ * Inside tests, `ctx.url` is the node and `ctx.browser` the browser.
  */
-export function useMarketplace() {
+export function useMarketplace({ dev = true } = {}) {
   const ctx = { url: "", browser: null, cspViolations: [] };
   before(
     async () => {
       mkdirSync(SCREENSHOTS, { recursive: true });
-      Object.assign(ctx, await startMarketplace());
+      Object.assign(ctx, await startMarketplace({ dev }));
       ctx.browser = await chromium.launch({
         executablePath: CHROMIUM,
         // Without the background-networking flags Chromium waits on the
@@ -167,11 +174,27 @@ export function useMarketplace() {
 }
 
 /**
- * A new browser context (its own storage: one person) with a page open at
- * `pagePath`, signed in as `user` through the header's user switcher.
+ * Runs `body(ctx, tag)` twice, each in a suite with its own node: once in
+ * dev mode (tag "") and once as in production, without SOUK_DEV (tag
+ * "-prod", for screenshot names), so every main journey is proven on both.
  */
-export async function openAs(ctx, user, pagePath) {
-  const context = await ctx.browser.newContext({ viewport: { width: 1200, height: 860 } });
+export function inBothModes(body) {
+  for (const dev of [true, false]) {
+    describe(dev ? "dev mode" : "production (no SOUK_DEV)", () => body(useMarketplace({ dev }), dev ? "" : "-prod"));
+  }
+}
+
+/** Phone width, for the screenshots and layout checks at 390 px. */
+export const PHONE = { width: 390, height: 844 };
+
+/**
+ * A new browser context (its own storage: one person) with a page open at
+ * `pagePath`, signed in as `user`: in dev mode through the header's user
+ * switcher; otherwise as a marketplace's login would hand over, with a
+ * token the test signs, in the address (`#token=…`).
+ */
+export async function openAs(ctx, user, pagePath, { viewport = { width: 1200, height: 860 } } = {}) {
+  const context = await ctx.browser.newContext({ viewport });
   context.setDefaultTimeout(10_000);
   const page = await context.newPage();
   page.on("pageerror", (err) => process.stderr.write(`[page ${user}] ${err.stack ?? err}\n`));
@@ -181,11 +204,31 @@ export async function openAs(ctx, user, pagePath) {
     }
   });
   if (VERBOSE) page.on("console", (msg) => process.stderr.write(`[console ${user}] ${msg.text()}\n`));
-  await page.goto(`${ctx.url}/${pagePath}`);
-  await switchUser(page, user);
-  // Live pages wait to be online; polling pages (admin, ops) have no socket.
+  if (ctx.dev) {
+    await page.goto(`${ctx.url}/${pagePath}`);
+    await switchUser(page, user);
+  } else {
+    await page.goto(`${ctx.url}/${pagePath}#token=${userToken(ctx, user)}`);
+    await page.locator("#who-am-i", { hasText: `signed in as ${user} ` }).waitFor();
+  }
+  // Live pages wait to be online; polling pages (ops) have no socket.
   await page.locator('#conn[data-state="online"], #conn[data-state="polling"]').waitFor();
   return page;
+}
+
+/** An HS256 JWT signed with the non-dev node's secret. */
+export function signToken(ctx, claims) {
+  if (!ctx.secret) throw new Error("signToken: this node is in dev mode");
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  const signature = createHmac("sha256", ctx.secret).update(body).digest("base64url");
+  return `${body}.${signature}`;
+}
+
+/** A user token for a demo user, as the marketplace's own login would issue it. */
+export function userToken(ctx, user, ttlSecs = 3600) {
+  const now = Math.floor(Date.now() / 1000);
+  return signToken(ctx, { sub: user, role: ROLES[user] ?? "buyer", iat: now, exp: now + ttlSecs });
 }
 
 /** Picks `user` in the header's switcher (the page reloads as them). */
@@ -204,15 +247,59 @@ export async function switchUser(page, user) {
   if (!now.startsWith(`${user}:`)) throw new Error(`switcher shows ${now}, wanted ${user}`);
 }
 
-/** Saves a full-page screenshot as <name>.png in the kept folder; returns its path. */
+/**
+ * Saves a full-page screenshot as <name>.png, and one at phone width
+ * (390 px) as <name>-390.png, in the kept folder; returns the first path.
+ * At phone width nothing may stick out sideways: a page that needs
+ * horizontal scrolling there fails the test.
+ */
 export async function screenshot(page, name) {
   const file = path.join(SCREENSHOTS, `${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
+  const wide = page.viewportSize();
+  if (wide.width !== PHONE.width) await page.setViewportSize(PHONE);
+  try {
+    await page.screenshot({ path: path.join(SCREENSHOTS, `${name}-390.png`), fullPage: true });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 1) throw new Error(`${name}: ${overflow} px wider than a ${PHONE.width} px phone screen`);
+  } finally {
+    if (wide.width !== PHONE.width) await page.setViewportSize(wide);
+  }
   return file;
 }
 
-/** A service token for the server API, minted by the node in dev mode. */
+/**
+ * Every visible control (input, select, textarea, button, link) of the
+ * page without an accessible name a screen reader can read: a label (for=
+ * or wrapping), aria-label, aria-labelledby, title, or for buttons and links
+ * their text. Placeholders do not count. Resolves with descriptions.
+ */
+export async function unnamedControls(page) {
+  return page.evaluate(() => {
+    const visible = (node) => node.getClientRects().length > 0 && getComputedStyle(node).visibility !== "hidden";
+    const text = (node) => (node?.textContent ?? "").replace(/\s+/g, " ").trim();
+    const nameOf = (node) => {
+      const by = node.getAttribute("aria-labelledby");
+      if (by) return by.split(/\s+/).map((id) => text(document.getElementById(id))).join(" ").trim();
+      if (node.getAttribute("aria-label")?.trim()) return node.getAttribute("aria-label").trim();
+      const labels = [...(node.labels ?? [])].map(text).join(" ").trim();
+      if (labels) return labels;
+      if (["BUTTON", "A"].includes(node.tagName) && text(node)) return text(node);
+      return node.getAttribute("title")?.trim() ?? "";
+    };
+    return [...document.querySelectorAll("input:not([type=hidden]), select, textarea, button, a[href]")]
+      .filter(visible)
+      .filter((node) => !nameOf(node))
+      .map((node) => node.outerHTML.slice(0, 120));
+  });
+}
+
+/** A service token for the server API: minted by a dev node, else signed by the test. */
 export async function serviceToken(ctx) {
+  if (!ctx.dev) {
+    const now = Math.floor(Date.now() / 1000);
+    return signToken(ctx, { sub: "browser-suite", role: "service", iat: now, exp: now + 600 });
+  }
   const res = await fetch(`${ctx.url}/dev/token`, {
     method: "POST",
     headers: { "content-type": "application/json" },
