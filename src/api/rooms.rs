@@ -81,6 +81,11 @@ pub async fn cluster(
     _caller: ServiceCaller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
+    cluster_view(&app).await
+}
+
+/// The cluster's answer, for the backend and for admins (§8a).
+pub(super) async fn cluster_view(app: &AppState) -> Result<HttpResponse, Failure> {
     let nodes = crate::cluster::nodes::live(&app.redis).await?;
     Ok(HttpResponse::Ok().json(json!({ "nodes": nodes })))
 }

@@ -110,7 +110,7 @@ pub async fn transition(
     let moved = app
         .db
         .run(move |conn| {
-            bookings::transition(conn, &id, to, |row| {
+            bookings::transition(conn, &id, to, who.user().as_str(), |row| {
                 row.to_booking()
                     .mover(who.user())
                     .or_else(|| who.is_admin().then_some(Mover::Admin))

@@ -24,4 +24,5 @@ mod rooms;
 mod schema;
 mod tokens;
 mod transports;
+mod user_reads;
 mod web;
