@@ -26,12 +26,15 @@ pub async fn emit(
     path: web::Path<String>,
     body: web::Json<EmitBody>,
 ) -> Result<HttpResponse, Failure> {
-    let room = RoomKey::parse(&path).ok_or_else(|| {
-        Failure::new(
-            Code::BadRequest,
-            "room must be listing:{id}, booking:{id}, user:{id} or presence:{id}",
-        )
-    })?;
+    // The admins' dispute room carries souk's own `dispute:changed` only.
+    let room = RoomKey::parse(&path)
+        .filter(|room| *room != RoomKey::AdminDisputes)
+        .ok_or_else(|| {
+            Failure::new(
+                Code::BadRequest,
+                "room must be listing:{id}, booking:{id}, user:{id} or presence:{id}",
+            )
+        })?;
     let EmitBody { event, data } = body.into_inner();
     let valid_name = (1..=64).contains(&event.chars().count())
         && !event.chars().any(char::is_control)

@@ -122,7 +122,8 @@ pub async fn transition(
 }
 
 /// Tells the booking's room and both participants' user rooms about a move,
-/// and the listing's room when its availability followed.
+/// the listing's room when its availability followed, and the admins'
+/// dispute room when the booking moved into or out of `disputed`.
 pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
     let booking = moved.booking.to_booking();
     let payload = json!({
@@ -138,6 +139,13 @@ pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
     ];
     app.fanout
         .emit_to(&rooms, "booking:statusChanged", &payload);
+    if moved.previous == BookingStatus::Disputed || booking.status == BookingStatus::Disputed {
+        app.fanout.emit(
+            RoomKey::AdminDisputes,
+            "dispute:changed",
+            &json!({ "booking": booking, "previousStatus": moved.previous, "by": by }),
+        );
+    }
     if let Some(listing) = &moved.listing {
         let id = ListingId::from_db(listing.id.clone());
         app.fanout.emit_listing(

@@ -218,3 +218,18 @@ fn split(after: Option<(DateTime<Utc>, String)>) -> (Option<DateTime<Utc>>, Stri
         None => (None, String::new()),
     }
 }
+
+/// The most open disputes `admin:watch` answers (§5).
+pub const OPEN_DISPUTES: i64 = 200;
+
+/// The open disputes, oldest first (by when they were opened: a disputed
+/// booking changes no more until it is resolved).
+pub fn open_disputes(conn: &mut PgConnection) -> Result<Vec<BookingRow>, StoreError> {
+    use super::schema::bookings;
+    Ok(bookings::table
+        .filter(bookings::status.eq(BookingStatus::Disputed.as_str()))
+        .order((bookings::updated_at, bookings::id))
+        .limit(OPEN_DISPUTES)
+        .select(BookingRow::as_select())
+        .load(conn)?)
+}

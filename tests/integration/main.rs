@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin_disputes;
 mod api;
 mod auctions;
 mod bad_input;

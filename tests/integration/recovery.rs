@@ -12,7 +12,7 @@ async fn connect_as(app: &TestApp, user: &str, previous: Option<(&str, &str)>) -
 }
 
 /// Connects with `token` (optionally recovering) and answers the CONNECT reply.
-async fn connect_with(
+pub async fn connect_with(
     app: &TestApp,
     token: &str,
     previous: Option<(&str, &str)>,
