@@ -47,9 +47,14 @@ pub async fn transition(
             .ok_or_else(|| bad_field("by must be 1-64 characters of [A-Za-z0-9_-]"))?,
         None => caller.0.user_id,
     };
+    let actor = by.clone();
     let moved = app
         .db
-        .run(move |conn| bookings::transition(conn, &id, to, |_, _| Ok(Some(Mover::Service))))
+        .run(move |conn| {
+            bookings::transition(conn, &id, to, actor.as_str(), |_, _| {
+                Ok(Some(Mover::Service))
+            })
+        })
         .await?;
     announce_move(&app, &moved, by.as_str());
     // Answer once the events this request caused are published.

@@ -1,6 +1,7 @@
-//! CORS for `/socket.io/`: a page on another origin can long-poll only when
-//! the node names that origin (`SOUK_CORS_ORIGINS`). WebSockets need no
-//! CORS; the rest of the HTTP API is for backends, not browsers.
+//! CORS for `/socket.io/` and the user reads (§8a): a page on another
+//! origin can long-poll and read only when the node names that origin
+//! (`SOUK_CORS_ORIGINS`). WebSockets need no CORS; the rest of the HTTP API
+//! is for backends, not browsers.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};

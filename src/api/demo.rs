@@ -4,14 +4,14 @@
 //! user token, as a browser would to its marketplace's backend, and sees
 //! only what that user may see.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::service_auth::bearer_identity;
+use super::service_auth::UserCaller;
 use super::{bad_field, path_id};
-use crate::auth::{Identity, Role};
+use crate::auth::Role;
 use crate::domain::BookingStatus;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, UserId};
@@ -20,19 +20,12 @@ use crate::store::bookings::BookingRow;
 use crate::store::browse::{self, BookingFilter};
 use crate::store::receipts;
 
-/// The user behind `Authorization: Bearer <user token>`.
-fn caller(req: &HttpRequest) -> Result<Identity, Failure> {
-    let identity = bearer_identity(req)?;
-    if identity.role == Role::Service {
-        return Err(Failure::new(Code::Forbidden, "a user token is needed here"));
-    }
-    Ok(identity)
-}
-
 /// `GET /dev/listings`: public listings and the caller's own; the reserve
 /// price only to the seller and admins.
-pub async fn listings(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, Failure> {
-    let who = caller(&req)?;
+pub async fn listings(
+    UserCaller(who): UserCaller,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
     let viewer = who.user_id.clone();
     let rows = app
         .db
@@ -63,11 +56,10 @@ pub struct BookingsQuery {
 /// or for an admin every booking; each with its listing's title and how
 /// many messages the caller has not read.
 pub async fn bookings(
-    req: HttpRequest,
+    UserCaller(who): UserCaller,
     app: web::Data<AppState>,
     query: web::Query<BookingsQuery>,
 ) -> Result<HttpResponse, Failure> {
-    let who = caller(&req)?;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(
@@ -100,11 +92,10 @@ pub async fn bookings(
 /// `GET /dev/bookings/{id}`: one booking for its participants and admins,
 /// with every participant's last read message (for read ticks on open).
 pub async fn booking(
-    req: HttpRequest,
+    UserCaller(who): UserCaller,
     app: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
-    let who = caller(&req)?;
     let id: BookingId = path_id(&path, "booking id")?;
     let user: UserId = who.user_id;
     let admin = who.role == Role::Admin;

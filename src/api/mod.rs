@@ -7,6 +7,7 @@ mod demo;
 mod dev;
 mod health;
 mod listings;
+mod reads;
 mod rooms;
 mod service_auth;
 mod users;
@@ -23,6 +24,8 @@ const MAX_JSON_BODY: usize = 256 * 1024;
 
 /// Mounts every route, and the web front last so it never hides one.
 pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    // Before `/api/v1`, whose scope would answer 404 for paths it does not know.
+    reads::mount(cfg);
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_JSON_BODY)

@@ -26,12 +26,15 @@ pub async fn emit(
     path: web::Path<String>,
     body: web::Json<EmitBody>,
 ) -> Result<HttpResponse, Failure> {
-    let room = RoomKey::parse(&path).ok_or_else(|| {
-        Failure::new(
-            Code::BadRequest,
-            "room must be listing:{id}, booking:{id}, user:{id} or presence:{id}",
-        )
-    })?;
+    // The admins' dispute room carries souk's own `dispute:changed` only.
+    let room = RoomKey::parse(&path)
+        .filter(|room| *room != RoomKey::AdminDisputes)
+        .ok_or_else(|| {
+            Failure::new(
+                Code::BadRequest,
+                "room must be listing:{id}, booking:{id}, user:{id} or presence:{id}",
+            )
+        })?;
     let EmitBody { event, data } = body.into_inner();
     let valid_name = (1..=64).contains(&event.chars().count())
         && !event.chars().any(char::is_control)
@@ -81,6 +84,11 @@ pub async fn cluster(
     _caller: ServiceCaller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
+    cluster_view(&app).await
+}
+
+/// The cluster's answer, for the backend and for admins (§8a).
+pub(super) async fn cluster_view(app: &AppState) -> Result<HttpResponse, Failure> {
     let nodes = crate::cluster::nodes::live(&app.redis).await?;
     Ok(HttpResponse::Ok().json(json!({ "nodes": nodes })))
 }

@@ -1,4 +1,5 @@
-//! The server API's caller: a bearer token whose role is `service`.
+//! The callers of HTTP routes: the server API's (a bearer token whose role
+//! is `service`) and the user reads' (a user's own token, never `service`).
 
 use std::future::{ready, Ready};
 
@@ -29,6 +30,30 @@ fn authenticate(req: &HttpRequest) -> Result<ServiceCaller, Failure> {
         ));
     }
     Ok(ServiceCaller(identity))
+}
+
+/// A verified user (any role but `service`): the caller of the user reads
+/// (§8a) and of the dev-mode demo backend.
+pub struct UserCaller(pub Identity);
+
+impl UserCaller {
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+}
+
+impl FromRequest for UserCaller {
+    type Error = Failure;
+    type Future = Ready<Result<Self, Failure>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(bearer_identity(req).and_then(|identity| {
+            if identity.role == Role::Service {
+                return Err(Failure::new(Code::Forbidden, "a user token is needed here"));
+            }
+            Ok(UserCaller(identity))
+        }))
+    }
 }
 
 /// Whoever a request's `Authorization: Bearer` token names, any role.

@@ -80,6 +80,18 @@ pub enum Mover {
     Service,
 }
 
+impl Mover {
+    /// The role an audit entry names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mover::Buyer => "buyer",
+            Mover::Seller => "seller",
+            Mover::Admin => "admin",
+            Mover::Service => "service",
+        }
+    }
+}
+
 /// Why a move was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MoveError {

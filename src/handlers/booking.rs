@@ -30,6 +30,9 @@ pub enum Admins {
     Refused,
     /// Admins may too; each such access is written to the audit log.
     Audited(&'static str),
+    /// Admins may too; the action writes its own audit entry for everyone
+    /// (a booking's moves: `store::bookings::transition`).
+    Recorded,
 }
 
 /// Loads a booking and how `caller` may act on it: see [`admit`].
@@ -53,11 +56,12 @@ pub fn admit(
     caller: &Caller,
     admins: Admins,
 ) -> Result<Access, StoreError> {
-    let action = match admins {
-        Admins::Audited(action) if caller.is_admin() => Some(action),
-        _ => None,
+    let (admitted, action) = match admins {
+        Admins::Audited(action) if caller.is_admin() => (true, Some(action)),
+        Admins::Recorded => (caller.is_admin(), None),
+        _ => (false, None),
     };
-    match standing(row, caller.user(), action.is_some()) {
+    match standing(row, caller.user(), admitted) {
         Some(Access::Admin) => {
             if let Some(action) = action {
                 audit::admin_access(
@@ -137,8 +141,8 @@ pub async fn transition(
     let moved = app
         .db
         .run(move |conn| {
-            bookings::transition(conn, &id, to, |conn, row| {
-                let how = admit(conn, row, &who, Admins::Audited("booking:transition"));
+            bookings::transition(conn, &id, to, who.user().as_str(), |conn, row| {
+                let how = admit(conn, row, &who, Admins::Recorded);
                 match how {
                     Ok(Access::Participant) => Ok(row.to_booking().mover(who.user())),
                     Ok(Access::Admin) => Ok(Some(Mover::Admin)),
@@ -152,7 +156,8 @@ pub async fn transition(
 }
 
 /// Tells the booking's room and both participants' user rooms about a move,
-/// and the listing's room when its availability followed.
+/// the listing's room when its availability followed, and the admins'
+/// dispute room when the booking moved into or out of `disputed`.
 pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
     let booking = moved.booking.to_booking();
     let payload = json!({
@@ -168,6 +173,13 @@ pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
     ];
     app.fanout
         .emit_to(&rooms, "booking:statusChanged", &payload);
+    if moved.previous == BookingStatus::Disputed || booking.status == BookingStatus::Disputed {
+        app.fanout.emit(
+            RoomKey::AdminDisputes,
+            "dispute:changed",
+            &json!({ "booking": booking, "previousStatus": moved.previous, "by": by }),
+        );
+    }
     if let Some(listing) = &moved.listing {
         let id = ListingId::from_db(listing.id.clone());
         app.fanout.emit_listing(

@@ -2,6 +2,7 @@
 //! Handlers are plain async functions; the session runs them and sends the
 //! answer back as the event's ack.
 
+pub mod admin;
 pub mod booking;
 pub mod chat;
 pub mod listing;
@@ -23,7 +24,8 @@ use actix::Recipient;
 
 /// Of the rooms a recovering socket was in, those its user may still be in,
 /// checked as a join checks them: a booking's participants and admins, a
-/// listing's watchers (§4), the user's own room, any presence room. A room
+/// listing's watchers (§4), the user's own room, any presence room, the
+/// dispute room for admins. A room
 /// whose booking or listing is gone is left out. An admin's rejoin is not
 /// audited again: the first join was.
 pub fn rejoinable(
@@ -37,6 +39,7 @@ pub fn rejoinable(
         let allowed = match &room {
             RoomKey::User(owner) => owner == user,
             RoomKey::Presence(_) => true,
+            RoomKey::AdminDisputes => admin,
             RoomKey::Listing(id) => or_gone(bookings::may_watch(conn, id, user, admin))?,
             RoomKey::Booking(id) => or_gone(
                 bookings::get(conn, id).map(|row| booking::standing(&row, user, admin).is_some()),
@@ -78,7 +81,11 @@ pub async fn reauthorize(app: &AppState, caller: &Caller) -> Result<(), Failure>
             log::warn!("rooms of a refreshed socket not checked, left: {err}");
             rooms
                 .iter()
-                .filter(|room| matches!(room, RoomKey::User(_) | RoomKey::Presence(_)))
+                .filter(|room| match room {
+                    RoomKey::User(_) | RoomKey::Presence(_) => true,
+                    RoomKey::AdminDisputes => admin,
+                    _ => false,
+                })
                 .cloned()
                 .collect()
         }
@@ -201,6 +208,8 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
         } => chat::read_mark(app, caller, booking_id, message_id).await,
         PresenceWatch { user_ids } => presence::watch(app, caller, user_ids).await,
         PresenceUnwatch { user_ids } => presence::unwatch(app, caller, user_ids),
+        AdminWatch => admin::watch(app, caller).await,
+        AdminUnwatch => admin::unwatch(app, caller),
         // The session has taken the new token; its rooms follow.
         AuthRefresh { .. } => {
             reauthorize(app, caller).await?;

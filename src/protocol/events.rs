@@ -83,6 +83,10 @@ pub enum ClientEvent {
     PresenceUnwatch { user_ids: Vec<UserId> },
     /// `auth:refresh {token}`: replaces the connection's token (same `sub`).
     AuthRefresh { token: String },
+    /// `admin:watch {}`: joins `admin:disputes` (admins only).
+    AdminWatch,
+    /// `admin:unwatch {}`: leaves `admin:disputes`.
+    AdminUnwatch,
 }
 
 impl ClientEvent {
@@ -104,6 +108,8 @@ impl ClientEvent {
             ClientEvent::PresenceWatch { .. } => "presence:watch",
             ClientEvent::PresenceUnwatch { .. } => "presence:unwatch",
             ClientEvent::AuthRefresh { .. } => "auth:refresh",
+            ClientEvent::AdminWatch => "admin:watch",
+            ClientEvent::AdminUnwatch => "admin:unwatch",
         }
     }
 }
@@ -136,6 +142,8 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "presence:watch",
     "presence:unwatch",
     "auth:refresh",
+    "admin:watch",
+    "admin:unwatch",
 ];
 
 /// Parses an EVENT packet's argument array (`["name", payload, …]`).
@@ -203,6 +211,8 @@ pub fn parse(args: &[Value]) -> Result<ClientEvent, EventError> {
         "auth:refresh" => ClientEvent::AuthRefresh {
             token: string(f, "token", 1, MAX_TOKEN_LEN)?,
         },
+        "admin:watch" => ClientEvent::AdminWatch,
+        "admin:unwatch" => ClientEvent::AdminUnwatch,
         other => return Err(EventError::Unsupported(truncate(other, MAX_ID_LEN))),
     };
     Ok(event)
@@ -531,9 +541,9 @@ mod tests {
 
     #[test]
     fn known_events_lists_every_event_once_and_matches_name() {
-        assert_eq!(KNOWN_EVENTS.len(), 15);
+        assert_eq!(KNOWN_EVENTS.len(), 17);
         let unique: HashSet<&str> = KNOWN_EVENTS.iter().copied().collect();
-        assert_eq!(unique.len(), 15);
+        assert_eq!(unique.len(), 17);
         let samples = [
             ClientEvent::ListingWatch {
                 listing_id: lid("l"),
@@ -587,6 +597,8 @@ mod tests {
                 user_ids: vec![uid("u")],
             },
             ClientEvent::AuthRefresh { token: "t".into() },
+            ClientEvent::AdminWatch,
+            ClientEvent::AdminUnwatch,
         ];
         let names: Vec<&str> = samples.iter().map(ClientEvent::name).collect();
         assert_eq!(names, KNOWN_EVENTS);

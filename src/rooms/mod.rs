@@ -35,7 +35,13 @@ pub enum RoomKey {
     User(UserId),
     /// `presence:{id}`: those who watch one user's online state.
     Presence(UserId),
+    /// `admin:disputes`: admins who watch bookings move into and out of
+    /// `disputed`.
+    AdminDisputes,
 }
+
+/// The name of the admins' dispute room.
+const ADMIN_DISPUTES: &str = "admin:disputes";
 
 impl RoomKey {
     /// The room kind, as the `souk_rooms{kind}` label.
@@ -45,11 +51,15 @@ impl RoomKey {
             RoomKey::Booking(_) => "booking",
             RoomKey::User(_) => "user",
             RoomKey::Presence(_) => "presence",
+            RoomKey::AdminDisputes => "admin",
         }
     }
 
     /// Parses `kind:id` (the server API names rooms this way).
     pub fn parse(text: &str) -> Option<RoomKey> {
+        if text == ADMIN_DISPUTES {
+            return Some(RoomKey::AdminDisputes);
+        }
         let (kind, id) = text.split_once(':')?;
         match kind {
             "listing" => ListingId::parse(id).map(RoomKey::Listing),
@@ -68,6 +78,7 @@ impl fmt::Display for RoomKey {
             RoomKey::Booking(id) => write!(f, "booking:{id}"),
             RoomKey::User(id) => write!(f, "user:{id}"),
             RoomKey::Presence(id) => write!(f, "presence:{id}"),
+            RoomKey::AdminDisputes => f.write_str(ADMIN_DISPUTES),
         }
     }
 }
@@ -118,7 +129,13 @@ mod tests {
 
     #[test]
     fn room_names_round_trip_and_refuse_junk() {
-        for name in ["listing:l1", "booking:b-2", "user:u_3", "presence:u4"] {
+        for name in [
+            "listing:l1",
+            "booking:b-2",
+            "user:u_3",
+            "presence:u4",
+            "admin:disputes",
+        ] {
             assert_eq!(
                 RoomKey::parse(name).map(|k| k.to_string()).as_deref(),
                 Some(name)
@@ -131,6 +148,8 @@ mod tests {
             "auction:x",
             "user:a b",
             "user:a:b",
+            "admin:other",
+            "admin:",
         ] {
             assert_eq!(RoomKey::parse(bad), None, "{bad}");
         }

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 
 use super::listings::{self, ListingRow};
 use super::schema::bookings;
-use super::StoreError;
+use super::{audit, StoreError};
 use crate::domain::booking::{check_move, MoveError};
 use crate::domain::{Availability, Booking, BookingStatus, Mover, Visibility};
 use crate::error::Code;
@@ -16,7 +16,7 @@ use crate::ids::{BookingId, ListingId, UserId};
 use crate::time::rfc3339;
 
 /// A `bookings` row.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = bookings, check_for_backend(diesel::pg::Pg))]
 pub struct BookingRow {
     pub id: String,
@@ -260,11 +260,13 @@ pub struct Moved {
 
 /// Moves a booking to `to` if §7 lets `mover` (decided from the locked row,
 /// in the move's transaction, so an audit entry it writes stands or falls
-/// with the move) do it; the listing's availability follows in the same transaction.
+/// with the move) do it; the listing's availability follows, and an audit
+/// entry naming `by` is written, in the same transaction.
 pub fn transition<F>(
     conn: &mut PgConnection,
     id: &BookingId,
     to: BookingStatus,
+    by: &str,
     mover: F,
 ) -> Result<Moved, StoreError>
 where
@@ -316,6 +318,16 @@ where
             )?,
             _ => None,
         };
+        audit::record(
+            conn,
+            &audit::Entry {
+                actor_id: by,
+                actor_role: who.as_str(),
+                action: "booking:transition",
+                subject: &format!("booking:{id}"),
+                details: serde_json::json!({ "from": previous, "to": to }),
+            },
+        )?;
         Ok(Moved {
             previous,
             booking,

@@ -32,15 +32,7 @@ pub fn listings_for(
         .limit(PAGE)
         .select(ListingRow::as_select())
         .load(conn)?;
-    rows.into_iter()
-        .map(|row| {
-            if row.is_auction() {
-                listings::get_with_progress(conn, &row.listing_id())
-            } else {
-                Ok((row, AuctionProgress::default()))
-            }
-        })
-        .collect()
+    listings::with_progress(conn, rows)
 }
 
 /// Which bookings a list shows.

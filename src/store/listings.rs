@@ -147,6 +147,22 @@ pub fn get_with_progress(
     Ok((row, progress))
 }
 
+/// Rows with each auction's progress from the bid log.
+pub fn with_progress(
+    conn: &mut PgConnection,
+    rows: Vec<ListingRow>,
+) -> Result<Vec<(ListingRow, AuctionProgress)>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            if row.is_auction() {
+                get_with_progress(conn, &row.listing_id())
+            } else {
+                Ok((row, AuctionProgress::default()))
+            }
+        })
+        .collect()
+}
+
 fn progress(conn: &mut PgConnection, id: &ListingId) -> Result<AuctionProgress, StoreError> {
     let top: Option<(i64, String, i64)> = bids::table
         .filter(bids::listing_id.eq(id.as_str()))

@@ -89,10 +89,10 @@ const MATRIX: &str = "
 | presence:unwatch | private | ok | ok | ok | ok | ok |
 | auth:refresh | public | ok | ok | ok | ok | ok |
 | auth:refresh | private | ok | ok | ok | ok | ok |
-| admin:watch | public | unsupported | unsupported | unsupported | unsupported | unsupported |
-| admin:watch | private | unsupported | unsupported | unsupported | unsupported | unsupported |
-| admin:unwatch | public | unsupported | unsupported | unsupported | unsupported | unsupported |
-| admin:unwatch | private | unsupported | unsupported | unsupported | unsupported | unsupported |
+| admin:watch | public | forbidden | forbidden | forbidden | ok | ok |
+| admin:watch | private | forbidden | forbidden | forbidden | ok | ok |
+| admin:unwatch | public | ok | ok | ok | ok | ok |
+| admin:unwatch | private | ok | ok | ok | ok | ok |
 ";
 
 /// One cell's world, with names of its own so that cells never meet (nor

@@ -169,6 +169,9 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
         ("SOUK_WORKERS", "1"),
         ("SOUK_DB_POOL_SIZE", "4"),
         ("SOUK_NODE_ID", "test-node"),
+        // Every test client opens from 127.0.0.1: the per-address open
+        // limit is off unless a test (`hostile::`) sets it.
+        ("SOUK_OPENS_PER_ADDR_BURST", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

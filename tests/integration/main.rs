@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin_disputes;
 mod api;
 mod auctions;
 mod authorization;
@@ -27,4 +28,5 @@ mod rooms;
 mod schema;
 mod tokens;
 mod transports;
+mod user_reads;
 mod web;
