@@ -74,7 +74,7 @@ describe("dev mode only", () => {
     // Recovery resumes from the last event a socket received, so Ben gets one first.
     await ana.locator("#bid-amount").fill("800");
     await ana.locator("#bid-button").click();
-    await ben.locator("#current-bid", { hasText: "800.00" }).waitFor();
+    await ben.locator("#bid-history li", { hasText: "€800.00 by ana" }).waitFor();
     // Drop Ben's transport; while he is away, Ana bids again.
     await ben.evaluate(() => window.souk.io.engine.close());
     await ben.locator('#conn[data-state="reconnecting"]').waitFor();
