@@ -218,6 +218,7 @@ function chart({ id, title, unit, series }) {
     { class: "chart", id: `chart-${id}`, dataset: { points: String(Math.max(0, ...series.map((s) => s.points.length))) } },
     el("figcaption", {}, el("span", {}, title), el("span", { class: "muted" }, `max ${fmt(top / 1.1)}${unit}`)),
     picture,
+    el("div", { class: "axis muted", "aria-hidden": "true" }, el("span", {}, `${KEEP_MS / 60_000} min ago`), el("span", {}, "now")),
     el(
       "ul",
       { class: "legend" },
