@@ -124,6 +124,7 @@ impl Application {
         let registry_fanout = fanout.clone();
         let registry_metrics = metrics.clone();
         let (registry_redis, recovery_window) = (redis.clone(), settings.recovery_window);
+        let max_rooms = settings.quotas.max_rooms_per_socket;
         let registry = Registry::create(|ctx| {
             let subscriber = cluster::Subscriber::start(
                 target,
@@ -137,7 +138,7 @@ impl Application {
                 redis: registry_redis,
                 recovery_window,
             };
-            Registry::new(arbiters, idle, registry_metrics, parts)
+            Registry::new(arbiters, idle, registry_metrics, parts).with_max_rooms(max_rooms)
         });
         let presence = rooms::presence::PresenceTracker::new(
             redis.clone(),

@@ -5,56 +5,162 @@
 
 use std::time::Duration;
 
-use deadpool_redis::redis::Value as RedisValue;
-use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
+
+use deadpool_redis::redis::{Script, Value as RedisValue};
 
 use super::room_log;
 use crate::ids::UserId;
 use crate::rooms::RoomKey;
 use crate::store::{Redis, StoreError};
 
-/// What a socket was in, kept for the recovery window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a socket was in, as a claim finds it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub user: String,
     pub rooms: Vec<String>,
 }
 
-fn record_key(redis: &Redis, pid: &str) -> String {
-    redis.key(&["session", pid])
+/// Changes to one socket's record since the last save: rooms joined and
+/// left, and whether it is being bound (its user and owner set). A record
+/// is a Redis hash (`u` user, `o` owner, `c` a claim in progress, `r:<room>`
+/// per room), so a join writes one field, not the whole record again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// The user, when the socket is being bound.
+    pub bind: Option<String>,
+    pub joined: std::collections::BTreeSet<String>,
+    pub left: std::collections::BTreeSet<String>,
 }
 
-/// Writes records, each to live `window` from now.
+impl Changes {
+    pub fn join(&mut self, room: String) {
+        self.left.remove(&room);
+        self.joined.insert(room);
+    }
+
+    pub fn leave(&mut self, room: String) {
+        self.joined.remove(&room);
+        self.left.insert(room);
+    }
+}
+
+/// One socket's pending save: its pid, the session that owns the record
+/// (`node/session`), and what changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Save {
+    pub pid: String,
+    pub owner: String,
+    pub changes: Changes,
+}
+
+fn record_key(redis: &Redis, pid: &str) -> String {
+    redis.key(&["recovery", pid])
+}
+
+/// Applies one socket's changes and renews its record for the window, if
+/// the record is its own: a record another socket has claimed since is left
+/// alone (its owner writes it now). KEYS: the record. ARGV: window (ms),
+/// owner, user to bind ('' none), number of rooms joined, the rooms joined,
+/// the rooms left. Returns 1, or 0 when the record is not this owner's.
+const SAVE: &str = r#"
+local owner = redis.call('HGET', KEYS[1], 'o')
+if ARGV[3] ~= '' then
+  if owner and owner ~= ARGV[2] then return 0 end
+  redis.call('HSET', KEYS[1], 'u', ARGV[3], 'o', ARGV[2])
+  redis.call('HDEL', KEYS[1], 'c')
+elseif owner ~= ARGV[2] then
+  return 0
+end
+local joined = tonumber(ARGV[4])
+for i = 5, 4 + joined do redis.call('HSET', KEYS[1], 'r:' .. ARGV[i], '1') end
+for i = 5 + joined, #ARGV do redis.call('HDEL', KEYS[1], 'r:' .. ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// Claims a record for a recovering socket: the record must be `user`'s and
+/// no other claim of it may be in progress (two sockets recovering one pid
+/// do not both get it). The claimer becomes the owner, so the socket that
+/// held the record is unbound: its saves no longer touch it. The claim is
+/// in progress until the claimer binds, or for `hold` ms at most. KEYS: the
+/// record. ARGV: user, claimer, now (ms), hold (ms). Returns the rooms, or
+/// false.
+const CLAIM: &str = r#"
+if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return false end
+local claim = redis.call('HGET', KEYS[1], 'c')
+if claim and tonumber(claim) > tonumber(ARGV[3]) then return false end
+redis.call('HSET', KEYS[1], 'o', ARGV[2], 'c', tostring(tonumber(ARGV[3]) + tonumber(ARGV[4])))
+local rooms = {}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, 2) == 'r:' then rooms[#rooms + 1] = string.sub(field, 3) end
+end
+return rooms
+"#;
+
+static SAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE));
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
+
+/// How long a claim keeps other claims of the same pid out while its socket
+/// restores (its rooms checked and joined, its missed events read).
+const CLAIM_HOLD: Duration = Duration::from_secs(10);
+
+/// Saves each socket's changes, each record to live `window` from now.
+/// Answers the pids whose record another socket owns now.
 pub async fn save(
     redis: &Redis,
-    records: &[(String, Record)],
+    saves: &[Save],
     window: Duration,
-) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
+) -> Result<Vec<String>, StoreError> {
+    if saves.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut commands = Vec::with_capacity(records.len());
-    for (pid, record) in records {
-        let text =
-            serde_json::to_string(record).map_err(|err| StoreError::Internal(err.to_string()))?;
-        let mut set = deadpool_redis::redis::cmd("SET");
-        set.arg(record_key(redis, pid))
-            .arg(text)
-            .arg("PX")
-            .arg(window.as_millis() as u64);
-        commands.push(set);
-    }
-    redis.run_all(commands).await
+    let conn = redis.connection().await?;
+    let runs = saves.iter().map(|save| {
+        let mut conn = (*conn).clone();
+        let mut invocation = SAVE_SCRIPT.key(record_key(redis, &save.pid));
+        invocation
+            .arg(window.as_millis() as u64)
+            .arg(&save.owner)
+            .arg(save.changes.bind.as_deref().unwrap_or(""))
+            .arg(save.changes.joined.len());
+        for room in save.changes.joined.iter().chain(&save.changes.left) {
+            invocation.arg(room);
+        }
+        async move {
+            let owned: i64 = invocation.invoke_async(&mut conn).await?;
+            Ok::<_, StoreError>((owned != 1).then(|| save.pid.clone()))
+        }
+    });
+    let lost = futures_util::future::try_join_all(runs).await?;
+    Ok(lost.into_iter().flatten().collect())
 }
 
-/// The record of a `pid`, if it is still kept.
-pub async fn load(redis: &Redis, pid: &str) -> Result<Option<Record>, StoreError> {
+/// Claims the record of `pid` for `claimer` (`node/session`), if it is
+/// still kept, is `user`'s, and no other socket is claiming it.
+pub async fn claim(
+    redis: &Redis,
+    pid: &str,
+    user: &str,
+    claimer: &str,
+) -> Result<Option<Record>, StoreError> {
     let mut conn = redis.connection().await?;
-    let text: Option<String> = deadpool_redis::redis::cmd("GET")
-        .arg(record_key(redis, pid))
-        .query_async(&mut *conn)
+    let now = chrono::Utc::now().timestamp_millis();
+    let rooms: Option<Vec<String>> = CLAIM_SCRIPT
+        .key(record_key(redis, pid))
+        .arg(user)
+        .arg(claimer)
+        .arg(now)
+        .arg(CLAIM_HOLD.as_millis() as u64)
+        .invoke_async(&mut *conn)
         .await?;
-    Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
+    Ok(rooms.map(|mut rooms| {
+        rooms.sort();
+        Record {
+            user: user.to_owned(),
+            rooms,
+        }
+    }))
 }
 
 /// Every event after `after` in `rooms`, oldest first (`user`'s own typing

@@ -29,7 +29,7 @@ use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
-use crate::rooms::registry::{Bind, Join, Leave, Register, Unregister};
+use crate::rooms::registry::{Bind, Join, JoinAll, Leave, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
@@ -606,12 +606,14 @@ async fn restore(
     };
     // Best effort: a socket is accepted even when Redis is slow to confirm.
     let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
+    let owner = format!("{}/{session}", app.settings.node_id);
     let fresh = |app: &AppState| {
         let pid = random_id(ID_LEN);
         app.registry.do_send(Bind {
             session,
             pid: pid.clone(),
             user: user.clone(),
+            owner: owner.clone(),
         });
         Restored {
             pid,
@@ -621,8 +623,10 @@ async fn restore(
     let Some((pid, offset)) = previous else {
         return fresh(&app);
     };
-    let record = match recovery::load(&app.redis, &pid).await {
-        Ok(Some(record)) if record.user == user.as_str() => record,
+    // One live socket per pid: the claim takes the record from the socket
+    // that held it, and a second socket recovering it meanwhile is refused.
+    let record = match recovery::claim(&app.redis, &pid, user.as_str(), &owner).await {
+        Ok(Some(record)) => record,
         _ => return fresh(&app),
     };
     let rooms: Vec<RoomKey> = record
@@ -640,16 +644,19 @@ async fn restore(
         // Unchecked rooms are not rejoined.
         Err(_) => return fresh(&app),
     };
-    let mut followed = true;
-    for room in &rooms {
-        followed &= matches!(app.registry.send(join(room.clone())).await, Ok(Ok(())));
-    }
+    let all = JoinAll {
+        session,
+        user: user.clone(),
+        rooms: rooms.clone(),
+    };
+    let followed = matches!(app.registry.send(all).await, Ok(Ok(())));
     match recovery::missed(&app.redis, &rooms, offset, &user).await {
         Ok(Some(missed)) if followed => {
             app.registry.do_send(Bind {
                 session,
                 pid: pid.clone(),
                 user: user.clone(),
+                owner: owner.clone(),
             });
             Restored { pid, missed }
         }

@@ -12,6 +12,7 @@ mod chat;
 mod cluster;
 mod connect;
 mod heartbeat;
+mod hostile_limits;
 mod lifecycle;
 mod presence;
 mod process;
