@@ -334,9 +334,11 @@ impl Session {
                 ctx,
                 socket::encode_connect_ok(&random_id(ID_LEN), &restored.pid),
             );
+            // Replayed packets count against the outbound bound like any
+            // other: a client that does not read them is a slow consumer.
             for missed in &restored.missed {
                 session.remember(missed.emission);
-                session.out.push_replayed(missed.frame.clone().into());
+                session.send(ctx, missed.frame.clone());
             }
             session.replayed_upto = restored.missed.last().map_or(0, |m| m.offset);
         }));
@@ -650,8 +652,22 @@ async fn restore(
         rooms: rooms.clone(),
     };
     let followed = matches!(app.registry.send(all).await, Ok(Ok(())));
-    match recovery::missed(&app.redis, &rooms, offset, &user).await {
-        Ok(Some(missed)) if followed => {
+    let max_replay = app.settings.quotas.max_replay_bytes;
+    let missed = recovery::missed(&app.redis, &rooms, offset, &user).await;
+    let within_bound = |missed: &[recovery::Logged]| {
+        let bytes: usize = missed.iter().map(|m| m.frame.len()).sum();
+        let within = bytes <= max_replay;
+        if !within {
+            // Past the bound the socket starts fresh (`recovered` false).
+            app.metrics
+                .limits_tripped
+                .with_label_values(&["replay_bytes"])
+                .inc();
+        }
+        within
+    };
+    match missed {
+        Ok(Some(missed)) if followed && within_bound(&missed) => {
             app.registry.do_send(Bind {
                 session,
                 pid: pid.clone(),

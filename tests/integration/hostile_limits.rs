@@ -106,3 +106,160 @@ async fn serial_joins_write_the_recovery_record_incrementally() {
         "400 joins wrote {written} bytes to Redis"
     );
 }
+
+/// Connects as `user`, recovering `previous` (`pid`, `offset`) if given;
+/// answers the client and the CONNECT reply.
+async fn connect_recovering(
+    app: &TestApp,
+    user: &str,
+    previous: Option<(&str, &str)>,
+) -> (Client, Value) {
+    let mut client = Client::open(app).await;
+    let mut auth = json!({ "token": app.token(user) });
+    if let Some((pid, offset)) = previous {
+        auth["pid"] = json!(pid);
+        auth["offset"] = json!(offset);
+    }
+    client.send(&format!("40{auth}")).await;
+    let reply = client.recv_text().await;
+    let body = reply
+        .strip_prefix("40")
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or_else(|| panic!("not connected: {reply}"));
+    (client, body)
+}
+
+/// Emits `tick` with a payload of `bytes` bytes to listing l1's room.
+async fn big_tick(app: &TestApp, bytes: usize) {
+    let (status, _) = app
+        .room_event("listing:l1", "tick", json!("x".repeat(bytes)))
+        .await;
+    assert_eq!(status, 202);
+}
+
+/// ann watches l1, gets one tick and goes without a word: her pid and the
+/// offset she got last.
+async fn watched_then_gone(app: &TestApp) -> (String, String) {
+    let (mut ann, hello) = connect_recovering(app, "ann", None).await;
+    let pid = hello["pid"].as_str().unwrap().to_owned();
+    ann.emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    big_tick(app, 10).await;
+    let (_, offset) = ann.wait_event_with_offset("tick").await;
+    drop(ann);
+    (pid, offset.unwrap())
+}
+
+#[actix_web::test]
+async fn a_replay_past_its_byte_bound_starts_the_socket_fresh() {
+    let app = TestApp::spawn_with(&[("SOUK_MAX_REPLAY_BYTES", "5000")]).await;
+    app.listing("l1", "sella").await;
+
+    // Under the bound: recovered.
+    let (pid, offset) = watched_then_gone(&app).await;
+    for _ in 0..3 {
+        big_tick(&app, 1000).await;
+    }
+    let (mut back, hello) = connect_recovering(&app, "ann", Some((&pid, &offset))).await;
+    assert_eq!(hello["pid"], pid.as_str(), "3 kB replayed: recovered");
+    back.wait_event("tick").await;
+    drop(back);
+
+    // Past it: a fresh socket, nothing replayed.
+    let (pid, offset) = watched_then_gone(&app).await;
+    for _ in 0..6 {
+        big_tick(&app, 1000).await;
+    }
+    let (mut back, hello) = connect_recovering(&app, "ann", Some((&pid, &offset))).await;
+    assert_ne!(hello["pid"], pid.as_str(), "6 kB to replay: not recovered");
+    back.assert_no_event("tick", std::time::Duration::from_millis(300))
+        .await;
+    assert!(tripped(&app, "replay_bytes").await >= 1);
+    still_served(&app, "bob").await;
+}
+
+#[actix_web::test]
+async fn replayed_packets_count_against_the_outbound_bound() {
+    // A replay bound above the outbound bound: the replay alone overflows.
+    let app = TestApp::spawn_with(&[
+        ("SOUK_MAX_OUTBOUND_BYTES", "4000"),
+        ("SOUK_MAX_REPLAY_BYTES", "100000"),
+    ])
+    .await;
+    app.listing("l1", "sella").await;
+    let (pid, offset) = watched_then_gone(&app).await;
+    for _ in 0..8 {
+        big_tick(&app, 1000).await;
+    }
+    let (mut back, hello) = connect_recovering(&app, "ann", Some((&pid, &offset))).await;
+    assert_eq!(hello["pid"], pid.as_str());
+    back.expect_close().await;
+    eventually("the slow consumer is counted", || async {
+        app.metrics()
+            .await
+            .contains("souk_disconnects_total{reason=\"slow consumer\"} 1")
+    })
+    .await;
+    still_served(&app, "bob").await;
+}
+
+#[actix_web::test]
+async fn two_sockets_recovering_one_pid_do_not_both_get_it() {
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sella").await;
+    let (pid, offset) = watched_then_gone(&app).await;
+    let (first, second) = futures_util::join!(
+        connect_recovering(&app, "ann", Some((&pid, &offset))),
+        connect_recovering(&app, "ann", Some((&pid, &offset))),
+    );
+    let recovered = [&first.1, &second.1]
+        .iter()
+        .filter(|hello| hello["pid"] == pid.as_str())
+        .count();
+    assert_eq!(recovered, 1, "{} / {}", first.1, second.1);
+
+    // A later recovery of the pid takes it over: the socket that held it
+    // is unbound, and only the new owner writes the record.
+    let mut holder = if first.1["pid"] == pid.as_str() {
+        first.0
+    } else {
+        second.0
+    };
+    let mut taker = None;
+    for _ in 0..50 {
+        // The first claim holds until its socket is bound.
+        let (client, hello) = connect_recovering(&app, "ann", Some((&pid, &offset))).await;
+        if hello["pid"] == pid.as_str() {
+            taker = Some(client);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut taker = taker.expect("a later recovery takes the pid over");
+    taker
+        .emit_ack("presence:watch", json!({"userIds": ["pia"]}))
+        .await;
+    holder
+        .emit_ack("presence:watch", json!({"userIds": ["quin"]}))
+        .await;
+    eventually("the record holds the new owner's rooms only", || async {
+        let mut rooms = redis_record_rooms(&app, &pid);
+        rooms.sort();
+        rooms == ["listing:l1", "presence:pia", "user:ann"]
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!redis_record_rooms(&app, &pid).contains(&"presence:quin".to_owned()));
+    still_served(&app, "bob").await;
+}
+
+/// The rooms of a recovery record, as Redis holds it.
+fn redis_record_rooms(app: &TestApp, pid: &str) -> Vec<String> {
+    let mut conn = redis_connection().unwrap();
+    let key = format!("{}recovery:{pid}", app.redis_prefix());
+    let fields: Vec<String> = redis::cmd("HKEYS").arg(&key).query(&mut *conn).unwrap();
+    fields
+        .into_iter()
+        .filter_map(|f| f.strip_prefix("r:").map(str::to_owned))
+        .collect()
+}
