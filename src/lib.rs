@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod handlers;
 pub mod ids;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ops;

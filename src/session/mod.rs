@@ -25,6 +25,7 @@ use crate::cluster::recovery;
 use crate::error::{ok_ack, Code, Failure};
 use crate::handlers::{self, Caller};
 use crate::ids::UserId;
+use crate::limits;
 use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
@@ -404,11 +405,15 @@ impl Session {
             Ok(event) => event,
             Err(err) => return self.finish(ctx, ack_id, &name, started, Err(err.into())),
         };
+        if let Some(identity) = self.identity() {
+            let app = &self.app;
+            let user = identity.user_id.as_str();
+            if let Err(failure) = app.limiter.check(user, &event, &app.metrics) {
+                return self.finish(ctx, ack_id, &name, started, Err(failure));
+            }
+        }
         if self.queue.len() >= MAX_QUEUED_EVENTS {
-            let mut failure = Failure::new(Code::RateLimited, "too many events waiting");
-            failure
-                .extra
-                .insert("retryAfterMs".into(), json!(QUEUE_RETRY_AFTER_MS));
+            let failure = limits::rate_limited("too many events waiting", QUEUE_RETRY_AFTER_MS);
             return self.finish(ctx, ack_id, &name, started, Err(failure));
         }
         self.queue.push_back(Queued {

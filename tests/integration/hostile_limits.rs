@@ -263,3 +263,95 @@ fn redis_record_rooms(app: &TestApp, pid: &str) -> Vec<String> {
         .filter_map(|f| f.strip_prefix("r:").map(str::to_owned))
         .collect()
 }
+
+/// Sends `n` events without waiting, then reads their acks.
+async fn burst(client: &mut Client, n: u64, event: impl Fn(u64) -> Value) -> Vec<Value> {
+    let first = 1000;
+    for i in 0..n {
+        client.send(&format!("42{}{}", first + i, event(i))).await;
+    }
+    let mut acks = Vec::new();
+    for i in 0..n {
+        acks.push(client.wait_ack(first + i).await);
+    }
+    acks
+}
+
+fn limited(acks: &[Value]) -> Vec<&Value> {
+    acks.iter()
+        .filter(|a| a["error"]["code"] == "rate_limited")
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_user_sending_too_fast_is_rate_limited_and_others_are_served() {
+    let app = TestApp::spawn_with(&[
+        ("SOUK_RATE_MESSAGES", "1"),
+        ("SOUK_RATE_MESSAGES_BURST", "5"),
+    ])
+    .await;
+    let mut buyer = app.connect("bea").await;
+    let booking = app.booking("l1", "sella", &mut buyer).await;
+    let acks = burst(&mut buyer, 10, |i| {
+        json!(["message:send", {"bookingId": booking, "body": format!("m{i}"), "clientMsgId": format!("c{i}")}])
+    })
+    .await;
+    let refused = limited(&acks);
+    assert_eq!(acks.len() - refused.len(), 5, "the burst passes: {acks:?}");
+    for ack in &refused {
+        let wait = ack["error"]["retryAfterMs"].as_u64().unwrap();
+        assert!(wait > 0 && wait <= 1000, "{ack}");
+    }
+    assert!(tripped(&app, "rate_messages").await >= 5);
+    // The seller, another user, is served meanwhile.
+    let mut seller = app.connect("sella").await;
+    let ack = seller
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": "hi", "clientMsgId": "s1"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    // One second on, the buyer may send again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let ack = buyer
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": "again", "clientMsgId": "c99"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+}
+
+#[actix_web::test]
+async fn bids_on_a_listing_that_is_not_an_auction_count_against_the_rate() {
+    let app = TestApp::spawn_with(&[("SOUK_RATE_BIDS", "1"), ("SOUK_RATE_BIDS_BURST", "3")]).await;
+    app.listing("fixed", "sella").await;
+    let mut ann = app.connect("ann").await;
+    let acks = burst(
+        &mut ann,
+        6,
+        |i| json!(["bid:place", {"listingId": "fixed", "amount": 100 + i}]),
+    )
+    .await;
+    assert_eq!(limited(&acks).len(), 3, "{acks:?}");
+    assert!(tripped(&app, "rate_bids").await >= 3);
+    still_served(&app, "bob").await;
+}
+
+#[actix_web::test]
+async fn presence_watch_costs_one_join_per_id() {
+    let app =
+        TestApp::spawn_with(&[("SOUK_RATE_ROOMS", "1"), ("SOUK_RATE_ROOMS_BURST", "10")]).await;
+    let mut ann = app.connect("ann").await;
+    let ack = ann
+        .emit_ack("presence:watch", json!({"userIds": ids(0, 10)}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = ann
+        .emit_ack("presence:watch", json!({"userIds": ids(10, 12)}))
+        .await;
+    assert_eq!(ack["error"]["code"], "rate_limited", "{ack}");
+    assert!(tripped(&app, "rate_rooms").await >= 1);
+    still_served(&app, "bob").await;
+}
