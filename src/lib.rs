@@ -93,6 +93,7 @@ impl Application {
         let db = store::Db::new(
             &settings.database_url,
             settings.db_pool_size,
+            settings.quotas.db_statement_timeout,
             metrics.clone(),
         )?;
         let redis = store::Redis::new(
@@ -147,8 +148,19 @@ impl Application {
             settings.presence_ttl,
         )
         .start();
-        let messages = store::writer::Writer::<store::messages::Messages>::new(db.clone()).start();
-        let bids = store::writer::Writer::<store::bids::Bids>::new(db.clone()).start();
+        // Each writer has connections of its own, which no read can take:
+        // a flood of slow reads cannot stop messages and bids being stored.
+        let writer_db = || {
+            store::Db::new(
+                &settings.database_url,
+                settings.quotas.db_writer_pool_size,
+                settings.quotas.db_statement_timeout,
+                metrics.clone(),
+            )
+        };
+        let messages =
+            store::writer::Writer::<store::messages::Messages>::new(writer_db()?).start();
+        let bids = store::writer::Writer::<store::bids::Bids>::new(writer_db()?).start();
         let actors = state::Actors {
             registry,
             fanout,

@@ -355,3 +355,77 @@ async fn presence_watch_costs_one_join_per_id() {
     assert!(tripped(&app, "rate_rooms").await >= 1);
     still_served(&app, "bob").await;
 }
+
+/// Holds an exclusive lock on `table` of the node's database until the
+/// returned sender is dropped or sent to; answers once the lock is held.
+fn lock_table(app: &TestApp, table: &str) -> std::sync::mpsc::Sender<()> {
+    use diesel::{Connection, RunQueryDsl};
+    let url = app.state.settings.database_url.clone();
+    let table = table.to_owned();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut conn = diesel::PgConnection::establish(&url).unwrap();
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            diesel::sql_query(format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+                .execute(conn)?;
+            held.send(()).unwrap();
+            let _ = released.recv();
+            Ok(())
+        })
+        .unwrap();
+    });
+    is_held.recv().unwrap();
+    release
+}
+
+#[actix_web::test]
+async fn slow_reads_cannot_take_the_writers_connections_and_time_out() {
+    let app = TestApp::spawn_with(&[
+        ("SOUK_DB_POOL_SIZE", "2"),
+        ("SOUK_DB_STATEMENT_TIMEOUT_MS", "2500"),
+    ])
+    .await;
+    let mut bea = app.connect("bea").await;
+    let booking = app.booking("l1", "sella", &mut bea).await;
+    app.listing("l2", "sella").await;
+
+    // Reads of listings wait on a lock: every pooled read connection is
+    // taken, until the statement timeout cancels them.
+    let release = lock_table(&app, "listings");
+    let mut readers = Vec::new();
+    for n in 0..4 {
+        let mut reader = app.connect(&format!("reader{n}")).await;
+        reader
+            .send(&format!(
+                "42{}{}",
+                77,
+                json!(["listing:watch", {"listingId": "l2"}])
+            ))
+            .await;
+        readers.push(reader);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A message is still stored, on the writer's own connection.
+    let started = std::time::Instant::now();
+    let ack = bea
+        .emit_ack(
+            "message:send",
+            json!({"bookingId": booking, "body": "still here", "clientMsgId": "w1"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2000),
+        "the write did not wait for the reads: {:?}",
+        started.elapsed()
+    );
+
+    // The stuck reads end at the statement timeout, answered unavailable.
+    let first = readers[0].wait_ack(77).await;
+    assert_eq!(first["error"]["code"], "service_unavailable", "{first}");
+    assert!(tripped(&app, "statement_timeout").await >= 1);
+    drop(release);
+    still_served(&app, "bob").await;
+}
