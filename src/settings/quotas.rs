@@ -29,7 +29,7 @@ pub struct Rates {
     pub reservations: Rate,
     /// `booking:transition`.
     pub transitions: Rate,
-    /// `message:read`.
+    /// `read:mark`.
     pub reads: Rate,
     /// `message:history`.
     pub history: Rate,
