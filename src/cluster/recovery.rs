@@ -34,6 +34,15 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// The whole record: bound to `user`, in `rooms`.
+    pub fn whole(user: String, rooms: impl Iterator<Item = String>) -> Self {
+        Changes {
+            bind: Some(user),
+            joined: rooms.collect(),
+            left: Default::default(),
+        }
+    }
+
     pub fn join(&mut self, room: String) {
         self.left.remove(&room);
         self.joined.insert(room);
@@ -62,13 +71,16 @@ fn record_key(redis: &Redis, pid: &str) -> String {
 /// the record is its own: a record another socket has claimed since is left
 /// alone (its owner writes it now). KEYS: the record. ARGV: window (ms),
 /// owner, user to bind ('' none), number of rooms joined, the rooms joined,
-/// the rooms left. Returns 1, or 0 when the record is not this owner's.
+/// the rooms left. Returns 1; 0 when the record is another owner's; -1
+/// when it is gone (Redis lost it): the caller writes it whole again.
 const SAVE: &str = r#"
 local owner = redis.call('HGET', KEYS[1], 'o')
 if ARGV[3] ~= '' then
   if owner and owner ~= ARGV[2] then return 0 end
   redis.call('HSET', KEYS[1], 'u', ARGV[3], 'o', ARGV[2])
   redis.call('HDEL', KEYS[1], 'c')
+elseif not owner then
+  return -1
 elseif owner ~= ARGV[2] then
   return 0
 end
@@ -105,15 +117,20 @@ static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
 /// restores (its rooms checked and joined, its missed events read).
 const CLAIM_HOLD: Duration = Duration::from_secs(10);
 
+/// What saving found of the records that were not simply saved.
+#[derive(Debug, Default, PartialEq)]
+pub struct Saved {
+    /// Pids whose record another socket owns now.
+    pub taken: Vec<String>,
+    /// Pids whose record is gone and must be written whole.
+    pub gone: Vec<String>,
+}
+
 /// Saves each socket's changes, each record to live `window` from now.
-/// Answers the pids whose record another socket owns now.
-pub async fn save(
-    redis: &Redis,
-    saves: &[Save],
-    window: Duration,
-) -> Result<Vec<String>, StoreError> {
+pub async fn save(redis: &Redis, saves: &[Save], window: Duration) -> Result<Saved, StoreError> {
+    let mut saved = Saved::default();
     if saves.is_empty() {
-        return Ok(Vec::new());
+        return Ok(saved);
     }
     let conn = redis.connection().await?;
     let runs = saves.iter().map(|save| {
@@ -128,12 +145,18 @@ pub async fn save(
             invocation.arg(room);
         }
         async move {
-            let owned: i64 = invocation.invoke_async(&mut conn).await?;
-            Ok::<_, StoreError>((owned != 1).then(|| save.pid.clone()))
+            let answer: i64 = invocation.invoke_async(&mut conn).await?;
+            Ok::<_, StoreError>((answer, &save.pid))
         }
     });
-    let lost = futures_util::future::try_join_all(runs).await?;
-    Ok(lost.into_iter().flatten().collect())
+    for (answer, pid) in futures_util::future::try_join_all(runs).await? {
+        match answer {
+            0 => saved.taken.push(pid.clone()),
+            -1 => saved.gone.push(pid.clone()),
+            _ => {}
+        }
+    }
+    Ok(saved)
 }
 
 /// Claims the record of `pid` for `claimer` (`node/session`), if it is

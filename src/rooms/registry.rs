@@ -109,6 +109,7 @@ struct SessionEntry {
 struct Bound {
     pid: String,
     owner: String,
+    user: UserId,
     changes: Changes,
 }
 
@@ -232,28 +233,36 @@ impl Registry {
         let (redis, window) = (self.redis.clone(), self.recovery_window);
         let saved = async move {
             match recovery::save(&redis, &saves, window).await {
-                Ok(lost) => lost,
+                Ok(saved) => saved,
                 Err(err) => {
                     log::warn!("recovery records not saved: {err}");
-                    Vec::new()
+                    recovery::Saved::default()
                 }
             }
         };
-        ctx.spawn(saved.into_actor(self).map(|lost, registry, ctx| {
+        ctx.spawn(saved.into_actor(self).map(|saved, registry, ctx| {
             registry.saving = false;
-            registry.unbind(&lost);
+            registry.after_save(&saved);
             registry.save(ctx);
         }));
     }
 
-    /// Sockets whose record another socket claimed no longer keep it.
-    fn unbind(&mut self, pids: &[String]) {
-        if pids.is_empty() {
+    /// Sockets whose record another socket claimed no longer keep it; those
+    /// whose record Redis lost write it whole again.
+    fn after_save(&mut self, saved: &recovery::Saved) {
+        if saved.taken.is_empty() && saved.gone.is_empty() {
             return;
         }
-        for entry in self.sessions.values_mut() {
-            if entry.bound.as_ref().is_some_and(|b| pids.contains(&b.pid)) {
+        for (id, entry) in &mut self.sessions {
+            let Some(bound) = &mut entry.bound else {
+                continue;
+            };
+            if saved.taken.contains(&bound.pid) {
                 entry.bound = None;
+            } else if saved.gone.contains(&bound.pid) {
+                let rooms = entry.rooms.iter().map(ToString::to_string);
+                bound.changes = Changes::whole(bound.user.to_string(), rooms);
+                self.dirty.insert(*id);
             }
         }
     }
@@ -378,14 +387,12 @@ impl Handler<Bind> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Bind, ctx: &mut Context<Self>) {
         if let Some(entry) = self.sessions.get_mut(&msg.session) {
-            let changes = Changes {
-                bind: Some(msg.user.to_string()),
-                joined: entry.rooms.iter().map(ToString::to_string).collect(),
-                left: Default::default(),
-            };
+            let rooms = entry.rooms.iter().map(ToString::to_string);
+            let changes = Changes::whole(msg.user.to_string(), rooms);
             entry.bound = Some(Bound {
                 pid: msg.pid,
                 owner: msg.owner,
+                user: msg.user,
                 changes,
             });
         }

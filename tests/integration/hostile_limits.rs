@@ -429,3 +429,25 @@ async fn slow_reads_cannot_take_the_writers_connections_and_time_out() {
     drop(release);
     still_served(&app, "bob").await;
 }
+
+#[actix_web::test]
+async fn a_record_redis_lost_is_written_whole_at_the_next_change() {
+    let app = TestApp::spawn().await;
+    let (mut ann, hello) = connect_recovering(&app, "ann", None).await;
+    let pid = hello["pid"].as_str().unwrap().to_owned();
+    ann.emit_ack("presence:watch", json!({"userIds": ["pia"]}))
+        .await;
+    eventually("the record is saved", || async {
+        redis_record_rooms(&app, &pid).len() == 2
+    })
+    .await;
+    app.redis_cmd(&["DEL", &format!("{}recovery:{pid}", app.redis_prefix())]);
+    ann.emit_ack("presence:watch", json!({"userIds": ["quin"]}))
+        .await;
+    eventually("the record is whole again", || async {
+        let mut rooms = redis_record_rooms(&app, &pid);
+        rooms.sort();
+        rooms == ["presence:pia", "presence:quin", "user:ann"]
+    })
+    .await;
+}
