@@ -186,28 +186,59 @@ pub async fn claim(
     }))
 }
 
-/// Every event after `after` in `rooms`, oldest first (`user`'s own typing
-/// left out), or `None` when a log has dropped some of them.
+/// What a recovering socket missed.
+#[derive(Debug, PartialEq)]
+pub enum Missed {
+    /// Every event after the offset, oldest first, each once.
+    Events(Vec<Logged>),
+    /// A log has dropped some of them.
+    Trimmed,
+    /// They come to more than the replay may carry.
+    TooLarge,
+}
+
+/// Every event after `after` in `rooms` (`user`'s own typing left out), as
+/// long as their packets come to at most `max_bytes`: reading stops as soon
+/// as they do not.
 pub async fn missed(
     redis: &Redis,
     rooms: &[RoomKey],
     after: u64,
     user: &UserId,
-) -> Result<Option<Vec<Logged>>, StoreError> {
-    let mut all = Vec::new();
+    max_bytes: usize,
+) -> Result<Missed, StoreError> {
+    let mut all: Vec<Logged> = Vec::new();
+    // Emission → where it is in `all`.
+    let mut seen: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut bytes = 0usize;
     for room in rooms {
         let Some(logged) = since(redis, room, after).await? else {
-            return Ok(None);
+            return Ok(Missed::Trimmed);
         };
-        all.extend(
-            logged
-                .into_iter()
-                .filter(|event| event.except.as_deref() != Some(user.as_str())),
-        );
+        for event in logged {
+            if event.except.as_deref() == Some(user.as_str()) {
+                continue;
+            }
+            // An event sent to several of the rooms is replayed once, at
+            // its first offset, and counts once.
+            if let Some(&at) = seen.get(&event.emission) {
+                if let Some(kept) = all.get_mut(at) {
+                    if event.offset < kept.offset {
+                        *kept = event;
+                    }
+                }
+                continue;
+            }
+            bytes = bytes.saturating_add(event.frame.len());
+            if bytes > max_bytes {
+                return Ok(Missed::TooLarge);
+            }
+            seen.insert(event.emission, all.len());
+            all.push(event);
+        }
     }
     all.sort_by_key(|m| m.offset);
-    all.dedup_by_key(|m| m.emission);
-    Ok(Some(all))
+    Ok(Missed::Events(all))
 }
 
 /// An event as a room's log keeps it.

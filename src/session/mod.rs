@@ -658,21 +658,20 @@ async fn restore(
     };
     let followed = matches!(app.registry.send(all).await, Ok(Ok(())));
     let max_replay = app.settings.quotas.max_replay_bytes;
-    let missed = recovery::missed(&app.redis, &rooms, offset, &user).await;
-    let within_bound = |missed: &[recovery::Logged]| {
-        let bytes: usize = missed.iter().map(|m| m.frame.len()).sum();
-        let within = bytes <= max_replay;
-        if !within {
-            // Past the bound the socket starts fresh (`recovered` false).
-            app.metrics
-                .limits_tripped
-                .with_label_values(&["replay_bytes"])
-                .inc();
-        }
-        within
+    let missed = if followed {
+        recovery::missed(&app.redis, &rooms, offset, &user, max_replay).await
+    } else {
+        Ok(recovery::Missed::Trimmed)
     };
+    if matches!(missed, Ok(recovery::Missed::TooLarge)) {
+        // Past the bound the socket starts fresh (`recovered` false).
+        app.metrics
+            .limits_tripped
+            .with_label_values(&["replay_bytes"])
+            .inc();
+    }
     match missed {
-        Ok(Some(missed)) if followed && within_bound(&missed) => {
+        Ok(recovery::Missed::Events(missed)) => {
             app.registry.do_send(Bind {
                 session,
                 pid: pid.clone(),
