@@ -83,6 +83,10 @@ fn redis_bytes_in() -> u64 {
 /// input: runs in the serial pass.
 #[actix_web::test]
 async fn serial_joins_write_the_recovery_record_incrementally() {
+    if redis_is_cluster() {
+        // INFO's byte count is per node; the standalone pass measures it.
+        return;
+    }
     let app = TestApp::spawn_with(&[
         ("SOUK_RATE_ROOMS", "10000"),
         ("SOUK_RATE_ROOMS_BURST", "10000"),
