@@ -657,7 +657,10 @@ async fn restore(
         rooms: rooms.clone(),
     };
     let followed = matches!(app.registry.send(all).await, Ok(Ok(())));
-    let max_replay = app.settings.quotas.max_replay_bytes;
+    let max_replay = app
+        .settings
+        .quotas
+        .max_replay_bytes(app.settings.max_outbound);
     let missed = if followed {
         recovery::missed(&app.redis, &rooms, offset, &user, max_replay).await
     } else {

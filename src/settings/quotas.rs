@@ -44,8 +44,8 @@ pub struct QuotaSettings {
     /// `SOUK_MAX_ROOMS_PER_SOCKET`: rooms one socket may be in.
     pub max_rooms_per_socket: usize,
     /// `SOUK_MAX_REPLAY_BYTES`: the most bytes a recovery replays; past it
-    /// the socket starts fresh. Default: half of `SOUK_MAX_OUTBOUND_BYTES`.
-    pub max_replay_bytes: usize,
+    /// the socket starts fresh. Unset: see [`QuotaSettings::max_replay_bytes`].
+    pub replay_bytes: Option<usize>,
     /// Per-user event rates.
     pub rates: Rates,
     /// `SOUK_DB_STATEMENT_TIMEOUT_MS`: Postgres's `statement_timeout` on
@@ -71,17 +71,25 @@ const DEFAULT_RATES: Rates = Rates {
     bids: rate(20.0, 40.0),
 };
 
-/// The default of `SOUK_MAX_OUTBOUND_BYTES` (settings.rs), for the replay
-/// default when it is not set.
-const DEFAULT_MAX_OUTBOUND: usize = 4_000_000;
-
 impl QuotaSettings {
+    /// The replay bound with an outbound bound of `max_outbound`: as set,
+    /// else half of it (replayed packets count against it, and live events
+    /// arrive behind them).
+    pub fn max_replay_bytes(&self, max_outbound: usize) -> usize {
+        self.replay_bytes.unwrap_or(max_outbound / 2)
+    }
+
     pub(super) fn from_values(values: &HashMap<String, String>) -> Result<Self, SettingsError> {
-        let outbound: usize = number(values, "SOUK_MAX_OUTBOUND_BYTES", DEFAULT_MAX_OUTBOUND)?;
         let d = DEFAULT_RATES;
         Ok(QuotaSettings {
             max_rooms_per_socket: at_least_one(number(values, "SOUK_MAX_ROOMS_PER_SOCKET", 500)?)?,
-            max_replay_bytes: number(values, "SOUK_MAX_REPLAY_BYTES", outbound / 2)?,
+            replay_bytes: match values
+                .get("SOUK_MAX_REPLAY_BYTES")
+                .filter(|v| !v.is_empty())
+            {
+                None => None,
+                Some(_) => Some(number(values, "SOUK_MAX_REPLAY_BYTES", 0)?),
+            },
             rates: Rates {
                 messages: rate_of(
                     values,
@@ -172,7 +180,7 @@ mod tests {
     fn defaults_are_the_documented_ones() -> Result<(), SettingsError> {
         let q = QuotaSettings::from_values(&values(&[]))?;
         assert_eq!(q.max_rooms_per_socket, 500);
-        assert_eq!(q.max_replay_bytes, 2_000_000);
+        assert_eq!(q.max_replay_bytes(4_000_000), 2_000_000);
         assert_eq!(q.rates.messages, rate(10.0, 50.0));
         assert_eq!(q.rates.rooms, rate(20.0, 200.0));
         assert_eq!(q.rates.bids, rate(20.0, 40.0));
@@ -183,13 +191,10 @@ mod tests {
 
     #[test]
     fn replay_follows_the_outbound_bound_unless_set() -> Result<(), SettingsError> {
-        let q = QuotaSettings::from_values(&values(&[("SOUK_MAX_OUTBOUND_BYTES", "1000")]))?;
-        assert_eq!(q.max_replay_bytes, 500);
-        let q = QuotaSettings::from_values(&values(&[
-            ("SOUK_MAX_OUTBOUND_BYTES", "1000"),
-            ("SOUK_MAX_REPLAY_BYTES", "10"),
-        ]))?;
-        assert_eq!(q.max_replay_bytes, 10);
+        let q = QuotaSettings::from_values(&values(&[]))?;
+        assert_eq!(q.max_replay_bytes(1000), 500);
+        let q = QuotaSettings::from_values(&values(&[("SOUK_MAX_REPLAY_BYTES", "10")]))?;
+        assert_eq!(q.max_replay_bytes(1000), 10);
         Ok(())
     }
 
