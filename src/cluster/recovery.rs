@@ -96,14 +96,15 @@ return 1
 /// do not both get it). The claimer becomes the owner, so the socket that
 /// held the record is unbound: its saves no longer touch it. The claim is
 /// in progress until the claimer binds, or for `hold` ms at most. KEYS: the
-/// record. ARGV: user, claimer, now (ms), hold (ms). Returns the rooms, or
-/// false.
+/// record. ARGV: user, claimer, now (ms), hold (ms). Returns {'ok', rooms…},
+/// {'claimed'} when another claim is in progress, or {} when there is no
+/// record of the user's.
 const CLAIM: &str = r#"
-if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return false end
+if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return {} end
 local claim = redis.call('HGET', KEYS[1], 'c')
-if claim and tonumber(claim) > tonumber(ARGV[3]) then return false end
+if claim and tonumber(claim) > tonumber(ARGV[3]) then return {'claimed'} end
 redis.call('HSET', KEYS[1], 'o', ARGV[2], 'c', tostring(tonumber(ARGV[3]) + tonumber(ARGV[4])))
-local rooms = {}
+local rooms = {'ok'}
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(field, 1, 2) == 'r:' then rooms[#rooms + 1] = string.sub(field, 3) end
 end
@@ -159,17 +160,29 @@ pub async fn save(redis: &Redis, saves: &[Save], window: Duration) -> Result<Sav
     Ok(saved)
 }
 
+/// What a claim of a record found.
+#[derive(Debug, PartialEq)]
+pub enum Claim {
+    /// The record, now the claimer's.
+    Got(Record),
+    /// Another socket is claiming it: one live socket per pid.
+    Busy,
+    /// No record of the user's under that pid.
+    Missing,
+}
+
 /// Claims the record of `pid` for `claimer` (`node/session`), if it is
-/// still kept, is `user`'s, and no other socket is claiming it.
+/// still kept, is `user`'s, and no other socket is claiming it. Claims are
+/// timed by the nodes' clocks, which must agree within the hold (10 s).
 pub async fn claim(
     redis: &Redis,
     pid: &str,
     user: &str,
     claimer: &str,
-) -> Result<Option<Record>, StoreError> {
+) -> Result<Claim, StoreError> {
     let mut conn = redis.connection().await?;
     let now = chrono::Utc::now().timestamp_millis();
-    let rooms: Option<Vec<String>> = CLAIM_SCRIPT
+    let reply: Vec<String> = CLAIM_SCRIPT
         .key(record_key(redis, pid))
         .arg(user)
         .arg(claimer)
@@ -177,13 +190,18 @@ pub async fn claim(
         .arg(CLAIM_HOLD.as_millis() as u64)
         .invoke_async(&mut *conn)
         .await?;
-    Ok(rooms.map(|mut rooms| {
-        rooms.sort();
-        Record {
-            user: user.to_owned(),
-            rooms,
+    Ok(match reply.split_first() {
+        Some((status, rooms)) if status == "ok" => {
+            let mut rooms = rooms.to_vec();
+            rooms.sort();
+            Claim::Got(Record {
+                user: user.to_owned(),
+                rooms,
+            })
         }
-    }))
+        Some((status, _)) if status == "claimed" => Claim::Busy,
+        _ => Claim::Missing,
+    })
 }
 
 /// What a recovering socket missed.

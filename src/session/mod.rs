@@ -633,7 +633,14 @@ async fn restore(
     // One live socket per pid: the claim takes the record from the socket
     // that held it, and a second socket recovering it meanwhile is refused.
     let record = match recovery::claim(&app.redis, &pid, user.as_str(), &owner).await {
-        Ok(Some(record)) => record,
+        Ok(recovery::Claim::Got(record)) => record,
+        Ok(recovery::Claim::Busy) => {
+            app.metrics
+                .limits_tripped
+                .with_label_values(&["session_per_pid"])
+                .inc();
+            return fresh(&app);
+        }
         _ => return fresh(&app),
     };
     let rooms: Vec<RoomKey> = record

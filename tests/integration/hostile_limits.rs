@@ -221,6 +221,7 @@ async fn two_sockets_recovering_one_pid_do_not_both_get_it() {
         .filter(|hello| hello["pid"] == pid.as_str())
         .count();
     assert_eq!(recovered, 1, "{} / {}", first.1, second.1);
+    assert_eq!(tripped(&app, "session_per_pid").await, 1);
 
     // A later recovery of the pid takes it over: the socket that held it
     // is unbound, and only the new owner writes the record.
