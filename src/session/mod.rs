@@ -671,6 +671,7 @@ async fn restore(
     let missed = if followed {
         recovery::missed(&app.redis, &rooms, offset, &user, max_replay).await
     } else {
+        // Events of rooms not followed may be missed: as good as trimmed.
         Ok(recovery::Missed::Trimmed)
     };
     if matches!(missed, Ok(recovery::Missed::TooLarge)) {
