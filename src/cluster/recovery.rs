@@ -111,6 +111,15 @@ end
 return rooms
 "#;
 
+/// Ends a claim in progress of the claimer's (its socket went before it was
+/// bound), so that the next recovery of the pid need not wait for the hold.
+/// KEYS: the record. ARGV: the claimer.
+const RELEASE: &str = r#"
+if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then redis.call('HDEL', KEYS[1], 'c') end
+return 1
+"#;
+
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 static SAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE));
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
 
@@ -202,6 +211,17 @@ pub async fn claim(
         Some((status, _)) if status == "claimed" => Claim::Busy,
         _ => Claim::Missing,
     })
+}
+
+/// Releases `claimer`'s claim in progress of the record of `pid`, if any.
+pub async fn release(redis: &Redis, pid: &str, claimer: &str) -> Result<(), StoreError> {
+    let mut conn = redis.connection().await?;
+    let _: i64 = RELEASE_SCRIPT
+        .key(record_key(redis, pid))
+        .arg(claimer)
+        .invoke_async(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// What a recovering socket missed.

@@ -93,6 +93,9 @@ pub struct Session {
     recent: VecDeque<u64>,
     /// The last offset replayed on recovery; live events up to it are repeats.
     replayed_upto: u64,
+    /// The pid this socket is recovering, until its restore ends: a socket
+    /// that goes meanwhile releases its claim on the pid's record.
+    recovering: Option<String>,
     running: bool,
     /// Closed: the session takes nothing more in and ends soon.
     closing: bool,
@@ -137,6 +140,7 @@ impl Session {
             queue: VecDeque::new(),
             recent: VecDeque::with_capacity(RECENT_EMISSIONS),
             replayed_upto: 0,
+            recovering: None,
             running: false,
             closing: false,
             disconnect_counted: false,
@@ -321,6 +325,7 @@ impl Session {
             let ours = pid.len() == ID_LEN && pid.bytes().all(|b| b.is_ascii_alphanumeric());
             ours.then(|| (pid.to_owned(), offset))
         });
+        self.recovering = previous.as_ref().map(|(pid, _)| pid.clone());
         let restore = restore(
             self.app.clone(),
             self.id,
@@ -342,6 +347,7 @@ impl Session {
                 session.send(ctx, missed.frame.clone());
             }
             session.replayed_upto = restored.missed.last().map_or(0, |m| m.offset);
+            session.recovering = None;
         }));
         self.app
             .presence
@@ -589,6 +595,11 @@ impl EventName {
     }
 }
 
+/// How a socket names itself as the owner of its recovery record.
+fn owner_name(app: &AppState, session: SessionId) -> String {
+    format!("{}/{session}", app.settings.node_id)
+}
+
 /// What a CONNECT found of the socket's past.
 struct Restored {
     pid: String,
@@ -613,7 +624,7 @@ async fn restore(
     };
     // Best effort: a socket is accepted even when Redis is slow to confirm.
     let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
-    let owner = format!("{}/{session}", app.settings.node_id);
+    let owner = owner_name(&app, session);
     let fresh = |app: &AppState| {
         let pid = random_id(ID_LEN);
         app.registry.do_send(Bind {
@@ -656,7 +667,10 @@ async fn restore(
     {
         Ok(rooms) => rooms,
         // Unchecked rooms are not rejoined.
-        Err(_) => return fresh(&app),
+        Err(_) => {
+            let _ = recovery::release(&app.redis, &pid, &owner).await;
+            return fresh(&app);
+        }
     };
     let all = JoinAll {
         session,
@@ -692,10 +706,12 @@ async fn restore(
             Restored { pid, missed }
         }
         _ => {
-            // Not recoverable: a fresh socket is in its user room only.
+            // Not recoverable: a fresh socket is in its user room only, and
+            // the pid's next recovery need not wait for this claim's hold.
             for room in rooms.into_iter().filter(|r| !matches!(r, RoomKey::User(_))) {
                 app.registry.do_send(Leave { session, room });
             }
+            let _ = recovery::release(&app.redis, &pid, &owner).await;
             fresh(&app)
         }
     }
@@ -734,6 +750,12 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(pid) = self.recovering.take() {
+            let (app, owner) = (self.app.clone(), owner_name(&self.app, self.id));
+            actix::spawn(async move {
+                let _ = recovery::release(&app.redis, &pid, &owner).await;
+            });
+        }
         self.out.close(Ending::Normal, self.close_reason);
         self.app.engine_sessions.remove(&self.engine_sid);
         self.app.registry.do_send(Unregister { session: self.id });

@@ -176,6 +176,15 @@ async fn a_replay_past_its_byte_bound_starts_the_socket_fresh() {
     }
     let (mut back, hello) = connect_recovering(&app, "ann", Some((&pid, &offset))).await;
     assert_ne!(hello["pid"], pid.as_str(), "6 kB to replay: not recovered");
+    // The failed recovery released its claim: the next may try at once.
+    let mut conn = redis_connection().unwrap();
+    let key = format!("{}recovery:{pid}", app.redis_prefix());
+    let claimed: bool = redis::cmd("HEXISTS")
+        .arg(&key)
+        .arg("c")
+        .query(&mut *conn)
+        .unwrap();
+    assert!(!claimed, "claim released");
     back.assert_no_event("tick", std::time::Duration::from_millis(300))
         .await;
     assert!(tripped(&app, "replay_bytes").await >= 1);
