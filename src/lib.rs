@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod handlers;
 pub mod ids;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
@@ -93,6 +94,7 @@ impl Application {
         let db = store::Db::new(
             &settings.database_url,
             settings.db_pool_size,
+            settings.quotas.db_statement_timeout,
             metrics.clone(),
         )?;
         let redis = store::Redis::new(
@@ -126,6 +128,7 @@ impl Application {
         let registry_metrics = metrics.clone();
         let (registry_redis, recovery_window) = (redis.clone(), settings.recovery_window);
         let registry_db = db.clone();
+        let max_rooms = settings.quotas.max_rooms_per_socket;
         let registry = Registry::create(|ctx| {
             let subscriber = cluster::Subscriber::start(
                 target,
@@ -140,7 +143,7 @@ impl Application {
                 recovery_window,
                 db: registry_db,
             };
-            Registry::new(arbiters, idle, registry_metrics, parts)
+            Registry::new(arbiters, idle, registry_metrics, parts).with_max_rooms(max_rooms)
         });
         let presence = rooms::presence::PresenceTracker::new(
             redis.clone(),
@@ -148,8 +151,19 @@ impl Application {
             settings.presence_ttl,
         )
         .start();
-        let messages = store::writer::Writer::<store::messages::Messages>::new(db.clone()).start();
-        let bids = store::writer::Writer::<store::bids::Bids>::new(db.clone()).start();
+        // Each writer has connections of its own, which no read can take:
+        // a flood of slow reads cannot stop messages and bids being stored.
+        let writer_db = || {
+            store::Db::new(
+                &settings.database_url,
+                settings.quotas.db_writer_pool_size,
+                settings.quotas.db_statement_timeout,
+                metrics.clone(),
+            )
+        };
+        let messages =
+            store::writer::Writer::<store::messages::Messages>::new(writer_db()?).start();
+        let bids = store::writer::Writer::<store::bids::Bids>::new(writer_db()?).start();
         let actors = state::Actors {
             registry,
             fanout,

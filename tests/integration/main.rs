@@ -18,6 +18,7 @@ mod connect;
 mod dashboards;
 mod heartbeat;
 mod hostile;
+mod hostile_limits;
 mod lifecycle;
 mod presence;
 mod process;
