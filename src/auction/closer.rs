@@ -19,7 +19,8 @@ use crate::store::bids;
 
 /// Auctions one scan closes at most.
 const SCAN_BATCH: i64 = 100;
-/// How long closing waits for accepted bids to be committed.
+/// How long closing waits for accepted bids to be committed before it
+/// closes (and refuses those not stored yet).
 const SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 /// The node's auction closer.
@@ -87,8 +88,10 @@ pub async fn close(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
     let CloseCheck::Closing { version } = check else {
         return Ok(());
     };
-    // Bids accepted before the close are acked only after their commit;
-    // wait for them, so the result counts every one.
+    // Bids accepted before the close are acked only after their commit.
+    // Let those already queued land first: the close's row locks (see
+    // `bids::close`) make the result count every bid acked `ok` whatever
+    // the timing, but a bid still queued when it runs is refused.
     let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
     loop {
         let id = listing.to_string();

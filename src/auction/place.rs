@@ -14,7 +14,7 @@ use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
-use crate::store::bids::{self, NewBid};
+use crate::store::bids::{self, Appended, NewBid};
 use crate::store::writer;
 use crate::store::StoreError;
 use crate::time::rfc3339;
@@ -103,7 +103,7 @@ where
                 ends_at: millis(accepted.ends),
             };
             match writer::write(&app.bids, row).await {
-                Ok(Some(_)) => {}
+                Ok(Appended::Stored(_)) => {}
                 outcome => {
                     // Not in Postgres, so not accepted: let the next bid
                     // rebuild the live state from what Postgres has.
@@ -119,7 +119,15 @@ where
                     let _ = live::forget(&app.redis, keys).await;
                     return Err(match outcome {
                         Err(err) => err.into(),
-                        _ => Failure::new(Code::Conflict, "bid version already stored"),
+                        Ok(Appended::Closed) => Failure::new(
+                            Code::AuctionClosed,
+                            "the auction closed before this bid was stored",
+                        ),
+                        Ok(Appended::Unavailable) => Failure::new(
+                            Code::Unavailable,
+                            "this listing is no longer an auction open to bids",
+                        ),
+                        Ok(_) => Failure::new(Code::Conflict, "bid version already stored"),
                     });
                 }
             }

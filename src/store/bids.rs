@@ -1,6 +1,6 @@
 //! Bids and auction results in Postgres.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -40,21 +40,72 @@ pub struct NewBid {
     pub ends_at: DateTime<Utc>,
 }
 
-/// Bids are appended in batches; a bid whose version is already stored
-/// answers `None`.
+/// What appending a bid did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    Stored(BidRow),
+    /// A bid with this version is already stored.
+    Duplicate,
+    /// The auction has a result: a bid stored now would not be in it.
+    Closed,
+    /// The listing is no longer an auction, or not available.
+    Unavailable,
+}
+
+/// Bids are appended in batches. Each batch locks its listings (`FOR NO
+/// KEY UPDATE`, which the closer's `FOR UPDATE` waits for) and stores no
+/// bid for an auction that has a result, so a bid is either committed
+/// before the result is computed, and counted, or refused.
 pub struct Bids;
 
 impl super::writer::Batch for Bids {
     type Row = NewBid;
-    type Written = Option<BidRow>;
+    type Written = Appended;
 
-    fn write(conn: &mut PgConnection, rows: &[NewBid]) -> Result<Vec<Option<BidRow>>, StoreError> {
+    fn write(conn: &mut PgConnection, rows: &[NewBid]) -> Result<Vec<Appended>, StoreError> {
         conn.transaction(|conn| {
-            let stored: Vec<BidRow> = diesel::insert_into(bids::table)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .returning(BidRow::as_returning())
-                .get_results(conn)?;
+            let mut ids: Vec<&str> = rows.iter().map(|row| row.listing_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            // In id order, so two batches never wait on each other in turn.
+            let locked: Vec<ListingRow> = listings_table::table
+                .filter(listings_table::id.eq_any(&ids))
+                .order(listings_table::id)
+                .select(ListingRow::as_select())
+                .for_no_key_update()
+                .load(conn)?;
+            // A statement of its own, after the locks: it sees a result the
+            // closer committed while this batch waited.
+            let closed: HashSet<String> = auction_results::table
+                .filter(auction_results::listing_id.eq_any(&ids))
+                .select(auction_results::listing_id)
+                .load::<String>(conn)?
+                .into_iter()
+                .collect();
+            let open: HashSet<&str> = locked
+                .iter()
+                .filter(|row| row.is_auction() && row.availability() == Availability::Available)
+                .map(|row| row.id.as_str())
+                .collect();
+            let verdict = |row: &NewBid| {
+                if closed.contains(&row.listing_id) {
+                    Some(Appended::Closed)
+                } else if !open.contains(row.listing_id.as_str()) {
+                    Some(Appended::Unavailable)
+                } else {
+                    None
+                }
+            };
+            let storable: Vec<&NewBid> = rows.iter().filter(|row| verdict(row).is_none()).collect();
+            let stored: Vec<BidRow> = if storable.is_empty() {
+                Vec::new()
+            } else {
+                diesel::insert_into(bids::table)
+                    .values(storable)
+                    .on_conflict_do_nothing()
+                    .returning(BidRow::as_returning())
+                    .get_results(conn)?
+            };
             // Anti-sniping moves the end: Postgres keeps the latest.
             let mut ends: HashMap<&str, DateTime<Utc>> = HashMap::new();
             for bid in &stored {
@@ -76,7 +127,13 @@ impl super::writer::Batch for Bids {
                 .collect();
             Ok(rows
                 .iter()
-                .map(|row| by_version.remove(&(row.listing_id.clone(), row.auction_version)))
+                .map(|row| {
+                    verdict(row).unwrap_or_else(|| {
+                        by_version
+                            .remove(&(row.listing_id.clone(), row.auction_version))
+                            .map_or(Appended::Duplicate, Appended::Stored)
+                    })
+                })
                 .collect())
         })
     }
@@ -159,6 +216,15 @@ pub fn close(
     new_booking: &BookingId,
 ) -> Result<Option<Closed>, StoreError> {
     conn.transaction(|conn| {
+        // First the listing, `FOR UPDATE`: this waits for every bid batch
+        // writing to it (`FOR NO KEY UPDATE`), and batches after this one
+        // see the result and store nothing. So the bids read below are
+        // every bid that will ever be stored, and every one acked `ok`.
+        let listing: ListingRow = listings_table::table
+            .find(listing_id)
+            .select(ListingRow::as_select())
+            .for_update()
+            .first(conn)?;
         let inserted = diesel::insert_into(auction_results::table)
             .values((
                 auction_results::listing_id.eq(listing_id),
@@ -171,11 +237,6 @@ pub fn close(
         if inserted == 0 {
             return Ok(None);
         }
-        let listing: ListingRow = listings_table::table
-            .find(listing_id)
-            .select(ListingRow::as_select())
-            .for_update()
-            .first(conn)?;
         if !listing.is_auction() {
             return Err(StoreError::rejected(Code::Unavailable, "not an auction"));
         }

@@ -751,3 +751,10 @@ impl TestApp {
         )
     }
 }
+
+impl TestApp {
+    /// The node's database URL, for a test's own connections.
+    pub fn database_url(&self) -> String {
+        self._db.url.clone()
+    }
+}

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod api;
+mod auction_faults;
 mod auction_rules;
 mod auctions;
 mod bad_input;
