@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::bookings::BookingRow;
 use super::listings::{self, ListingRow};
+use super::outbox::{self, NewNotice};
 use super::schema::{auction_results, bids, bookings, listings as listings_table};
 use super::{audit, StoreError};
 use crate::domain::{Availability, BookingStatus};
@@ -206,14 +207,16 @@ pub struct Closed {
     pub reserved: Option<ListingRow>,
 }
 
-/// Closes an auction: the result, the winner's confirmed booking and an audit
-/// entry in one transaction. The result's primary key makes it happen once:
-/// a node that loses the race gets `None`.
+/// Closes an auction: the result, the winner's confirmed booking, an audit
+/// entry and the notices that announce them (`notices` makes them, into the
+/// outbox) in one transaction. The result's primary key makes it happen
+/// once: a node that loses the race gets `None`.
 pub fn close(
     conn: &mut PgConnection,
     listing_id: &str,
     node: &str,
     new_booking: &BookingId,
+    notices: impl FnOnce(&Closed) -> Vec<NewNotice>,
 ) -> Result<Option<Closed>, StoreError> {
     conn.transaction(|conn| {
         // First the listing, `FOR UPDATE`: this waits for every bid batch
@@ -308,13 +311,15 @@ pub fn close(
                 }),
             },
         )?;
-        Ok(Some(Closed {
+        let closed = Closed {
             listing,
             winner,
             amount,
             reserve_met,
             booking,
             reserved,
-        }))
+        };
+        outbox::add(conn, &notices(&closed))?;
+        Ok(Some(closed))
     })
 }

@@ -83,3 +83,104 @@ async fn a_bid_acked_ok_is_in_the_result_even_when_its_commit_is_slow() {
         1
     );
 }
+
+/// What ann's win announces, on her side and the seller's.
+fn closed_to_ann() -> serde_json::Value {
+    json!({"listingId": "a1", "winnerId": "ann", "amount": 1000, "reserveMet": true})
+}
+
+#[actix_web::test]
+async fn close_notices_survive_a_redis_failure_right_after_the_commit() {
+    let proxy = RedisProxy::start().await;
+    let app = TestApp::spawn_with(&[
+        ("SOUK_REDIS_URL", &proxy.url),
+        ("SOUK_AUCTION_SCAN_MS", "100"),
+        ("SOUK_OUTBOX_POLL_MS", "200"),
+    ])
+    .await;
+    auction(&app, "a1", 800, 0, None).await;
+    let mut wendy = app.watching("wendy", "a1").await;
+    let mut ann = app.connect("ann").await;
+    let mut sella = app.connect("sella").await;
+    assert_eq!(bid(&mut ann, "a1", 1000, None).await["ok"], true);
+    // Redis goes away as the close's first notice is sent, after the commit.
+    proxy.go_down_when_sent(b"auction:closed");
+    eventually("the close committed and Redis went down", || async {
+        proxy.is_down() && app.sql("SELECT 1 FROM auction_results") == 1
+    })
+    .await;
+    // Down for longer than the publisher's retries last.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.come_back();
+
+    assert_eq!(wendy.wait_event("auction:closed").await[0], closed_to_ann());
+    assert_eq!(ann.wait_event("auction:closed").await[0], closed_to_ann());
+    assert_eq!(sella.wait_event("auction:closed").await[0], closed_to_ann());
+    let booking = ann.wait_event("booking:created").await[0]["booking"].clone();
+    assert_eq!(booking["buyerId"], "ann", "{booking}");
+    let booking = sella.wait_event("booking:created").await[0]["booking"].clone();
+    assert_eq!(booking["buyerId"], "ann", "{booking}");
+    eventually("the outbox is empty once published", || async {
+        app.sql("SELECT 1 FROM outbox") == 0
+    })
+    .await;
+    // Once each.
+    ann.assert_no_event("auction:closed", Duration::from_millis(500))
+        .await;
+}
+
+#[actix_web::test]
+async fn another_node_relays_the_notices_of_a_closing_node_that_died() {
+    // The clients' node takes no part: it closes nothing and relays late.
+    let idle = [
+        ("SOUK_AUCTION_SCAN_MS", "600000"),
+        ("SOUK_OUTBOX_POLL_MS", "600000"),
+    ];
+    let clients = TestApp::spawn_with(&idle).await;
+    let proxy = RedisProxy::start().await;
+    let closing = clients.another_node_with(
+        "closing",
+        &[
+            ("SOUK_REDIS_URL", &proxy.url),
+            ("SOUK_AUCTION_SCAN_MS", "100"),
+            ("SOUK_OUTBOX_POLL_MS", "200"),
+        ],
+    );
+    auction(&clients, "a1", 800, 0, None).await;
+    let mut wendy = clients.watching("wendy", "a1").await;
+    let mut ann = clients.connect("ann").await;
+    let mut sella = clients.connect("sella").await;
+    assert_eq!(bid(&mut ann, "a1", 1000, None).await["ok"], true);
+    proxy.go_down_when_sent(b"auction:closed");
+    eventually("the close committed and Redis went down", || async {
+        proxy.is_down() && clients.sql("SELECT 1 FROM auction_results") == 1
+    })
+    .await;
+    closing.stopper().stop().await;
+    // As if it died in the middle of publishing: its lease still runs.
+    clients.sql(
+        "UPDATE outbox SET leased_by = 'closing', \
+         leased_until = now() + interval '1500 milliseconds'",
+    );
+    sella
+        .assert_no_event("auction:closed", Duration::from_millis(300))
+        .await;
+
+    let _relay = clients.another_node_with(
+        "relay",
+        &[
+            ("SOUK_AUCTION_SCAN_MS", "600000"),
+            ("SOUK_OUTBOX_POLL_MS", "200"),
+            ("SOUK_OUTBOX_LEASE_MS", "1500"),
+        ],
+    );
+    assert_eq!(wendy.wait_event("auction:closed").await[0], closed_to_ann());
+    assert_eq!(sella.wait_event("auction:closed").await[0], closed_to_ann());
+    assert_eq!(ann.wait_event("auction:closed").await[0], closed_to_ann());
+    let booking = ann.wait_event("booking:created").await[0]["booking"].clone();
+    assert_eq!(booking["status"], "confirmed", "{booking}");
+    eventually("the outbox is empty once published", || async {
+        clients.sql("SELECT 1 FROM outbox") == 0
+    })
+    .await;
+}
