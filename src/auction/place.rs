@@ -14,7 +14,7 @@ use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
-use crate::store::bids::{self, Appended, NewBid};
+use crate::store::bids::{self, Appended, NewBid, ToStore};
 use crate::store::writer;
 use crate::store::StoreError;
 use crate::time::rfc3339;
@@ -94,13 +94,17 @@ where
             Err(failure)
         }
         Placed::Decided(Outcome::Accepted(accepted)) => {
-            let row = NewBid {
-                listing_id: listing.to_string(),
-                bidder_id: bidder.to_string(),
-                amount,
-                auction_version: accepted.version,
-                idempotency_key: key.clone(),
-                ends_at: millis(accepted.ends),
+            let row = ToStore {
+                bid: NewBid {
+                    listing_id: listing.to_string(),
+                    bidder_id: bidder.to_string(),
+                    amount,
+                    auction_version: accepted.version,
+                    idempotency_key: key.clone(),
+                    ends_at: millis(accepted.ends),
+                },
+                // Made private since the script looked: checked again there.
+                may_see_private: vouched,
             };
             match writer::write(&app.bids, row).await {
                 Ok(Appended::Stored(_)) => {}
@@ -123,6 +127,9 @@ where
                             Code::AuctionClosed,
                             "the auction closed before this bid was stored",
                         ),
+                        Ok(Appended::Private) => {
+                            Failure::new(Code::Forbidden, "this listing is private")
+                        }
                         Ok(Appended::Unavailable) => Failure::new(
                             Code::Unavailable,
                             "this listing is no longer an auction open to bids",

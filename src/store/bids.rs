@@ -11,7 +11,7 @@ use super::listings::{self, ListingRow};
 use super::outbox::{self, NewNotice};
 use super::schema::{auction_results, bids, bookings, listings as listings_table};
 use super::{audit, StoreError};
-use crate::domain::{Availability, BookingStatus};
+use crate::domain::{Availability, BookingStatus, Visibility};
 use crate::error::Code;
 use crate::ids::{BookingId, ListingId};
 
@@ -41,6 +41,14 @@ pub struct NewBid {
     pub ends_at: DateTime<Utc>,
 }
 
+/// A bid to store, and whether its bidder may see the listing when it is
+/// private (`listing:watch`'s rule, checked before the bid was decided).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToStore {
+    pub bid: NewBid,
+    pub may_see_private: bool,
+}
+
 /// What appending a bid did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Appended {
@@ -51,6 +59,9 @@ pub enum Appended {
     Closed,
     /// The listing is no longer an auction, or not available.
     Unavailable,
+    /// The listing became private after the bid was decided, and the
+    /// bidder was not vouched for.
+    Private,
 }
 
 /// Bids are appended in batches. Each batch locks its listings (`FOR NO
@@ -60,12 +71,12 @@ pub enum Appended {
 pub struct Bids;
 
 impl super::writer::Batch for Bids {
-    type Row = NewBid;
+    type Row = ToStore;
     type Written = Appended;
 
-    fn write(conn: &mut PgConnection, rows: &[NewBid]) -> Result<Vec<Appended>, StoreError> {
+    fn write(conn: &mut PgConnection, rows: &[ToStore]) -> Result<Vec<Appended>, StoreError> {
         conn.transaction(|conn| {
-            let mut ids: Vec<&str> = rows.iter().map(|row| row.listing_id.as_str()).collect();
+            let mut ids: Vec<&str> = rows.iter().map(|row| row.bid.listing_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
             // In id order, so two batches never wait on each other in turn.
@@ -83,21 +94,23 @@ impl super::writer::Batch for Bids {
                 .load::<String>(conn)?
                 .into_iter()
                 .collect();
-            let open: HashSet<&str> = locked
+            // Open auctions, and whether each is private now.
+            let open: HashMap<&str, bool> = locked
                 .iter()
                 .filter(|row| row.is_auction() && row.availability() == Availability::Available)
-                .map(|row| row.id.as_str())
+                .map(|row| (row.id.as_str(), row.visibility() == Visibility::Private))
                 .collect();
-            let verdict = |row: &NewBid| {
-                if closed.contains(&row.listing_id) {
-                    Some(Appended::Closed)
-                } else if !open.contains(row.listing_id.as_str()) {
-                    Some(Appended::Unavailable)
-                } else {
-                    None
-                }
+            let verdict = |row: &ToStore| match open.get(row.bid.listing_id.as_str()) {
+                _ if closed.contains(&row.bid.listing_id) => Some(Appended::Closed),
+                None => Some(Appended::Unavailable),
+                Some(true) if !row.may_see_private => Some(Appended::Private),
+                Some(_) => None,
             };
-            let storable: Vec<&NewBid> = rows.iter().filter(|row| verdict(row).is_none()).collect();
+            let storable: Vec<&NewBid> = rows
+                .iter()
+                .filter(|row| verdict(row).is_none())
+                .map(|row| &row.bid)
+                .collect();
             let stored: Vec<BidRow> = if storable.is_empty() {
                 Vec::new()
             } else {
@@ -131,7 +144,7 @@ impl super::writer::Batch for Bids {
                 .map(|row| {
                     verdict(row).unwrap_or_else(|| {
                         by_version
-                            .remove(&(row.listing_id.clone(), row.auction_version))
+                            .remove(&(row.bid.listing_id.clone(), row.bid.auction_version))
                             .map_or(Appended::Duplicate, Appended::Stored)
                     })
                 })

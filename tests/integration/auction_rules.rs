@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use crate::auctions::{auction, bid};
 use crate::helpers::*;
 
-/// sella's auction `id`, open for a minute, with `fields` over the defaults
+/// sella's auction, open for a minute, with `fields` over the defaults
 /// (`"auction": null` makes it a fixed-price listing).
-async fn put_auction(app: &TestApp, id: &str, fields: Value) -> u16 {
+fn lamp(fields: Value) -> Value {
     let starts =
         (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Millis, true);
     let ends =
@@ -25,9 +25,19 @@ async fn put_auction(app: &TestApp, id: &str, fields: Value) -> u16 {
             value => body[key] = value.clone(),
         }
     }
+    body
+}
+
+/// PUTs `body` as listing `id`; answers the status (200 or 201).
+async fn put(app: &TestApp, id: &str, body: Value) -> u16 {
     let (status, answer) = app.put_listing(id, body).await;
     assert!(status == 200 || status == 201, "{answer}");
     status
+}
+
+/// PUTs [`lamp`] with `fields` as listing `id`.
+async fn put_auction(app: &TestApp, id: &str, fields: Value) -> u16 {
+    put(app, id, lamp(fields)).await
 }
 
 async fn admin(app: &TestApp) -> Client {
@@ -131,4 +141,49 @@ async fn an_auction_made_fixed_price_drops_its_live_state_and_takes_no_bids() {
     let ack = bid(&mut ann, "a1", 1100, None).await;
     assert_eq!(code(&ack), "unavailable", "{ack}");
     assert_eq!(app.sql("SELECT 1 FROM bids"), 1);
+}
+
+#[actix_web::test]
+async fn a_bid_decided_before_its_listing_went_private_is_not_stored_for_a_stranger() {
+    let app = TestApp::spawn().await;
+    auction(&app, "a1", 60_000, 0, None).await;
+    let mut eve = app.connect("eve").await;
+    assert_eq!(bid(&mut eve, "a1", 1000, None).await["ok"], true);
+    // Made private behind the live state's back, as between a PUT's commit
+    // and its drop of the live state (or when that drop failed).
+    app.sql("UPDATE listings SET visibility = 'private' WHERE id = 'a1'");
+    let ack = bid(&mut eve, "a1", 1100, None).await;
+    assert_eq!(code(&ack), "forbidden", "{ack}");
+    assert_eq!(app.sql("SELECT 1 FROM bids"), 1);
+    // The live state was dropped: rebuilt private, the stranger is refused
+    // up front and an admin may bid.
+    assert_eq!(code(&bid(&mut eve, "a1", 1100, None).await), "forbidden");
+    let ack = bid(&mut admin(&app).await, "a1", 1100, None).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+}
+
+#[actix_web::test]
+async fn an_unchanged_put_still_drops_the_live_state() {
+    let app = TestApp::spawn().await;
+    let open = lamp(json!({}));
+    let mut withdrawn = open.clone();
+    withdrawn["availability"] = json!("withdrawn");
+    assert_eq!(put(&app, "a1", open).await, 201);
+    let mut eve = app.connect("eve").await;
+    assert_eq!(bid(&mut eve, "a1", 1000, None).await["ok"], true);
+    // The live state stays behind a PUT (its drop failed, say) ...
+    app.sql("UPDATE listings SET availability = 'withdrawn' WHERE id = 'a1'");
+    // ... and the backend's retry of it, which changes nothing, drops it.
+    let live = format!("{}auction:{{a1}}", app.redis_prefix());
+    let exists = |key: &str| -> i64 {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query(&mut *redis_connection().unwrap())
+            .unwrap()
+    };
+    assert_eq!(exists(&live), 1);
+    assert_eq!(put(&app, "a1", withdrawn).await, 200);
+    assert_eq!(exists(&live), 0, "the live state is dropped");
+    let ack = bid(&mut eve, "a1", 1100, None).await;
+    assert_eq!(code(&ack), "unavailable", "{ack}");
 }
