@@ -36,8 +36,15 @@ impl Relay {
                 // A full batch: there may be more waiting.
                 loop {
                     match relay(&db, &fanout, &node, settings.lease).await {
-                        Ok(n) if n as i64 == BATCH => continue,
-                        Ok(_) => break,
+                        Ok(0) => break,
+                        // Mostly what a closer could not publish itself,
+                        // or a dead node left.
+                        Ok(n) => {
+                            log::info!("outbox relay published {n} notices");
+                            if n as i64 != BATCH {
+                                break;
+                            }
+                        }
                         Err(err) => {
                             log::warn!("outbox relay: {err}");
                             break;
