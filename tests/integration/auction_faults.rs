@@ -174,6 +174,11 @@ async fn another_node_relays_the_notices_of_a_closing_node_that_died() {
             ("SOUK_OUTBOX_LEASE_MS", "1500"),
         ],
     );
+    // The new node respects the dead one's lease (about a second more) ...
+    sella
+        .assert_no_event("auction:closed", Duration::from_millis(500))
+        .await;
+    // ... and publishes once it ran out.
     assert_eq!(wendy.wait_event("auction:closed").await[0], closed_to_ann());
     assert_eq!(sella.wait_event("auction:closed").await[0], closed_to_ann());
     assert_eq!(ann.wait_event("auction:closed").await[0], closed_to_ann());
