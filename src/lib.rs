@@ -61,6 +61,7 @@ pub struct Application {
     state: web::Data<AppState>,
     _closer: actix::Addr<auction::closer::AuctionCloser>,
     beacon: actix::Addr<cluster::nodes::NodeBeacon>,
+    outbox: cluster::outbox::Relay,
     room_threads: RoomThreads,
 }
 
@@ -184,6 +185,12 @@ impl Application {
         let grace = settings.shutdown_grace;
         let state = web::Data::new(AppState::new(settings, auth, db, redis, actors, metrics));
         let closer = auction::closer::AuctionCloser::new(state.clone().into_inner()).start();
+        let outbox = cluster::outbox::Relay::start(
+            state.db.clone(),
+            state.fanout.clone(),
+            state.settings.node_id.clone(),
+            state.settings.outbox.clone(),
+        );
         let beacon = cluster::nodes::NodeBeacon::new(
             state.settings.node_id.clone(),
             address.to_string(),
@@ -218,6 +225,7 @@ impl Application {
             state,
             _closer: closer,
             beacon,
+            outbox,
             room_threads: RoomThreads(room_arbiters),
         })
     }
@@ -238,6 +246,7 @@ impl Application {
             server: self.server.handle(),
             state: self.state.clone(),
             beacon: self.beacon.clone(),
+            outbox: self.outbox.clone(),
         }
     }
 
@@ -266,11 +275,14 @@ pub struct Stopper {
     server: ServerHandle,
     state: web::Data<AppState>,
     beacon: Addr<cluster::nodes::NodeBeacon>,
+    outbox: cluster::outbox::Relay,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         let _ = self.beacon.send(cluster::nodes::Leave).await;
+        // Notices not yet published are the other nodes' to relay.
+        self.outbox.stop();
         let registry = &self.state.registry;
         match registry.send(ShutdownAll).await {
             Ok(count) => log::info!("shutting down: closing {count} connections"),

@@ -200,12 +200,14 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
             amount,
             idempotency_key,
         } => {
+            let (user, admin, id) = (caller.user().clone(), caller.is_admin(), listing_id.clone());
             crate::auction::place::place_bid(
                 app,
                 caller.user(),
                 listing_id,
                 amount,
                 idempotency_key,
+                move |conn| bookings::may_watch(conn, &id, &user, admin),
             )
             .await
         }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod demo;
 pub mod listings;
 pub mod messages;
+pub mod outbox;
 pub mod reads;
 pub mod receipts;
 pub mod redis;

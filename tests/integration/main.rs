@@ -6,6 +6,8 @@ mod helpers;
 
 mod admin_disputes;
 mod api;
+mod auction_faults;
+mod auction_rules;
 mod auctions;
 mod authorization;
 mod authz_holes;
