@@ -271,9 +271,12 @@ pub fn close(
                 .auction_reserve_price
                 .is_none_or(|reserve| bid.amount >= reserve)
         });
+        // A listing withdrawn (or sold or reserved otherwise) before its
+        // end closes without a winner: there is nothing left to award.
+        let awardable = listing.availability() == Availability::Available;
         let winner = top
             .as_ref()
-            .filter(|_| reserve_met)
+            .filter(|_| reserve_met && awardable)
             .map(|b| b.bidder_id.clone());
         let (booking, reserved) = match &winner {
             Some(buyer) => {
