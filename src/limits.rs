@@ -27,6 +27,8 @@ pub enum Kind {
     Reads,
     History,
     Bids,
+    /// User reads over HTTP (§8a).
+    Pages,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Reads => "rate_reads",
             Kind::History => "rate_history",
             Kind::Bids => "rate_bids",
+            Kind::Pages => "rate_pages",
         }
     }
 
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Reads => rates.reads,
             Kind::History => rates.history,
             Kind::Bids => rates.bids,
+            Kind::Pages => rates.pages,
         }
     }
 }
@@ -172,9 +176,21 @@ impl Limiter {
     /// Checks `event` against `user`'s bucket; a refusal is counted under
     /// the kind's label and answered `rate_limited`.
     pub fn check(&self, user: &str, event: &ClientEvent, metrics: &Metrics) -> Result<(), Failure> {
-        let Some((kind, cost)) = cost(event) else {
-            return Ok(());
-        };
+        match cost(event) {
+            Some((kind, cost)) => self.charge(user, kind, cost, metrics),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes `cost` of `user`'s `kind` bucket; a refusal is counted under
+    /// the kind's label and answered `rate_limited`.
+    pub fn charge(
+        &self,
+        user: &str,
+        kind: Kind,
+        cost: u32,
+        metrics: &Metrics,
+    ) -> Result<(), Failure> {
         self.take(user, kind, cost, Instant::now()).map_err(|wait| {
             metrics
                 .limits_tripped
@@ -215,6 +231,7 @@ mod tests {
             reads: r,
             history: r,
             bids: r,
+            pages: r,
         }
     }
 

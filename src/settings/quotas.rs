@@ -36,6 +36,8 @@ pub struct Rates {
     /// `bid:place`, on an auction or not (accepted bids are also held to
     /// the contract's 5 a second by the bid script).
     pub bids: Rate,
+    /// The user reads over HTTP (§8a): every request with a user token.
+    pub pages: Rate,
 }
 
 /// Per-user and per-socket quotas.
@@ -69,6 +71,7 @@ const DEFAULT_RATES: Rates = Rates {
     reads: rate(20.0, 50.0),
     history: rate(10.0, 30.0),
     bids: rate(20.0, 40.0),
+    pages: rate(20.0, 60.0),
 };
 
 impl QuotaSettings {
@@ -124,6 +127,7 @@ impl QuotaSettings {
                     d.history,
                 )?,
                 bids: rate_of(values, "SOUK_RATE_BIDS", "SOUK_RATE_BIDS_BURST", d.bids)?,
+                pages: rate_of(values, "SOUK_RATE_PAGES", "SOUK_RATE_PAGES_BURST", d.pages)?,
             },
             db_statement_timeout: millis(values, "SOUK_DB_STATEMENT_TIMEOUT_MS", 5_000)?,
             db_writer_pool_size: number(values, "SOUK_DB_WRITER_POOL_SIZE", 1u32)?.max(1),

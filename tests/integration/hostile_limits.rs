@@ -468,3 +468,37 @@ async fn a_record_redis_lost_is_written_whole_at_the_next_change() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn user_reads_over_http_are_rate_limited_per_user() {
+    let app =
+        TestApp::spawn_with(&[("SOUK_RATE_PAGES", "1"), ("SOUK_RATE_PAGES_BURST", "3")]).await;
+    let path = "/api/v1/me/bookings";
+    let (bob, carl) = (app.token("bob"), app.token("carl"));
+    let get = |token: String| {
+        let url = app.http(path);
+        async move {
+            let mut resp = awc::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(get(bob.clone()).await.0, 200);
+    }
+    let (status, body) = get(bob.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(
+        body["error"]["retryAfterMs"].as_u64().unwrap_or(0) > 0,
+        "{body}"
+    );
+    assert_eq!(tripped(&app, "rate_pages").await, 1);
+    // Another user is served meanwhile.
+    assert_eq!(get(carl).await.0, 200);
+}
