@@ -474,6 +474,185 @@ pub async fn post_event<S: Scenario>(
 mod tests {
     use super::*;
 
+    use crate::cli::{self, Command};
+
+    /// A scenario with no server: units of the first kind join (the first
+    /// `failing` of them fail to), units of the second kind do not; every
+    /// unit counts the phases it sees until `Stop`.
+    struct Rehearsal {
+        units: usize,
+        failing: usize,
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        window: AtomicU64,
+        drain: AtomicU64,
+        stopped: AtomicU64,
+    }
+
+    /// The units that ran, by kind and index.
+    struct Ran(Vec<(usize, usize)>);
+
+    impl Merge for Ran {
+        fn merge(&mut self, other: Ran) -> Result<()> {
+            self.0.extend(other.0);
+            Ok(())
+        }
+    }
+
+    impl Scenario for Rehearsal {
+        const NAME: &'static str = "rehearsal";
+        const UNITS: &'static str = "units";
+        type Shared = Seen;
+        type Out = Ran;
+        /// Units joined when the window's work ran.
+        type Window = u64;
+        type After = ();
+
+        fn parse(options: &mut Options) -> Result<Rehearsal> {
+            Ok(Rehearsal {
+                units: options.take("units", 5usize)?,
+                failing: options.take("failing", 0usize)?,
+            })
+        }
+
+        fn check(&self) -> Result<()> {
+            Ok(())
+        }
+
+        async fn prepare(&self, _common: &Common, _service: &str) -> Result<()> {
+            Ok(())
+        }
+
+        fn out(&self) -> Result<Ran> {
+            Ok(Ran(Vec::new()))
+        }
+
+        fn title(&self, _common: &Common) -> String {
+            "rehearsal".into()
+        }
+
+        fn units(&self) -> Vec<usize> {
+            vec![self.units, 2]
+        }
+
+        fn duration(&self) -> Duration {
+            Duration::from_millis(200)
+        }
+
+        async fn unit(ctx: Rc<Ctx<Rehearsal>>, kind: usize, index: usize) {
+            if kind == 0 {
+                let failing = index < ctx.settings.failing;
+                let joined = ctx.enter("join", async move {
+                    if failing {
+                        fail("refused")
+                    } else {
+                        Ok(())
+                    }
+                });
+                if joined.await.is_none() {
+                    return;
+                }
+            }
+            ctx.out.borrow_mut().0.push((kind, index));
+            let mut phase = ctx.phase.clone();
+            let seen = &ctx.shared;
+            let (mut window, mut drain) = (false, false);
+            loop {
+                match *phase.borrow_and_update() {
+                    Phase::Joining => {}
+                    Phase::Window { .. } => window = true,
+                    Phase::Drain => drain = true,
+                    Phase::Stop => {
+                        seen.stopped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                if phase.changed().await.is_err() {
+                    break;
+                }
+            }
+            seen.window.fetch_add(u64::from(window), Ordering::Relaxed);
+            seen.drain.fetch_add(u64::from(drain), Ordering::Relaxed);
+        }
+
+        async fn window(run: &Run<Rehearsal>, _start: Instant, _end: Instant) -> Result<u64> {
+            assert_eq!(run.stage(), Stage::Window);
+            Ok(run.joined())
+        }
+
+        async fn after(run: &Run<Rehearsal>, end: Instant) -> Result<()> {
+            assert_eq!(run.stage(), Stage::Drain);
+            sleep_until(end + Duration::from_millis(50)).await;
+            Ok(())
+        }
+
+        fn progress(_run: Arc<Run<Rehearsal>>) -> impl FnMut(f64) -> String + Send + 'static {
+            |_| String::new()
+        }
+
+        async fn report(
+            run: &Run<Rehearsal>,
+            report: &mut Report,
+            ran: Ran,
+            found: Found<Rehearsal>,
+        ) -> Result<()> {
+            let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+            let mut ran = ran.0;
+            ran.sort_unstable();
+            report.set("ran", json!(ran));
+            report.set("joined", json!([run.joined(), run.failed(), found.window]));
+            let seen = &run.shared;
+            let phases = [load(&seen.window), load(&seen.drain), load(&seen.stopped)];
+            report.set("seen", json!(phases));
+            Ok(())
+        }
+    }
+
+    fn rehearse(args: &[&str]) -> Result<Report> {
+        let mut all = vec!["rehearsal", "--url", "http://127.0.0.1:9", "--secret", "s"];
+        all.extend(["--threads", "2"]);
+        all.extend(args);
+        let args: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        let Command::Run {
+            common, options, ..
+        } = cli::parse(&args)?
+        else {
+            return fail("not a run");
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run::<Rehearsal>(&common, options))
+    }
+
+    #[test]
+    fn every_unit_of_every_kind_runs_once_and_sees_the_window_the_drain_and_the_stop() -> Result<()>
+    {
+        let report = rehearse(&["--units", "5", "--failing", "1"])?;
+        let ran = json!([[0, 1], [0, 2], [0, 3], [0, 4], [1, 0], [1, 1]]);
+        assert_eq!(report.field("ran"), Some(&ran));
+        assert_eq!(report.field("joined"), Some(&json!([4, 1, 4])));
+        assert_eq!(report.field("seen"), Some(&json!([6, 6, 6])));
+        assert!(report.field("scenario") == Some(&json!("rehearsal")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_where_no_unit_joined_fails() {
+        match rehearse(&["--units", "3", "--failing", "3"]) {
+            Ok(_) => panic!("a run with no unit joined answered a report"),
+            Err(e) => assert!(e.to_string().contains("none of the units joined"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_option_is_refused() {
+        let refused = rehearse(&["--unit", "3"]).err().map(|e| e.to_string());
+        assert!(refused.is_some_and(|e| e.contains("unit")));
+    }
+
     #[test]
     fn a_pacer_skips_the_slots_that_went_by_and_stops_at_the_end() -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
