@@ -187,14 +187,9 @@ impl<S: Scenario> Run<S> {
         3600 + self.settings.duration().as_secs() * 2
     }
 
-    /// Opens a connection from the `source`-th source address (modulo
-    /// their number) and CONNECTs as `user` with `role`.
+    /// `open_as` with the run's options.
     pub async fn open_as(&self, source: usize, user: &str, role: &str, ttl: u64) -> Result<Socket> {
-        let sources = &self.common.sources;
-        let mut socket = ws::open(&self.common.target, sources[source % sources.len()]).await?;
-        let token = token::mint(&self.common.secret, user, Some(role), ttl)?;
-        socket.connect(&json!({ "token": token })).await?;
-        Ok(socket)
+        open_as(&self.common, source, user, role, ttl).await
     }
 
     /// The params every report has (`url`, `sources`, `threads`) after the
@@ -232,11 +227,37 @@ impl<S: Scenario> Ctx<S> {
     /// Runs `join` through the thread's gate within `JOIN_TIMEOUT`, and
     /// counts the unit joined, or failed with why (after `what: `).
     pub async fn enter<T>(&self, what: &str, join: impl Future<Output = Result<T>>) -> Option<T> {
+        let counts = Joins {
+            joined: &self.joined,
+            failed: &self.failed,
+            problems: &self.problems,
+        };
+        counts.enter(&self.gate, JOIN_TIMEOUT, what, join).await
+    }
+}
+
+/// Where joins are counted (for `idle` too, which has no `Run`).
+pub struct Joins<'a> {
+    pub joined: &'a AtomicU64,
+    pub failed: &'a AtomicU64,
+    pub problems: &'a Problems,
+}
+
+impl Joins<'_> {
+    /// Runs `join` through `gate` within `limit`, and counts it joined, or
+    /// failed with why (after `what: `).
+    pub async fn enter<T>(
+        &self,
+        gate: &Semaphore,
+        limit: Duration,
+        what: &str,
+        join: impl Future<Output = Result<T>>,
+    ) -> Option<T> {
         let joined = {
-            let Ok(_permit) = self.gate.acquire().await else {
+            let Ok(_permit) = gate.acquire().await else {
                 return None;
             };
-            timeout(JOIN_TIMEOUT, join).await
+            timeout(limit, join).await
         };
         match joined {
             Ok(Ok(joined)) => {
@@ -249,6 +270,23 @@ impl<S: Scenario> Ctx<S> {
         self.failed.fetch_add(1, Ordering::Relaxed);
         None
     }
+}
+
+/// Opens a connection from the `source`-th of `common`'s source addresses
+/// (modulo their number) and CONNECTs as `user` with `role`, with a token
+/// that lives `ttl` seconds.
+pub async fn open_as(
+    common: &Common,
+    source: usize,
+    user: &str,
+    role: &str,
+    ttl: u64,
+) -> Result<Socket> {
+    let sources = &common.sources;
+    let mut socket = ws::open(&common.target, sources[source % sources.len()]).await?;
+    let token = token::mint(&common.secret, user, Some(role), ttl)?;
+    socket.connect(&json!({ "token": token })).await?;
+    Ok(socket)
 }
 
 /// What the conductor found, for the report.
