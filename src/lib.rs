@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod handlers;
 pub mod ids;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
@@ -60,6 +61,7 @@ pub struct Application {
     state: web::Data<AppState>,
     _closer: actix::Addr<auction::closer::AuctionCloser>,
     beacon: actix::Addr<cluster::nodes::NodeBeacon>,
+    outbox: cluster::outbox::Relay,
     room_threads: RoomThreads,
 }
 
@@ -93,6 +95,7 @@ impl Application {
         let db = store::Db::new(
             &settings.database_url,
             settings.db_pool_size,
+            settings.quotas.db_statement_timeout,
             metrics.clone(),
         )?;
         let redis = store::Redis::new(
@@ -126,6 +129,7 @@ impl Application {
         let registry_metrics = metrics.clone();
         let (registry_redis, recovery_window) = (redis.clone(), settings.recovery_window);
         let registry_db = db.clone();
+        let max_rooms = settings.quotas.max_rooms_per_socket;
         let registry = Registry::create(|ctx| {
             let subscriber = cluster::Subscriber::start(
                 target,
@@ -140,7 +144,7 @@ impl Application {
                 recovery_window,
                 db: registry_db,
             };
-            Registry::new(arbiters, idle, registry_metrics, parts)
+            Registry::new(arbiters, idle, registry_metrics, parts).with_max_rooms(max_rooms)
         });
         let presence = rooms::presence::PresenceTracker::new(
             redis.clone(),
@@ -148,8 +152,19 @@ impl Application {
             settings.presence_ttl,
         )
         .start();
-        let messages = store::writer::Writer::<store::messages::Messages>::new(db.clone()).start();
-        let bids = store::writer::Writer::<store::bids::Bids>::new(db.clone()).start();
+        // Each writer has connections of its own, which no read can take:
+        // a flood of slow reads cannot stop messages and bids being stored.
+        let writer_db = || {
+            store::Db::new(
+                &settings.database_url,
+                settings.quotas.db_writer_pool_size,
+                settings.quotas.db_statement_timeout,
+                metrics.clone(),
+            )
+        };
+        let messages =
+            store::writer::Writer::<store::messages::Messages>::new(writer_db()?).start();
+        let bids = store::writer::Writer::<store::bids::Bids>::new(writer_db()?).start();
         let actors = state::Actors {
             registry,
             fanout,
@@ -170,6 +185,12 @@ impl Application {
         let grace = settings.shutdown_grace;
         let state = web::Data::new(AppState::new(settings, auth, db, redis, actors, metrics));
         let closer = auction::closer::AuctionCloser::new(state.clone().into_inner()).start();
+        let outbox = cluster::outbox::Relay::start(
+            state.db.clone(),
+            state.fanout.clone(),
+            state.settings.node_id.clone(),
+            state.settings.outbox.clone(),
+        );
         let beacon = cluster::nodes::NodeBeacon::new(
             state.settings.node_id.clone(),
             address.to_string(),
@@ -204,6 +225,7 @@ impl Application {
             state,
             _closer: closer,
             beacon,
+            outbox,
             room_threads: RoomThreads(room_arbiters),
         })
     }
@@ -224,6 +246,7 @@ impl Application {
             server: self.server.handle(),
             state: self.state.clone(),
             beacon: self.beacon.clone(),
+            outbox: self.outbox.clone(),
         }
     }
 
@@ -252,11 +275,14 @@ pub struct Stopper {
     server: ServerHandle,
     state: web::Data<AppState>,
     beacon: Addr<cluster::nodes::NodeBeacon>,
+    outbox: cluster::outbox::Relay,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         let _ = self.beacon.send(cluster::nodes::Leave).await;
+        // Notices not yet published are the other nodes' to relay.
+        self.outbox.stop();
         let registry = &self.state.registry;
         match registry.send(ShutdownAll).await {
             Ok(count) => log::info!("shutting down: closing {count} connections"),

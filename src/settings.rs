@@ -13,7 +13,7 @@ mod quotas;
 
 pub use guard::{GuardSettings, TokenRate};
 pub use outbox::OutboxSettings;
-pub use quotas::QuotaSettings;
+pub use quotas::{QuotaSettings, Rate, Rates};
 
 /// The HS256 secret used in dev mode when none is configured.
 pub const DEV_JWT_SECRET: &str = "souk-dev-secret-do-not-use-in-production";

@@ -27,6 +27,8 @@ pub struct AppState {
     pub bids: Addr<Writer<Bids>>,
     pub presence: Addr<PresenceTracker>,
     pub metrics: Metrics,
+    /// Per-user rates of client events.
+    pub limiter: crate::limits::Limiter,
     /// Open sessions by Engine.IO sid (polling and upgrades find them here).
     pub engine_sessions: crate::session::Directory,
     next_session: AtomicU64,
@@ -50,7 +52,9 @@ impl AppState {
         actors: Actors,
         metrics: Metrics,
     ) -> Self {
+        let limiter = crate::limits::Limiter::new(settings.quotas.rates);
         AppState {
+            limiter,
             settings,
             auth,
             db,

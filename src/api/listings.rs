@@ -127,8 +127,12 @@ pub async fn put(
         .db
         .run(move |conn| listings::upsert(conn, &key, &input))
         .await?;
-    if upserted.changed() && upserted.after.is_auction() {
-        // New settings: the next bid rebuilds the live state from Postgres.
+    let was_auction = upserted.before.as_ref().is_some_and(|b| b.is_auction());
+    if upserted.after.is_auction() || was_auction {
+        // New settings, visibility or availability, or no auction any more:
+        // the next bid rebuilds the live state from Postgres (and is refused
+        // there when the listing is no longer an auction). Unchanged too, so
+        // that the backend's retry of a PUT whose drop failed does it.
         live::forget(&app.redis, vec![live::auction_key(&app.redis, id.as_str())]).await?;
     }
     let now = Utc::now();

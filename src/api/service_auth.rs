@@ -51,6 +51,13 @@ impl FromRequest for UserCaller {
             if identity.role == Role::Service {
                 return Err(Failure::new(Code::Forbidden, "a user token is needed here"));
             }
+            // Each request costs one of the user's page reads (`SOUK_RATE_PAGES`).
+            let app = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| Failure::new(Code::Internal, "no app state"))?;
+            let user = identity.user_id.as_str();
+            app.limiter
+                .charge(user, crate::limits::Kind::Pages, 1, &app.metrics)?;
             Ok(UserCaller(identity))
         }))
     }

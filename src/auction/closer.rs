@@ -11,15 +11,18 @@ use serde_json::json;
 
 use super::live::{self, CloseCheck};
 use super::place::rebuild;
+use crate::cluster::outbox;
 use crate::error::Failure;
 use crate::ids::{BookingId, ListingId, UserId};
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
-use crate::store::bids;
+use crate::store::bids::{self, Closed};
+use crate::store::outbox::NewNotice;
 
 /// Auctions one scan closes at most.
 const SCAN_BATCH: i64 = 100;
-/// How long closing waits for accepted bids to be committed.
+/// How long closing waits for accepted bids to be committed before it
+/// closes (and refuses those not stored yet).
 const SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 /// The node's auction closer.
@@ -87,8 +90,10 @@ pub async fn close(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
     let CloseCheck::Closing { version } = check else {
         return Ok(());
     };
-    // Bids accepted before the close are acked only after their commit;
-    // wait for them, so the result counts every one.
+    // Bids accepted before the close are acked only after their commit.
+    // Let those already queued land first: the close's row locks (see
+    // `bids::close`) make the result count every bid acked `ok` whatever
+    // the timing, but a bid still queued when it runs is refused.
     let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
     loop {
         let id = listing.to_string();
@@ -105,46 +110,69 @@ pub async fn close(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
     let node = app.settings.node_id.clone();
     let booking_id = BookingId::parse(&format!("bk_{}", random_id(20)))
         .ok_or_else(|| Failure::new(crate::error::Code::Internal, "bad generated booking id"))?;
+    let about = listing.clone();
     let closed = app
         .db
-        .run(move |conn| bids::close(conn, &id, &node, &booking_id))
+        .run(move |conn| {
+            bids::close(conn, &id, &node, &booking_id, |closed| {
+                notices(&about, closed)
+            })
+        })
         .await?;
-    live::mark_closed(&app.redis, listing.as_str()).await?;
-    let Some(closed) = closed else {
-        return Ok(()); // another node closed it
-    };
-    log::info!(
-        "auction {listing} closed: winner {:?}, amount {:?}",
-        closed.winner,
-        closed.amount
-    );
-    let payload = json!({
-        "listingId": listing,
-        "winnerId": closed.winner,
-        "amount": closed.amount,
-        "reserveMet": closed.reserve_met,
-    });
-    let seller = RoomKey::User(UserId::from_db(closed.listing.seller_id.clone()));
-    let mut rooms = vec![RoomKey::Listing(listing.clone()), seller.clone()];
-    if let Some(winner) = &closed.winner {
-        rooms.push(RoomKey::User(UserId::from_db(winner.clone())));
-    }
-    app.fanout.emit_to(&rooms, "auction:closed", &payload);
-    if let (Some(winner), Some(booking)) = (&closed.winner, &closed.booking) {
-        let buyer = RoomKey::User(UserId::from_db(winner.clone()));
-        app.fanout.emit_to(
-            &[buyer, seller],
-            "booking:created",
-            &json!({ "booking": booking.to_booking() }),
+    if let Some(closed) = &closed {
+        log::info!(
+            "auction {listing} closed: winner {:?}, amount {:?}",
+            closed.winner,
+            closed.amount
         );
+        // Publish the notices now; what fails here the relays publish
+        // later (from the outbox, on whichever node gets to them).
+        let (node, lease) = (&app.settings.node_id, app.settings.outbox.lease);
+        if let Err(err) = outbox::relay(&app.db, &app.fanout, node, lease).await {
+            log::warn!("auction {listing}: notices left to the outbox relay: {err}");
+        }
+    }
+    live::mark_closed(&app.redis, listing.as_str()).await?;
+    Ok(())
+}
+
+/// What announces a close: `auction:closed` to the listing's watchers, its
+/// seller and the winner; the winner's `booking:created`; the listing's new
+/// availability.
+fn notices(listing: &ListingId, closed: &Closed) -> Vec<NewNotice> {
+    let seller = RoomKey::User(UserId::from_db(closed.listing.seller_id.clone())).to_string();
+    let winner = closed
+        .winner
+        .as_ref()
+        .map(|winner| RoomKey::User(UserId::from_db(winner.clone())).to_string());
+    let watchers = RoomKey::Listing(listing.clone()).to_string();
+    let mut rooms = vec![watchers.clone(), seller.clone()];
+    rooms.extend(winner.clone());
+    let mut notices = vec![NewNotice::new(
+        rooms,
+        "auction:closed",
+        json!({
+            "listingId": listing,
+            "winnerId": closed.winner,
+            "amount": closed.amount,
+            "reserveMet": closed.reserve_met,
+        }),
+    )];
+    if let (Some(buyer), Some(booking)) = (winner, &closed.booking) {
+        notices.push(NewNotice::new(
+            vec![buyer, seller],
+            "booking:created",
+            json!({ "booking": booking.to_booking() }),
+        ));
     }
     if let Some(reserved) = &closed.reserved {
-        app.fanout.emit_listing(
-            listing.clone(),
+        let mut notice = NewNotice::new(
+            vec![watchers],
             "listing:availabilityChanged",
-            &json!({"listingId": listing, "availability": reserved.availability}),
-            reserved.version,
+            json!({"listingId": listing, "availability": reserved.availability}),
         );
+        notice.listing_version = Some(reserved.version);
+        notices.push(notice);
     }
-    Ok(())
+    notices
 }

@@ -41,11 +41,13 @@ fn in_auction_slot(redis: &Redis, listing: &str, rest: &[&str]) -> String {
 /// Decides one bid, after counting it against the bidder's rate limit, in
 /// one round trip. KEYS: the auction hash, the idempotency key ('' none),
 /// the bidder's rate window. ARGV: bidder, amount, now (ms), has key (0/1),
-/// key TTL (ms), bids allowed per window, window (ms).
+/// key TTL (ms), bids allowed per window, window (ms), vouched (0/1: the
+/// bidder may see the listing, and this try was counted already).
 /// Returns {'missing'} (not counted, so the retry after a rebuild counts
-/// once) | {'rate_limited', ms left in the window} | {'repeat', json} |
-/// {outcome, json}; every outcome but those two is remembered under the
-/// idempotency key.
+/// once) | {'rate_limited', ms left in the window} | {'private'} (a private
+/// listing and a bidder not vouched for: nothing else is looked at, so a
+/// stranger learns nothing of the auction) | {'repeat', json} | {outcome,
+/// json}; every outcome but those is remembered under the idempotency key.
 const PLACE: &str = r#"
 local function prior()
   if ARGV[4] == '1' then return redis.call('GET', KEYS[2]) end
@@ -56,20 +58,32 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if answer then return {'repeat', answer} end
   return {'missing'}
 end
-local n = redis.call('INCR', KEYS[3])
-if n == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
-if n > tonumber(ARGV[6]) then
-  return {'rate_limited', tostring(redis.call('PTTL', KEYS[3]))}
+local a = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'startPrice', 'minIncrement',
+  'extendMs', 'seller', 'current', 'leader', 'bidCount', 'version', 'status', 'visibility',
+  'availability')
+if not a[13] or not a[1] then
+  -- Written before visibility and availability were kept, or only a
+  -- status left behind: rebuild it from Postgres.
+  redis.call('DEL', KEYS[1])
+  return {'missing'}
+end
+if ARGV[8] ~= '1' then
+  local n = redis.call('INCR', KEYS[3])
+  if n == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
+  if n > tonumber(ARGV[6]) then
+    return {'rate_limited', tostring(redis.call('PTTL', KEYS[3]))}
+  end
+  if a[12] == 'private' and ARGV[1] ~= a[6] then return {'private'} end
 end
 local answer = prior()
 if answer then return {'repeat', answer} end
-local a = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'startPrice', 'minIncrement',
-  'extendMs', 'seller', 'current', 'leader', 'bidCount', 'version', 'status')
 local now, amount = tonumber(ARGV[3]), tonumber(ARGV[2])
 local starts, ends = tonumber(a[1]), tonumber(a[2])
 local outcome
 if a[11] ~= 'open' or now >= ends then
   outcome = {outcome = 'closed', ends = ends}
+elseif a[13] ~= 'available' then
+  outcome = {outcome = 'unavailable'}
 elseif now < starts then
   outcome = {outcome = 'not_open', starts = starts}
 elseif ARGV[1] == a[6] then
@@ -120,10 +134,18 @@ return {'closing', a[2]}
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Accepted(Accepted),
-    Closed { ends: i64 },
-    NotOpen { starts: i64 },
+    Closed {
+        ends: i64,
+    },
+    NotOpen {
+        starts: i64,
+    },
+    /// The listing is withdrawn, sold or reserved.
+    Unavailable,
     Seller,
-    TooLow { min: i64 },
+    TooLow {
+        min: i64,
+    },
 }
 
 /// An accepted bid.
@@ -148,7 +170,24 @@ pub enum Placed {
     Decided(Outcome),
     Repeat(Outcome),
     Missing,
-    RateLimited { retry_after_ms: i64 },
+    RateLimited {
+        retry_after_ms: i64,
+    },
+    /// A private listing: the caller must be vouched for first.
+    Private,
+}
+
+/// One bid, as the bid script takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct BidRequest<'a> {
+    pub listing: &'a str,
+    pub bidder: &'a str,
+    pub amount: i64,
+    pub key: Option<&'a str>,
+    pub now_ms: i64,
+    /// The bidder may see the listing (`listing:watch`'s rule), checked
+    /// after the script answered `private`.
+    pub vouched: bool,
 }
 
 /// How many bids one bidder may place per window.
@@ -161,13 +200,17 @@ pub struct RateLimit {
 /// Runs the bid script.
 pub async fn place(
     redis: &Redis,
-    listing: &str,
-    bidder: &str,
-    amount: i64,
-    key: Option<&str>,
-    now_ms: i64,
+    bid: BidRequest<'_>,
     limit: RateLimit,
 ) -> Result<Placed, StoreError> {
+    let BidRequest {
+        listing,
+        bidder,
+        amount,
+        key,
+        now_ms,
+        vouched,
+    } = bid;
     let mut conn = redis.connection().await?;
     let idem = key.map(|k| idempotency_key(redis, listing, bidder, k));
     let reply: Vec<String> = PLACE_SCRIPT
@@ -183,10 +226,12 @@ pub async fn place(
         .arg(IDEMPOTENCY_TTL_MS)
         .arg(limit.per_window)
         .arg(limit.window_ms)
+        .arg(if vouched { 1 } else { 0 })
         .invoke_async(&mut *conn)
         .await?;
     match reply.as_slice() {
         [missing] if missing == "missing" => Ok(Placed::Missing),
+        [private] if private == "private" => Ok(Placed::Private),
         [limited, left] if limited == "rate_limited" => Ok(Placed::RateLimited {
             retry_after_ms: left.parse::<i64>().unwrap_or(1).max(1),
         }),
@@ -219,6 +264,9 @@ pub struct LiveState {
     pub bid_count: i64,
     pub version: i64,
     pub closed: bool,
+    pub private: bool,
+    /// `available`, `reserved`, `sold` or `withdrawn`.
+    pub availability: String,
 }
 
 /// Writes a rebuilt state (and remembered outcomes) unless one is there.
@@ -244,6 +292,11 @@ pub async fn load(
             "status",
             if state.closed { "closed" } else { "open" }.to_owned(),
         ),
+        (
+            "visibility",
+            if state.private { "private" } else { "public" }.to_owned(),
+        ),
+        ("availability", state.availability.clone()),
     ];
     let load = Script::new(LOAD);
     let mut script = load.prepare_invoke();

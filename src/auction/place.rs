@@ -6,13 +6,17 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 
-use super::live::{self, Accepted, Outcome, Placed};
+use diesel::PgConnection;
+
+use super::live::{self, Accepted, BidRequest, Outcome, Placed};
+use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
-use crate::store::bids::{self, NewBid};
+use crate::store::bids::{self, Appended, NewBid, ToStore};
 use crate::store::writer;
+use crate::store::StoreError;
 use crate::time::rfc3339;
 
 /// Bids one bidder may place per second (§5).
@@ -25,33 +29,63 @@ const RATE_LIMIT: live::RateLimit = live::RateLimit {
 /// How long a repeated bid waits for its first try's append to commit.
 const REPEAT_WAIT: Duration = Duration::from_secs(2);
 
-/// Places a bid; answers `{bid, auction}`.
-pub async fn place_bid(
+/// Places a bid; answers `{bid, auction}`. `may_see` is `listing:watch`'s
+/// rule for this bidder and listing; it is asked (once) only when the
+/// listing is private, so bids on public auctions cost no Postgres read.
+pub async fn place_bid<F>(
     app: &AppState,
     bidder: &UserId,
     listing: ListingId,
     amount: i64,
     key: Option<String>,
-) -> Result<Value, Failure> {
+    may_see: F,
+) -> Result<Value, Failure>
+where
+    F: FnOnce(&mut PgConnection) -> Result<bool, StoreError> + Send + 'static,
+{
     let now = Utc::now().timestamp_millis();
-    let place = || {
+    let place = |vouched| {
         live::place(
             &app.redis,
-            listing.as_str(),
-            bidder.as_str(),
-            amount,
-            key.as_deref(),
-            now,
+            BidRequest {
+                listing: listing.as_str(),
+                bidder: bidder.as_str(),
+                amount,
+                key: key.as_deref(),
+                now_ms: now,
+                vouched,
+            },
             RATE_LIMIT,
         )
     };
-    let mut placed = place().await?;
-    if placed == Placed::Missing {
-        rebuild(app, &listing).await?;
-        placed = place().await?;
-    }
+    let mut vouched = false;
+    let mut may_see = Some(may_see);
+    let mut rebuilt = false;
+    let placed = loop {
+        match place(vouched).await? {
+            Placed::Missing if !rebuilt => {
+                rebuild(app, &listing).await?;
+                rebuilt = true;
+            }
+            Placed::Private => {
+                let allowed = match may_see.take() {
+                    Some(rule) => app.db.run(rule).await?,
+                    None => false,
+                };
+                if !allowed {
+                    // The same answer as for any private listing one may
+                    // not see: nothing about the auction.
+                    return Err(Failure::new(Code::Forbidden, "this listing is private"));
+                }
+                vouched = true;
+            }
+            placed => break placed,
+        }
+    };
     match placed {
-        Placed::Missing => Err(Failure::new(Code::Internal, "auction state vanished")),
+        Placed::Missing | Placed::Private => {
+            Err(Failure::new(Code::Internal, "auction state vanished"))
+        }
         Placed::RateLimited { retry_after_ms } => {
             let mut failure = Failure::new(Code::RateLimited, "at most 5 bids a second");
             failure
@@ -60,16 +94,20 @@ pub async fn place_bid(
             Err(failure)
         }
         Placed::Decided(Outcome::Accepted(accepted)) => {
-            let row = NewBid {
-                listing_id: listing.to_string(),
-                bidder_id: bidder.to_string(),
-                amount,
-                auction_version: accepted.version,
-                idempotency_key: key.clone(),
-                ends_at: millis(accepted.ends),
+            let row = ToStore {
+                bid: NewBid {
+                    listing_id: listing.to_string(),
+                    bidder_id: bidder.to_string(),
+                    amount,
+                    auction_version: accepted.version,
+                    idempotency_key: key.clone(),
+                    ends_at: millis(accepted.ends),
+                },
+                // Made private since the script looked: checked again there.
+                may_see_private: vouched,
             };
             match writer::write(&app.bids, row).await {
-                Ok(Some(_)) => {}
+                Ok(Appended::Stored(_)) => {}
                 outcome => {
                     // Not in Postgres, so not accepted: let the next bid
                     // rebuild the live state from what Postgres has.
@@ -85,7 +123,18 @@ pub async fn place_bid(
                     let _ = live::forget(&app.redis, keys).await;
                     return Err(match outcome {
                         Err(err) => err.into(),
-                        _ => Failure::new(Code::Conflict, "bid version already stored"),
+                        Ok(Appended::Closed) => Failure::new(
+                            Code::AuctionClosed,
+                            "the auction closed before this bid was stored",
+                        ),
+                        Ok(Appended::Private) => {
+                            Failure::new(Code::Forbidden, "this listing is private")
+                        }
+                        Ok(Appended::Unavailable) => Failure::new(
+                            Code::Unavailable,
+                            "this listing is no longer an auction open to bids",
+                        ),
+                        Ok(_) => Failure::new(Code::Conflict, "bid version already stored"),
                     });
                 }
             }
@@ -106,6 +155,10 @@ fn refusal(outcome: Outcome) -> Failure {
         Outcome::NotOpen { starts } => Failure::new(
             Code::AuctionClosed,
             format!("the auction opens at {}", rfc3339(millis(starts))),
+        ),
+        Outcome::Unavailable => Failure::new(
+            Code::Unavailable,
+            "this listing is withdrawn, sold or reserved",
         ),
         Outcome::Seller => Failure::new(Code::Forbidden, "sellers cannot bid on their own listing"),
         Outcome::TooLow { min } => {
@@ -219,6 +272,8 @@ pub async fn rebuild(app: &AppState, listing: &ListingId) -> Result<(), Failure>
         bid_count: 0,
         version: 0,
         closed,
+        private: row.visibility() == Visibility::Private,
+        availability: row.availability.clone(),
     };
     let mut remembered = Vec::new();
     for bid in &all {

@@ -115,8 +115,21 @@ impl Fanout {
     /// Emits one event to several rooms: a connection in more than one of
     /// them gets it once, as Socket.IO's `to(a).to(b).emit()` does.
     pub fn emit_to(&self, rooms: &[RoomKey], event: &str, payload: &Value) {
+        self.emit_as(rand::random(), rooms, event, payload, None);
+    }
+
+    /// [`Fanout::emit_to`] with a given emission id, and the listing
+    /// version a listing event shows: a notice published again under the
+    /// same id is dropped by the connections that had it.
+    pub fn emit_as(
+        &self,
+        emission: u64,
+        rooms: &[RoomKey],
+        event: &str,
+        payload: &Value,
+        version: Option<i64>,
+    ) {
         let head = encode_event_head(event, payload);
-        let emission = rand::random();
         for room in rooms {
             let _ = self.queue.send(Queued::Publish(Publish {
                 seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
@@ -124,7 +137,7 @@ impl Fanout {
                 emission,
                 head: head.clone(),
                 except: None,
-                version: None,
+                version,
             }));
         }
     }
@@ -163,8 +176,15 @@ impl Fanout {
         event: &str,
         payload: &Value,
     ) -> Result<(), StoreError> {
+        self.all_published(|fanout| fanout.emit(room, event, payload))
+            .await
+    }
+
+    /// Runs `emit` and resolves once what it emitted is published; fails
+    /// as [`Fanout::emit_published`] does.
+    pub async fn all_published(&self, emit: impl FnOnce(&Self)) -> Result<(), StoreError> {
         let since = self.next_seq.load(Ordering::Relaxed);
-        self.emit(room, event, payload);
+        emit(self);
         match self.barrier(since).await {
             true => Ok(()),
             false => Err(StoreError::Unavailable(

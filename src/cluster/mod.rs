@@ -13,6 +13,7 @@
 
 pub mod fanout;
 pub mod nodes;
+pub mod outbox;
 pub mod recovery;
 pub mod resp;
 pub mod subscriber;

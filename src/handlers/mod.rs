@@ -16,7 +16,7 @@ use crate::auth::{Identity, Role};
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
 use crate::protocol::events::ClientEvent;
-use crate::rooms::registry::{Evict, Reidentify};
+use crate::rooms::registry::{Evict, JoinRefused, Reidentify};
 use crate::rooms::{Flush, RoomKey, SessionId};
 use crate::state::AppState;
 use crate::store::{bookings, StoreError};
@@ -135,12 +135,36 @@ impl Caller {
 
 /// Joins a room and waits until this node follows its channel.
 pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) -> Result<(), Failure> {
-    match app.registry.send(join).await {
+    entered(app.registry.send(join).await)
+}
+
+/// Joins rooms at once (all or none) and waits until this node follows
+/// their channels.
+pub async fn enter_rooms(
+    app: &AppState,
+    join: crate::rooms::registry::JoinAll,
+) -> Result<(), Failure> {
+    entered(app.registry.send(join).await)
+}
+
+/// The registry's answer to a join, as the client is told it.
+fn entered(answer: Result<Result<(), JoinRefused>, actix::MailboxError>) -> Result<(), Failure> {
+    match answer {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Failure::new(
+        Ok(Err(JoinRefused::NotFollowed)) => Err(Failure::new(
             Code::ServiceUnavailable,
             "cannot follow the room's events right now; nothing was joined",
         )),
+        Ok(Err(JoinRefused::TooManyRooms { max })) => {
+            let mut failure = Failure::new(
+                Code::Forbidden,
+                format!("a connection may be in at most {max} rooms; nothing was joined"),
+            );
+            failure
+                .extra
+                .insert("maxRooms".into(), serde_json::json!(max));
+            Err(failure)
+        }
         Err(err) => Err(Failure::new(
             Code::Internal,
             format!("registry gone: {err}"),
@@ -176,12 +200,14 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
             amount,
             idempotency_key,
         } => {
+            let (user, admin, id) = (caller.user().clone(), caller.is_admin(), listing_id.clone());
             crate::auction::place::place_bid(
                 app,
                 caller.user(),
                 listing_id,
                 amount,
                 idempotency_key,
+                move |conn| bookings::may_watch(conn, &id, &user, admin),
             )
             .await
         }

@@ -2,29 +2,24 @@
 
 use serde_json::{json, Value};
 
-use super::{enter_room, Caller};
+use super::{enter_rooms, Caller};
 use crate::error::Failure;
 use crate::ids::UserId;
 use crate::rooms::presence::states;
-use crate::rooms::registry::{Join, Leave};
+use crate::rooms::registry::{JoinAll, Leave};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 
 /// Joins each `presence:{id}`; answers their current states.
 pub async fn watch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Result<Value, Failure> {
     let presence = states(&app.redis, &users).await?;
-    for user in users {
-        enter_room(
-            app,
-            Join {
-                session: caller.session,
-                user: caller.user().clone(),
-                admin: caller.is_admin(),
-                room: RoomKey::Presence(user),
-            },
-        )
-        .await?;
-    }
+    let join = JoinAll {
+        session: caller.session,
+        user: caller.user().clone(),
+        admin: caller.is_admin(),
+        rooms: users.into_iter().map(RoomKey::Presence).collect(),
+    };
+    enter_rooms(app, join).await?;
     Ok(json!({ "presence": presence }))
 }
 

@@ -13,7 +13,7 @@ use super::room::{
     Broadcast, GetMembers, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState,
 };
 use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
-use crate::cluster::recovery::{self, Record};
+use crate::cluster::recovery::{self, Changes, Save};
 use crate::cluster::subscriber::Resumed;
 use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
 use crate::ids::{BookingId, ListingId, UserId};
@@ -43,10 +43,14 @@ pub struct Registry {
     rooms: HashMap<RoomKey, RoomEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
     metrics: Metrics,
-    /// Records waiting for the save in flight to finish; one save at a
-    /// time, so a burst of connections makes one Redis pipeline of many
-    /// records instead of one task each.
-    unsaved: Vec<(String, Record)>,
+    /// Rooms one socket may be in.
+    max_rooms: usize,
+    /// Sockets whose record changed since the last save.
+    dirty: HashSet<SessionId>,
+    /// Saves of sockets that are gone, waiting for the next save.
+    unsaved: Vec<Save>,
+    /// One save at a time, so a burst of joins makes one round of writes
+    /// of what changed instead of one task each.
     saving: bool,
 }
 
@@ -104,22 +108,40 @@ struct SessionEntry {
     /// `auth:refresh`): admins may watch private listings.
     admin: bool,
     rooms: HashSet<RoomKey>,
-    /// Set on CONNECT: the socket's pid and user, to keep its record.
-    bound: Option<(String, UserId)>,
+    /// Set on CONNECT: the socket's record, while it owns it.
+    bound: Option<Bound>,
+}
+
+/// The recovery record a socket keeps, and what changed in it since it was
+/// last saved.
+struct Bound {
+    pid: String,
+    owner: String,
+    user: UserId,
+    changes: Changes,
 }
 
 impl SessionEntry {
-    fn record(&self) -> Option<(String, Record)> {
-        let (pid, user) = self.bound.as_ref()?;
-        let mut rooms: Vec<String> = self.rooms.iter().map(ToString::to_string).collect();
-        rooms.sort();
-        Some((
-            pid.clone(),
-            Record {
-                user: user.to_string(),
-                rooms,
-            },
-        ))
+    /// What to save of the record now (nothing changed: it is renewed).
+    fn take_save(&mut self) -> Option<Save> {
+        let bound = self.bound.as_mut()?;
+        Some(Save {
+            pid: bound.pid.clone(),
+            owner: bound.owner.clone(),
+            changes: std::mem::take(&mut bound.changes),
+        })
+    }
+
+    fn joined(&mut self, room: &RoomKey) {
+        if let Some(bound) = &mut self.bound {
+            bound.changes.join(room.to_string());
+        }
+    }
+
+    fn left(&mut self, room: &RoomKey) {
+        if let Some(bound) = &mut self.bound {
+            bound.changes.leave(room.to_string());
+        }
     }
 }
 
@@ -156,9 +178,17 @@ impl Registry {
             rooms: HashMap::new(),
             sessions: HashMap::new(),
             metrics,
+            max_rooms: usize::MAX,
+            dirty: HashSet::new(),
             unsaved: Vec::new(),
             saving: false,
         }
+    }
+
+    /// Bounds the rooms one socket may be in.
+    pub fn with_max_rooms(mut self, max_rooms: usize) -> Self {
+        self.max_rooms = max_rooms;
+        self
     }
 
     /// The entry of a room, starting its actor when there is none.
@@ -192,32 +222,74 @@ impl Registry {
 
     /// Keeps sockets' records in Redis (their rooms changed, or they
     /// closed): at once when no save is in flight, else with the next one.
-    fn save(&mut self, records: Vec<(String, Record)>, ctx: &mut Context<Self>) {
-        self.unsaved.extend(records);
-        if self.saving || self.unsaved.is_empty() {
+    /// Only what changed is written.
+    fn save(&mut self, ctx: &mut Context<Self>) {
+        if self.saving {
+            return;
+        }
+        let mut saves = std::mem::take(&mut self.unsaved);
+        for session in std::mem::take(&mut self.dirty) {
+            if let Some(save) = self
+                .sessions
+                .get_mut(&session)
+                .and_then(SessionEntry::take_save)
+            {
+                saves.push(save);
+            }
+        }
+        if saves.is_empty() {
             return;
         }
         self.saving = true;
-        let records = std::mem::take(&mut self.unsaved);
         let (redis, window) = (self.redis.clone(), self.recovery_window);
         let saved = async move {
-            if let Err(err) = recovery::save(&redis, &records, window).await {
-                log::warn!("recovery records not saved: {err}");
+            match recovery::save(&redis, &saves, window).await {
+                Ok(saved) => saved,
+                Err(err) => {
+                    log::warn!("recovery records not saved: {err}");
+                    recovery::Saved::default()
+                }
             }
         };
-        ctx.spawn(saved.into_actor(self).map(|(), registry, ctx| {
+        ctx.spawn(saved.into_actor(self).map(|saved, registry, ctx| {
             registry.saving = false;
-            registry.save(Vec::new(), ctx);
+            registry.after_save(&saved);
+            registry.save(ctx);
         }));
     }
 
-    fn save_session(&mut self, session: SessionId, ctx: &mut Context<Self>) {
-        if let Some(record) = self.sessions.get(&session).and_then(SessionEntry::record) {
-            self.save(vec![record], ctx);
+    /// Sockets whose record another socket claimed no longer keep it; those
+    /// whose record Redis lost write it whole again.
+    fn after_save(&mut self, saved: &recovery::Saved) {
+        if saved.taken.is_empty() && saved.gone.is_empty() {
+            return;
+        }
+        for (id, entry) in &mut self.sessions {
+            let Some(bound) = &mut entry.bound else {
+                continue;
+            };
+            if saved.taken.contains(&bound.pid) {
+                entry.bound = None;
+            } else if saved.gone.contains(&bound.pid) {
+                let rooms = entry.rooms.iter().map(ToString::to_string);
+                bound.changes = Changes::whole(bound.user.to_string(), rooms);
+                self.dirty.insert(*id);
+            }
         }
     }
 
-    fn leave(&mut self, session: SessionId, key: &RoomKey) {
+    fn save_session(&mut self, session: SessionId, ctx: &mut Context<Self>) {
+        if self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.bound.is_some())
+        {
+            self.dirty.insert(session);
+            self.save(ctx);
+        }
+    }
+
+    fn leave_room(&mut self, session: SessionId, key: &RoomKey) {
         if let Some(entry) = self.rooms.get_mut(key) {
             entry.leave.do_send(RoomLeave { session });
             entry.members = entry.members.saturating_sub(1);
@@ -299,12 +371,13 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Records live one window; connected sockets renew theirs.
         ctx.run_interval(self.recovery_window / 3, |registry, ctx| {
-            let records = registry
+            let bound = registry
                 .sessions
-                .values()
-                .filter_map(SessionEntry::record)
-                .collect();
-            registry.save(records, ctx);
+                .iter()
+                .filter(|(_, s)| s.bound.is_some())
+                .map(|(id, _)| *id);
+            registry.dirty.extend(bound);
+            registry.save(ctx);
         });
     }
 }
@@ -316,13 +389,23 @@ pub struct Bind {
     pub session: SessionId,
     pub pid: String,
     pub user: UserId,
+    /// `node/session`: who owns the record (a recovering socket claimed it
+    /// under this name).
+    pub owner: String,
 }
 
 impl Handler<Bind> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Bind, ctx: &mut Context<Self>) {
         if let Some(entry) = self.sessions.get_mut(&msg.session) {
-            entry.bound = Some((msg.pid, msg.user));
+            let rooms = entry.rooms.iter().map(ToString::to_string);
+            let changes = Changes::whole(msg.user.to_string(), rooms);
+            entry.bound = Some(Bound {
+                pid: msg.pid,
+                owner: msg.owner,
+                user: msg.user,
+                changes,
+            });
         }
         self.save_session(msg.session, ctx);
     }
@@ -349,13 +432,25 @@ pub struct Unregister {
 /// once this node follows the room's channel, so no event published after
 /// the answer is missed.
 #[derive(Message)]
-#[rtype(result = "Result<(), NotFollowed>")]
+#[rtype(result = "Result<(), JoinRefused>")]
 pub struct Join {
     pub session: SessionId,
     pub user: UserId,
     /// Whether the joining token is an admin's.
     pub admin: bool,
     pub room: RoomKey,
+}
+
+/// A connection joins several rooms at once (`presence:watch`): all of
+/// them, or none when that would take it past its rooms.
+#[derive(Message)]
+#[rtype(result = "Result<(), JoinRefused>")]
+pub struct JoinAll {
+    pub session: SessionId,
+    pub user: UserId,
+    /// Whether the joining token is an admin's.
+    pub admin: bool,
+    pub rooms: Vec<RoomKey>,
 }
 
 /// A connection leaves a room; leaving a room one is not in does nothing.
@@ -436,53 +531,102 @@ impl Handler<Register> for Registry {
 impl Handler<Unregister> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
-        if let Some(entry) = self.sessions.remove(&msg.session) {
+        if let Some(mut entry) = self.sessions.remove(&msg.session) {
             // The record lives one window from now, for a reconnect.
-            if let Some(record) = entry.record() {
-                self.save(vec![record], ctx);
+            self.dirty.remove(&msg.session);
+            if let Some(save) = entry.take_save() {
+                self.unsaved.push(save);
+                self.save(ctx);
             }
             for room in &entry.rooms {
-                self.leave(msg.session, room);
+                self.leave_room(msg.session, room);
             }
         }
     }
 }
 
-/// Redis did not confirm the room's subscription in time: the join is
-/// undone, since events could be missed.
+/// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotFollowed;
+pub enum JoinRefused {
+    /// Redis did not confirm the room's subscription in time: the join is
+    /// undone, since events could be missed.
+    NotFollowed,
+    /// The socket is in as many rooms as it may be.
+    TooManyRooms { max: usize },
+}
 
 impl Handler<Join> for Registry {
-    type Result = ResponseFuture<Result<(), NotFollowed>>;
+    type Result = ResponseFuture<Result<(), JoinRefused>>;
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        let all = JoinAll {
+            session: msg.session,
+            user: msg.user,
+            admin: msg.admin,
+            rooms: vec![msg.room],
+        };
+        <Self as Handler<JoinAll>>::handle(self, all, ctx)
+    }
+}
+
+impl Handler<JoinAll> for Registry {
+    type Result = ResponseFuture<Result<(), JoinRefused>>;
+    fn handle(&mut self, msg: JoinAll, ctx: &mut Context<Self>) -> Self::Result {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
             // The connection closed while its join was on the way.
             return Box::pin(async { Ok(()) });
         };
+        let fresh: HashSet<&RoomKey> = msg
+            .rooms
+            .iter()
+            .filter(|room| !session.rooms.contains(room))
+            .collect();
+        if session.rooms.len() + fresh.len() > self.max_rooms {
+            self.metrics
+                .limits_tripped
+                .with_label_values(&["rooms_per_socket"])
+                .inc();
+            let max = self.max_rooms;
+            return Box::pin(async move { Err(JoinRefused::TooManyRooms { max }) });
+        }
         let recipient = session.deliver.clone();
         session.admin = msg.admin;
-        if session.rooms.insert(msg.room.clone()) {
-            let entry = self.room(&msg.room, ctx.address());
+        let mut joined = false;
+        for room in &msg.rooms {
+            let Some(session) = self.sessions.get_mut(&msg.session) else {
+                break;
+            };
+            if !session.rooms.insert(room.clone()) {
+                continue;
+            }
+            session.joined(room);
+            joined = true;
+            let entry = self.room(room, ctx.address());
             entry.members += 1;
             entry.join.do_send(RoomJoin {
                 session: msg.session,
-                user: msg.user,
-                recipient,
+                user: msg.user.clone(),
+                recipient: recipient.clone(),
             });
+        }
+        if joined {
             self.save_session(msg.session, ctx);
         }
-        let followed = self
-            .subscriber
-            .subscribe(room_channel(&self.prefix, &msg.room));
-        let (registry, session, room) = (ctx.address(), msg.session, msg.room);
+        let followed: Vec<_> = msg
+            .rooms
+            .iter()
+            .map(|room| self.subscriber.subscribe(room_channel(&self.prefix, room)))
+            .collect();
+        let (registry, session, rooms) = (ctx.address(), msg.session, msg.rooms);
         Box::pin(async move {
-            match tokio::time::timeout(SUBSCRIBE_WAIT, followed).await {
-                Ok(Ok(())) => Ok(()),
+            let all = futures_util::future::try_join_all(followed);
+            match tokio::time::timeout(SUBSCRIBE_WAIT, all).await {
+                Ok(Ok(_)) => Ok(()),
                 _ => {
-                    log::warn!("redis did not confirm following {room}: join undone");
-                    registry.do_send(Leave { session, room });
-                    Err(NotFollowed)
+                    for room in rooms {
+                        log::warn!("redis did not confirm following {room}: join undone");
+                        registry.do_send(Leave { session, room });
+                    }
+                    Err(JoinRefused::NotFollowed)
                 }
             }
         })
@@ -542,12 +686,15 @@ impl Registry {
         room: &RoomKey,
         ctx: &mut Context<Self>,
     ) -> bool {
-        let was_member = self
-            .sessions
-            .get_mut(&session)
-            .is_some_and(|s| s.rooms.remove(room));
+        let was_member = self.sessions.get_mut(&session).is_some_and(|s| {
+            let was = s.rooms.remove(room);
+            if was {
+                s.left(room);
+            }
+            was
+        });
         if was_member {
-            self.leave(session, room);
+            self.leave_room(session, room);
             self.save_session(session, ctx);
         }
         was_member

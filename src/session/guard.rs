@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
-use serde_json::json;
 
-use crate::error::{Code, Failure};
+use crate::error::Failure;
 use crate::settings::TokenRate;
 
 /// Addresses whose open buckets a node remembers at most. Past it, buckets
@@ -74,11 +73,7 @@ pub fn retry_after_ms(wait: Duration) -> u64 {
 
 /// A `rate_limited` refusal that says how long to wait.
 pub fn rate_limited(message: &str, wait: Duration) -> Failure {
-    let mut failure = Failure::new(Code::RateLimited, message);
-    failure
-        .extra
-        .insert("retryAfterMs".into(), json!(retry_after_ms(wait)));
-    failure
+    crate::limits::rate_limited(message, retry_after_ms(wait))
 }
 
 /// Open buckets by client address, bounded in size.

@@ -26,11 +26,12 @@ use crate::cluster::recovery;
 use crate::error::{ok_ack, Code, Failure};
 use crate::handlers::{self, Caller};
 use crate::ids::UserId;
+use crate::limits;
 use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
-use crate::rooms::registry::{Bind, Join, Leave, Register, Unregister};
+use crate::rooms::registry::{Bind, Join, JoinAll, Leave, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
@@ -115,6 +116,9 @@ pub struct Session {
     recent: VecDeque<u64>,
     /// The last offset replayed on recovery; live events up to it are repeats.
     replayed_upto: u64,
+    /// The pid this socket is recovering, until its restore ends: a socket
+    /// that goes meanwhile releases its claim on the pid's record.
+    recovering: Option<String>,
     running: bool,
     /// Closed: the session takes nothing more in and ends soon.
     closing: bool,
@@ -168,6 +172,7 @@ impl Session {
             queue: VecDeque::new(),
             recent: VecDeque::with_capacity(RECENT_EMISSIONS),
             replayed_upto: 0,
+            recovering: None,
             running: false,
             closing: false,
             disconnect_counted: false,
@@ -366,6 +371,7 @@ impl Session {
             let ours = pid.len() == ID_LEN && pid.bytes().all(|b| b.is_ascii_alphanumeric());
             ours.then(|| (pid.to_owned(), offset))
         });
+        self.recovering = previous.as_ref().map(|(pid, _)| pid.clone());
         let restore = restore(
             self.app.clone(),
             self.id,
@@ -380,11 +386,14 @@ impl Session {
                 ctx,
                 socket::encode_connect_ok(&random_id(ID_LEN), &restored.pid),
             );
+            // Replayed packets count against the outbound bound like any
+            // other: a client that does not read them is a slow consumer.
             for missed in &restored.missed {
                 session.remember(missed.emission);
-                session.out.push_replayed(missed.frame.clone().into());
+                session.send(ctx, missed.frame.clone());
             }
             session.replayed_upto = restored.missed.last().map_or(0, |m| m.offset);
+            session.recovering = None;
         }));
         self.app
             .presence
@@ -465,9 +474,15 @@ impl Session {
             Ok(event) => event,
             Err(err) => return self.finish(ctx, ack_id, &name, started, Err(err.into())),
         };
+        if let Some(identity) = self.identity() {
+            let app = &self.app;
+            let user = identity.user_id.as_str();
+            if let Err(failure) = app.limiter.check(user, &event, &app.metrics) {
+                return self.finish(ctx, ack_id, &name, started, Err(failure));
+            }
+        }
         if self.queue.len() >= MAX_QUEUED_EVENTS {
-            let wait = Duration::from_millis(QUEUE_RETRY_AFTER_MS);
-            let failure = rate_limited("too many events waiting", wait);
+            let failure = limits::rate_limited("too many events waiting", QUEUE_RETRY_AFTER_MS);
             return self.finish(ctx, ack_id, &name, started, Err(failure));
         }
         if let ClientEvent::AuthRefresh { token } = &event {
@@ -655,6 +670,11 @@ impl EventName {
     }
 }
 
+/// How a socket names itself as the owner of its recovery record.
+fn owner_name(app: &AppState, session: SessionId) -> String {
+    format!("{}/{session}", app.settings.node_id)
+}
+
 /// What a CONNECT found of the socket's past.
 struct Restored {
     pid: String,
@@ -680,12 +700,14 @@ async fn restore(
     };
     // Best effort: a socket is accepted even when Redis is slow to confirm.
     let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
+    let owner = owner_name(&app, session);
     let fresh = |app: &AppState| {
         let pid = random_id(ID_LEN);
         app.registry.do_send(Bind {
             session,
             pid: pid.clone(),
             user: user.clone(),
+            owner: owner.clone(),
         });
         Restored {
             pid,
@@ -695,8 +717,17 @@ async fn restore(
     let Some((pid, offset)) = previous else {
         return fresh(&app);
     };
-    let record = match recovery::load(&app.redis, &pid).await {
-        Ok(Some(record)) if record.user == user.as_str() => record,
+    // One live socket per pid: the claim takes the record from the socket
+    // that held it, and a second socket recovering it meanwhile is refused.
+    let record = match recovery::claim(&app.redis, &pid, user.as_str(), &owner).await {
+        Ok(recovery::Claim::Got(record)) => record,
+        Ok(recovery::Claim::Busy) => {
+            app.metrics
+                .limits_tripped
+                .with_label_values(&["session_per_pid"])
+                .inc();
+            return fresh(&app);
+        }
         _ => return fresh(&app),
     };
     let rooms: Vec<RoomKey> = record
@@ -712,26 +743,52 @@ async fn restore(
     {
         Ok(rooms) => rooms,
         // Unchecked rooms are not rejoined.
-        Err(_) => return fresh(&app),
+        Err(_) => {
+            let _ = recovery::release(&app.redis, &pid, &owner).await;
+            return fresh(&app);
+        }
     };
-    let mut followed = true;
-    for room in &rooms {
-        followed &= matches!(app.registry.send(join(room.clone())).await, Ok(Ok(())));
+    let all = JoinAll {
+        session,
+        user: user.clone(),
+        admin,
+        rooms: rooms.clone(),
+    };
+    let followed = matches!(app.registry.send(all).await, Ok(Ok(())));
+    let max_replay = app
+        .settings
+        .quotas
+        .max_replay_bytes(app.settings.max_outbound);
+    let missed = if followed {
+        recovery::missed(&app.redis, &rooms, offset, &user, max_replay).await
+    } else {
+        // Events of rooms not followed may be missed: as good as trimmed.
+        Ok(recovery::Missed::Trimmed)
+    };
+    if matches!(missed, Ok(recovery::Missed::TooLarge)) {
+        // Past the bound the socket starts fresh (`recovered` false).
+        app.metrics
+            .limits_tripped
+            .with_label_values(&["replay_bytes"])
+            .inc();
     }
-    match recovery::missed(&app.redis, &rooms, offset, &user).await {
-        Ok(Some(missed)) if followed => {
+    match missed {
+        Ok(recovery::Missed::Events(missed)) => {
             app.registry.do_send(Bind {
                 session,
                 pid: pid.clone(),
                 user: user.clone(),
+                owner: owner.clone(),
             });
             Restored { pid, missed }
         }
         _ => {
-            // Not recoverable: a fresh socket is in its user room only.
+            // Not recoverable: a fresh socket is in its user room only, and
+            // the pid's next recovery need not wait for this claim's hold.
             for room in rooms.into_iter().filter(|r| !matches!(r, RoomKey::User(_))) {
                 app.registry.do_send(Leave { session, room });
             }
+            let _ = recovery::release(&app.redis, &pid, &owner).await;
             fresh(&app)
         }
     }
@@ -772,6 +829,12 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(pid) = self.recovering.take() {
+            let (app, owner) = (self.app.clone(), owner_name(&self.app, self.id));
+            actix::spawn(async move {
+                let _ = recovery::release(&app.redis, &pid, &owner).await;
+            });
+        }
         self.out.close(Ending::Normal, self.close_reason);
         self.app.engine_sessions.remove(&self.engine_sid);
         self.app.registry.do_send(Unregister { session: self.id });

@@ -128,14 +128,6 @@ impl Outbound {
         self.queue(frame, true)
     }
 
-    /// Queues a replayed packet. Replays are bounded by the room logs and
-    /// were read into memory whole already, so they neither count against
-    /// the limit nor trip it: the limit is on what piles up behind them.
-    pub fn push_replayed(&mut self, frame: ByteString) {
-        // Never refused: it is not counted.
-        let _ = self.queue(frame, false);
-    }
-
     fn queue(&mut self, frame: ByteString, counted: bool) -> Result<(), SlowConsumer> {
         // Checked before the packet is queued, so one packet larger than the
         // limit is a slow consumer too.

@@ -1,6 +1,6 @@
 //! Bids and auction results in Postgres.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -8,9 +8,10 @@ use serde_json::json;
 
 use super::bookings::BookingRow;
 use super::listings::{self, ListingRow};
+use super::outbox::{self, NewNotice};
 use super::schema::{auction_results, bids, bookings, listings as listings_table};
 use super::{audit, StoreError};
-use crate::domain::{Availability, BookingStatus};
+use crate::domain::{Availability, BookingStatus, Visibility};
 use crate::error::Code;
 use crate::ids::{BookingId, ListingId};
 
@@ -40,21 +41,85 @@ pub struct NewBid {
     pub ends_at: DateTime<Utc>,
 }
 
-/// Bids are appended in batches; a bid whose version is already stored
-/// answers `None`.
+/// A bid to store, and whether its bidder may see the listing when it is
+/// private (`listing:watch`'s rule, checked before the bid was decided).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToStore {
+    pub bid: NewBid,
+    pub may_see_private: bool,
+}
+
+/// What appending a bid did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    Stored(BidRow),
+    /// A bid with this version is already stored.
+    Duplicate,
+    /// The auction has a result: a bid stored now would not be in it.
+    Closed,
+    /// The listing is no longer an auction, or not available.
+    Unavailable,
+    /// The listing became private after the bid was decided, and the
+    /// bidder was not vouched for.
+    Private,
+}
+
+/// Bids are appended in batches. Each batch locks its listings (`FOR NO
+/// KEY UPDATE`, which the closer's `FOR UPDATE` waits for) and stores no
+/// bid for an auction that has a result, so a bid is either committed
+/// before the result is computed, and counted, or refused.
 pub struct Bids;
 
 impl super::writer::Batch for Bids {
-    type Row = NewBid;
-    type Written = Option<BidRow>;
+    type Row = ToStore;
+    type Written = Appended;
 
-    fn write(conn: &mut PgConnection, rows: &[NewBid]) -> Result<Vec<Option<BidRow>>, StoreError> {
+    fn write(conn: &mut PgConnection, rows: &[ToStore]) -> Result<Vec<Appended>, StoreError> {
         conn.transaction(|conn| {
-            let stored: Vec<BidRow> = diesel::insert_into(bids::table)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .returning(BidRow::as_returning())
-                .get_results(conn)?;
+            let mut ids: Vec<&str> = rows.iter().map(|row| row.bid.listing_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            // In id order, so two batches never wait on each other in turn.
+            let locked: Vec<ListingRow> = listings_table::table
+                .filter(listings_table::id.eq_any(&ids))
+                .order(listings_table::id)
+                .select(ListingRow::as_select())
+                .for_no_key_update()
+                .load(conn)?;
+            // A statement of its own, after the locks: it sees a result the
+            // closer committed while this batch waited.
+            let closed: HashSet<String> = auction_results::table
+                .filter(auction_results::listing_id.eq_any(&ids))
+                .select(auction_results::listing_id)
+                .load::<String>(conn)?
+                .into_iter()
+                .collect();
+            // Open auctions, and whether each is private now.
+            let open: HashMap<&str, bool> = locked
+                .iter()
+                .filter(|row| row.is_auction() && row.availability() == Availability::Available)
+                .map(|row| (row.id.as_str(), row.visibility() == Visibility::Private))
+                .collect();
+            let verdict = |row: &ToStore| match open.get(row.bid.listing_id.as_str()) {
+                _ if closed.contains(&row.bid.listing_id) => Some(Appended::Closed),
+                None => Some(Appended::Unavailable),
+                Some(true) if !row.may_see_private => Some(Appended::Private),
+                Some(_) => None,
+            };
+            let storable: Vec<&NewBid> = rows
+                .iter()
+                .filter(|row| verdict(row).is_none())
+                .map(|row| &row.bid)
+                .collect();
+            let stored: Vec<BidRow> = if storable.is_empty() {
+                Vec::new()
+            } else {
+                diesel::insert_into(bids::table)
+                    .values(storable)
+                    .on_conflict_do_nothing()
+                    .returning(BidRow::as_returning())
+                    .get_results(conn)?
+            };
             // Anti-sniping moves the end: Postgres keeps the latest.
             let mut ends: HashMap<&str, DateTime<Utc>> = HashMap::new();
             for bid in &stored {
@@ -76,7 +141,13 @@ impl super::writer::Batch for Bids {
                 .collect();
             Ok(rows
                 .iter()
-                .map(|row| by_version.remove(&(row.listing_id.clone(), row.auction_version)))
+                .map(|row| {
+                    verdict(row).unwrap_or_else(|| {
+                        by_version
+                            .remove(&(row.bid.listing_id.clone(), row.bid.auction_version))
+                            .map_or(Appended::Duplicate, Appended::Stored)
+                    })
+                })
                 .collect())
         })
     }
@@ -149,16 +220,27 @@ pub struct Closed {
     pub reserved: Option<ListingRow>,
 }
 
-/// Closes an auction: the result, the winner's confirmed booking and an audit
-/// entry in one transaction. The result's primary key makes it happen once:
-/// a node that loses the race gets `None`.
+/// Closes an auction: the result, the winner's confirmed booking, an audit
+/// entry and the notices that announce them (`notices` makes them, into the
+/// outbox) in one transaction. The result's primary key makes it happen
+/// once: a node that loses the race gets `None`.
 pub fn close(
     conn: &mut PgConnection,
     listing_id: &str,
     node: &str,
     new_booking: &BookingId,
+    notices: impl FnOnce(&Closed) -> Vec<NewNotice>,
 ) -> Result<Option<Closed>, StoreError> {
     conn.transaction(|conn| {
+        // First the listing, `FOR UPDATE`: this waits for every bid batch
+        // writing to it (`FOR NO KEY UPDATE`), and batches after this one
+        // see the result and store nothing. So the bids read below are
+        // every bid that will ever be stored, and every one acked `ok`.
+        let listing: ListingRow = listings_table::table
+            .find(listing_id)
+            .select(ListingRow::as_select())
+            .for_update()
+            .first(conn)?;
         let inserted = diesel::insert_into(auction_results::table)
             .values((
                 auction_results::listing_id.eq(listing_id),
@@ -171,11 +253,6 @@ pub fn close(
         if inserted == 0 {
             return Ok(None);
         }
-        let listing: ListingRow = listings_table::table
-            .find(listing_id)
-            .select(ListingRow::as_select())
-            .for_update()
-            .first(conn)?;
         if !listing.is_auction() {
             return Err(StoreError::rejected(Code::Unavailable, "not an auction"));
         }
@@ -194,9 +271,12 @@ pub fn close(
                 .auction_reserve_price
                 .is_none_or(|reserve| bid.amount >= reserve)
         });
+        // A listing withdrawn (or sold or reserved otherwise) before its
+        // end closes without a winner: there is nothing left to award.
+        let awardable = listing.availability() == Availability::Available;
         let winner = top
             .as_ref()
-            .filter(|_| reserve_met)
+            .filter(|_| reserve_met && awardable)
             .map(|b| b.bidder_id.clone());
         let (booking, reserved) = match &winner {
             Some(buyer) => {
@@ -247,13 +327,15 @@ pub fn close(
                 }),
             },
         )?;
-        Ok(Some(Closed {
+        let closed = Closed {
             listing,
             winner,
             amount,
             reserve_met,
             booking,
             reserved,
-        }))
+        };
+        outbox::add(conn, &notices(&closed))?;
+        Ok(Some(closed))
     })
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::{sql_query, Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -26,12 +26,22 @@ pub struct Db {
 
 impl Db {
     /// Makes the pool without connecting, so a node starts (and says it is
-    /// not ready) while Postgres is down.
-    pub fn new(url: &str, size: u32, metrics: Metrics) -> Result<Self, StoreError> {
+    /// not ready) while Postgres is down. Every statement on its connections
+    /// is cancelled after `statement_timeout`, so that no request holds a
+    /// connection for long.
+    pub fn new(
+        url: &str,
+        size: u32,
+        statement_timeout: Duration,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
         let pool = Pool::builder()
             .max_size(size.max(1))
             .min_idle(Some(0))
             .connection_timeout(CONNECTION_TIMEOUT)
+            .connection_customizer(Box::new(StatementTimeout(
+                statement_timeout.as_millis() as u64
+            )))
             .build_unchecked(ConnectionManager::new(url));
         Ok(Db { pool, metrics })
     }
@@ -44,14 +54,23 @@ impl Db {
     {
         let pool = self.pool.clone();
         self.metrics.db_ops.inc();
-        actix_web::rt::task::spawn_blocking(move || {
+        let outcome = actix_web::rt::task::spawn_blocking(move || {
             let mut conn = pool
                 .get()
                 .map_err(|err| StoreError::Unavailable(err.to_string()))?;
             work(&mut conn)
         })
         .await
-        .map_err(|err| StoreError::Internal(format!("database task failed: {err}")))?
+        .map_err(|err| StoreError::Internal(format!("database task failed: {err}")))?;
+        if let Err(StoreError::Unavailable(message)) = &outcome {
+            if message.contains(TIMED_OUT) {
+                self.metrics
+                    .limits_tripped
+                    .with_label_values(&["statement_timeout"])
+                    .inc();
+            }
+        }
+        outcome
     }
 
     /// Whether Postgres answers.
@@ -61,6 +80,22 @@ impl Db {
             Ok(())
         })
         .await
+    }
+}
+
+/// What Postgres says of a statement it cancelled for `statement_timeout`.
+pub const TIMED_OUT: &str = "canceling statement due to statement timeout";
+
+/// Sets `statement_timeout` (ms) on each new pooled connection.
+#[derive(Debug)]
+struct StatementTimeout(u64);
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementTimeout {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        sql_query(format!("SET statement_timeout = {}", self.0))
+            .execute(conn)
+            .map(|_| ())
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod db;
 pub mod demo;
 pub mod listings;
 pub mod messages;
+pub mod outbox;
 pub mod reads;
 pub mod receipts;
 pub mod redis;
@@ -54,6 +55,10 @@ impl From<diesel::result::Error> for StoreError {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 info,
             ) => StoreError::Unavailable(info.message().to_owned()),
+            // Too slow: the store cannot serve it now.
+            Error::DatabaseError(_, info) if info.message().contains(db::TIMED_OUT) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 StoreError::rejected(Code::Conflict, "already exists")
             }

@@ -85,6 +85,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        rooms -> Array<Nullable<Text>>,
+        event -> Text,
+        payload -> Jsonb,
+        listing_version -> Nullable<Int8>,
+        emission -> Int8,
+        created_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
+        leased_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     read_receipts (booking_id, user_id) {
         booking_id -> Text,
         user_id -> Text,
@@ -108,5 +122,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     bookings,
     listings,
     messages,
+    outbox,
     read_receipts,
 );

@@ -353,46 +353,6 @@ async fn the_backend_emits_to_any_room() {
     assert_eq!(status, 422);
 }
 
-/// A TCP proxy to the test Redis whose connections can all be cut at once,
-/// as a Redis restart or a network blip would.
-struct RedisProxy {
-    url: String,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl RedisProxy {
-    async fn start() -> RedisProxy {
-        let upstream = redis_url()
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("redis://{}", listener.local_addr().unwrap());
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        actix_web::rt::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let mut cuts = cuts.clone();
-                cuts.mark_unchanged();
-                actix_web::rt::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cuts.changed() => {}
-                    }
-                });
-            }
-        });
-        RedisProxy { url, cut }
-    }
-
-    fn cut_all(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
 #[actix_web::test]
 async fn the_node_comes_back_after_its_redis_connections_are_cut() {
     let proxy = RedisProxy::start().await;

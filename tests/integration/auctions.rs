@@ -246,6 +246,24 @@ async fn no_winner_when_the_reserve_is_not_met() {
 }
 
 #[actix_web::test]
+async fn an_auction_withdrawn_before_its_end_closes_without_a_winner() {
+    let app = TestApp::spawn_with(&[("SOUK_AUCTION_SCAN_MS", "100")]).await;
+    auction(&app, "a1", 1500, 0, None).await;
+    let mut seller = app.connect("sella").await;
+    let mut ann = app.connect("ann").await;
+    let ack = bid(&mut ann, "a1", 1000, None).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    app.sql("UPDATE listings SET availability = 'withdrawn' WHERE id = 'a1'");
+    let closed = seller.wait_event("auction:closed").await;
+    assert_eq!(closed[0]["winnerId"], Value::Null, "{closed:?}");
+    assert_eq!(app.sql("SELECT 1 FROM bookings"), 0);
+    assert_eq!(
+        app.sql("SELECT 1 FROM listings WHERE id = 'a1' AND availability = 'withdrawn'"),
+        1
+    );
+}
+
+#[actix_web::test]
 async fn the_live_state_is_rebuilt_from_postgres_when_redis_loses_it() {
     let app = TestApp::spawn().await;
     auction(&app, "a1", 60_000, 0, None).await;

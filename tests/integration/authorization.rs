@@ -66,7 +66,7 @@ const MATRIX: &str = "
 | listing:reserve | public | ok | forbidden | ok | ok | ok |
 | listing:reserve | private | ok | forbidden | forbidden | forbidden | ok |
 | bid:place | public | ok | forbidden | ok | ok | ok |
-| bid:place | private | ok | forbidden | ok | ok | ok |
+| bid:place | private | ok | forbidden | forbidden | ok | ok |
 | booking:join | public | ok | ok | forbidden | ok | ok |
 | booking:join | private | ok | ok | forbidden | ok | ok |
 | booking:leave | public | ok | ok | ok | ok | ok |

@@ -772,10 +772,130 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// The node's database URL, for a test's own connections.
+    pub fn database_url(&self) -> String {
+        self._db.url.clone()
+    }
+}
+
+/// A TCP proxy to the test Redis whose connections can all be cut at once,
+/// as a Redis restart or a network blip would. It can also stay down
+/// (cutting and refusing every connection) until told to come back, from a
+/// moment chosen with [`RedisProxy::go_down_when_sent`].
+pub struct RedisProxy {
+    pub url: String,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes that, sent by a client, take the proxy down before they pass.
+    trip: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+impl RedisProxy {
+    pub async fn start() -> RedisProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let proxy = RedisProxy {
+            url,
+            cut: std::sync::Arc::new(cut),
+            down: Default::default(),
+            trip: Default::default(),
+        };
+        let (cut, down, trip) = (proxy.cut.clone(), proxy.down.clone(), proxy.trip.clone());
+        actix_web::rt::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                let (cut, down, trip) = (cut.clone(), down.clone(), trip.clone());
+                actix_web::rt::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let upward = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            let tripped = {
+                                let mut needle = trip.lock().unwrap();
+                                let hit = needle.as_ref().is_some_and(|want| {
+                                    buf[..n].windows(want.len()).any(|w| w == want)
+                                });
+                                if hit {
+                                    *needle = None;
+                                }
+                                hit
+                            };
+                            if tripped {
+                                down.store(true, Ordering::SeqCst);
+                                cut.send_modify(|n| *n += 1);
+                                return;
+                            }
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        () = upward => {}
+                        _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Goes down (cutting every connection and refusing new ones until
+    /// [`RedisProxy::come_back`]) as soon as a client sends `needle`, which
+    /// never reaches Redis: a failure at one chosen command.
+    pub fn go_down_when_sent(&self, needle: &[u8]) {
+        *self.trip.lock().unwrap() = Some(needle.to_vec());
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn come_back(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl TestApp {
     /// Runs several SQL statements against the node's database at once.
     pub fn batch_sql(&self, statements: &str) {
         use diesel::connection::SimpleConnection;
         let mut conn = PgConnection::establish(&self._db.url).unwrap();
         conn.batch_execute(statements).unwrap();
+    }
+}
+
+impl TestApp {
+    /// Another node on this node's database and Redis prefix, with some
+    /// settings overridden.
+    pub fn another_node_with(&self, node_id: &str, extra: &[(&str, &str)]) -> TestApp {
+        let mut values = extra.to_vec();
+        values.push(("SOUK_NODE_ID", node_id));
+        TestApp::start(settings_for(&self._db, &values), self._db.clone())
     }
 }

@@ -6,10 +6,14 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn a_thousand_connect_join_disconnect_cycles_leave_the_registry_empty() {
-    // A thousand opens from one address in seconds: past the per-address limit.
+    // A thousand opens from one address in seconds, churning as fast as it
+    // goes: neither the per-address open limit nor the per-user join rate
+    // is what this tests.
     let app = TestApp::spawn_with(&[
         ("SOUK_ROOM_IDLE_MS", "50"),
         ("SOUK_OPENS_PER_ADDR_BURST", "0"),
+        ("SOUK_RATE_ROOMS", "100000"),
+        ("SOUK_RATE_ROOMS_BURST", "100000"),
     ])
     .await;
     app.listing("l1", "sella").await;
@@ -117,7 +121,12 @@ async fn a_postgres_outage_answers_service_unavailable_and_loses_nothing_acked()
 
 #[actix_web::test]
 async fn a_connection_may_queue_only_so_many_events() {
-    let app = TestApp::spawn().await;
+    // The per-user rate is not what this tests.
+    let app = TestApp::spawn_with(&[
+        ("SOUK_RATE_MESSAGES", "100000"),
+        ("SOUK_RATE_MESSAGES_BURST", "100000"),
+    ])
+    .await;
     let mut bob = app.connect("bob").await;
     let booking = app.booking("l1", "sella", &mut bob).await;
     // With Postgres cut the first event stalls, so the rest wait in line.

@@ -6,6 +6,8 @@ mod helpers;
 
 mod admin_disputes;
 mod api;
+mod auction_faults;
+mod auction_rules;
 mod auctions;
 mod authorization;
 mod authz_holes;
@@ -18,6 +20,7 @@ mod connect;
 mod dashboards;
 mod heartbeat;
 mod hostile;
+mod hostile_limits;
 mod lifecycle;
 mod presence;
 mod process;

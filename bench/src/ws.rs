@@ -36,6 +36,19 @@ pub enum Packet {
     Closed(String),
 }
 
+impl Packet {
+    /// Why the connection is gone, when what was read says it is (a close,
+    /// a DISCONNECT, a read error); `None` for any other packet.
+    pub fn gone(read: Result<Packet>) -> Option<String> {
+        match read {
+            Ok(Packet::Closed(why)) => Some(why),
+            Ok(Packet::Disconnect) => Some("server sent DISCONNECT".into()),
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+}
+
 /// One Socket.IO connection.
 pub struct Socket {
     ws: WebSocketStream<TcpStream>,
@@ -152,6 +165,16 @@ impl Socket {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// `call`, failing unless the answer says `ok: true`.
+    pub async fn call_ok(&mut self, name: &str, payload: &Value, ack: u64) -> Result<Value> {
+        let reply = self.call(name, payload, ack).await?;
+        if reply["ok"] == Value::Bool(true) {
+            Ok(reply)
+        } else {
+            fail(format!("{name} refused: {reply}"))
         }
     }
 

@@ -13,7 +13,9 @@
 //! `--sources`. Children talk to the parent in lines: a child prints JSON
 //! lines on stdout (`ready`, `progress`, `settled`, `done`) and reads
 //! `go` and `stop` on stdin (end of input is `stop` too, so children of a
-//! parent that died let go).
+//! parent that died let go). It is not a `runner::Scenario` (no one
+//! connects before `go`, and it holds rather than measures a window of
+//! traffic), but it joins and opens connections as the runner does.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{sleep, Instant};
 
 use super::Problems;
 use crate::cli::{Common, Options};
@@ -34,9 +36,10 @@ use crate::error::{fail, Result};
 use crate::procs::{self, Probe, Stopped};
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::runner::{self, Joins};
+use crate::shard;
 use crate::stats::round3;
-use crate::ws::{self, Packet};
-use crate::{shard, token};
+use crate::ws::Packet;
 
 /// How long the parent waits for a new connection before it gives up on
 /// the ones still opening (at least; twice `--connect-timeout` when longer).
@@ -832,27 +835,18 @@ async fn hold_one(ctx: Rc<Ctx>, n: usize) {
     if *ctx.phase.borrow() == Phase::Stop {
         return;
     }
-    let opened = {
-        let Ok(_permit) = ctx.gate.acquire().await else {
-            return;
-        };
-        timeout(ctx.settings.connect_timeout, open(&ctx, n)).await
-    };
     let counters = &ctx.counters;
-    let mut socket = match opened {
-        Ok(Ok(socket)) => socket,
-        Ok(Err(e)) => {
-            counters.problems.note(format!("connect: {e}"));
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            counters.problems.note("connect: timed out".into());
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    let joins = Joins {
+        joined: &counters.connected,
+        failed: &counters.failed,
+        problems: &counters.problems,
     };
-    counters.connected.fetch_add(1, Ordering::Relaxed);
+    let user = format!("bench-{}-i{}-{n}", ctx.settings.run, ctx.part);
+    let open = runner::open_as(&ctx.common, n, &user, "buyer", 24 * 3600);
+    let limit = ctx.settings.connect_timeout;
+    let Some(mut socket) = joins.enter(&ctx.gate, limit, "connect", open).await else {
+        return;
+    };
     let mut phase = ctx.phase.clone();
     loop {
         if *phase.borrow_and_update() == Phase::Stop {
@@ -861,11 +855,8 @@ async fn hold_one(ctx: Rc<Ctx>, n: usize) {
         tokio::select! {
             changed = phase.changed() => if changed.is_err() { break },
             packet = socket.recv() => {
-                let why = match packet {
-                    Ok(Packet::Closed(why)) => why,
-                    Ok(Packet::Disconnect) => "server sent DISCONNECT".into(),
-                    Ok(_) => continue,
-                    Err(e) => e.to_string(),
+                let Some(why) = Packet::gone(packet) else {
+                    continue;
                 };
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 counters.problems.note(format!("dropped: {why}"));
@@ -875,16 +866,6 @@ async fn hold_one(ctx: Rc<Ctx>, n: usize) {
     }
     socket.close().await;
     counters.closed.fetch_add(1, Ordering::Relaxed);
-}
-
-async fn open(ctx: &Ctx, n: usize) -> Result<ws::Socket> {
-    let sources = &ctx.common.sources;
-    let source = sources[n % sources.len()];
-    let mut socket = ws::open(&ctx.common.target, source).await?;
-    let user = format!("bench-{}-i{}-{n}", ctx.settings.run, ctx.part);
-    let token = token::mint(&ctx.common.secret, &user, Some("buyer"), 24 * 3600)?;
-    socket.connect(&json!({ "token": token })).await?;
-    Ok(socket)
 }
 
 #[cfg(test)]

@@ -24,32 +24,25 @@
 //! 2xx in its room: delivered (once at least), missing, duplicates, and out
 //! of order (an n below one already seen, the first time it comes).
 
-use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{json, Value};
-use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use super::{create_listings, now_micros, wait_settled, Problems};
+use super::now_micros;
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
-use crate::procs;
-use crate::progress::Progress;
 use crate::report::Report;
+use crate::runner::{self, Ctx, Found, Merge, Pacer, Phase, Run, Scenario, Stage, JOIN_TIMEOUT};
 use crate::stats::{per_sec, Latency};
+use crate::token;
 use crate::ws::{self, Packet, Socket};
-use crate::{http, shard, token};
 
-/// How long one (re)connection may take to open, CONNECT and watch.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Clone)]
-struct Settings {
+pub struct Drops {
     rooms: usize,
     members: usize,
     rate: f64,
@@ -60,36 +53,19 @@ struct Settings {
     run: String,
 }
 
-impl Settings {
+impl Drops {
     fn connections(&self) -> usize {
         self.rooms * self.members
     }
 
     fn listing(&self, room: usize) -> String {
-        format!("bench-drops-{}-{room}", self.run)
+        super::room_listing(Self::NAME, &self.run, room)
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Phase {
-    Connecting,
-    /// Events flow and members drop.
-    Running,
-    /// Publishing is over: no more drops, members get back in and listen.
-    Calm,
-    Stop,
-}
-
-const STAGE_CONNECTING: u8 = 0;
-const STAGE_RUNNING: u8 = 1;
-const STAGE_DRAINING: u8 = 2;
-
 /// Counters every thread adds to; read by the progress line and the report.
 #[derive(Default)]
-struct Shared {
-    stage: AtomicU8,
-    connected: AtomicU64,
-    failed: AtomicU64,
+pub struct Shared {
     online: AtomicU64,
     drops: AtomicU64,
     server_closes: AtomicU64,
@@ -100,17 +76,143 @@ struct Shared {
     posted: AtomicU64,
     post_failed: AtomicU64,
     skipped: AtomicU64,
-    problems: Problems,
 }
 
-/// What a thread's members share.
-struct Ctx {
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-    gate: Semaphore,
-    latency: RefCell<Latency>,
+/// One thread's findings: latencies and every member's tally.
+pub struct ShardOut {
+    latency: Latency,
+    tallies: Vec<Tally>,
+}
+
+impl Merge for ShardOut {
+    fn merge(&mut self, other: ShardOut) -> Result<()> {
+        self.latency.merge(&other.latency)?;
+        self.tallies.extend(other.tallies);
+        Ok(())
+    }
+}
+
+/// What the publishers found: per room, whether each n was posted (2xx),
+/// and the requests' latencies.
+pub struct Posted {
+    rooms: Vec<Vec<bool>>,
+    latency: Latency,
+}
+
+impl Scenario for Drops {
+    const NAME: &'static str = "drops";
+    const UNITS: &'static str = "members";
+    type Shared = Shared;
+    type Out = ShardOut;
+    type Window = Posted;
+    type After = ();
+
+    fn parse(options: &mut Options) -> Result<Drops> {
+        Ok(Drops {
+            rooms: options.take("rooms", 4usize)?,
+            members: options.take("members", 50usize)?,
+            rate: options.take("rate", 40.0f64)?,
+            duration: Duration::from_secs_f64(options.take("duration", 60.0f64)?.max(1.0)),
+            drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
+            drop_min: options.take("drop-min", 2.0f64)?,
+            drop_max: options.take("drop-max", 6.0f64)?,
+            run: super::run_id(),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.rooms == 0 || self.members == 0 {
+            return fail("--rooms and --members must be at least 1");
+        }
+        super::positive_rate(self.rate)?;
+        if !(self.drop_min > 0.0 && self.drop_min <= self.drop_max) {
+            return fail("--drop-min must be above 0 and at most --drop-max");
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, common: &Common, service: &str) -> Result<()> {
+        super::create_rooms(common, service, Self::NAME, &self.run, self.rooms).await
+    }
+
+    fn out(&self) -> Result<ShardOut> {
+        Ok(ShardOut {
+            latency: Latency::new()?,
+            tallies: Vec::new(),
+        })
+    }
+
+    fn title(&self, common: &Common) -> String {
+        format!(
+            "souk-bench drops: {} rooms x {} members, {} events/s, each member drops every {}-{} s, {:.0} s, against {}",
+            self.rooms,
+            self.members,
+            self.rate,
+            self.drop_min,
+            self.drop_max,
+            self.duration.as_secs_f64(),
+            common.url
+        )
+    }
+
+    fn units(&self) -> Vec<usize> {
+        vec![self.connections()]
+    }
+
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    async fn unit(ctx: Rc<Ctx<Drops>>, _kind: usize, index: usize) {
+        if let Some(tally) = run_member(ctx.clone(), index).await {
+            ctx.out.borrow_mut().tallies.push(tally);
+        }
+    }
+
+    /// One publisher a room for the window.
+    async fn window(run: &Run<Drops>, start: Instant, end: Instant) -> Result<Posted> {
+        let publishers = (0..run.settings.rooms).map(|room| publish(run, room, start, end));
+        let parts = futures_util::future::join_all(publishers).await;
+        let mut posted = Posted {
+            rooms: Vec::with_capacity(run.settings.rooms),
+            latency: Latency::new()?,
+        };
+        for part in parts {
+            let (room_posted, part) = part?;
+            posted.latency.merge(&part)?;
+            posted.rooms.push(room_posted);
+        }
+        Ok(posted)
+    }
+
+    /// Members that were out when the window closed reconnect first; then
+    /// the drain.
+    async fn after(run: &Run<Drops>, _end: Instant) -> Result<()> {
+        let back = Instant::now();
+        while run.shared.online.load(Ordering::Relaxed) < run.joined()
+            && back.elapsed() < JOIN_TIMEOUT
+        {
+            sleep(Duration::from_millis(50)).await;
+        }
+        sleep(run.settings.drain).await;
+        Ok(())
+    }
+
+    fn progress(run: Arc<Run<Drops>>) -> impl FnMut(f64) -> String + Send + 'static {
+        progress_line(run)
+    }
+
+    async fn report(
+        run: &Run<Drops>,
+        report: &mut Report,
+        out: ShardOut,
+        found: Found<Drops>,
+    ) -> Result<()> {
+        let counts = count(&found.window.rooms, &out.tallies);
+        let latencies = (&out.latency, &found.window.latency);
+        fill_report(report, run, found.settle_secs, &counts, latencies);
+        Ok(())
+    }
 }
 
 /// What one member got: how many times each n of its room came, and how
@@ -155,251 +257,51 @@ struct Member {
     tally: Tally,
 }
 
-pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
-    let settings = Settings {
-        rooms: options.take("rooms", 4usize)?,
-        members: options.take("members", 50usize)?,
-        rate: options.take("rate", 40.0f64)?,
-        duration: Duration::from_secs_f64(options.take("duration", 60.0f64)?.max(1.0)),
-        drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
-        drop_min: options.take("drop-min", 2.0f64)?,
-        drop_max: options.take("drop-max", 6.0f64)?,
-        run: super::run_id(),
-    };
-    options.finish()?;
-    if settings.rooms == 0 || settings.members == 0 {
-        return fail("--rooms and --members must be at least 1");
-    }
-    if !(settings.rate > 0.0 && settings.rate.is_finite()) {
-        return fail("--rate must be above 0");
-    }
-    if !(settings.drop_min > 0.0 && settings.drop_min <= settings.drop_max) {
-        return fail("--drop-min must be above 0 and at most --drop-max");
-    }
-    let service = token::mint(&common.secret, "souk-bench", Some("service"), 3600 * 24)?;
-    create_listings(
-        common,
-        &service,
-        &format!("bench-seller-{}", settings.run),
-        "souk-bench drops",
-        (0..settings.rooms).map(|room| settings.listing(room)),
-    )
-    .await?;
-
-    let shared = Arc::new(Shared::default());
-    let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
-    let progress = Progress::start(progress_line(shared.clone(), settings.connections()));
-    let threads = common.threads.min(settings.connections());
-    let shards = shard::run_each(threads, common, &settings, &shared, phase_rx, shard_main);
-    let mut report = Report::new(
-        "drops",
-        format!(
-            "souk-bench drops: {} rooms x {} members, {} events/s, each member drops every {}-{} s, {:.0} s, against {}",
-            settings.rooms,
-            settings.members,
-            settings.rate,
-            settings.drop_min,
-            settings.drop_max,
-            settings.duration.as_secs_f64(),
-            common.url
-        ),
-    );
-    let conductor = conduct(common, &settings, &shared, &service, phase_tx);
-    let (shards, conducted) = tokio::join!(shards, conductor);
-    drop(progress);
-    let (connect_secs, posted, post_latency, readings) = conducted?;
-    let mut latency = Latency::new()?;
-    let mut tallies = Vec::new();
-    for (part, members) in shards? {
-        latency.merge(&part)?;
-        tallies.extend(members);
-    }
-    let counts = count(&posted, &tallies);
-    fill_report(
-        &mut report,
-        common,
-        &settings,
-        &shared,
-        connect_secs,
-        &counts,
-        &latency,
-        &post_latency,
-    );
-    report.append(readings);
-    Ok(report)
-}
-
-/// Waits for every member, runs one publisher a room for the window, lets
-/// the members settle and drain, and stops everyone. Answers, per room,
-/// whether each n was posted (2xx).
-async fn conduct(
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
-    service: &str,
-    phase: watch::Sender<Phase>,
-) -> Result<(f64, Vec<Vec<bool>>, Latency, Report)> {
-    let total = settings.connections() as u64;
-    let connect_secs = wait_settled(
-        total,
-        CONNECT_TIMEOUT,
-        "members",
-        || shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
-        || {
-            let _ = phase.send(Phase::Stop);
-        },
-    )
-    .await?;
-    if shared.connected.load(Ordering::Relaxed) == 0 {
-        let _ = phase.send(Phase::Stop);
-        return fail("no member connected");
-    }
-    let start = Instant::now() + Duration::from_millis(300);
-    let end = start + settings.duration;
-    let _ = phase.send(Phase::Running);
-    sleep_until(start).await;
-    shared.stage.store(STAGE_RUNNING, Ordering::Relaxed);
-    let publishers = (0..settings.rooms)
-        .map(|room| publish(common, settings, shared, service, room, start, end));
-    let (parts, readings) =
-        procs::measure(common, end, futures_util::future::join_all(publishers)).await;
-    let _ = phase.send(Phase::Calm);
-    shared.stage.store(STAGE_DRAINING, Ordering::Relaxed);
-    let mut post_latency = Latency::new()?;
-    let mut posted = Vec::with_capacity(settings.rooms);
-    for part in parts {
-        let (room_posted, part) = part?;
-        post_latency.merge(&part)?;
-        posted.push(room_posted);
-    }
-    // Members that were out when the window closed reconnect first.
-    let back = Instant::now();
-    while shared.online.load(Ordering::Relaxed) < shared.connected.load(Ordering::Relaxed)
-        && back.elapsed() < CONNECT_TIMEOUT
-    {
-        sleep(Duration::from_millis(50)).await;
-    }
-    sleep(settings.drain).await;
-    let _ = phase.send(Phase::Stop);
-    Ok((connect_secs, posted, post_latency, readings))
-}
-
 /// One room's publisher: event n, then n+1 once n is answered, paced at
 /// the room's share of the rate; a slot that went by while a request was
 /// out is skipped and counted. Answers whether each n was posted.
 async fn publish(
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
-    service: &str,
+    run: &Run<Drops>,
     room: usize,
     start: Instant,
     end: Instant,
 ) -> Result<(Vec<bool>, Latency)> {
+    let (settings, shared) = (&run.settings, &run.shared);
     let mut latency = Latency::new()?;
     let mut posted = Vec::new();
     let interval = Duration::from_secs_f64(settings.rooms as f64 / settings.rate);
-    let mut next = start + interval.mul_f64(room as f64 / settings.rooms as f64);
-    let path = format!("/api/v1/rooms/listing:{}/events", settings.listing(room));
-    while next < end {
-        sleep_until(next).await;
+    let share = room as f64 / settings.rooms as f64;
+    let mut pacer = Pacer::new(start, end, interval, share);
+    let listing = settings.listing(room);
+    while pacer.wait().await {
         let n = posted.len();
         let body = json!({ "event": "tick", "data": { "room": room, "n": n, "t": now_micros() } });
-        let sent = std::time::Instant::now();
-        let outcome =
-            http::request(&common.target, "POST", &path, Some(service), Some(&body)).await;
-        let ok = match outcome {
-            Ok(r) if (200..300).contains(&r.status) => true,
-            Ok(r) => {
-                shared
-                    .problems
-                    .note(format!("post: HTTP {} {}", r.status, r.body));
-                false
-            }
-            Err(e) => {
-                shared.problems.note(format!("post: {e}"));
-                false
-            }
-        };
-        if ok {
-            latency.record(sent.elapsed());
-            shared.posted.fetch_add(1, Ordering::Relaxed);
+        let ok = runner::post_event(run, &listing, &body, &mut latency).await;
+        let counter = if ok {
+            &shared.posted
         } else {
-            shared.post_failed.fetch_add(1, Ordering::Relaxed);
-        }
+            &shared.post_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         posted.push(ok);
-        next += interval;
-        let now = Instant::now();
-        while next <= now && next < end {
-            next += interval;
-            shared.skipped.fetch_add(1, Ordering::Relaxed);
-        }
+        shared.skipped.fetch_add(pacer.advance(), Ordering::Relaxed);
     }
     Ok((posted, latency))
 }
 
-async fn shard_main(
-    index: usize,
-    threads: usize,
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-) -> Result<(Latency, Vec<Tally>)> {
-    let gate = Semaphore::new((common.connect_concurrency / threads).max(1));
-    let ctx = Rc::new(Ctx {
-        latency: RefCell::new(Latency::new()?),
-        common,
-        settings,
-        shared,
-        phase,
-        gate,
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    for member in shard::items(index, threads, ctx.settings.connections()) {
-        tasks.spawn_local(run_member(ctx.clone(), member));
-    }
-    let mut tallies = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(Some(tally)) = done {
-            tallies.push(tally);
-        }
-    }
-    Ok((ctx.latency.replace(Latency::new()?), tallies))
-}
-
 /// A member's life: join, then drop and reconnect until the window is
 /// over, counting every tick. Answers its tally (none if it never joined).
-async fn run_member(ctx: Rc<Ctx>, index: usize) -> Option<Tally> {
+async fn run_member(ctx: Rc<Ctx<Drops>>, index: usize) -> Option<Tally> {
     let shared = &ctx.shared;
     let mut member = match Member::new(&ctx, index) {
         Ok(member) => member,
         Err(e) => {
-            shared.problems.note(format!("token: {e}"));
-            shared.failed.fetch_add(1, Ordering::Relaxed);
+            ctx.problems.note(format!("token: {e}"));
+            ctx.failed.fetch_add(1, Ordering::Relaxed);
             return None;
         }
     };
-    let joined = {
-        let Ok(_permit) = ctx.gate.acquire().await else {
-            return None;
-        };
-        timeout(CONNECT_TIMEOUT, member.join(&ctx)).await
-    };
-    match joined {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            shared.problems.note(format!("connect: {e}"));
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Err(_) => {
-            shared.problems.note("connect: timed out".into());
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-    }
-    shared.connected.fetch_add(1, Ordering::Relaxed);
+    ctx.enter("connect", member.join(&ctx)).await?;
     shared.online.fetch_add(1, Ordering::Relaxed);
     let mut phase = ctx.phase.clone();
     let mut drop_at: Option<Instant> = None;
@@ -407,8 +309,10 @@ async fn run_member(ctx: Rc<Ctx>, index: usize) -> Option<Tally> {
         let now_phase = *phase.borrow_and_update();
         match now_phase {
             Phase::Stop => break,
-            Phase::Running if drop_at.is_none() => drop_at = Some(next_drop(&ctx.settings)),
-            Phase::Calm => drop_at = None,
+            Phase::Window { .. } if drop_at.is_none() => {
+                drop_at = Some(next_drop(&ctx.settings));
+            }
+            Phase::Drain => drop_at = None,
             _ => {}
         }
         if member.socket.is_none() {
@@ -424,7 +328,7 @@ async fn run_member(ctx: Rc<Ctx>, index: usize) -> Option<Tally> {
             packet = socket.recv() => {
                 if let Some(why) = member.take(&ctx, packet) {
                     shared.server_closes.fetch_add(1, Ordering::Relaxed);
-                    shared.problems.note(format!("closed by the server: {why}"));
+                    ctx.problems.note(format!("closed by the server: {why}"));
                     member.lose();
                     shared.online.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -449,16 +353,15 @@ async fn run_member(ctx: Rc<Ctx>, index: usize) -> Option<Tally> {
 }
 
 /// When a member that just connected drops next.
-fn next_drop(settings: &Settings) -> Instant {
+fn next_drop(settings: &Drops) -> Instant {
     let secs = rand::rng().random_range(settings.drop_min..=settings.drop_max);
     Instant::now() + Duration::from_secs_f64(secs)
 }
 
 impl Member {
-    fn new(ctx: &Ctx, index: usize) -> Result<Member> {
+    fn new(ctx: &Ctx<Drops>, index: usize) -> Result<Member> {
         let user = format!("bench-{}-m{index}", ctx.settings.run);
-        let ttl = 3600 + ctx.settings.duration.as_secs() * 2;
-        let token = token::mint(&ctx.common.secret, &user, Some("buyer"), ttl)?;
+        let token = token::mint(&ctx.common.secret, &user, Some("buyer"), ctx.token_ttl())?;
         Ok(Member {
             index,
             user,
@@ -472,9 +375,10 @@ impl Member {
 
     /// Opens, CONNECTs (with pid and offset when it has them) and answers
     /// whether the server recovered the session.
-    async fn open(&mut self, ctx: &Ctx) -> Result<bool> {
+    async fn open(&mut self, ctx: &Ctx<Drops>) -> Result<bool> {
         let sources = &ctx.common.sources;
-        let mut socket = ws::open(&ctx.common.target, sources[self.index % sources.len()]).await?;
+        let source = sources[self.index % sources.len()];
+        let mut socket = ws::open(&ctx.common.target, source).await?;
         let mut auth = json!({ "token": self.token });
         // As socket.io-client: the pid once it has one, the offset once
         // an event carried one.
@@ -497,14 +401,14 @@ impl Member {
     }
 
     /// The first connection: open and watch the room.
-    async fn join(&mut self, ctx: &Ctx) -> Result<()> {
+    async fn join(&mut self, ctx: &Ctx<Drops>) -> Result<()> {
         self.open(ctx).await?;
         self.watch(ctx).await
     }
 
     /// `listing:watch` the member's room, taking in the events that come
     /// before the ack.
-    async fn watch(&mut self, ctx: &Ctx) -> Result<()> {
+    async fn watch(&mut self, ctx: &Ctx<Drops>) -> Result<()> {
         let listing = ctx.settings.listing(self.tally.room);
         const ACK: u64 = 1;
         let socket = self.socket.as_mut().ok_or("not connected")?;
@@ -532,13 +436,13 @@ impl Member {
 
     /// Gets back in after a drop, trying again every second until it
     /// works or the run stops.
-    async fn reconnect(&mut self, ctx: &Ctx, phase: Phase) {
+    async fn reconnect(&mut self, ctx: &Ctx<Drops>, phase: Phase) {
         let shared = &ctx.shared;
         loop {
             if matches!(*ctx.phase.borrow(), Phase::Stop) || phase == Phase::Stop {
                 return;
             }
-            let attempt = timeout(CONNECT_TIMEOUT, async {
+            let attempt = timeout(JOIN_TIMEOUT, async {
                 let recovered = self.open(ctx).await?;
                 if !recovered {
                     self.watch(ctx).await?;
@@ -555,8 +459,8 @@ impl Member {
                     shared.fresh.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-                Ok(Err(e)) => shared.problems.note(format!("reconnect: {e}")),
-                Err(_) => shared.problems.note("reconnect: timed out".into()),
+                Ok(Err(e)) => ctx.problems.note(format!("reconnect: {e}")),
+                Err(_) => ctx.problems.note("reconnect: timed out".into()),
             }
             shared.reconnect_failed.fetch_add(1, Ordering::Relaxed);
             self.lose();
@@ -574,7 +478,7 @@ impl Member {
 
     /// Takes in one packet: counts ticks and keeps the last offset, as
     /// socket.io-client does. Answers why the connection is gone, if it is.
-    fn take(&mut self, ctx: &Ctx, packet: Result<Packet>) -> Option<String> {
+    fn take(&mut self, ctx: &Ctx<Drops>, packet: Result<Packet>) -> Option<String> {
         match packet {
             Ok(Packet::Event(array)) => {
                 self.event(ctx, &array);
@@ -587,10 +491,9 @@ impl Member {
         }
     }
 
-    fn event(&mut self, ctx: &Ctx, array: &str) {
+    fn event(&mut self, ctx: &Ctx<Drops>, array: &str) {
         let Ok(Value::Array(args)) = serde_json::from_str::<Value>(array) else {
-            ctx.shared
-                .problems
+            ctx.problems
                 .note("an event that is not a JSON array".into());
             return;
         };
@@ -606,14 +509,12 @@ impl Member {
             data["n"].as_u64(),
             data["t"].as_i64(),
         ) else {
-            ctx.shared
-                .problems
+            ctx.problems
                 .note(format!("a tick without room, n or t: {array}"));
             return;
         };
         if usize::try_from(room).ok() != Some(self.tally.room) {
-            ctx.shared
-                .problems
+            ctx.problems
                 .note(format!("{} got a tick of room {room}", self.user));
             return;
         }
@@ -623,7 +524,10 @@ impl Member {
         self.tally.record(n);
         ctx.shared.received.fetch_add(1, Ordering::Relaxed);
         let took = u64::try_from(now_micros().saturating_sub(t).max(0)).unwrap_or(0);
-        ctx.latency.borrow_mut().record(Duration::from_micros(took));
+        ctx.out
+            .borrow_mut()
+            .latency
+            .record(Duration::from_micros(took));
     }
 }
 
@@ -676,24 +580,26 @@ fn count(posted: &[Vec<bool>], tallies: &[Tally]) -> Counts {
     counts
 }
 
-fn progress_line(shared: Arc<Shared>, total: usize) -> impl FnMut(f64) -> String + Send {
+fn progress_line(run: Arc<Run<Drops>>) -> impl FnMut(f64) -> String + Send {
+    let total = run.settings.connections();
     let mut last = [0u64; 2];
     move |elapsed| {
+        let shared = &run.shared;
         let now = [
             shared.posted.load(Ordering::Relaxed),
             shared.received.load(Ordering::Relaxed),
         ];
         let d: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
         last = now;
-        let connected = shared.connected.load(Ordering::Relaxed);
-        let failed = shared.failed.load(Ordering::Relaxed);
-        match shared.stage.load(Ordering::Relaxed) {
-            STAGE_CONNECTING => format!(
+        let connected = run.joined();
+        let failed = run.failed();
+        match run.stage() {
+            Stage::Joining => format!(
                 "[{elapsed:5.1}s] connecting: {connected}/{total} connected, {failed} failed"
             ),
             stage => format!(
                 "[{elapsed:5.1}s] {}: posted {}/s  received {}/s  online {}/{total}  drops {}  recovered {}  fresh {}",
-                if stage == STAGE_RUNNING { "dropping" } else { "draining" },
+                if stage == Stage::Window { "dropping" } else { "draining" },
                 d[0],
                 d[1],
                 shared.online.load(Ordering::Relaxed),
@@ -705,20 +611,17 @@ fn progress_line(shared: Arc<Shared>, total: usize) -> impl FnMut(f64) -> String
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn fill_report(
     report: &mut Report,
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
+    run: &Run<Drops>,
     connect_secs: f64,
     counts: &Counts,
-    latency: &Latency,
-    post_latency: &Latency,
+    (latency, post_latency): (&Latency, &Latency),
 ) {
+    let (common, settings, shared) = (&run.common, &run.settings, &run.shared);
     let secs = settings.duration.as_secs_f64();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let (connected, failed) = (load(&shared.connected), load(&shared.failed));
+    let (connected, failed) = (run.joined(), run.failed());
     let (drops, server_closes) = (load(&shared.drops), load(&shared.server_closes));
     let (recovered, fresh, reconnect_failed) = (
         load(&shared.recovered),
@@ -793,11 +696,10 @@ fn fill_report(
     let lat = latency.summary();
     report.item("send-to-receive latency (replays included)", lat.line());
 
-    let problems = shared.problems.report(report);
-    let sources: Vec<String> = common.sources.iter().map(ToString::to_string).collect();
+    let problems = run.problems.report(report);
     report.set(
         "params",
-        json!({
+        run.params(json!({
             "url": common.url,
             "rooms": settings.rooms,
             "members": settings.members,
@@ -806,9 +708,7 @@ fn fill_report(
             "drainSecs": settings.drain.as_secs_f64(),
             "dropMinSecs": settings.drop_min,
             "dropMaxSecs": settings.drop_max,
-            "sources": sources,
-            "threads": common.threads,
-        }),
+        })),
     );
     report.set(
         "connections",

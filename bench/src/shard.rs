@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 
@@ -19,40 +19,6 @@ where
     Fut: Future<Output = Result<T>> + 'static,
 {
     start(threads, work)?.await
-}
-
-/// Runs a scenario's `main(shard, threads, common, settings, shared,
-/// phase)` on `threads` threads, each shard with its own clones of the
-/// scenario's options, counters and phase; answers each shard's result.
-pub async fn run_each<C, S, H, P, T, F, Fut>(
-    threads: usize,
-    common: &C,
-    settings: &S,
-    shared: &Arc<H>,
-    phase: watch::Receiver<P>,
-    main: F,
-) -> Result<Vec<T>>
-where
-    C: Clone + Send + Sync + 'static,
-    S: Clone + Send + Sync + 'static,
-    H: Send + Sync + 'static,
-    P: Send + Sync + 'static,
-    T: Send + 'static,
-    F: Fn(usize, usize, C, S, Arc<H>, watch::Receiver<P>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<T>> + 'static,
-{
-    let (common, settings, shared) = (common.clone(), settings.clone(), shared.clone());
-    run(threads, move |index| {
-        main(
-            index,
-            threads,
-            common.clone(),
-            settings.clone(),
-            shared.clone(),
-            phase.clone(),
-        )
-    })
-    .await
 }
 
 /// Starts `work(shard)` on `threads` threads at once, without waiting to

@@ -4,9 +4,10 @@
 //!
 //! Layout: `cli` (options), `ws` (the Socket.IO client, the only code that
 //! knows frames), `http` (the server API), `token` (JWTs), `shard` (the
-//! generator's threads), `stats` (HDR histograms), `procs` (CPU and RSS
-//! from /proc), `progress`, `report`, and one module per scenario under
-//! `scenarios/`.
+//! generator's threads), `runner` (the life every scenario but `idle`
+//! shares: phases, threads, progress, the measured window, the report),
+//! `stats` (HDR histograms), `procs` (CPU and RSS from /proc), `progress`,
+//! `report`, and one module per scenario under `scenarios/`.
 
 mod cli;
 mod error;
@@ -14,6 +15,7 @@ mod http;
 mod procs;
 mod progress;
 mod report;
+mod runner;
 mod scenarios;
 mod shard;
 mod stats;

@@ -11,34 +11,27 @@
 //! 200, going back with `beforeId`) and checks that every acked
 //! clientMsgId is there: an acked message is committed to Postgres (§3).
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::{wait_settled, Problems};
+use super::create_listing;
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
-use crate::procs;
-use crate::progress::Progress;
 use crate::report::Report;
+use crate::runner::{Ctx, Found, Merge, Phase, Run, Scenario, Stage};
 use crate::stats::{per_sec, Latency};
 use crate::ws::{self, Packet, Socket};
-use crate::{http, shard, token};
 
-/// How long one pair may take to connect, reserve and join.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the history check of one booking may take.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Clone)]
-struct Settings {
+pub struct Chat {
     pairs: usize,
     duration: Duration,
     rate: f64,
@@ -46,9 +39,9 @@ struct Settings {
     run: String,
 }
 
-impl Settings {
+impl Chat {
     fn listing(&self, pair: usize) -> String {
-        format!("bench-chat-{}-{pair}", self.run)
+        super::room_listing(Self::NAME, &self.run, pair)
     }
 
     fn seller(&self, pair: usize) -> String {
@@ -60,23 +53,8 @@ impl Settings {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Phase {
-    SettingUp,
-    Sending { start: Instant, end: Instant },
-    Stop,
-}
-
-const STAGE_SETUP: u8 = 0;
-const STAGE_SENDING: u8 = 1;
-const STAGE_DRAINING: u8 = 2;
-const STAGE_VERIFYING: u8 = 3;
-
 #[derive(Default)]
-struct Shared {
-    stage: AtomicU8,
-    ready: AtomicU64,
-    failed: AtomicU64,
+pub struct Shared {
     dropped: AtomicU64,
     sent: AtomicU64,
     acked: AtomicU64,
@@ -89,169 +67,126 @@ struct Shared {
     missing: AtomicU64,
     unexpected: AtomicU64,
     server_errors: AtomicU64,
-    problems: Problems,
 }
 
-struct ShardOut {
+pub struct ShardOut {
     acked: Latency,
     codes: BTreeMap<String, u64>,
 }
 
-struct Ctx {
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-    gate: Semaphore,
-    out: RefCell<ShardOut>,
+impl Merge for ShardOut {
+    fn merge(&mut self, other: ShardOut) -> Result<()> {
+        self.acked.merge(&other.acked)?;
+        super::add_counts(&mut self.codes, other.codes);
+        Ok(())
+    }
 }
 
-pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
-    let settings = Settings {
-        pairs: options.take("pairs", 100usize)?,
-        duration: Duration::from_secs_f64(options.take("duration", 10.0f64)?.max(0.1)),
-        rate: options.take("rate", 1000.0f64)?,
-        drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
-        run: super::run_id(),
-    };
-    options.finish()?;
-    if settings.pairs == 0 {
-        return fail("--pairs must be at least 1");
-    }
-    if !(settings.rate > 0.0 && settings.rate.is_finite()) {
-        return fail("--rate must be above 0");
-    }
-    let service = token::mint(&common.secret, "souk-bench", Some("service"), 3600 * 24)?;
-    for pair in 0..settings.pairs {
-        let body = json!({
-            "sellerId": settings.seller(pair),
-            "title": "souk-bench chat",
-            "price": 100,
-            "currency": "EUR",
-        });
-        http::request(
-            &common.target,
-            "PUT",
-            &format!("/api/v1/listings/{}", settings.listing(pair)),
-            Some(&service),
-            Some(&body),
-        )
-        .await
-        .map_err(|e| format!("create listing {pair}: {e}"))?
-        .ok("create a listing")?;
+impl Scenario for Chat {
+    const NAME: &'static str = "chat";
+    const UNITS: &'static str = "pairs";
+    type Shared = Shared;
+    type Out = ShardOut;
+    type Window = ();
+    type After = ();
+
+    fn parse(options: &mut Options) -> Result<Chat> {
+        Ok(Chat {
+            pairs: options.take("pairs", 100usize)?,
+            duration: Duration::from_secs_f64(options.take("duration", 10.0f64)?.max(0.1)),
+            rate: options.take("rate", 1000.0f64)?,
+            drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
+            run: super::run_id(),
+        })
     }
 
-    let shared = Arc::new(Shared::default());
-    let (phase_tx, phase_rx) = watch::channel(Phase::SettingUp);
-    let progress = Progress::start(progress_line(shared.clone(), settings.pairs));
-    let threads = common.threads.min(settings.pairs);
-    let shards = shard::run_each(threads, common, &settings, &shared, phase_rx, shard_main);
-    let mut report = Report::new(
-        "chat",
-        format!(
-            "souk-bench chat: {} pairs, {} messages/s in total, {:.0} s, against {}",
-            settings.pairs,
-            settings.rate,
-            settings.duration.as_secs_f64(),
-            common.url
-        ),
-    );
-    let conductor = conduct(common, &settings, &shared, phase_tx);
-    let (shards, conducted) = tokio::join!(shards, conductor);
-    drop(progress);
-    let (setup_secs, readings) = conducted?;
-    let mut acked = Latency::new()?;
-    let mut codes: BTreeMap<String, u64> = BTreeMap::new();
-    for out in shards? {
-        acked.merge(&out.acked)?;
-        for (code, n) in out.codes {
-            *codes.entry(code).or_default() += n;
+    fn check(&self) -> Result<()> {
+        if self.pairs == 0 {
+            return fail("--pairs must be at least 1");
         }
+        super::positive_rate(self.rate)?;
+        Ok(())
     }
-    fill_report(
-        &mut report,
-        common,
-        &settings,
-        &shared,
-        setup_secs,
-        &acked,
-        &codes,
-    );
-    report.append(readings);
-    Ok(report)
-}
 
-/// Waits for every pair, starts the sending, takes the CPU readings around
-/// the window, and lets the pairs verify after the drain.
-async fn conduct(
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
-    phase: watch::Sender<Phase>,
-) -> Result<(f64, Report)> {
-    let total = settings.pairs as u64;
-    let setup_secs = wait_settled(
-        total,
-        SETUP_TIMEOUT,
-        "pairs",
-        || shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
-        || {
-            let _ = phase.send(Phase::Stop);
-        },
-    )
-    .await?;
-    if shared.ready.load(Ordering::Relaxed) == 0 {
-        let _ = phase.send(Phase::Stop);
-        let problems = shared.problems.counts();
-        return fail(format!("no pair was set up: {problems:?}"));
+    async fn prepare(&self, common: &Common, service: &str) -> Result<()> {
+        for pair in 0..self.pairs {
+            let seller = self.seller(pair);
+            create_listing(
+                common,
+                service,
+                &seller,
+                "souk-bench chat",
+                &self.listing(pair),
+            )
+            .await?;
+        }
+        Ok(())
     }
-    let start = Instant::now() + Duration::from_millis(300);
-    let end = start + settings.duration;
-    let _ = phase.send(Phase::Sending { start, end });
-    sleep_until(start).await;
-    shared.stage.store(STAGE_SENDING, Ordering::Relaxed);
-    let ((), readings) = procs::measure(common, end, std::future::ready(())).await;
-    shared.stage.store(STAGE_DRAINING, Ordering::Relaxed);
-    sleep_until(end + settings.drain).await;
-    shared.stage.store(STAGE_VERIFYING, Ordering::Relaxed);
-    let _ = phase.send(Phase::Stop);
-    Ok((setup_secs, readings))
-}
 
-async fn shard_main(
-    index: usize,
-    threads: usize,
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-) -> Result<ShardOut> {
-    let gate = Semaphore::new((common.connect_concurrency / threads / 2).max(1));
-    let fresh = || -> Result<ShardOut> {
+    fn out(&self) -> Result<ShardOut> {
         Ok(ShardOut {
             acked: Latency::new()?,
             codes: BTreeMap::new(),
         })
-    };
-    let ctx = Rc::new(Ctx {
-        out: RefCell::new(fresh()?),
-        common,
-        settings,
-        shared,
-        phase,
-        gate,
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    for pair in shard::items(index, threads, ctx.settings.pairs) {
-        tasks.spawn_local(run_pair(ctx.clone(), pair));
     }
-    while tasks.join_next().await.is_some() {}
-    Ok(ctx.out.replace(fresh()?))
+
+    fn title(&self, common: &Common) -> String {
+        format!(
+            "souk-bench chat: {} pairs, {} messages/s in total, {:.0} s, against {}",
+            self.pairs,
+            self.rate,
+            self.duration.as_secs_f64(),
+            common.url
+        )
+    }
+
+    fn units(&self) -> Vec<usize> {
+        vec![self.pairs]
+    }
+
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Two connections a pair.
+    fn gate(&self, common: &Common, threads: usize) -> usize {
+        (common.connect_concurrency / threads / 2).max(1)
+    }
+
+    async fn unit(ctx: Rc<Ctx<Chat>>, _kind: usize, index: usize) {
+        run_pair(ctx, index).await;
+    }
+
+    /// The pairs send on their own schedule.
+    async fn window(_run: &Run<Chat>, _start: Instant, _end: Instant) -> Result<()> {
+        Ok(())
+    }
+
+    /// The drain, then the pairs verify.
+    async fn after(run: &Run<Chat>, end: Instant) -> Result<()> {
+        sleep_until(end + run.settings.drain).await;
+        run.set_stage(Stage::After);
+        Ok(())
+    }
+
+    fn progress(run: Arc<Run<Chat>>) -> impl FnMut(f64) -> String + Send + 'static {
+        progress_line(run)
+    }
+
+    async fn report(
+        run: &Run<Chat>,
+        report: &mut Report,
+        out: ShardOut,
+        found: Found<Chat>,
+    ) -> Result<()> {
+        fill_report(report, run, found.settle_secs, &out.acked, &out.codes);
+        Ok(())
+    }
 }
 
 /// One booking: its two connections and the messages in flight.
 struct Pair {
-    ctx: Rc<Ctx>,
+    ctx: Rc<Ctx<Chat>>,
     index: usize,
     booking: String,
     buyer: Socket,
@@ -264,27 +199,10 @@ struct Pair {
     acked: HashSet<String>,
 }
 
-async fn run_pair(ctx: Rc<Ctx>, index: usize) {
-    let setup = {
-        let Ok(_permit) = ctx.gate.acquire().await else {
-            return;
-        };
-        timeout(SETUP_TIMEOUT, set_up(&ctx, index)).await
+async fn run_pair(ctx: Rc<Ctx<Chat>>, index: usize) {
+    let Some((booking, buyer, seller)) = ctx.enter("setup", set_up(&ctx, index)).await else {
+        return;
     };
-    let (booking, buyer, seller) = match setup {
-        Ok(Ok(set)) => set,
-        Ok(Err(e)) => {
-            ctx.shared.problems.note(format!("setup: {e}"));
-            ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            ctx.shared.problems.note("setup: timed out".into());
-            ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    ctx.shared.ready.fetch_add(1, Ordering::Relaxed);
     let mut pair = Pair {
         ctx: ctx.clone(),
         index,
@@ -305,65 +223,40 @@ async fn run_pair(ctx: Rc<Ctx>, index: usize) {
         }
         Ok(Err(e)) => {
             ctx.shared.verify_failed.fetch_add(1, Ordering::Relaxed);
-            ctx.shared.problems.note(format!("verify: {e}"));
+            ctx.problems.note(format!("verify: {e}"));
         }
         Err(_) => {
             ctx.shared.verify_failed.fetch_add(1, Ordering::Relaxed);
-            ctx.shared.problems.note("verify: timed out".into());
+            ctx.problems.note("verify: timed out".into());
         }
     }
     pair.buyer.close().await;
     pair.seller.close().await;
 }
 
-async fn connect(ctx: &Ctx, index: usize, user: &str, role: &str) -> Result<Socket> {
-    let sources = &ctx.common.sources;
-    let source = sources[index % sources.len()];
-    let mut socket = ws::open(&ctx.common.target, source).await?;
-    let ttl = 3600 + ctx.settings.duration.as_secs() * 2;
-    let token = token::mint(&ctx.common.secret, user, Some(role), ttl)?;
-    socket.connect(&json!({ "token": token })).await?;
-    Ok(socket)
-}
-
-fn ok_reply(what: &str, reply: Value) -> Result<Value> {
-    if reply["ok"] == json!(true) {
-        Ok(reply)
-    } else {
-        fail(format!("{what} refused: {reply}"))
-    }
-}
-
 /// Connects both sides, reserves the listing and joins the booking;
 /// answers the booking id and the buyer's and seller's sockets.
-async fn set_up(ctx: &Ctx, index: usize) -> Result<(String, Socket, Socket)> {
+async fn set_up(ctx: &Ctx<Chat>, index: usize) -> Result<(String, Socket, Socket)> {
     let settings = &ctx.settings;
-    let mut buyer = connect(ctx, index, &settings.buyer(index), "buyer").await?;
-    let mut seller = connect(ctx, index, &settings.seller(index), "seller").await?;
-    let reply = buyer
-        .call(
-            "listing:reserve",
-            &json!({
-                "listingId": settings.listing(index),
-                "idempotencyKey": format!("bench-{}-{index}", settings.run),
-            }),
-            0,
-        )
+    let ttl = ctx.token_ttl();
+    let mut buyer = ctx
+        .open_as(index, &settings.buyer(index), "buyer", ttl)
         .await?;
-    let reply = ok_reply("listing:reserve", reply)?;
+    let mut seller = ctx
+        .open_as(index, &settings.seller(index), "seller", ttl)
+        .await?;
+    let reserve = json!({
+        "listingId": settings.listing(index),
+        "idempotencyKey": format!("bench-{}-{index}", settings.run),
+    });
+    let reply = buyer.call_ok("listing:reserve", &reserve, 0).await?;
     let booking = reply["booking"]["id"]
         .as_str()
         .ok_or("listing:reserve answered no booking id")?
         .to_owned();
     let join = json!({ "bookingId": booking });
-    ok_reply(
-        "booking:join (buyer)",
-        buyer.call("booking:join", &join, 0).await?,
-    )?;
-    ok_reply(
-        "booking:join (seller)",
-        seller.call("booking:join", &join, 0).await?,
-    )?;
+    buyer.call_ok("booking:join", &join, 0).await?;
+    seller.call_ok("booking:join", &join, 0).await?;
     Ok((booking, buyer, seller))
 }
 
@@ -374,12 +267,12 @@ impl Pair {
         let mut phase = self.ctx.phase.clone();
         let (start, end) = loop {
             match *phase.borrow_and_update() {
-                Phase::Sending { start, end } => {
+                Phase::Window { start, end } => {
                     self.end = Some(end);
                     break (start, end);
                 }
                 Phase::Stop => return true,
-                Phase::SettingUp => {}
+                Phase::Joining | Phase::Drain => {}
             }
             tokio::select! {
                 changed = phase.changed() => if changed.is_err() { return true },
@@ -456,31 +349,29 @@ impl Pair {
     }
 
     fn handle(&mut self, packet: Result<Packet>) -> bool {
-        let why = match packet {
+        match packet {
             Ok(Packet::Event(array)) => {
                 if ws::event_name(&array) == Some("server:error") {
                     self.ctx
                         .shared
                         .server_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    self.ctx
-                        .shared
-                        .problems
-                        .note(format!("server:error {array}"));
+                    self.ctx.problems.note(format!("server:error {array}"));
                 }
-                return true;
+                true
             }
             Ok(Packet::Ack(id, args)) => {
                 self.answer(id, &args);
-                return true;
+                true
             }
-            Ok(Packet::Closed(why)) => why,
-            Ok(Packet::Disconnect) => "server sent DISCONNECT".into(),
-            Ok(_) => return true,
-            Err(e) => e.to_string(),
-        };
-        self.gone(why);
-        false
+            packet => match Packet::gone(packet) {
+                Some(why) => {
+                    self.gone(why);
+                    false
+                }
+                None => true,
+            },
+        }
     }
 
     fn gone(&mut self, why: String) {
@@ -490,7 +381,7 @@ impl Pair {
             .unanswered
             .fetch_add(self.inflight.len() as u64, Ordering::Relaxed);
         self.inflight.clear();
-        shared.problems.note(format!("dropped: {why}"));
+        self.ctx.problems.note(format!("dropped: {why}"));
     }
 
     fn answer(&mut self, id: u64, args: &str) {
@@ -535,10 +426,7 @@ impl Pair {
                 query["beforeId"] = json!(id);
             }
             ack += 1;
-            let reply = ok_reply(
-                "message:history",
-                self.buyer.call("message:history", &query, ack).await?,
-            )?;
+            let reply = self.buyer.call_ok("message:history", &query, ack).await?;
             let messages = reply["messages"].as_array().cloned().unwrap_or_default();
             for message in &messages {
                 if let Some(id) = message["clientMsgId"].as_str() {
@@ -564,9 +452,11 @@ impl Pair {
     }
 }
 
-fn progress_line(shared: Arc<Shared>, pairs: usize) -> impl FnMut(f64) -> String + Send {
+fn progress_line(run: Arc<Run<Chat>>) -> impl FnMut(f64) -> String + Send {
+    let pairs = run.settings.pairs;
     let mut last = [0u64; 3];
     move |elapsed| {
+        let shared = &run.shared;
         let now = [
             shared.sent.load(Ordering::Relaxed),
             shared.acked.load(Ordering::Relaxed),
@@ -574,22 +464,22 @@ fn progress_line(shared: Arc<Shared>, pairs: usize) -> impl FnMut(f64) -> String
         ];
         let d: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
         last = now;
-        let ready = shared.ready.load(Ordering::Relaxed);
-        let failed = shared.failed.load(Ordering::Relaxed);
+        let ready = run.joined();
+        let failed = run.failed();
         let inflight =
             now[0].saturating_sub(now[1] + now[2] + shared.unanswered.load(Ordering::Relaxed));
-        match shared.stage.load(Ordering::Relaxed) {
-            STAGE_SETUP => {
+        match run.stage() {
+            Stage::Joining => {
                 format!("[{elapsed:5.1}s] setting up: {ready}/{pairs} pairs ready, {failed} failed")
             }
-            STAGE_VERIFYING => format!(
+            Stage::After => format!(
                 "[{elapsed:5.1}s] verifying: {}/{ready} bookings read",
                 shared.verified.load(Ordering::Relaxed)
                     + shared.verify_failed.load(Ordering::Relaxed)
             ),
             stage => format!(
                 "[{elapsed:5.1}s] {}: sent {}/s  acked {}/s  refused {}/s  inflight {inflight}",
-                if stage == STAGE_SENDING {
+                if stage == Stage::Window {
                     "sending"
                 } else {
                     "draining"
@@ -604,20 +494,15 @@ fn progress_line(shared: Arc<Shared>, pairs: usize) -> impl FnMut(f64) -> String
 
 fn fill_report(
     report: &mut Report,
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
+    run: &Run<Chat>,
     setup_secs: f64,
     acked_latency: &Latency,
     codes: &BTreeMap<String, u64>,
 ) {
+    let (common, settings, shared) = (&run.common, &run.settings, &run.shared);
     let secs = settings.duration.as_secs_f64();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let (ready, failed, dropped) = (
-        load(&shared.ready),
-        load(&shared.failed),
-        load(&shared.dropped),
-    );
+    let (ready, failed, dropped) = (run.joined(), run.failed(), load(&shared.dropped));
     let (sent, acked, refused, unanswered) = (
         load(&shared.sent),
         load(&shared.acked),
@@ -679,20 +564,17 @@ fn fill_report(
     );
     report.item("in history, not acked", unexpected.to_string());
 
-    let problems = shared.problems.report(report);
+    let problems = run.problems.report(report);
 
-    let sources: Vec<String> = common.sources.iter().map(ToString::to_string).collect();
     report.set(
         "params",
-        json!({
+        run.params(json!({
             "url": common.url,
             "pairs": settings.pairs,
             "rate": settings.rate,
             "durationSecs": secs,
             "drainSecs": settings.drain.as_secs_f64(),
-            "sources": sources,
-            "threads": common.threads,
-        }),
+        })),
     );
     report.set(
         "setup",

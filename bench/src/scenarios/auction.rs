@@ -11,10 +11,9 @@
 //! is skipped and counted (so slow acks show instead of hiding). Every
 //! ack's latency goes into a histogram, by outcome.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,21 +21,15 @@ use chrono::{SecondsFormat, Utc};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{watch, Semaphore};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
-use super::{wait_settled, Problems};
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
-use crate::procs;
-use crate::progress::Progress;
+use crate::http;
 use crate::report::Report;
+use crate::runner::{Ctx, Found, Merge, Phase, Run, Scenario, Stage};
 use crate::stats::{per_sec, Latency};
 use crate::ws::{self, Packet, Socket};
-use crate::{http, shard, token};
-
-/// How long one bidder may take to connect and watch.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a bidder picks its amounts.
 #[derive(Clone, Copy, PartialEq)]
@@ -50,8 +43,7 @@ enum Amounts {
     Rising,
 }
 
-#[derive(Clone)]
-struct Settings {
+pub struct Auction {
     bidders: usize,
     /// How many of the bidders watch the listing (the first ones).
     watchers: usize,
@@ -64,27 +56,14 @@ struct Settings {
     limit: usize,
     drain: Duration,
     listing: String,
+    /// The listing id as a JSON string, ready to paste into frames.
+    listing_json: String,
     run: String,
 }
 
-/// Where the run is, for every bidder.
-#[derive(Clone, Copy, Debug)]
-enum Phase {
-    Connecting,
-    Bidding { start: Instant, end: Instant },
-    Stop,
-}
-
-const STAGE_CONNECTING: u8 = 0;
-const STAGE_BIDDING: u8 = 1;
-const STAGE_DRAINING: u8 = 2;
-
 /// Counters every thread adds to; read by the progress line and the report.
 #[derive(Default)]
-struct Shared {
-    stage: AtomicU8,
-    connected: AtomicU64,
-    failed: AtomicU64,
+pub struct Shared {
     sent: AtomicU64,
     ok: AtomicU64,
     too_low: AtomicU64,
@@ -95,8 +74,6 @@ struct Shared {
     dropped: AtomicU64,
     bid_new: AtomicU64,
     server_errors: AtomicU64,
-    /// Why connections failed or dropped, counted by message.
-    problems: Problems,
 }
 
 impl Shared {
@@ -109,120 +86,140 @@ impl Shared {
 }
 
 /// One thread's histograms and rarer outcomes.
-struct ShardOut {
+pub struct ShardOut {
     accepted: Latency,
     all: Latency,
     other_codes: BTreeMap<String, u64>,
 }
 
-/// What a thread's bidders share.
-struct Ctx {
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-    gate: Semaphore,
-    /// The listing id as a JSON string, ready to paste into frames.
-    listing_json: String,
-    out: RefCell<ShardOut>,
+impl Merge for ShardOut {
+    fn merge(&mut self, other: ShardOut) -> Result<()> {
+        self.accepted.merge(&other.accepted)?;
+        self.all.merge(&other.all)?;
+        super::add_counts(&mut self.other_codes, other.other_codes);
+        Ok(())
+    }
 }
 
-pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
-    let run = super::run_id();
-    let bidders = options.take("bidders", 100usize)?;
-    let settings = Settings {
-        bidders,
-        watchers: options.take("watchers", bidders)?.min(bidders),
-        duration: Duration::from_secs_f64(options.take("duration", 10.0f64)?.max(0.1)),
-        rate: options.take("rate", 5.0f64)?,
-        bump: options.take("bump", 3i64)?.max(0),
-        amounts: match options.take_text("amounts").as_deref() {
-            None | Some("known") => Amounts::Known,
-            Some("rising") => Amounts::Rising,
-            Some(other) => return fail(format!("--amounts: known or rising, not {other:?}")),
-        },
-        inflight: options.take("inflight", 1usize)?.max(1),
-        limit: options.take("server-limit", 5usize)?,
-        drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
-        listing: options
-            .take_text("listing")
-            .unwrap_or_else(|| format!("bench-auction-{run}")),
-        run,
-    };
-    options.finish()?;
-    if settings.bidders == 0 {
-        return fail("--bidders must be at least 1");
-    }
-    if !(settings.rate > 0.0 && settings.rate.is_finite()) {
-        return fail("--rate must be above 0");
-    }
-    let service = token::mint(&common.secret, "souk-bench", Some("service"), 3600 * 24)?;
-    create_listing(common, &settings, &service).await?;
+impl Scenario for Auction {
+    const NAME: &'static str = "auction";
+    const UNITS: &'static str = "bidders";
+    type Shared = Shared;
+    type Out = ShardOut;
+    type Window = ();
+    type After = ();
 
-    let shared = Arc::new(Shared::default());
-    let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
-    let progress = Progress::start(progress_line(shared.clone(), settings.bidders));
+    fn parse(options: &mut Options) -> Result<Auction> {
+        let run = super::run_id();
+        let bidders = options.take("bidders", 100usize)?;
+        let listing = options.take_text("listing");
+        let settings = Auction {
+            bidders,
+            watchers: options.take("watchers", bidders)?.min(bidders),
+            duration: Duration::from_secs_f64(options.take("duration", 10.0f64)?.max(0.1)),
+            rate: options.take("rate", 5.0f64)?,
+            bump: options.take("bump", 3i64)?.max(0),
+            amounts: match options.take_text("amounts").as_deref() {
+                None | Some("known") => Amounts::Known,
+                Some("rising") => Amounts::Rising,
+                Some(other) => return fail(format!("--amounts: known or rising, not {other:?}")),
+            },
+            inflight: options.take("inflight", 1usize)?.max(1),
+            limit: options.take("server-limit", 5usize)?,
+            drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
+            listing: listing.unwrap_or_else(|| format!("bench-auction-{run}")),
+            listing_json: String::new(),
+            run,
+        };
+        Ok(Auction {
+            listing_json: Value::String(settings.listing.clone()).to_string(),
+            ..settings
+        })
+    }
 
-    let threads = common.threads.min(settings.bidders);
-    let shards = shard::run_each(threads, common, &settings, &shared, phase_rx, shard_main);
-    let mut report = Report::new(
-        "auction",
+    fn check(&self) -> Result<()> {
+        if self.bidders == 0 {
+            return fail("--bidders must be at least 1");
+        }
+        super::positive_rate(self.rate)?;
+        Ok(())
+    }
+
+    async fn prepare(&self, common: &Common, service: &str) -> Result<()> {
+        create_listing(common, self, service).await
+    }
+
+    fn out(&self) -> Result<ShardOut> {
+        Ok(ShardOut {
+            accepted: Latency::new()?,
+            all: Latency::new()?,
+            other_codes: BTreeMap::new(),
+        })
+    }
+
+    fn title(&self, common: &Common) -> String {
         format!(
             "souk-bench auction: {} bidders ({} watching), {:.0} s, {} bids/s each, amounts {}, against {}",
-            settings.bidders,
-            settings.watchers,
-            settings.duration.as_secs_f64(),
-            settings.rate,
-            match settings.amounts {
+            self.bidders,
+            self.watchers,
+            self.duration.as_secs_f64(),
+            self.rate,
+            match self.amounts {
                 Amounts::Known => "known+1+bump",
                 Amounts::Rising => "rising",
             },
             common.url
-        ),
-    );
-    let conductor = conduct(common, &settings, &shared, phase_tx);
-    let (shards, conducted) = tokio::join!(shards, conductor);
-    drop(progress);
-    let (connect_secs, readings) = conducted?;
-    let shards = shards?;
-
-    let mut accepted = Latency::new()?;
-    let mut all = Latency::new()?;
-    let mut other_codes: BTreeMap<String, u64> = BTreeMap::new();
-    for out in &shards {
-        accepted.merge(&out.accepted)?;
-        all.merge(&out.all)?;
-        for (code, n) in &out.other_codes {
-            *other_codes.entry(code.clone()).or_default() += n;
-        }
+        )
     }
-    let server_view = http::request(
-        &common.target,
-        "GET",
-        &format!("/api/v1/listings/{}", settings.listing),
-        Some(&service),
-        None,
-    )
-    .await
-    .map(|r| r.json()["listing"]["auction"].clone())
-    .unwrap_or(Value::Null);
 
-    fill_report(
-        &mut report,
-        common,
-        &settings,
-        &shared,
-        connect_secs,
-        &accepted,
-        &all,
-        &other_codes,
-        &server_view,
-    );
-    report.append(readings);
-    Ok(report)
+    fn units(&self) -> Vec<usize> {
+        vec![self.bidders]
+    }
+
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    async fn unit(ctx: Rc<Ctx<Auction>>, _kind: usize, index: usize) {
+        run_bidder(ctx, index).await;
+    }
+
+    /// The bidders bid on their own schedule.
+    async fn window(_run: &Run<Auction>, _start: Instant, _end: Instant) -> Result<()> {
+        Ok(())
+    }
+
+    async fn after(run: &Run<Auction>, end: Instant) -> Result<()> {
+        sleep_until(end + run.settings.drain + Duration::from_millis(200)).await;
+        Ok(())
+    }
+
+    fn progress(run: Arc<Run<Auction>>) -> impl FnMut(f64) -> String + Send + 'static {
+        progress_line(run)
+    }
+
+    async fn report(
+        run: &Run<Auction>,
+        report: &mut Report,
+        out: ShardOut,
+        found: Found<Auction>,
+    ) -> Result<()> {
+        let server_view = http::request(
+            &run.common.target,
+            "GET",
+            &format!("/api/v1/listings/{}", run.settings.listing),
+            Some(&run.service),
+            None,
+        )
+        .await
+        .map(|r| r.json()["listing"]["auction"].clone())
+        .unwrap_or(Value::Null);
+        fill_report(report, run, found.settle_secs, &out, &server_view);
+        Ok(())
+    }
 }
 
-async fn create_listing(common: &Common, settings: &Settings, service: &str) -> Result<()> {
+async fn create_listing(common: &Common, settings: &Auction, service: &str) -> Result<()> {
     let now = Utc::now();
     let ends =
         now + chrono::Duration::seconds(3600) + chrono::Duration::from_std(settings.duration)?;
@@ -252,82 +249,9 @@ async fn create_listing(common: &Common, settings: &Settings, service: &str) -> 
     Ok(())
 }
 
-/// Waits for every bidder to connect (or fail), starts the bidding, takes
-/// the CPU readings around the window, and stops everyone after the drain.
-/// Answers how long connecting took, and the process readings.
-async fn conduct(
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
-    phase: watch::Sender<Phase>,
-) -> Result<(f64, Report)> {
-    let total = settings.bidders as u64;
-    let connect_secs = wait_settled(
-        total,
-        CONNECT_TIMEOUT,
-        "bidders",
-        || shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
-        || {
-            let _ = phase.send(Phase::Stop);
-        },
-    )
-    .await?;
-    if shared.connected.load(Ordering::Relaxed) == 0 {
-        let _ = phase.send(Phase::Stop);
-        let problems = shared.problems.counts();
-        return fail(format!("no bidder connected: {problems:?}"));
-    }
-    let start = Instant::now() + Duration::from_millis(300);
-    let end = start + settings.duration;
-    let _ = phase.send(Phase::Bidding { start, end });
-    sleep_until(start).await;
-    shared.stage.store(STAGE_BIDDING, Ordering::Relaxed);
-    let ((), readings) = procs::measure(common, end, std::future::ready(())).await;
-    shared.stage.store(STAGE_DRAINING, Ordering::Relaxed);
-    sleep_until(end + settings.drain + Duration::from_millis(200)).await;
-    let _ = phase.send(Phase::Stop);
-    Ok((connect_secs, readings))
-}
-
-async fn shard_main(
-    index: usize,
-    threads: usize,
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-) -> Result<ShardOut> {
-    let gate = Semaphore::new((common.connect_concurrency / threads).max(1));
-    let listing_json = Value::String(settings.listing.clone()).to_string();
-    let ctx = Rc::new(Ctx {
-        out: RefCell::new(ShardOut {
-            accepted: Latency::new()?,
-            all: Latency::new()?,
-            other_codes: BTreeMap::new(),
-        }),
-        common,
-        settings,
-        shared,
-        phase,
-        gate,
-        listing_json,
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    for bidder in shard::items(index, threads, ctx.settings.bidders) {
-        tasks.spawn_local(run_bidder(ctx.clone(), bidder));
-    }
-    while tasks.join_next().await.is_some() {}
-    let out = ctx.out.replace(ShardOut {
-        accepted: Latency::new()?,
-        all: Latency::new()?,
-        other_codes: BTreeMap::new(),
-    });
-    Ok(out)
-}
-
 /// One bidder's connection and what it knows.
 struct Bidder {
-    ctx: Rc<Ctx>,
+    ctx: Rc<Ctx<Auction>>,
     index: usize,
     /// When bidding started (for rising amounts).
     start: Instant,
@@ -341,27 +265,10 @@ struct Bidder {
     next_ack: u64,
 }
 
-async fn run_bidder(ctx: Rc<Ctx>, index: usize) {
-    let joined = {
-        let Ok(_permit) = ctx.gate.acquire().await else {
-            return;
-        };
-        timeout(CONNECT_TIMEOUT, join(&ctx, index)).await
+async fn run_bidder(ctx: Rc<Ctx<Auction>>, index: usize) {
+    let Some((socket, known)) = ctx.enter("connect", join(&ctx, index)).await else {
+        return;
     };
-    let (socket, known) = match joined {
-        Ok(Ok(joined)) => joined,
-        Ok(Err(e)) => {
-            ctx.shared.problems.note(format!("connect: {e}"));
-            ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            ctx.shared.problems.note("connect: timed out".into());
-            ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    ctx.shared.connected.fetch_add(1, Ordering::Relaxed);
     let mut bidder = Bidder {
         ctx: ctx.clone(),
         index,
@@ -379,28 +286,15 @@ async fn run_bidder(ctx: Rc<Ctx>, index: usize) {
 
 /// Opens, CONNECTs and watches the listing; answers the socket and the
 /// current amount (0 before the first bid).
-async fn join(ctx: &Ctx, index: usize) -> Result<(Socket, i64)> {
-    let sources = &ctx.common.sources;
-    let source = sources[index % sources.len()];
-    let mut socket = ws::open(&ctx.common.target, source).await?;
+async fn join(ctx: &Ctx<Auction>, index: usize) -> Result<(Socket, i64)> {
     let user = format!("bench-{}-{index}", ctx.settings.run);
-    let ttl = 3600 + ctx.settings.duration.as_secs() * 2;
-    let token = token::mint(&ctx.common.secret, &user, Some("buyer"), ttl)?;
-    socket.connect(&json!({ "token": token })).await?;
+    let mut socket = ctx.open_as(index, &user, "buyer", ctx.token_ttl()).await?;
     if index >= ctx.settings.watchers {
         // Not a watcher: it learns the amount from its own acks only.
         return Ok((socket, 0));
     }
-    let reply = socket
-        .call(
-            "listing:watch",
-            &json!({ "listingId": ctx.settings.listing }),
-            0,
-        )
-        .await?;
-    if reply["ok"] != json!(true) {
-        return fail(format!("listing:watch refused: {reply}"));
-    }
+    let watch = json!({ "listingId": ctx.settings.listing });
+    let reply = socket.call_ok("listing:watch", &watch, 0).await?;
     let known = reply["listing"]["auction"]["currentAmount"]
         .as_i64()
         .unwrap_or(0);
@@ -435,12 +329,12 @@ impl Bidder {
         let (start, end) = loop {
             let now = *phase.borrow_and_update();
             match now {
-                Phase::Bidding { start, end } => {
+                Phase::Window { start, end } => {
                     self.start = start;
                     break (start, end);
                 }
                 Phase::Stop => return true,
-                Phase::Connecting => {}
+                Phase::Joining | Phase::Drain => {}
             }
             tokio::select! {
                 changed = phase.changed() => if changed.is_err() { return true },
@@ -528,7 +422,7 @@ impl Bidder {
         self.next_ack += 1;
         let frame = format!(
             "42{id}[\"bid:place\",{{\"listingId\":{},\"amount\":{amount}}}]",
-            self.ctx.listing_json
+            self.ctx.settings.listing_json
         );
         self.inflight.push_back((id, std::time::Instant::now()));
         if self.ctx.settings.limit > 0 {
@@ -568,10 +462,7 @@ impl Bidder {
                             .shared
                             .server_errors
                             .fetch_add(1, Ordering::Relaxed);
-                        self.ctx
-                            .shared
-                            .problems
-                            .note(format!("server:error {array}"));
+                        self.ctx.problems.note(format!("server:error {array}"));
                     }
                     _ => {}
                 }
@@ -581,19 +472,13 @@ impl Bidder {
                 self.answer(id, &args);
                 true
             }
-            Ok(Packet::Closed(why)) => {
-                self.gone(why);
-                false
-            }
-            Ok(Packet::Disconnect) => {
-                self.gone("server sent DISCONNECT".into());
-                false
-            }
-            Ok(_) => true,
-            Err(e) => {
-                self.gone(e.to_string());
-                false
-            }
+            packet => match Packet::gone(packet) {
+                Some(why) => {
+                    self.gone(why);
+                    false
+                }
+                None => true,
+            },
         }
     }
 
@@ -604,7 +489,7 @@ impl Bidder {
             .unanswered
             .fetch_add(self.inflight.len() as u64, Ordering::Relaxed);
         self.inflight.clear();
-        shared.problems.note(format!("dropped: {why}"));
+        self.ctx.problems.note(format!("dropped: {why}"));
     }
 
     /// Records an ack: its latency and outcome, and what it says of the
@@ -662,9 +547,11 @@ impl Bidder {
 }
 
 /// The progress line: stage, connections, and this second's rates.
-fn progress_line(shared: Arc<Shared>, bidders: usize) -> impl FnMut(f64) -> String + Send {
+fn progress_line(run: Arc<Run<Auction>>) -> impl FnMut(f64) -> String + Send {
+    let bidders = run.settings.bidders;
     let mut last = [0u64; 5];
     move |elapsed| {
+        let shared = &run.shared;
         let now = [
             shared.sent.load(Ordering::Relaxed),
             shared.ok.load(Ordering::Relaxed),
@@ -674,18 +561,18 @@ fn progress_line(shared: Arc<Shared>, bidders: usize) -> impl FnMut(f64) -> Stri
         ];
         let d: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
         last = now;
-        let connected = shared.connected.load(Ordering::Relaxed);
-        let failed = shared.failed.load(Ordering::Relaxed);
+        let connected = run.joined();
+        let failed = run.failed();
         let dropped = shared.dropped.load(Ordering::Relaxed);
         let inflight =
             now[0].saturating_sub(shared.answered() + shared.unanswered.load(Ordering::Relaxed));
-        match shared.stage.load(Ordering::Relaxed) {
-            STAGE_CONNECTING => format!(
+        match run.stage() {
+            Stage::Joining => format!(
                 "[{elapsed:5.1}s] connecting: {connected}/{bidders} connected, {failed} failed"
             ),
             stage => format!(
                 "[{elapsed:5.1}s] {}: sent {}/s  ok {}/s  too_low {}/s  limited+other {}/s  bid:new {}/s  inflight {inflight}  conns {}/{bidders}",
-                if stage == STAGE_BIDDING { "bidding" } else { "draining" },
+                if stage == Stage::Window { "bidding" } else { "draining" },
                 d[0], d[1], d[2], d[3], d[4],
                 connected - dropped,
             ),
@@ -693,25 +580,18 @@ fn progress_line(shared: Arc<Shared>, bidders: usize) -> impl FnMut(f64) -> Stri
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn fill_report(
     report: &mut Report,
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
+    run: &Run<Auction>,
     connect_secs: f64,
-    accepted: &Latency,
-    all: &Latency,
-    other_codes: &BTreeMap<String, u64>,
+    out: &ShardOut,
     server_view: &Value,
 ) {
+    let (common, settings, shared) = (&run.common, &run.settings, &run.shared);
+    let (accepted, all, other_codes) = (&out.accepted, &out.all, &out.other_codes);
     let secs = settings.duration.as_secs_f64();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let (connected, failed, dropped) = (
-        load(&shared.connected),
-        load(&shared.failed),
-        load(&shared.dropped),
-    );
+    let (connected, failed, dropped) = (run.joined(), run.failed(), load(&shared.dropped));
     let (sent, ok, too_low, limited, other) = (
         load(&shared.sent),
         load(&shared.ok),
@@ -791,29 +671,25 @@ fn fill_report(
         },
     );
 
-    let problems = shared.problems.report(report);
+    let problems = run.problems.report(report);
 
-    report.set(
-        "params",
-        json!({
-            "url": common.url,
-            "bidders": settings.bidders,
-            "watchers": settings.watchers,
-            "durationSecs": secs,
-            "ratePerBidder": settings.rate,
-            "bump": settings.bump,
-            "amounts": match settings.amounts {
-                Amounts::Known => "known",
-                Amounts::Rising => "rising",
-            },
-            "inflight": settings.inflight,
-            "serverLimit": settings.limit,
-            "drainSecs": settings.drain.as_secs_f64(),
-            "sources": sources,
-            "threads": common.threads,
-            "listingId": settings.listing,
-        }),
-    );
+    let mut params = run.params(json!({
+        "url": common.url,
+        "bidders": settings.bidders,
+        "watchers": settings.watchers,
+        "durationSecs": secs,
+        "ratePerBidder": settings.rate,
+        "bump": settings.bump,
+        "amounts": match settings.amounts {
+            Amounts::Known => "known",
+            Amounts::Rising => "rising",
+        },
+        "inflight": settings.inflight,
+        "serverLimit": settings.limit,
+        "drainSecs": settings.drain.as_secs_f64(),
+    }));
+    params["listingId"] = json!(settings.listing);
+    report.set("params", params);
     report.set(
         "connections",
         json!({ "connected": connected, "failed": failed, "dropped": dropped, "connectSecs": connect_secs }),

@@ -10,7 +10,7 @@ pub mod idle;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -18,17 +18,22 @@ use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::http;
 use crate::report::Report;
+use crate::runner;
 
 /// Runs the scenario; answers no report when this process is a helper
 /// that reports to its parent instead (`idle --child`).
 pub async fn run(name: &str, common: &Common, options: Options) -> Result<Option<Report>> {
     match name {
-        "auction" => auction::run(common, options).await.map(Some),
-        "fanout" => fanout::run(common, options).await.map(Some),
-        "chat" => chat::run(common, options).await.map(Some),
+        "auction" => runner::run::<auction::Auction>(common, options)
+            .await
+            .map(Some),
+        "fanout" => runner::run::<fanout::Fanout>(common, options)
+            .await
+            .map(Some),
+        "chat" => runner::run::<chat::Chat>(common, options).await.map(Some),
         "idle" => idle::run(common, options).await,
-        "churn" => churn::run(common, options).await.map(Some),
-        "drops" => drops::run(common, options).await.map(Some),
+        "churn" => runner::run::<churn::Churn>(common, options).await.map(Some),
+        "drops" => runner::run::<drops::Drops>(common, options).await.map(Some),
         other => fail(format!("unknown scenario {other:?} (see --help)")),
     }
 }
@@ -48,6 +53,13 @@ pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Adds `more`'s counts into `counts`, kind by kind.
+pub fn add_counts(counts: &mut BTreeMap<String, u64>, more: BTreeMap<String, u64>) {
+    for (what, n) in more {
+        *counts.entry(what).or_default() += n;
+    }
 }
 
 /// What went wrong during a run, counted by kind.
@@ -81,29 +93,36 @@ impl Problems {
     }
 }
 
-/// Waits until `settled()` (clients connected or failed) reaches `total`,
-/// giving up after `timeout` plus a second per ten clients; then `stop()`
-/// is called and the run fails. Answers the seconds it took.
-pub async fn wait_settled(
-    total: u64,
-    timeout: Duration,
-    what: &str,
-    settled: impl Fn() -> u64,
-    stop: impl FnOnce(),
-) -> Result<f64> {
-    let started = Instant::now();
-    loop {
-        let settled = settled();
-        if settled >= total {
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        if started.elapsed() > timeout + Duration::from_secs(total / 10 + 30) {
-            stop();
-            return fail(format!(
-                "only {settled} of {total} {what} settled; giving up"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Listing `room` of a run of scenario `scenario`: `bench-<scenario>-<run>-<room>`.
+pub fn room_listing(scenario: &str, run: &str, room: usize) -> String {
+    format!("bench-{scenario}-{run}-{room}")
+}
+
+/// Creates the `rooms` listings of a run (`room_listing`), sold by
+/// `bench-seller-<run>` and titled after the scenario.
+pub async fn create_rooms(
+    common: &Common,
+    service: &str,
+    scenario: &str,
+    run: &str,
+    rooms: usize,
+) -> Result<()> {
+    create_listings(
+        common,
+        service,
+        &format!("bench-seller-{run}"),
+        &format!("souk-bench {scenario}"),
+        (0..rooms).map(|room| room_listing(scenario, run, room)),
+    )
+    .await
+}
+
+/// Fails unless `--rate` is above 0 (and finite).
+pub fn positive_rate(rate: f64) -> Result<()> {
+    if rate > 0.0 && rate.is_finite() {
+        Ok(())
+    } else {
+        fail("--rate must be above 0")
     }
 }
 
@@ -117,18 +136,30 @@ pub async fn create_listings(
     ids: impl Iterator<Item = String>,
 ) -> Result<()> {
     for id in ids {
-        let body = json!({ "sellerId": seller, "title": title, "price": 100, "currency": "EUR" });
-        http::request(
-            &common.target,
-            "PUT",
-            &format!("/api/v1/listings/{id}"),
-            Some(service),
-            Some(&body),
-        )
-        .await
-        .map_err(|e| format!("create listing {id}: {e}"))?
-        .ok("create a listing")?;
+        create_listing(common, service, seller, title, &id).await?;
     }
+    Ok(())
+}
+
+/// Creates public fixed-price listing `id`, sold by `seller`.
+pub async fn create_listing(
+    common: &Common,
+    service: &str,
+    seller: &str,
+    title: &str,
+    id: &str,
+) -> Result<()> {
+    let body = json!({ "sellerId": seller, "title": title, "price": 100, "currency": "EUR" });
+    http::request(
+        &common.target,
+        "PUT",
+        &format!("/api/v1/listings/{id}"),
+        Some(service),
+        Some(&body),
+    )
+    .await
+    .map_err(|e| format!("create listing {id}: {e}"))?
+    .ok("create a listing")?;
     Ok(())
 }
 

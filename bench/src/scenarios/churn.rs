@@ -14,28 +14,23 @@
 //! (`GET /api/v1/cluster`) must come back to S, and one more event posted
 //! to every room must reach every steady member.
 
-use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use super::{create_listings, post_listing_event, wait_settled, Problems};
+use super::post_listing_event;
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
-use crate::procs;
-use crate::progress::Progress;
+use crate::http;
 use crate::report::Report;
+use crate::runner::{Ctx, Found, Phase, Run, Scenario, Stage, JOIN_TIMEOUT};
 use crate::stats::{per_sec, round3, Latency};
 use crate::ws::{self, Packet, Socket};
-use crate::{http, shard, token};
 
-/// How long one connection may take to open, CONNECT and watch.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server's connection count may take to come back to the
 /// steady members (the cluster view is refreshed every heartbeat, 5 s by
 /// default).
@@ -54,8 +49,7 @@ enum Close {
     Mixed,
 }
 
-#[derive(Clone)]
-struct Settings {
+pub struct Churn {
     listings: usize,
     members: usize,
     churners: usize,
@@ -76,29 +70,16 @@ impl Close {
     }
 }
 
-impl Settings {
+impl Churn {
     fn listing(&self, room: usize) -> String {
-        format!("bench-churn-{}-{room}", self.run)
+        super::room_listing(Self::NAME, &self.run, room)
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Phase {
-    Connecting,
-    Churning { end: Instant },
-    Stop,
-}
-
-const STAGE_CONNECTING: u8 = 0;
-const STAGE_CHURNING: u8 = 1;
-const STAGE_CHECKING: u8 = 2;
-
 /// Counters every thread adds to; read by the progress line and the report.
+/// (The runner counts the steady members joined and failed.)
 #[derive(Default)]
-struct Shared {
-    stage: AtomicU8,
-    steady: AtomicU64,
-    steady_failed: AtomicU64,
+pub struct Shared {
     steady_dropped: AtomicU64,
     /// Steady members per room, once connected.
     per_room: Vec<AtomicU64>,
@@ -111,170 +92,173 @@ struct Shared {
     joins: AtomicU64,
     disconnects: AtomicU64,
     cycle_failed: AtomicU64,
-    problems: Problems,
 }
 
-/// What a thread's connections share.
-struct Ctx {
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-    gate: Semaphore,
-    cycle: RefCell<Latency>,
-}
-
-pub async fn run(common: &Common, mut options: Options) -> Result<Report> {
-    let settings = Settings {
-        listings: options.take("listings", 10usize)?,
-        members: options.take("members", 1000usize)?,
-        churners: options.take("churners", 50usize)?,
-        duration: Duration::from_secs_f64(options.take("duration", 10.0f64)?.max(0.1)),
-        rate: options.take("rate", 20.0f64)?.max(0.0),
-        close: match options.take_text("close").as_deref() {
-            None | Some("mixed") => Close::Mixed,
-            Some("clean") => Close::Clean,
-            Some("drop") => Close::Drop,
-            Some(other) => return fail(format!("--close: clean, drop or mixed, not {other:?}")),
-        },
-        drain: Duration::from_secs_f64(options.take("drain", 2.0f64)?.max(0.0)),
-        run: super::run_id(),
-    };
-    options.finish()?;
-    if settings.listings == 0 || settings.churners == 0 {
-        return fail("--listings and --churners must be at least 1");
-    }
-    let service = token::mint(&common.secret, "souk-bench", Some("service"), 3600 * 24)?;
-    create_listings(
-        common,
-        &service,
-        &format!("bench-seller-{}", settings.run),
-        "souk-bench churn",
-        (0..settings.listings).map(|room| settings.listing(room)),
-    )
-    .await?;
-    let shared = Arc::new(Shared {
-        per_room: (0..settings.listings).map(|_| AtomicU64::new(0)).collect(),
-        posted_per_room: (0..settings.listings).map(|_| AtomicU64::new(0)).collect(),
-        ..Shared::default()
-    });
-    let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
-    let progress = Progress::start(progress_line(shared.clone(), settings.members));
-    let threads = common.threads.max(1);
-    let shards = shard::run_each(threads, common, &settings, &shared, phase_rx, shard_main);
-    let conductor = conduct(common, &settings, &shared, &service, phase_tx);
-    let (shards, conducted) = tokio::join!(shards, conductor);
-    drop(progress);
-    let conducted = conducted?;
-    let mut cycle = Latency::new()?;
-    for part in shards? {
-        cycle.merge(&part)?;
-    }
-    let mut report = Report::new(
-        "churn",
-        format!(
-            "souk-bench churn: {} steady members on {} listings, {} churners ({} close), {} events/s, {:.0} s, against {}",
-            settings.members,
-            settings.listings,
-            settings.churners,
-            settings.close.name(),
-            settings.rate,
-            settings.duration.as_secs_f64(),
-            common.url
-        ),
-    );
-    fill_report(&mut report, common, &settings, &shared, &conducted, &cycle);
-    report.append(conducted.readings);
-    Ok(report)
-}
-
-/// What the conductor saw.
-struct Conducted {
-    connect_secs: f64,
+/// What the checks after the churn saw.
+pub struct Checked {
     /// The server's connection count after the churn, when it answered.
     server_connections: Option<u64>,
     count_secs: f64,
     check_secs: f64,
-    readings: Report,
 }
 
-/// Waits for the steady members, lets the churners loop for the window
-/// while posting events, then checks the server's count and the last event.
-async fn conduct(
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
-    service: &str,
-    phase: watch::Sender<Phase>,
-) -> Result<Conducted> {
-    let connect_secs = wait_settled(
-        settings.members as u64,
-        CONNECT_TIMEOUT,
-        "steady members",
-        || shared.steady.load(Ordering::Relaxed) + shared.steady_failed.load(Ordering::Relaxed),
-        || {
-            let _ = phase.send(Phase::Stop);
-        },
-    )
-    .await?;
-    let start = Instant::now() + Duration::from_millis(300);
-    let end = start + settings.duration;
-    sleep_until(start).await;
-    let _ = phase.send(Phase::Churning { end });
-    shared.stage.store(STAGE_CHURNING, Ordering::Relaxed);
-    let ((), readings) = procs::measure(
-        common,
-        end,
-        post_ticks(common, settings, shared, service, end),
-    )
-    .await;
-    // Churners finish their cycle; late ticks arrive.
-    sleep(settings.drain).await;
-    shared.stage.store(STAGE_CHECKING, Ordering::Relaxed);
+/// `unit`'s kinds.
+const MEMBER: usize = 0;
 
-    let counted = Instant::now();
-    let mut server_connections = None;
-    let expected =
-        shared.steady.load(Ordering::Relaxed) - shared.steady_dropped.load(Ordering::Relaxed);
-    while counted.elapsed() < COUNT_TIMEOUT {
-        server_connections = cluster_connections(common, service).await;
-        if server_connections == Some(expected) {
-            break;
-        }
-        sleep(Duration::from_millis(500)).await;
+impl Scenario for Churn {
+    const NAME: &'static str = "churn";
+    const UNITS: &'static str = "steady members";
+    const NEEDS_ONE: bool = false;
+    type Shared = Shared;
+    /// Churn cycles' latencies.
+    type Out = Latency;
+    type Window = ();
+    type After = Checked;
+
+    fn parse(options: &mut Options) -> Result<Churn> {
+        Ok(Churn {
+            listings: options.take("listings", 10usize)?,
+            members: options.take("members", 1000usize)?,
+            churners: options.take("churners", 50usize)?,
+            duration: Duration::from_secs_f64(options.take("duration", 10.0f64)?.max(0.1)),
+            rate: options.take("rate", 20.0f64)?.max(0.0),
+            close: match options.take_text("close").as_deref() {
+                None | Some("mixed") => Close::Mixed,
+                Some("clean") => Close::Clean,
+                Some("drop") => Close::Drop,
+                Some(other) => {
+                    return fail(format!("--close: clean, drop or mixed, not {other:?}"))
+                }
+            },
+            drain: Duration::from_secs_f64(options.take("drain", 2.0f64)?.max(0.0)),
+            run: super::run_id(),
+        })
     }
-    let count_secs = counted.elapsed().as_secs_f64();
 
-    let checked = Instant::now();
-    for room in 0..settings.listings {
-        let data = json!({ "run": settings.run });
-        let listing = settings.listing(room);
-        if let Err(e) = post_listing_event(common, service, &listing, "check", data).await {
-            shared.problems.note(format!("check {e}"));
+    fn check(&self) -> Result<()> {
+        if self.listings == 0 || self.churners == 0 {
+            return fail("--listings and --churners must be at least 1");
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, common: &Common, service: &str) -> Result<()> {
+        super::create_rooms(common, service, Self::NAME, &self.run, self.listings).await
+    }
+
+    fn shared(&self) -> Shared {
+        Shared {
+            per_room: (0..self.listings).map(|_| AtomicU64::new(0)).collect(),
+            posted_per_room: (0..self.listings).map(|_| AtomicU64::new(0)).collect(),
+            ..Shared::default()
         }
     }
-    while shared.checked.load(Ordering::Relaxed) < expected && checked.elapsed() < CHECK_TIMEOUT {
-        sleep(Duration::from_millis(20)).await;
+
+    fn out(&self) -> Result<Latency> {
+        Latency::new()
     }
-    let check_secs = checked.elapsed().as_secs_f64();
-    let _ = phase.send(Phase::Stop);
-    Ok(Conducted {
-        connect_secs,
-        server_connections,
-        count_secs,
-        check_secs,
-        readings,
-    })
+
+    fn title(&self, common: &Common) -> String {
+        format!(
+            "souk-bench churn: {} steady members on {} listings, {} churners ({} close), {} events/s, {:.0} s, against {}",
+            self.members,
+            self.listings,
+            self.churners,
+            self.close.name(),
+            self.rate,
+            self.duration.as_secs_f64(),
+            common.url
+        )
+    }
+
+    /// Steady members, then churners.
+    fn units(&self) -> Vec<usize> {
+        vec![self.members, self.churners]
+    }
+
+    fn threads(&self, common: &Common) -> usize {
+        common.threads.max(1)
+    }
+
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    async fn unit(ctx: Rc<Ctx<Churn>>, kind: usize, index: usize) {
+        if kind == MEMBER {
+            run_member(ctx, index).await;
+        } else {
+            run_churner(ctx, index).await;
+        }
+    }
+
+    async fn window(run: &Run<Churn>, _start: Instant, end: Instant) -> Result<()> {
+        post_ticks(run, end).await;
+        Ok(())
+    }
+
+    /// Lets the churners finish their cycle and late ticks arrive, then
+    /// checks the server's count and the last event.
+    async fn after(run: &Run<Churn>, _end: Instant) -> Result<Checked> {
+        let (settings, shared) = (&run.settings, &run.shared);
+        sleep(settings.drain).await;
+        run.set_stage(Stage::After);
+
+        let counted = Instant::now();
+        let mut server_connections = None;
+        let expected = run.joined() - shared.steady_dropped.load(Ordering::Relaxed);
+        while counted.elapsed() < COUNT_TIMEOUT {
+            server_connections = cluster_connections(run).await;
+            if server_connections == Some(expected) {
+                break;
+            }
+            sleep(Duration::from_millis(500)).await;
+        }
+        let count_secs = counted.elapsed().as_secs_f64();
+
+        let checked = Instant::now();
+        for room in 0..settings.listings {
+            let data = json!({ "run": settings.run });
+            let listing = settings.listing(room);
+            let posted = post_listing_event(&run.common, &run.service, &listing, "check", data);
+            if let Err(e) = posted.await {
+                run.problems.note(format!("check {e}"));
+            }
+        }
+        while shared.checked.load(Ordering::Relaxed) < expected && checked.elapsed() < CHECK_TIMEOUT
+        {
+            sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Checked {
+            server_connections,
+            count_secs,
+            check_secs: checked.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn progress(run: Arc<Run<Churn>>) -> impl FnMut(f64) -> String + Send + 'static {
+        progress_line(run)
+    }
+
+    async fn report(
+        run: &Run<Churn>,
+        report: &mut Report,
+        cycle: Latency,
+        found: Found<Churn>,
+    ) -> Result<()> {
+        fill_report(report, run, &found, &cycle);
+        Ok(())
+    }
 }
 
 /// The connections the server says it holds: the sum over the nodes of
 /// `GET /api/v1/cluster`.
-async fn cluster_connections(common: &Common, service: &str) -> Option<u64> {
+async fn cluster_connections(run: &Run<Churn>) -> Option<u64> {
     let response = http::request(
-        &common.target,
+        &run.common.target,
         "GET",
         "/api/v1/cluster",
-        Some(service),
+        Some(&run.service),
         None,
     )
     .await
@@ -288,13 +272,8 @@ async fn cluster_connections(common: &Common, service: &str) -> Option<u64> {
 
 /// Posts `--rate` events a second, round-robin over the rooms, one request
 /// at a time, until `end`.
-async fn post_ticks(
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
-    service: &str,
-    end: Instant,
-) {
+async fn post_ticks(run: &Run<Churn>, end: Instant) {
+    let (common, settings, shared) = (&run.common, &run.settings, &run.shared);
     if settings.rate <= 0.0 {
         return;
     }
@@ -305,13 +284,14 @@ async fn post_ticks(
         sleep_until(next).await;
         let room = n as usize % settings.listings;
         let listing = settings.listing(room);
-        match post_listing_event(common, service, &listing, "tick", json!({ "n": n })).await {
+        let tick = json!({ "n": n });
+        match post_listing_event(common, &run.service, &listing, "tick", tick).await {
             Ok(()) => {
                 shared.posted_per_room[room].fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 shared.post_failed.fetch_add(1, Ordering::Relaxed);
-                shared.problems.note(e.to_string());
+                run.problems.note(e.to_string());
             }
         }
         n += 1;
@@ -323,86 +303,35 @@ async fn post_ticks(
     }
 }
 
-async fn shard_main(
-    index: usize,
-    threads: usize,
-    common: Common,
-    settings: Settings,
-    shared: Arc<Shared>,
-    phase: watch::Receiver<Phase>,
-) -> Result<Latency> {
-    let gate = Semaphore::new((common.connect_concurrency / threads).max(1));
-    let ctx = Rc::new(Ctx {
-        cycle: RefCell::new(Latency::new()?),
-        common,
-        settings,
-        shared,
-        phase,
-        gate,
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    for member in shard::items(index, threads, ctx.settings.members) {
-        tasks.spawn_local(run_member(ctx.clone(), member));
-    }
-    for churner in shard::items(index, threads, ctx.settings.churners) {
-        tasks.spawn_local(run_churner(ctx.clone(), churner));
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(ctx.cycle.replace(Latency::new()?))
-}
-
 /// Opens a connection as `user`, CONNECTs (counted when `churn`) and
 /// watches `listing`.
 async fn join(
-    ctx: &Ctx,
+    ctx: &Ctx<Churn>,
     source_index: usize,
     user: &str,
     listing: &str,
     churn: bool,
 ) -> Result<Socket> {
-    let sources = &ctx.common.sources;
-    let source = sources[source_index % sources.len()];
-    let mut socket = ws::open(&ctx.common.target, source).await?;
-    let token = token::mint(&ctx.common.secret, user, Some("buyer"), 24 * 3600)?;
-    socket.connect(&json!({ "token": token })).await?;
+    let mut socket = ctx.open_as(source_index, user, "buyer", 24 * 3600).await?;
     if churn {
         ctx.shared.connects.fetch_add(1, Ordering::Relaxed);
     }
-    let reply = socket
-        .call("listing:watch", &json!({ "listingId": listing }), 0)
+    socket
+        .call_ok("listing:watch", &json!({ "listingId": listing }), 0)
         .await?;
-    if reply["ok"] != json!(true) {
-        return fail(format!("listing:watch refused: {reply}"));
-    }
     Ok(socket)
 }
 
-async fn run_member(ctx: Rc<Ctx>, index: usize) {
+async fn run_member(ctx: Rc<Ctx<Churn>>, index: usize) {
     let room = index % ctx.settings.listings;
     let user = format!("bench-{}-m{index}", ctx.settings.run);
-    let joined = {
-        let Ok(_permit) = ctx.gate.acquire().await else {
-            return;
-        };
-        let listing = ctx.settings.listing(room);
-        timeout(CONNECT_TIMEOUT, join(&ctx, index, &user, &listing, false)).await
+    let listing = ctx.settings.listing(room);
+    let joined = ctx.enter("steady member", join(&ctx, index, &user, &listing, false));
+    let Some(mut socket) = joined.await else {
+        return;
     };
-    let shared = &ctx.shared;
-    let mut socket = match joined {
-        Ok(Ok(socket)) => socket,
-        Ok(Err(e)) => {
-            shared.problems.note(format!("steady member: {e}"));
-            shared.steady_failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            shared.problems.note("steady member: timed out".into());
-            shared.steady_failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
+    let (shared, problems) = (&ctx.shared, &ctx.problems);
     shared.per_room[room].fetch_add(1, Ordering::Relaxed);
-    shared.steady.fetch_add(1, Ordering::Relaxed);
     let mut phase = ctx.phase.clone();
     loop {
         if matches!(*phase.borrow_and_update(), Phase::Stop) {
@@ -416,7 +345,7 @@ async fn run_member(ctx: Rc<Ctx>, index: usize) {
                         match ws::event_name(&array) {
                             Some("tick") => { shared.delivered.fetch_add(1, Ordering::Relaxed); }
                             Some("check") => { shared.checked.fetch_add(1, Ordering::Relaxed); }
-                            Some("server:error") => shared.problems.note(format!("server:error {array}")),
+                            Some("server:error") => problems.note(format!("server:error {array}")),
                             _ => {}
                         }
                         continue;
@@ -427,7 +356,7 @@ async fn run_member(ctx: Rc<Ctx>, index: usize) {
                     Err(e) => e.to_string(),
                 };
                 shared.steady_dropped.fetch_add(1, Ordering::Relaxed);
-                shared.problems.note(format!("steady member dropped: {why}"));
+                problems.note(format!("steady member dropped: {why}"));
                 return;
             }
         }
@@ -435,18 +364,19 @@ async fn run_member(ctx: Rc<Ctx>, index: usize) {
     socket.close().await;
 }
 
-async fn run_churner(ctx: Rc<Ctx>, index: usize) {
+async fn run_churner(ctx: Rc<Ctx<Churn>>, index: usize) {
     let mut phase = ctx.phase.clone();
-    let end = loop {
+    let (start, end) = loop {
         match *phase.borrow_and_update() {
-            Phase::Connecting => {}
-            Phase::Churning { end } => break end,
+            Phase::Joining | Phase::Drain => {}
+            Phase::Window { start, end } => break (start, end),
             Phase::Stop => return,
         }
         if phase.changed().await.is_err() {
             return;
         }
     };
+    sleep_until(start).await;
     let user = format!("bench-{}-c{index}", ctx.settings.run);
     let shared = &ctx.shared;
     let mut cycle: usize = 0;
@@ -454,7 +384,7 @@ async fn run_churner(ctx: Rc<Ctx>, index: usize) {
         let room = (index + cycle) % ctx.settings.listings;
         let started = std::time::Instant::now();
         let joined = timeout(
-            CONNECT_TIMEOUT,
+            JOIN_TIMEOUT,
             join(
                 &ctx,
                 index + cycle,
@@ -466,7 +396,7 @@ async fn run_churner(ctx: Rc<Ctx>, index: usize) {
         .await;
         match joined {
             Ok(Ok(socket)) => {
-                ctx.cycle.borrow_mut().record(started.elapsed());
+                ctx.out.borrow_mut().record(started.elapsed());
                 shared.joins.fetch_add(1, Ordering::Relaxed);
                 let clean = match ctx.settings.close {
                     Close::Clean => true,
@@ -482,21 +412,23 @@ async fn run_churner(ctx: Rc<Ctx>, index: usize) {
             }
             Ok(Err(e)) => {
                 shared.cycle_failed.fetch_add(1, Ordering::Relaxed);
-                shared.problems.note(format!("churner: {e}"));
+                ctx.problems.note(format!("churner: {e}"));
                 sleep(Duration::from_millis(100)).await;
             }
             Err(_) => {
                 shared.cycle_failed.fetch_add(1, Ordering::Relaxed);
-                shared.problems.note("churner: timed out".into());
+                ctx.problems.note("churner: timed out".into());
             }
         }
         cycle += 1;
     }
 }
 
-fn progress_line(shared: Arc<Shared>, members: usize) -> impl FnMut(f64) -> String + Send {
+fn progress_line(run: Arc<Run<Churn>>) -> impl FnMut(f64) -> String + Send {
+    let members = run.settings.members;
     let mut last = [0u64; 3];
     move |elapsed| {
+        let shared = &run.shared;
         let now = [
             shared.connects.load(Ordering::Relaxed),
             shared.disconnects.load(Ordering::Relaxed),
@@ -508,21 +440,21 @@ fn progress_line(shared: Arc<Shared>, members: usize) -> impl FnMut(f64) -> Stri
             .map(|(n, l)| n.saturating_sub(l))
             .collect();
         last = now;
-        let steady = shared.steady.load(Ordering::Relaxed);
-        let failed = shared.steady_failed.load(Ordering::Relaxed);
+        let steady = run.joined();
+        let failed = run.failed();
         let dropped = shared.steady_dropped.load(Ordering::Relaxed);
-        match shared.stage.load(Ordering::Relaxed) {
-            STAGE_CONNECTING => format!(
+        match run.stage() {
+            Stage::Joining => format!(
                 "[{elapsed:5.1}s] steady members: {steady}/{members} joined, {failed} failed"
             ),
-            STAGE_CHURNING => format!(
+            Stage::Window | Stage::Drain => format!(
                 "[{elapsed:5.1}s] churning: connects {}/s  disconnects {}/s  ticks delivered {}/s  steady {}/{members}",
                 d[0],
                 d[1],
                 d[2],
                 steady - dropped
             ),
-            _ => format!(
+            Stage::After => format!(
                 "[{elapsed:5.1}s] checking: check event reached {}/{}",
                 shared.checked.load(Ordering::Relaxed),
                 steady - dropped
@@ -531,21 +463,13 @@ fn progress_line(shared: Arc<Shared>, members: usize) -> impl FnMut(f64) -> Stri
     }
 }
 
-fn fill_report(
-    report: &mut Report,
-    common: &Common,
-    settings: &Settings,
-    shared: &Shared,
-    conducted: &Conducted,
-    cycle: &Latency,
-) {
+fn fill_report(report: &mut Report, run: &Run<Churn>, found: &Found<Churn>, cycle: &Latency) {
+    let (common, settings, shared) = (&run.common, &run.settings, &run.shared);
+    let checked_after = &found.after;
     let secs = settings.duration.as_secs_f64();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let (steady, steady_failed, steady_dropped) = (
-        load(&shared.steady),
-        load(&shared.steady_failed),
-        load(&shared.steady_dropped),
-    );
+    let (steady, steady_failed) = (run.joined(), run.failed());
+    let steady_dropped = load(&shared.steady_dropped);
     let (connects, joins, disconnects, cycle_failed) = (
         load(&shared.connects),
         load(&shared.joins),
@@ -563,7 +487,6 @@ fn fill_report(
     let checked = load(&shared.checked);
     let holding = steady - steady_dropped;
     let cycle_summary = cycle.summary();
-    let sources: Vec<String> = common.sources.iter().map(ToString::to_string).collect();
     let missing = |got: u64, want: u64| {
         if got == want {
             String::new()
@@ -577,7 +500,7 @@ fn fill_report(
         "joined",
         format!(
             "{steady} of {} ({steady_failed} failed) in {:.1} s, on {} listings",
-            settings.members, conducted.connect_secs, settings.listings
+            settings.members, found.settle_secs, settings.listings
         ),
     );
     report.item("dropped during the run", steady_dropped.to_string());
@@ -615,10 +538,10 @@ fn fill_report(
     );
     report.item(
         "server's connections",
-        match conducted.server_connections {
+        match checked_after.server_connections {
             Some(n) => format!(
                 "{n} (GET /api/v1/cluster, {:.1} s after the churn; expected {holding}){}",
-                conducted.count_secs,
+                checked_after.count_secs,
                 if n == holding { "" } else { ": MISMATCH" }
             ),
             None => "unknown (GET /api/v1/cluster failed)".into(),
@@ -628,15 +551,15 @@ fn fill_report(
         "last event reached",
         format!(
             "{checked} of {holding} steady members in {:.2} s{}",
-            conducted.check_secs,
+            checked_after.check_secs,
             missing(checked, holding)
         ),
     );
 
-    let problems = shared.problems.report(report);
+    let problems = run.problems.report(report);
     report.set(
         "params",
-        json!({
+        run.params(json!({
             "url": common.url,
             "listings": settings.listings,
             "members": settings.members,
@@ -644,9 +567,7 @@ fn fill_report(
             "close": settings.close.name(),
             "rate": settings.rate,
             "durationSecs": secs,
-            "sources": sources,
-            "threads": common.threads,
-        }),
+        })),
     );
     report.set(
         "steady",
@@ -654,7 +575,7 @@ fn fill_report(
             "joined": steady,
             "failed": steady_failed,
             "dropped": steady_dropped,
-            "joinSecs": round3(conducted.connect_secs),
+            "joinSecs": round3(found.settle_secs),
         }),
     );
     report.set(
@@ -675,10 +596,10 @@ fn fill_report(
             "posted": posted,
             "delivered": delivered,
             "expected": expected,
-            "serverConnections": conducted.server_connections,
+            "serverConnections": checked_after.server_connections,
             "expectedConnections": holding,
             "checkReached": checked,
-            "checkSecs": round3(conducted.check_secs),
+            "checkSecs": round3(checked_after.check_secs),
         }),
     );
     report.set("problems", json!(problems));

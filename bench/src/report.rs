@@ -53,6 +53,12 @@ impl Report {
         }
     }
 
+    /// A top-level JSON field, as set.
+    #[cfg(test)]
+    pub fn field(&self, key: &str) -> Option<&Value> {
+        self.json.get(key)
+    }
+
     /// The table, as printed.
     pub fn table(&self) -> String {
         let width = self
