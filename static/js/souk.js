@@ -187,13 +187,16 @@ export function connect({ onFresh, indicator = document.querySelector("#conn") }
   });
   socket.on("disconnect", (reason) => {
     // "io server disconnect": souk ended the session (token expired); no retry.
-    if (reason === "io server disconnect") show("offline", "signed out by the server");
-    else show("reconnecting", "reconnecting…");
+    if (reason === "io server disconnect") {
+      show("offline", "signed out by the server");
+      sessionEnded();
+    } else show("reconnecting", "reconnecting…");
   });
   socket.on("connect_error", (err) => {
     const code = err?.data?.code;
     if (code) show("offline", `refused: ${code}`);
     else show("reconnecting", "reconnecting…");
+    if (code === "token_expired" || code === "invalid_token") sessionEnded();
   });
   socket.io.on("reconnect_attempt", (attempt) => show("reconnecting", `reconnecting (attempt ${attempt})…`));
   socket.on("server:error", (error) => reportServerError(error));
@@ -205,6 +208,27 @@ export function connect({ onFresh, indicator = document.querySelector("#conn") }
   keepTokenFresh(socket);
   window.souk = socket; // for poking at it from the console
   return socket;
+}
+
+/**
+ * Off dev mode nothing can renew a token in the page: once souk ends the
+ * session (the token expired) or refuses the token, the tab forgets it and
+ * says how to go on; a reload then shows the sign-in form.
+ */
+function sessionEnded() {
+  const current = session();
+  if (!current || current.dev || sessionLive(current)) return;
+  signOut();
+  const box = document.querySelector("#server-errors");
+  if (!box || box.querySelector("#session-ended")) return;
+  const reload = document.createElement("a");
+  reload.href = location.pathname + location.search;
+  reload.textContent = "sign in again";
+  const line = document.createElement("p");
+  line.id = "session-ended";
+  line.className = "notice";
+  line.append("Your session has ended (the token expired): ", reload, ".");
+  box.append(line);
 }
 
 /** Dev tokens are re-minted a minute before they expire and handed over with auth:refresh. */

@@ -77,3 +77,13 @@ test("a token in the address signs the tab in and leaves the address bar", T, as
   await other.locator(".error", { hasText: "token_expired" }).waitFor();
   await page.context().close();
 });
+
+test("when the token expires the tab says so and forgets it", T, async () => {
+  const page = await freshPage(`listing.html?id=demo-lamp#token=${userToken(ctx, "ben", 8)}`);
+  await page.locator('#conn[data-state="online"]').waitFor();
+  await page.locator("#session-ended", { hasText: "Your session has ended" }).waitFor({ timeout: 15_000 });
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await page.locator("#session-ended a", { hasText: "sign in again" }).click();
+  await page.locator("#sign-in").waitFor();
+  await page.context().close();
+});
