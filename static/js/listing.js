@@ -71,6 +71,8 @@ function drawBids() {
       ),
     ),
   );
+  // Numbered as placed: the newest, on top, is bid number bidCount.
+  $("#bid-history").start = Math.max(a?.bidCount ?? 0, bids.length);
   const earlier = Math.max(0, (a?.bidCount ?? 0) - bids.length);
   $("#earlier-bids").hidden = earlier === 0;
   $("#earlier-bids").textContent = `${earlier} earlier bid${earlier === 1 ? "" : "s"}, placed before this page opened${
