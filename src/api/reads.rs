@@ -40,7 +40,8 @@ pub fn mount(cfg: &mut web::ServiceConfig) {
             .wrap(cors())
             .route("/bookings", web::get().to(admin_bookings))
             .route("/bookings/{id}/audit", web::get().to(admin_audit))
-            .route("/cluster", web::get().to(admin_cluster)),
+            .route("/cluster", web::get().to(admin_cluster))
+            .route("/metrics", web::get().to(admin_metrics)),
     )
     .service(
         web::resource("/api/v1/listings")
@@ -281,6 +282,17 @@ pub async fn admin_cluster(
 ) -> Result<HttpResponse, Failure> {
     admin_only(&caller)?;
     super::rooms::cluster_view(&app).await
+}
+
+/// `GET /api/v1/admin/metrics`: admins only; this node's `/metrics`, for
+/// the ops page, which a browser reaches where `/metrics` is fenced off
+/// to the backend's network (deploy/nginx.conf).
+pub async fn admin_metrics(
+    caller: UserCaller,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
+    admin_only(&caller)?;
+    super::health::metrics(app).await
 }
 
 fn admin_only(caller: &UserCaller) -> Result<(), Failure> {

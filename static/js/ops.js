@@ -1,10 +1,10 @@
 // ops.js: the cluster view and this node's metrics, polled every 2 s and
 // kept in the page for the last minutes, drawn as small SVG charts.
-// No service token: the cluster view is GET /api/v1/admin/cluster with the
-// signed-in admin's own token (§8a), and /metrics is the node's public
-// Prometheus text (operators who fence it off get an error line here and
-// have the same figures in Grafana, deploy/grafana/souk.json).
-import { read, session } from "./souk.js";
+// No service token: the cluster view is GET /api/v1/admin/cluster and the
+// node's Prometheus text GET /api/v1/admin/metrics, both with the signed-in
+// admin's own token (§8a; /metrics itself is kept to the backend's network
+// by deploy/nginx.conf). Grafana has the same figures (deploy/grafana/souk.json).
+import { httpError, read, session } from "./souk.js";
 import { mountHeader } from "./header.js";
 import { $, el, showError } from "./ui.js";
 
@@ -233,8 +233,8 @@ async function poll() {
   try {
     const [view, text] = await Promise.all([
       cluster(),
-      fetch("/metrics").then(async (r) => {
-        if (!r.ok) throw { code: `http_${r.status}`, message: "/metrics is not reachable from this page" };
+      fetch("/api/v1/admin/metrics", { headers: { authorization: `Bearer ${session()?.token}` } }).then(async (r) => {
+        if (!r.ok) throw await httpError(r);
         return r.text();
       }),
     ]);

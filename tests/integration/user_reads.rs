@@ -616,3 +616,24 @@ async fn reads_answer_pages_of_allowed_origins_only() {
         .unwrap();
     assert!(resp.headers().get("access-control-allow-origin").is_none());
 }
+
+#[actix_web::test]
+async fn admins_read_the_node_metrics_with_their_own_token() {
+    let app = TestApp::spawn().await;
+    let path = "/api/v1/admin/metrics";
+    let mut resp = awc::Client::new()
+        .get(app.http(path))
+        .bearer_auth(app.token_with_role("ada", "admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.body().await.unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("souk_connections "), "{text}");
+    for token in [app.token("bob"), app.service_token()] {
+        let (status, body) = get(&app, path, Some(&token)).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    assert_eq!(get(&app, path, None).await.0, 401);
+}

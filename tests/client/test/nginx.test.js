@@ -252,7 +252,7 @@ test("nginx: the shipped config proxies the API, health and the cluster view of 
   assert.equal(refused.status, 401, refused.text);
 });
 
-test("nginx: the server API and /metrics answer only the backend's network; /dev/ never goes through", T, async () => {
+test("nginx: the server API and /metrics answer only the backend's network, the user reads anyone; /dev/ never goes through", T, async () => {
   // From the backend's network (127.0.0.1 is in the shipped geo block).
   assert.equal((await api(ctx.nginx.url, "GET", "/api/v1/cluster", undefined, serviceToken())).status, 200);
   assert.equal((await fetch(`${ctx.nginx.url}/metrics`)).status, 200);
@@ -263,6 +263,20 @@ test("nginx: the server API and /metrics answer only the backend's network; /dev
   const post403 = await api(ctx.outside.url, "POST", "/api/v1/users/u1/notifications", { kind: "x", data: {} });
   assert.equal(post403.status, 403, post403.text);
   assert.equal((await fetch(`${ctx.outside.url}/metrics`)).status, 403);
+  const putOutside = await api(ctx.outside.url, "PUT", "/api/v1/listings/l-outside", { sellerId: "s", title: "t", price: 1, currency: "EUR" }, serviceToken());
+  assert.equal(putOutside.status, 403, putOutside.text);
+  // The user reads (§8a) answer browsers anywhere, with the user's own token.
+  const user = userToken(randomId("u"));
+  for (const path of ["/api/v1/me/bookings", "/api/v1/me/listings", "/api/v1/listings?availability=available"]) {
+    const read = await api(ctx.outside.url, "GET", path, undefined, user);
+    assert.equal(read.status, 200, `${path}: ${read.text}`);
+  }
+  const admin = userToken(randomId("a"), { role: "admin" });
+  const metrics = await api(ctx.outside.url, "GET", "/api/v1/admin/metrics", undefined, admin);
+  assert.equal(metrics.status, 200, metrics.text);
+  assert.match(metrics.text, /souk_connections/);
+  const notAdmin = await api(ctx.outside.url, "GET", "/api/v1/admin/metrics", undefined, user);
+  assert.equal(notAdmin.status, 403, notAdmin.text);
   assert.equal((await fetch(`${ctx.outside.url}/healthz`)).status, 200);
   const socket = makeSocket(ctx.outside.url, { auth: { token: userToken(randomId("u")) } });
   await nextEvent(socket, "connect");
