@@ -118,18 +118,18 @@ impl ResponseError for Failure {
 
 impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
-        match err {
+        match &err {
             StoreError::NotFound => Failure::new(Code::NotFound, "not found"),
-            StoreError::Refused(refusal) => Failure::from(refusal),
-            StoreError::Unavailable(cause) => {
-                log::warn!("store unavailable: {cause}");
+            StoreError::Refused(refusal) => Failure::from(*refusal),
+            StoreError::Unavailable { .. } | StoreError::TimedOut(_) => {
+                log::warn!("{}", err.report());
                 Failure::new(
                     Code::ServiceUnavailable,
                     "a store is unavailable; nothing was written",
                 )
             }
-            StoreError::Internal(cause) => {
-                log::error!("store error: {cause}");
+            StoreError::Internal { .. } => {
+                log::error!("{}", err.report());
                 Failure::new(Code::Internal, "internal error")
             }
         }
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_contract_codes() {
-        let down = Failure::from(StoreError::Unavailable("x".into()));
+        let down = Failure::from(StoreError::unavailable("x"));
         assert_eq!(down.code.as_str(), "service_unavailable");
         assert_eq!(down.code.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(Failure::from(StoreError::NotFound).code, Code::NotFound);

@@ -19,22 +19,92 @@ pub mod writer;
 pub use db::Db;
 pub use redis::Redis;
 
+use std::sync::Arc;
+
 use crate::domain::BookingStatus;
+
+/// What made a store fail, kept whole for the logs; shared, so that one
+/// failed batch can answer every waiter.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
 /// A store failure in the store's own terms; the error module maps it, once,
 /// to the contract's codes and messages.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// A store cannot be reached; nothing was written.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// A store cannot be reached or did not answer; nothing was written.
+    #[error("store unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// Postgres cancelled a statement that ran past `statement_timeout`.
+    #[error("a statement ran past statement_timeout")]
+    TimedOut(#[source] Cause),
     #[error("not found")]
     NotFound,
     /// The data says no; nothing was written.
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("internal store error: {0}")]
-    Internal(String),
+    /// A fault in a store or in souk.
+    #[error("internal store error: {what}")]
+    Internal {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    /// A store cannot be reached: `what` failed, and nothing more is known.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// A store cannot be reached: `what` failed because of `cause`.
+    pub fn unavailable_by(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            cause: Some(Arc::from(cause.into())),
+        }
+    }
+
+    /// A fault: `what` went wrong, and nothing more is known.
+    pub fn internal(what: impl Into<String>) -> Self {
+        StoreError::Internal {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// A fault: `what` went wrong because of `cause`.
+    pub fn internal_by(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Internal {
+            what: what.into(),
+            cause: Some(Arc::from(cause.into())),
+        }
+    }
+
+    /// The error and each of its causes, `a: b: c`, for the logs.
+    pub fn report(&self) -> String {
+        let mut line = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            line.push_str(": ");
+            line.push_str(&err.to_string());
+            cause = err.source();
+        }
+        line
+    }
 }
 
 /// Why the data refuses a read or a write (nothing is written).
@@ -84,20 +154,51 @@ pub enum Refusal {
 impl From<diesel::result::Error> for StoreError {
     fn from(err: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
-        match err {
+        match &err {
             Error::NotFound => StoreError::NotFound,
             Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                info,
-            ) => StoreError::Unavailable(info.message().to_owned()),
+                _,
+            ) => StoreError::unavailable_by("postgres", err),
             // Too slow: the store cannot serve it now.
             Error::DatabaseError(_, info) if info.message().contains(db::TIMED_OUT) => {
-                StoreError::Unavailable(info.message().to_owned())
+                StoreError::TimedOut(Arc::new(err))
             }
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 StoreError::Refused(Refusal::Duplicate)
             }
-            other => StoreError::Internal(other.to_string()),
+            _ => StoreError::internal_by("postgres", err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn database(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn postgres_errors_keep_their_cause() {
+        let slow = StoreError::from(database(DatabaseErrorKind::Unknown, db::TIMED_OUT));
+        assert!(matches!(slow, StoreError::TimedOut(_)));
+        assert!(slow.report().ends_with(db::TIMED_OUT), "{}", slow.report());
+
+        let gone = StoreError::from(database(DatabaseErrorKind::ClosedConnection, "gone"));
+        assert!(matches!(gone, StoreError::Unavailable { .. }));
+        assert_eq!(gone.report(), "store unavailable: postgres: gone");
+
+        let broken = StoreError::from(database(DatabaseErrorKind::Unknown, "syntax"));
+        assert!(std::error::Error::source(&broken).is_some());
+
+        let twice = StoreError::from(database(DatabaseErrorKind::UniqueViolation, "dup"));
+        assert!(matches!(twice, StoreError::Refused(Refusal::Duplicate)));
+        assert!(matches!(
+            StoreError::from(Error::NotFound),
+            StoreError::NotFound
+        ));
     }
 }

@@ -67,7 +67,7 @@ impl<B: Batch> Writer<B> {
                     }
                 }
                 Err(err) => {
-                    log::warn!("batch of {take} failed: {err}");
+                    log::warn!("batch of {take} failed: {}", err.report());
                     for reply in replies {
                         let _ = reply.send(Err(err.clone()));
                     }
@@ -128,5 +128,5 @@ where
     writer.do_send(Write { row, reply });
     answer
         .await
-        .map_err(|_| StoreError::Internal("writer stopped".into()))?
+        .map_err(|err| StoreError::internal_by("writer stopped", err))?
 }
