@@ -46,7 +46,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Key(#[from] auth::KeyError),
-    #[error(transparent)]
+    /// Shown with its causes, like `Bind`: this is the last word a node says.
+    #[error("{}", .0.report())]
     Store(#[from] store::StoreError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -96,14 +96,7 @@ impl StoreError {
 
     /// The error and each of its causes, `a: b: c`, for the logs.
     pub fn report(&self) -> String {
-        let mut line = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(err) = cause {
-            line.push_str(": ");
-            line.push_str(&err.to_string());
-            cause = err.source();
-        }
-        line
+        crate::logging::chain(self)
     }
 }
 
