@@ -122,14 +122,14 @@ impl From<StoreError> for Failure {
             StoreError::NotFound => Failure::new(Code::NotFound, "not found"),
             StoreError::Refused(refusal) => Failure::from(*refusal),
             StoreError::Unavailable { .. } | StoreError::TimedOut(_) => {
-                log::warn!("{}", err.report());
+                log::warn!("{err}");
                 Failure::new(
                     Code::ServiceUnavailable,
                     "a store is unavailable; nothing was written",
                 )
             }
             StoreError::Internal { .. } => {
-                log::error!("{}", err.report());
+                log::error!("{err}");
                 Failure::new(Code::Internal, "internal error")
             }
         }

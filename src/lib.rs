@@ -46,8 +46,7 @@ pub enum StartError {
     },
     #[error(transparent)]
     Key(#[from] auth::KeyError),
-    /// Shown with its causes, like `Bind`: this is the last word a node says.
-    #[error("{}", .0.report())]
+    #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -5,18 +5,6 @@ use std::io::Write;
 use chrono::Utc;
 use serde_json::json;
 
-/// An error and each of its causes, `a: b: c`, for a log line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        line.push_str(": ");
-        line.push_str(&err.to_string());
-        cause = err.source();
-    }
-    line
-}
-
 /// Installs the JSON logger; `info` unless `RUST_LOG` says otherwise.
 pub fn init() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

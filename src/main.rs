@@ -71,7 +71,7 @@ fn run_migrations(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            log::error!("cannot migrate: {}", err.report());
+            log::error!("cannot migrate: {err}");
             ExitCode::FAILURE
         }
     }
@@ -99,7 +99,7 @@ fn seed_demo(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            log::error!("cannot seed the demo marketplace: {}", err.report());
+            log::error!("cannot seed the demo marketplace: {err}");
             ExitCode::FAILURE
         }
     }

@@ -32,7 +32,7 @@ pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A store cannot be reached or did not answer; nothing was written.
-    #[error("store unavailable: {what}")]
+    #[error("store unavailable: {what}{}", because(.cause))]
     Unavailable {
         what: String,
         #[source]
@@ -47,7 +47,7 @@ pub enum StoreError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// A fault in a store or in souk.
-    #[error("internal store error: {what}")]
+    #[error("internal store error: {what}{}", because(.cause))]
     Internal {
         what: String,
         #[source]
@@ -93,11 +93,15 @@ impl StoreError {
             cause: Some(Arc::from(cause.into())),
         }
     }
+}
 
-    /// The error and each of its causes, `a: b: c`, for the logs.
-    pub fn report(&self) -> String {
-        crate::logging::chain(self)
-    }
+/// `: cause` when there is one. The message repeats its cause, kept as the
+/// source too, because many log lines print only `{err}`.
+fn because(cause: &Option<Cause>) -> String {
+    cause
+        .as_ref()
+        .map(|cause| format!(": {cause}"))
+        .unwrap_or_default()
 }
 
 /// Why the data refuses a read or a write (nothing is written).
@@ -178,11 +182,12 @@ mod tests {
     fn postgres_errors_keep_their_cause() {
         let slow = StoreError::from(database(DatabaseErrorKind::Unknown, db::TIMED_OUT));
         assert!(matches!(slow, StoreError::TimedOut(_)));
-        assert!(slow.report().ends_with(db::TIMED_OUT), "{}", slow.report());
+        let source = std::error::Error::source(&slow).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some(db::TIMED_OUT));
 
         let gone = StoreError::from(database(DatabaseErrorKind::ClosedConnection, "gone"));
         assert!(matches!(gone, StoreError::Unavailable { .. }));
-        assert_eq!(gone.report(), "store unavailable: postgres: gone");
+        assert_eq!(gone.to_string(), "store unavailable: postgres: gone");
 
         let broken = StoreError::from(database(DatabaseErrorKind::Unknown, "syntax"));
         assert!(std::error::Error::source(&broken).is_some());

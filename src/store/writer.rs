@@ -67,7 +67,7 @@ impl<B: Batch> Writer<B> {
                     }
                 }
                 Err(err) => {
-                    log::warn!("batch of {take} failed: {}", err.report());
+                    log::warn!("batch of {take} failed: {err}");
                     for reply in replies {
                         let _ = reply.send(Err(err.clone()));
                     }
