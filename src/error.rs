@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
 use crate::protocol::events::EventError;
-use crate::store::StoreError;
+use crate::store::{Refusal, StoreError};
 
 /// The contract's error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,19 +118,60 @@ impl ResponseError for Failure {
 
 impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
-        match err {
+        match &err {
             StoreError::NotFound => Failure::new(Code::NotFound, "not found"),
-            StoreError::Rejected { code, message } => Failure::new(code, message),
-            StoreError::Unavailable(cause) => {
-                log::warn!("store unavailable: {cause}");
+            StoreError::Refused(refusal) => Failure::from(*refusal),
+            StoreError::Unavailable { .. } | StoreError::TimedOut(_) => {
+                log::warn!("{err}");
                 Failure::new(
                     Code::ServiceUnavailable,
                     "a store is unavailable; nothing was written",
                 )
             }
-            StoreError::Internal(cause) => {
-                log::error!("store error: {cause}");
+            StoreError::Internal { .. } => {
+                log::error!("{err}");
                 Failure::new(Code::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// Each domain refusal's code and the message the client sees.
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotAParty => Failure::new(
+                Code::Forbidden,
+                "only this booking's buyer and seller (and admins) may do that",
+            ),
+            Refusal::NotAParticipant => Failure::new(Code::Forbidden, "not a participant"),
+            Refusal::InvalidTransition { from, to } => Failure::new(
+                Code::InvalidTransition,
+                format!("a booking cannot move from {from} to {to}"),
+            ),
+            Refusal::NotYourMove { from, to } => Failure::new(
+                Code::Forbidden,
+                format!("you may not move this booking from {from} to {to}"),
+            ),
+            Refusal::SellerOwnListing => {
+                Failure::new(Code::Forbidden, "sellers cannot reserve their own listing")
+            }
+            Refusal::ListingPrivate => Failure::new(Code::Forbidden, "this listing is private"),
+            Refusal::AuctionNotReservable => {
+                Failure::new(Code::Unavailable, "auction listings are won by bidding")
+            }
+            Refusal::NotAnAuction => Failure::new(Code::Unavailable, "not an auction"),
+            Refusal::KeyReused => Failure::new(
+                Code::Conflict,
+                "idempotencyKey was used for another listing",
+            ),
+            Refusal::SellerChanged => Failure::new(
+                Code::Conflict,
+                "sellerId of an existing listing cannot change",
+            ),
+            Refusal::Duplicate => Failure::new(Code::Conflict, "already exists"),
+            Refusal::MessageNotInBooking => {
+                Failure::new(Code::NotFound, "no such message in this booking")
             }
         }
     }
@@ -175,9 +216,28 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_contract_codes() {
-        let down = Failure::from(StoreError::Unavailable("x".into()));
+        let down = Failure::from(StoreError::unavailable("x"));
         assert_eq!(down.code.as_str(), "service_unavailable");
         assert_eq!(down.code.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(Failure::from(StoreError::NotFound).code, Code::NotFound);
+    }
+
+    #[test]
+    fn refusals_keep_their_wire_code_and_message() {
+        use crate::domain::BookingStatus;
+        let moved = Failure::from(StoreError::from(Refusal::InvalidTransition {
+            from: BookingStatus::Completed,
+            to: BookingStatus::Requested,
+        }));
+        assert_eq!(moved.code, Code::InvalidTransition);
+        assert_eq!(
+            moved.message,
+            "a booking cannot move from completed to requested"
+        );
+        let bid = Failure::from(StoreError::from(Refusal::NotAnAuction));
+        assert_eq!(
+            (bid.code, bid.message.as_str()),
+            (Code::Unavailable, "not an auction")
+        );
     }
 }

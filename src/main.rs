@@ -83,7 +83,7 @@ fn seed_demo(settings: &Settings) -> ExitCode {
     let seeded = store::demo::seed_url(&settings.database_url).and_then(|()| {
         actix_web::rt::System::new().block_on(async {
             let metrics = souk::metrics::Metrics::new()
-                .map_err(|err| store::StoreError::Internal(err.to_string()))?;
+                .map_err(|err| store::StoreError::internal_by("metrics", err))?;
             let redis = store::Redis::new(&settings.redis_url, &settings.redis_prefix, 1, metrics)?;
             let key = souk::auction::live::auction_key(&redis, store::demo::AUCTION);
             souk::auction::live::forget(&redis, vec![key]).await

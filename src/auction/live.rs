@@ -237,14 +237,14 @@ pub async fn place(
         }),
         [kind, json] => {
             let outcome: Outcome = serde_json::from_str(json)
-                .map_err(|err| StoreError::Internal(format!("bid outcome {json}: {err}")))?;
+                .map_err(|err| StoreError::internal_by(format!("bid outcome {json}"), err))?;
             Ok(if kind == "repeat" {
                 Placed::Repeat(outcome)
             } else {
                 Placed::Decided(outcome)
             })
         }
-        other => Err(StoreError::Internal(format!(
+        other => Err(StoreError::internal(format!(
             "bid script answered {other:?}"
         ))),
     }
@@ -358,7 +358,7 @@ pub async fn begin_close(
         [kind, version] if kind == "closing" => Ok(CloseCheck::Closing {
             version: version.parse().unwrap_or(0),
         }),
-        other => Err(StoreError::Internal(format!(
+        other => Err(StoreError::internal(format!(
             "close script answered {other:?}"
         ))),
     }

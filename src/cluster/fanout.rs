@@ -187,8 +187,8 @@ impl Fanout {
         emit(self);
         match self.barrier(since).await {
             true => Ok(()),
-            false => Err(StoreError::Unavailable(
-                "redis: the event could not be published".into(),
+            false => Err(StoreError::unavailable(
+                "redis: the event could not be published",
             )),
         }
     }

@@ -67,11 +67,11 @@ impl Target {
     pub fn from_url(url: &str, name: String) -> Result<Self, StoreError> {
         let info = url
             .into_connection_info()
-            .map_err(|err| StoreError::Internal(format!("bad Redis URL: {err}")))?;
+            .map_err(|err| StoreError::internal_by("bad Redis URL", err))?;
         let address = match info.addr() {
             ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
             other => {
-                return Err(StoreError::Internal(format!(
+                return Err(StoreError::internal(format!(
                     "the subscriber speaks plain TCP only, not {other:?}"
                 )))
             }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::booking::{access, Admins};
 use super::Caller;
-use crate::error::{Code, Failure};
+use crate::error::Failure;
 use crate::ids::{BookingId, MessageId, UserId};
 use crate::rooms::registry::Typing;
 use crate::rooms::RoomKey;
@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::store::messages::{self, NewMessage, Outgoing};
 use crate::store::receipts;
 use crate::store::writer;
-use crate::store::StoreError;
+use crate::store::{Refusal, StoreError};
 use crate::time::rfc3339;
 
 /// How long one typist's `typing: true` broadcasts are throttled (§5).
@@ -91,10 +91,7 @@ pub async fn read_mark(
         .run(move |conn| {
             let (row, _) = access(conn, &lookup, &who, Admins::Refused)?;
             if !messages::in_booking(conn, &lookup, message)? {
-                return Err(StoreError::rejected(
-                    Code::NotFound,
-                    "no such message in this booking",
-                ));
+                return Err(Refusal::MessageNotInBooking.into());
             }
             let (receipt, moved) = receipts::mark(conn, &lookup, who.user(), message)?;
             Ok((row, receipt, moved))

@@ -10,9 +10,8 @@ use super::bookings::BookingRow;
 use super::listings::{self, ListingRow};
 use super::outbox::{self, NewNotice};
 use super::schema::{auction_results, bids, bookings, listings as listings_table};
-use super::{audit, StoreError};
+use super::{audit, Refusal, StoreError};
 use crate::domain::{Availability, BookingStatus, Visibility};
-use crate::error::Code;
 use crate::ids::{BookingId, ListingId};
 
 /// A `bids` row.
@@ -254,7 +253,7 @@ pub fn close(
             return Ok(None);
         }
         if !listing.is_auction() {
-            return Err(StoreError::rejected(Code::Unavailable, "not an auction"));
+            return Err(Refusal::NotAnAuction.into());
         }
         let top: Option<BidRow> = bids::table
             .filter(bids::listing_id.eq(listing_id))

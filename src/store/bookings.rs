@@ -8,10 +8,9 @@ use diesel::prelude::*;
 
 use super::listings::{self, ListingRow};
 use super::schema::bookings;
-use super::{audit, StoreError};
+use super::{audit, Refusal, StoreError};
 use crate::domain::booking::{check_move, MoveError};
 use crate::domain::{Availability, Booking, BookingStatus, Mover, Visibility};
-use crate::error::Code;
 use crate::ids::{BookingId, ListingId, UserId};
 use crate::time::rfc3339;
 
@@ -58,10 +57,7 @@ impl BookingRow {
 /// A booking row, or `NotFound`.
 /// What a caller who is neither the buyer, the seller nor an admin is told.
 pub fn not_a_party() -> StoreError {
-    StoreError::rejected(
-        Code::Forbidden,
-        "only this booking's buyer and seller (and admins) may do that",
-    )
+    Refusal::NotAParty.into()
 }
 
 pub fn get(conn: &mut PgConnection, id: &BookingId) -> Result<BookingRow, StoreError> {
@@ -163,24 +159,15 @@ pub fn reserve(
         }
         let listing = listings::get(conn, listing_id)?;
         if listing.seller_id == buyer.as_str() {
-            return Err(StoreError::rejected(
-                Code::Forbidden,
-                "sellers cannot reserve their own listing",
-            ));
+            return Err(Refusal::SellerOwnListing.into());
         }
         if listing.visibility() == Visibility::Private
             && !buyer_has_booking(conn, &listing.id, buyer)?
         {
-            return Err(StoreError::rejected(
-                Code::Forbidden,
-                "this listing is private",
-            ));
+            return Err(Refusal::ListingPrivate.into());
         }
         if listing.is_auction() {
-            return Err(StoreError::rejected(
-                Code::Unavailable,
-                "auction listings are won by bidding",
-            ));
+            return Err(Refusal::AuctionNotReservable.into());
         }
         let Some(reserved) = listings::set_availability(
             conn,
@@ -238,10 +225,7 @@ fn by_key(
 
 fn repeat(existing: BookingRow, listing_id: &ListingId) -> Result<Reservation, StoreError> {
     if existing.listing_id != listing_id.as_str() {
-        return Err(StoreError::rejected(
-            Code::Conflict,
-            "idempotencyKey was used for another listing",
-        ));
+        return Err(Refusal::KeyReused.into());
     }
     Ok(Reservation::Made(Box::new(Reserved {
         booking: existing,
@@ -278,18 +262,11 @@ where
             .select(BookingRow::as_select())
             .for_update()
             .first(conn)?;
-        let who = mover(conn, &row)?
-            .ok_or_else(|| StoreError::rejected(Code::Forbidden, "not a participant"))?;
+        let who = mover(conn, &row)?.ok_or(Refusal::NotAParticipant)?;
         let previous = row.status();
         check_move(previous, to, who).map_err(|err| match err {
-            MoveError::NotAMove => StoreError::rejected(
-                Code::InvalidTransition,
-                format!("a booking cannot move from {previous} to {to}"),
-            ),
-            MoveError::NotYours => StoreError::rejected(
-                Code::Forbidden,
-                format!("you may not move this booking from {previous} to {to}"),
-            ),
+            MoveError::NotAMove => Refusal::InvalidTransition { from: previous, to },
+            MoveError::NotYours => Refusal::NotYourMove { from: previous, to },
         })?;
         let booking = diesel::update(bookings::table.find(id.as_str()))
             .set((

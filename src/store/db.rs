@@ -57,18 +57,16 @@ impl Db {
         let outcome = actix_web::rt::task::spawn_blocking(move || {
             let mut conn = pool
                 .get()
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+                .map_err(|err| StoreError::unavailable_by("postgres pool", err))?;
             work(&mut conn)
         })
         .await
-        .map_err(|err| StoreError::Internal(format!("database task failed: {err}")))?;
-        if let Err(StoreError::Unavailable(message)) = &outcome {
-            if message.contains(TIMED_OUT) {
-                self.metrics
-                    .limits_tripped
-                    .with_label_values(&["statement_timeout"])
-                    .inc();
-            }
+        .map_err(|err| StoreError::internal_by("database task failed", err))?;
+        if let Err(StoreError::TimedOut(_)) = &outcome {
+            self.metrics
+                .limits_tripped
+                .with_label_values(&["statement_timeout"])
+                .inc();
         }
         outcome
     }
@@ -102,19 +100,19 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementTimeout
 /// Applies pending migrations; returns the names of those applied.
 pub fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
     let mut conn =
-        PgConnection::establish(url).map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        PgConnection::establish(url).map_err(|err| StoreError::unavailable_by("postgres", err))?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
-        .map_err(|err| StoreError::Internal(format!("migration failed: {err}")))?;
+        .map_err(|err| StoreError::internal_by("migration failed", err))?;
     Ok(applied.iter().map(ToString::to_string).collect())
 }
 
 /// Reverts every applied migration; used by tests that check `down.sql`.
 pub fn revert_all(url: &str) -> Result<usize, StoreError> {
     let mut conn =
-        PgConnection::establish(url).map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        PgConnection::establish(url).map_err(|err| StoreError::unavailable_by("postgres", err))?;
     let reverted = conn
         .revert_all_migrations(MIGRATIONS)
-        .map_err(|err| StoreError::Internal(format!("revert failed: {err}")))?;
+        .map_err(|err| StoreError::internal_by("revert failed", err))?;
     Ok(reverted.len())
 }

@@ -124,7 +124,7 @@ const BOOKINGS: [DemoBooking; 3] = [
 /// Connects to `url` and seeds it as of now.
 pub fn seed_url(url: &str) -> Result<(), StoreError> {
     let mut conn =
-        PgConnection::establish(url).map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        PgConnection::establish(url).map_err(|err| StoreError::unavailable_by("postgres", err))?;
     seed(&mut conn, Utc::now())
 }
 

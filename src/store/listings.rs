@@ -4,9 +4,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::{auction_results, bids, listings};
-use super::StoreError;
+use super::{Refusal, StoreError};
 use crate::domain::{Auction, AuctionStatus, Availability, Listing, Visibility};
-use crate::error::Code;
 use crate::ids::{ListingId, UserId};
 use crate::time::rfc3339;
 
@@ -242,10 +241,7 @@ pub fn upsert(
             .for_update()
             .first(conn)?;
         if before.seller_id != input.seller_id.as_str() {
-            return Err(StoreError::rejected(
-                Code::Conflict,
-                "sellerId of an existing listing cannot change",
-            ));
+            return Err(Refusal::SellerChanged.into());
         }
         let same = before.title == input.title
             && before.price == input.price

@@ -141,7 +141,7 @@ fn send_batch(
         };
         let (row, created) = stored
             .next()
-            .ok_or_else(|| StoreError::Internal("a message was not written".into()))?;
+            .ok_or_else(|| StoreError::internal("a message was not written"))?;
         if audited {
             // In the batch's transaction: no admin's message without its entry.
             audit::admin_access(

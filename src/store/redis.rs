@@ -34,7 +34,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 impl From<deadpool_redis::redis::RedisError> for StoreError {
     fn from(err: deadpool_redis::redis::RedisError) -> Self {
-        StoreError::Unavailable(format!("redis: {err}"))
+        StoreError::unavailable_by("redis", err)
     }
 }
 
@@ -125,7 +125,7 @@ impl Redis {
     /// Reads the URL and makes the handle without connecting.
     pub fn new(url: &str, prefix: &str, size: usize, metrics: Metrics) -> Result<Self, StoreError> {
         url.into_connection_info()
-            .map_err(|err| StoreError::Internal(format!("bad Redis URL: {err}")))?;
+            .map_err(|err| StoreError::internal_by("bad Redis URL", err))?;
         let pool_config = PoolConfig {
             max_size: size.max(1),
             timeouts: Timeouts {
@@ -168,7 +168,7 @@ impl Redis {
         let slot = &self.shared.slots[index];
         let cached = slot
             .lock()
-            .map_err(|_| StoreError::Internal("redis: a connection slot is poisoned".into()))?
+            .map_err(|_| StoreError::internal("redis: a connection slot is poisoned"))?
             .clone();
         if let Some((mut conn, checked)) = cached {
             if checked.elapsed() < CHECK_EVERY {
@@ -179,20 +179,19 @@ impl Redis {
                 return Ok(RedisConnection(conn));
             }
         }
-        let unavailable = |err: String| StoreError::Unavailable(format!("redis: {err}"));
         let conn = match self.backend().await? {
             Backend::Standalone(pool) => {
                 let fresh = pool
                     .get()
                     .await
-                    .map_err(|err| unavailable(err.to_string()))?;
+                    .map_err(|err| StoreError::unavailable_by("redis pool", err))?;
                 Conn::Standalone(deadpool_redis::Connection::take(fresh))
             }
             Backend::Cluster(pool) => {
                 let fresh = pool
                     .get()
                     .await
-                    .map_err(|err| unavailable(err.to_string()))?;
+                    .map_err(|err| StoreError::unavailable_by("redis pool", err))?;
                 Conn::Cluster(deadpool_redis::cluster::Connection::take(fresh))
             }
         };
@@ -274,8 +273,8 @@ impl Redis {
     }
 }
 
-fn bad_settings(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("bad Redis settings: {err}"))
+fn bad_settings(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::internal_by("bad Redis settings", err)
 }
 
 /// Asks the server at `url` whether it runs in cluster mode.
@@ -283,7 +282,7 @@ async fn is_cluster(url: &str) -> Result<bool, StoreError> {
     let client = deadpool_redis::redis::Client::open(url)?;
     let mut conn = tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
         .await
-        .map_err(|_| StoreError::Unavailable("redis: connecting timed out".into()))??;
+        .map_err(|err| StoreError::unavailable_by("redis: connecting", err))??;
     let info: String = tokio::time::timeout(
         TIMEOUT,
         deadpool_redis::redis::cmd("INFO")
@@ -291,7 +290,7 @@ async fn is_cluster(url: &str) -> Result<bool, StoreError> {
             .query_async(&mut conn),
     )
     .await
-    .map_err(|_| StoreError::Unavailable("redis: INFO timed out".into()))??;
+    .map_err(|err| StoreError::unavailable_by("redis: INFO", err))??;
     Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
 }
 
@@ -308,6 +307,6 @@ async fn ping(conn: &mut Conn) -> Result<(), StoreError> {
         deadpool_redis::redis::cmd("PING").query_async(conn),
     )
     .await
-    .map_err(|_| StoreError::Unavailable("redis: PING timed out".into()))?;
+    .map_err(|err| StoreError::unavailable_by("redis: PING", err))?;
     reply.map(|_| ()).map_err(StoreError::from)
 }

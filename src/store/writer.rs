@@ -128,5 +128,5 @@ where
     writer.do_send(Write { row, reply });
     answer
         .await
-        .map_err(|_| StoreError::Internal("writer stopped".into()))?
+        .map_err(|err| StoreError::internal_by("writer stopped", err))?
 }
