@@ -96,9 +96,12 @@ impl FdWatch {
         if !due && !probe_fails(self.probe.as_deref()) {
             return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         self.counting = true;
         let (probe, limit) = (self.probe.clone(), self.limit);
-        let reading = tokio::task::spawn_blocking(move || read(probe.as_deref(), limit));
+        let reading = runtime.spawn_blocking(move || read(probe.as_deref(), limit));
         ctx.spawn(
             async move { reading.await.ok() }
                 .into_actor(self)
@@ -258,6 +261,12 @@ impl Actor for FdWatch {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // A node whose start failed drops this actor, never run, with its
+        // runtime: it is first polled then, with no timer or pool to use.
+        if tokio::runtime::Handle::try_current().is_err() {
+            ctx.stop();
+            return;
+        }
         self.tick(ctx);
         ctx.run_interval(CHECK_EVERY, |watch, ctx| watch.tick(ctx));
     }

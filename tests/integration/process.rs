@@ -55,6 +55,26 @@ fn serve_refuses_dev_mode_off_loopback_or_with_a_real_secret_and_short_secrets()
 }
 
 #[test]
+fn a_start_that_fails_says_why_and_exits_without_panicking() {
+    // A node whose start fails drops actors it created but never ran; one
+    // of them used to panic for want of a runtime, hiding the reason.
+    let db = TestDb::create();
+    let output = Command::new(SOUK)
+        .arg("serve")
+        .env_clear()
+        .env("SOUK_DATABASE_URL", &db.url)
+        .env("SOUK_JWT_SECRET", SECRET)
+        .env("SOUK_HTTP_ADDR", "127.0.0.1:0")
+        .env("SOUK_REDIS_URL", "redis://[not-a-url")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad Redis URL"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn migrate_needs_no_token_key() {
     // scripts/dev migrates before it serves in dev mode.
     let db = TestDb::create();
