@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auction;
 pub mod auth;
+pub mod broker;
 pub mod cluster;
 pub mod domain;
 pub mod error;
@@ -98,7 +99,7 @@ impl Application {
             settings.quotas.db_statement_timeout,
             metrics.clone(),
         )?;
-        let redis = store::Redis::new(
+        let redis = broker::redis::Redis::new(
             &settings.redis_url,
             &settings.redis_prefix,
             settings.redis_pool_size,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use souk::settings::Settings;
-use souk::{store, Application};
+use souk::{broker, store, Application};
 
 const USAGE: &str =
     "usage: souk serve [--no-migrate] [--config PATH] | souk migrate [--config PATH] \
@@ -84,7 +84,8 @@ fn seed_demo(settings: &Settings) -> ExitCode {
         actix_web::rt::System::new().block_on(async {
             let metrics = souk::metrics::Metrics::new()
                 .map_err(|err| store::StoreError::internal_by("metrics", err))?;
-            let redis = store::Redis::new(&settings.redis_url, &settings.redis_prefix, 1, metrics)?;
+            let redis =
+                broker::redis::Redis::new(&settings.redis_url, &settings.redis_prefix, 1, metrics)?;
             let key = souk::auction::live::auction_key(&redis, store::demo::AUCTION);
             souk::auction::live::forget(&redis, vec![key]).await
         })

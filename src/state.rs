@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::Addr;
 
 use crate::auth::Authenticator;
+use crate::broker::redis::{Redis, RedisBroker};
+use crate::broker::Broker;
 use crate::cluster::Fanout;
 use crate::metrics::Metrics;
 use crate::rooms::presence::PresenceTracker;
@@ -13,14 +15,17 @@ use crate::settings::Settings;
 use crate::store::bids::Bids;
 use crate::store::messages::Messages;
 use crate::store::writer::Writer;
-use crate::store::{Db, Redis};
+use crate::store::Db;
 
 /// A node's shared state, held behind `web::Data` (an `Arc`).
 pub struct AppState {
     pub settings: Settings,
     pub auth: Authenticator,
     pub db: Db,
+    /// Until every use of Redis is behind the broker's traits.
     pub redis: Redis,
+    /// What this node shares with the others.
+    pub broker: Broker,
     pub registry: Addr<Registry>,
     pub fanout: Fanout,
     pub messages: Addr<Writer<Messages>>,
@@ -58,6 +63,7 @@ impl AppState {
             settings,
             auth,
             db,
+            broker: Broker::Redis(std::sync::Arc::new(RedisBroker::new(redis.clone()))),
             redis,
             fanout: actors.fanout,
             registry: actors.registry,

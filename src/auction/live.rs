@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 use deadpool_redis::redis::Script;
 use serde::Deserialize;
 
-use crate::store::{Redis, StoreError};
+use crate::broker::redis::Redis;
+use crate::store::StoreError;
 
 /// How long a bid's idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;

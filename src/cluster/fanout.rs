@@ -13,10 +13,11 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{offset_counter, room_channel, room_last_offset, room_log};
+use crate::broker::redis::Redis;
 use crate::ids::{ListingId, UserId};
 use crate::protocol::socket::encode_event_head;
 use crate::rooms::RoomKey;
-use crate::store::{Redis, StoreError};
+use crate::store::StoreError;
 use deadpool_redis::redis::{RedisResult, Value as RedisValue};
 
 /// Events one pipeline publishes at most.

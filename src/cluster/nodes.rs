@@ -8,8 +8,9 @@ use actix::prelude::*;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use crate::broker::redis::Redis;
 use crate::rooms::registry::{GetStats, Registry};
-use crate::store::{Redis, StoreError};
+use crate::store::StoreError;
 use crate::time::rfc3339;
 
 /// A node's key lives this many heartbeats.

@@ -10,9 +10,10 @@ use std::sync::LazyLock;
 use deadpool_redis::redis::{Script, Value as RedisValue};
 
 use super::room_log;
+use crate::broker::redis::Redis;
 use crate::ids::UserId;
 use crate::rooms::RoomKey;
-use crate::store::{Redis, StoreError};
+use crate::store::StoreError;
 
 /// What a socket was in, as a claim finds it.
 #[derive(Debug, Clone, PartialEq)]

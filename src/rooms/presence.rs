@@ -13,9 +13,10 @@ use deadpool_redis::redis::Script;
 use serde_json::{json, Value};
 
 use super::RoomKey;
+use crate::broker::redis::Redis;
 use crate::cluster::Fanout;
 use crate::ids::UserId;
-use crate::store::{Redis, StoreError};
+use crate::store::StoreError;
 use crate::time::rfc3339;
 
 /// Users a sweep handles at most, per bucket.

@@ -13,11 +13,12 @@ use super::room::{
     Broadcast, GetMembers, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState,
 };
 use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
+use crate::broker::redis::Redis;
 use crate::cluster::recovery::{self, Changes, Save};
 use crate::cluster::subscriber::Resumed;
 use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
 use crate::ids::{BookingId, ListingId, UserId};
-use crate::store::{bookings, Db, Redis};
+use crate::store::{bookings, Db};
 
 /// How long a join waits for Redis to confirm the room's subscription.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);

@@ -1,5 +1,5 @@
-//! The stores: Postgres through diesel (run on the blocking pool, never on the
-//! async threads) and Redis through deadpool-redis.
+//! The store: Postgres through diesel (run on the blocking pool, never on the
+//! async threads).
 
 pub mod audit;
 pub mod bids;
@@ -12,12 +12,10 @@ pub mod messages;
 pub mod outbox;
 pub mod reads;
 pub mod receipts;
-pub mod redis;
 pub mod schema;
 pub mod writer;
 
 pub use db::Db;
-pub use redis::Redis;
 
 use std::sync::Arc;
 

@@ -26,8 +26,8 @@ use deadpool_redis::redis::{Cmd, IntoConnectionInfo, Pipeline, RedisResult, Valu
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use tokio::sync::OnceCell;
 
-use super::StoreError;
 use crate::metrics::Metrics;
+use crate::store::StoreError;
 
 /// How long a command may wait for a connection before Redis counts as down.
 const TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,0 +1,30 @@
+//! PLACEHOLDER (being built): every call fails as unavailable.
+#![allow(unused_imports)]
+
+use std::time::Duration;
+
+use actix::Recipient;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{not_yet, RedisBroker};
+use crate::broker::{
+    Arrival, Auctions, BidRequest, Claim, CloseCheck, Events, History, LiveState, LogLimits, Nodes,
+    Placed, Presence, PresenceState, Publication, RateLimit, Records, Remembered, Save, Saved,
+    Subscription, Throttle, Throttles,
+};
+use crate::ids::{ListingId, UserId};
+use crate::rooms::RoomKey;
+use crate::store::StoreError;
+
+impl Nodes for RedisBroker {
+    async fn beat(&self, _: &str, _: &Value, _: Duration) -> Result<(), StoreError> {
+        Err(not_yet())
+    }
+    async fn leave(&self, _: &str) -> Result<(), StoreError> {
+        Err(not_yet())
+    }
+    async fn live(&self) -> Result<Vec<Value>, StoreError> {
+        Err(not_yet())
+    }
+}
