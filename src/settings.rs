@@ -11,7 +11,7 @@ mod guard;
 mod outbox;
 mod quotas;
 
-pub use guard::{GuardSettings, TokenRate};
+pub use guard::GuardSettings;
 pub use outbox::OutboxSettings;
 pub use quotas::{QuotaSettings, Rate, Rates};
 
