@@ -454,6 +454,22 @@ mod tests {
         }
     }
 
+    /// The integration tests set origins as typed settings; how the list is
+    /// written in the environment (spaces, a trailing slash) is read here.
+    #[test]
+    fn cors_origins_are_a_trimmed_comma_separated_list() -> Result<(), SettingsError> {
+        let s = Settings::from_values(&values(&[(
+            "SOUK_CORS_ORIGINS",
+            " https://shop.example, https://admin.example/ ,,",
+        )]))?;
+        assert_eq!(
+            s.cors_origins,
+            ["https://shop.example", "https://admin.example"]
+        );
+        assert!(Settings::from_values(&values(&[]))?.cors_origins.is_empty());
+        Ok(())
+    }
+
     #[test]
     fn file_values_are_read_and_environment_wins() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::env::temp_dir().join(format!("souk-settings-{}", std::process::id()));
