@@ -329,11 +329,18 @@ pub struct RateLimit {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Accepted(Accepted),
-    Closed { ends: i64 },
-    NotOpen { starts: i64 },
+    Closed {
+        ends: i64,
+    },
+    NotOpen {
+        starts: i64,
+    },
+    /// The listing is withdrawn, sold or reserved.
     Unavailable,
     Seller,
-    TooLow { min: i64 },
+    TooLow {
+        min: i64,
+    },
 }
 
 /// An accepted bid, and the state it left.
@@ -344,7 +351,9 @@ pub struct Accepted {
     pub amount: i64,
     pub ends: i64,
     pub extended: bool,
+    /// '' when there was none.
     pub prev_leader: String,
+    /// -1 when there was none.
     pub prev_amount: i64,
     pub bid_count: i64,
 }
@@ -379,6 +388,7 @@ pub struct LiveState {
     pub version: i64,
     pub closed: bool,
     pub private: bool,
+    /// `available`, `reserved`, `sold` or `withdrawn`.
     pub availability: String,
 }
 
