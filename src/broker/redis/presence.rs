@@ -137,6 +137,7 @@ impl Presence for RedisBroker {
     }
 
     async fn states(&self, users: &[UserId]) -> Result<Vec<PresenceState>, StoreError> {
+        // MGET takes at least one key.
         if users.is_empty() {
             return Ok(Vec::new());
         }
