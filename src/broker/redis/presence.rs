@@ -94,7 +94,7 @@ impl Presence for RedisBroker {
         let script = Script::new(REFRESH);
         let mut arrived = Vec::new();
         for user in users {
-            let existed: i64 = script
+            let existed: Result<i64, _> = script
                 .key(online_key(redis, user.as_str()))
                 .key(last_seen_key(redis, user.as_str()))
                 .key(expiry_set(redis, bucket(user.as_str())))
@@ -103,9 +103,22 @@ impl Presence for RedisBroker {
                 .arg(expires_ms)
                 .arg(user.as_str())
                 .invoke_async(&mut *conn)
-                .await?;
-            if existed == 0 {
-                arrived.push(user.clone());
+                .await;
+            match existed {
+                Ok(0) => arrived.push(user.clone()),
+                Ok(_) => {}
+                // Those already marked online must still be announced: the
+                // next refresh finds them online and would not report them.
+                // The users left are refreshed (and reported) next time.
+                Err(err) if !arrived.is_empty() => {
+                    log::warn!(
+                        "presence refresh stopped after {} of {} users: {err}",
+                        arrived.len(),
+                        users.len()
+                    );
+                    return Ok(arrived);
+                }
+                Err(err) => return Err(err.into()),
             }
         }
         Ok(arrived)
@@ -192,6 +205,83 @@ mod tests {
             assert_eq!(hash_tag(&last_seen_key(&redis, user)), tag);
             assert_eq!(hash_tag(&expiry_set(&redis, bucket(user))), tag);
         }
+    }
+
+    /// A Redis that answers the first `n` scripts "the key was not
+    /// there", then drops the connection; anything else is `+OK` (or the
+    /// standalone `INFO`, or `+PONG`).
+    async fn redis_failing_after(n: usize) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|err| panic!("bind: {err}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|err| panic!("address: {err}"));
+        let scripts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let scripts = scripts.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    // A command is `*N` then N pairs of `$len` and the word.
+                    while let Ok(Some(head)) = lines.next_line().await {
+                        let count: usize = head.trim_start_matches('*').parse().unwrap_or(0);
+                        let mut words = Vec::new();
+                        for _ in 0..count {
+                            let _ = lines.next_line().await;
+                            if let Ok(Some(word)) = lines.next_line().await {
+                                words.push(word.to_uppercase());
+                            }
+                        }
+                        let reply = match words.first().map(String::as_str) {
+                            Some("INFO") => "$17\r\ncluster_enabled:0\r\n".to_owned(),
+                            Some("PING") => "+PONG\r\n".to_owned(),
+                            Some("EVALSHA") | Some("EVAL") => {
+                                let seen =
+                                    scripts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                if seen >= n {
+                                    return;
+                                }
+                                ":0\r\n".to_owned()
+                            }
+                            _ => "+OK\r\n".to_owned(),
+                        };
+                        if write.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("redis://{address}")
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap_or_else(|| panic!("a user id"))
+    }
+
+    fn broker_at(url: &str) -> RedisBroker {
+        let metrics = crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics"));
+        RedisBroker::new(
+            Redis::new(url, "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle")),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refresh_cut_short_still_reports_who_came_online() {
+        let users = [user("ana"), user("bo")];
+        let ttl = Duration::from_secs(60);
+        let broker = broker_at(&redis_failing_after(1).await);
+        let arrived = broker
+            .refresh(&users, ttl, Utc::now())
+            .await
+            .unwrap_or_else(|err| panic!("ana was marked online: {err}"));
+        assert_eq!(arrived, vec![user("ana")]);
+        // Nothing refreshed: the failure is the caller's to log.
+        let broker = broker_at(&redis_failing_after(0).await);
+        assert!(broker.refresh(&users, ttl, Utc::now()).await.is_err());
     }
 
     #[test]
