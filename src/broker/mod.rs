@@ -164,7 +164,9 @@ pub struct PresenceState {
 /// Rules: a user refreshed within `ttl` is online, on every node; a refresh
 /// that finds the user offline reports them as newly online (to exactly one
 /// caller); once `ttl` has passed without a refresh, exactly one `sweep`
-/// (over all nodes) reports them as gone, with their last-seen time.
+/// (over all nodes) reports them as gone, with their last-seen time. A
+/// `refresh` or `sweep` that fails part way answers what it reported so
+/// far rather than the error: no later call would report those users.
 pub trait Presence {
     /// Marks `users` online until `now + ttl`; answers those who were not.
     fn refresh(

@@ -130,13 +130,23 @@ impl Presence for RedisBroker {
         let script = Script::new(SWEEP);
         let mut left = Vec::new();
         for bucket in 0..BUCKETS {
-            let gone: Vec<String> = script
+            let gone: Result<Vec<String>, _> = script
                 .key(expiry_set(redis, bucket))
                 .arg(now.timestamp_millis())
                 .arg(SWEEP_BATCH)
                 .arg(bucket_prefix(redis, bucket))
                 .invoke_async(&mut *conn)
-                .await?;
+                .await;
+            let gone: Vec<String> = match gone {
+                Ok(gone) => gone,
+                // Those the buckets before were taken from are no longer in
+                // an expiry set: no later sweep would report them.
+                Err(err) if !left.is_empty() => {
+                    log::warn!("presence sweep stopped at bucket {bucket}: {err}");
+                    return Ok(left);
+                }
+                Err(err) => return Err(err.into()),
+            };
             for pair in gone.chunks(2) {
                 if let [user, last_seen] = pair {
                     if let Some(user) = UserId::parse(user) {
@@ -207,10 +217,10 @@ mod tests {
         }
     }
 
-    /// A Redis that answers the first `n` scripts "the key was not
-    /// there", then drops the connection; anything else is `+OK` (or the
+    /// A Redis that answers its scripts with `replies` (RESP), in order,
+    /// then drops the connection; anything else is `+OK` (or the
     /// standalone `INFO`, or `+PONG`).
-    async fn redis_failing_after(n: usize) -> String {
+    async fn redis_answering(replies: &'static [&'static str]) -> String {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -241,10 +251,10 @@ mod tests {
                             Some("EVALSHA") | Some("EVAL") => {
                                 let seen =
                                     scripts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                if seen >= n {
-                                    return;
+                                match replies.get(seen) {
+                                    Some(reply) => (*reply).to_owned(),
+                                    None => return,
                                 }
-                                ":0\r\n".to_owned()
                             }
                             _ => "+OK\r\n".to_owned(),
                         };
@@ -273,15 +283,32 @@ mod tests {
     async fn a_refresh_cut_short_still_reports_who_came_online() {
         let users = [user("ana"), user("bo")];
         let ttl = Duration::from_secs(60);
-        let broker = broker_at(&redis_failing_after(1).await);
+        let broker = broker_at(&redis_answering(&[":0\r\n"]).await);
         let arrived = broker
             .refresh(&users, ttl, Utc::now())
             .await
             .unwrap_or_else(|err| panic!("ana was marked online: {err}"));
         assert_eq!(arrived, vec![user("ana")]);
         // Nothing refreshed: the failure is the caller's to log.
-        let broker = broker_at(&redis_failing_after(0).await);
+        let broker = broker_at(&redis_answering(&[]).await);
         assert!(broker.refresh(&users, ttl, Utc::now()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_sweep_cut_short_still_reports_who_it_took() {
+        // The first bucket's script took ana (no last-seen time) and bo.
+        const FIRST: &str = "*4\r\n$3\r\nana\r\n$0\r\n\r\n$2\r\nbo\r\n$4\r\n2026\r\n";
+        let broker = broker_at(&redis_answering(&[FIRST]).await);
+        let gone = broker
+            .sweep(Utc::now())
+            .await
+            .unwrap_or_else(|err| panic!("ana and bo were taken: {err}"));
+        assert_eq!(
+            gone,
+            vec![(user("ana"), None), (user("bo"), Some("2026".to_owned()))]
+        );
+        let broker = broker_at(&redis_answering(&[]).await);
+        assert!(broker.sweep(Utc::now()).await.is_err());
     }
 
     #[test]
