@@ -87,3 +87,13 @@ async fn a_quick_reconnect_never_flickers_and_one_tab_is_enough() {
         .await;
     assert_eq!(ack, json!({"ok": true}));
 }
+
+/// `Presence::states` answers one state per user asked about: none for
+/// none (Redis refuses an MGET of no keys, so the broker must not send it).
+#[actix_web::test]
+async fn the_presence_of_no_users_is_no_states() {
+    use souk::broker::Presence;
+    let app = TestApp::spawn().await;
+    let states = app.state.broker.states(&[]).await.expect("states");
+    assert!(states.is_empty());
+}
