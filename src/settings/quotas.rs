@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{millis, number, SettingsError};
 
-/// A token bucket's shape, for every bucket of souk's ([`crate::limits::TokenBucket`]):
+/// A token bucket's shape, for every bucket of souk's (`limits::TokenBucket`):
 /// `per_second` tokens come back each second, up to `burst` held at once.
 /// A burst of 0 turns the limit off.
 #[derive(Debug, Clone, Copy, PartialEq)]
