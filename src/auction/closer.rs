@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::live::{self, CloseCheck};
 use super::place::rebuild;
-use crate::cluster::outbox;
+use crate::broker::outbox;
 use crate::error::Failure;
 use crate::ids::{BookingId, ListingId, UserId};
 use crate::rooms::RoomKey;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::RoomKey;
 use crate::broker::redis::Redis;
-use crate::cluster::Fanout;
+use crate::broker::Fanout;
 use crate::ids::UserId;
 use crate::store::StoreError;
 use crate::time::rfc3339;

@@ -13,8 +13,8 @@ use crate::broker::{
     Placed, Presence, PresenceState, Publication, RateLimit, Records, Remembered, Save, Saved,
     Subscription, Throttle, Throttles,
 };
+use crate::ids::RoomKey;
 use crate::ids::{ListingId, UserId};
-use crate::rooms::RoomKey;
 use crate::store::StoreError;
 
 impl Nodes for RedisBroker {
