@@ -281,3 +281,226 @@ pub async fn missed(
     all.sort_by_key(|m| m.offset);
     Ok(Missed::Events(all))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::broker::{Arrival, Claim, LogLimits, Publication, Subscription};
+
+    /// Records that keep every batch saved and answer the queued answers.
+    #[derive(Clone, Default)]
+    struct Kept {
+        batches: Arc<Mutex<Vec<Vec<Save>>>>,
+        answers: Arc<Mutex<VecDeque<Saved>>>,
+    }
+
+    impl Records for Kept {
+        async fn save(&self, saves: &[Save], _: Duration) -> Result<Saved, StoreError> {
+            if let Ok(mut batches) = self.batches.lock() {
+                batches.push(saves.to_vec());
+            }
+            let answer = self.answers.lock().ok().and_then(|mut a| a.pop_front());
+            Ok(answer.unwrap_or_default())
+        }
+        async fn claim(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: DateTime<Utc>,
+        ) -> Result<Claim, StoreError> {
+            Ok(Claim::Missing)
+        }
+        async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    impl Kept {
+        fn answering(answers: Vec<Saved>) -> Self {
+            let kept = Kept::default();
+            if let Ok(mut queued) = kept.answers.lock() {
+                queued.extend(answers);
+            }
+            kept
+        }
+
+        fn batches(&self) -> Vec<Vec<Save>> {
+            self.batches.lock().map(|b| b.clone()).unwrap_or_default()
+        }
+    }
+
+    fn rooms(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn bind(keeper: &RecordKeeper, socket: u64, in_rooms: &[&str]) {
+        let rooms = in_rooms.iter().map(|r| r.to_string());
+        keeper.bind(
+            socket,
+            format!("p{socket}"),
+            format!("n/{socket}"),
+            "u".into(),
+            rooms,
+        );
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    #[actix_web::test]
+    async fn changes_queued_together_make_one_save_of_what_changed() {
+        let records = Kept::default();
+        let keeper = RecordKeeper::start(records.clone(), WINDOW);
+        bind(&keeper, 1, &["user:u", "listing:a"]);
+        keeper.joined(1, "listing:b".into());
+        keeper.left(1, "listing:a".into());
+        settle().await;
+        let batches = records.batches();
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        let save = &batches[0][0];
+        assert_eq!((save.pid.as_str(), save.owner.as_str()), ("p1", "n/1"));
+        assert_eq!(save.changes.bind.as_deref(), Some("u"));
+        assert_eq!(save.changes.joined, rooms(&["listing:b", "user:u"]));
+        assert_eq!(save.changes.left, rooms(&["listing:a"]));
+    }
+
+    #[actix_web::test]
+    async fn a_record_the_broker_lost_is_written_whole_again() {
+        let lost = Saved {
+            taken: Vec::new(),
+            gone: vec!["p1".into()],
+        };
+        let records = Kept::answering(vec![Saved::default(), lost]);
+        let keeper = RecordKeeper::start(records.clone(), WINDOW);
+        bind(&keeper, 1, &["user:u"]);
+        settle().await;
+        keeper.joined(1, "listing:b".into());
+        settle().await;
+        let batches = records.batches();
+        assert_eq!(batches.len(), 3, "{batches:?}");
+        let whole = &batches[2][0].changes;
+        assert_eq!(whole.bind.as_deref(), Some("u"));
+        assert_eq!(whole.joined, rooms(&["listing:b", "user:u"]));
+    }
+
+    #[actix_web::test]
+    async fn a_record_another_socket_took_is_no_longer_saved() {
+        let taken = Saved {
+            taken: vec!["p1".into()],
+            gone: Vec::new(),
+        };
+        let records = Kept::answering(vec![taken]);
+        let keeper = RecordKeeper::start(records.clone(), WINDOW);
+        bind(&keeper, 1, &["user:u"]);
+        settle().await;
+        keeper.joined(1, "listing:b".into());
+        keeper.closed(1);
+        settle().await;
+        assert_eq!(records.batches().len(), 1);
+    }
+
+    #[actix_web::test]
+    async fn bound_sockets_are_renewed_and_a_closed_one_is_saved_once_more() {
+        let records = Kept::default();
+        let keeper = RecordKeeper::start(records.clone(), Duration::from_millis(90));
+        bind(&keeper, 1, &["user:u"]);
+        bind(&keeper, 2, &["user:v"]);
+        settle().await;
+        keeper.closed(2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let batches = records.batches();
+        let saved = |pid: &str| {
+            batches
+                .iter()
+                .flatten()
+                .filter(|save| save.pid == pid)
+                .count()
+        };
+        assert!(
+            saved("p1") >= 3,
+            "renewed every third of a window: {batches:?}"
+        );
+        assert_eq!(saved("p2"), 2, "bound, then closed: {batches:?}");
+    }
+
+    /// Room logs: `listing:a` and `listing:b` hold their events; any other
+    /// room's log was trimmed.
+    struct Logs;
+
+    fn logged(room: &str, offset: u64, emission: u64, except: Option<&str>) -> RoomEvent {
+        RoomEvent {
+            room: RoomKey::parse(room).unwrap_or_else(|| unreachable!()),
+            offset,
+            emission,
+            frame: format!("42[\"e\",\"{offset}-0\"]"),
+            except: except.and_then(UserId::parse),
+            version: None,
+        }
+    }
+
+    impl Events for Logs {
+        async fn publish(&self, _: &[Publication], _: LogLimits) -> Vec<Result<u64, StoreError>> {
+            Vec::new()
+        }
+        async fn since(&self, room: &RoomKey, after: u64) -> Result<History, StoreError> {
+            let all = match room.to_string().as_str() {
+                "listing:a" => vec![
+                    logged("listing:a", 2, 20, None),
+                    logged("listing:a", 5, 50, Some("u")),
+                    logged("listing:a", 6, 60, None),
+                ],
+                "listing:b" => vec![
+                    logged("listing:b", 3, 30, None),
+                    logged("listing:b", 4, 60, None),
+                ],
+                _ => return Ok(History::Trimmed),
+            };
+            Ok(History::Events(
+                all.into_iter().filter(|e| e.offset > after).collect(),
+            ))
+        }
+        fn subscribe(&self, _: actix::Recipient<Arrival>) -> Subscription {
+            Subscription::new(mpsc::unbounded_channel().0)
+        }
+    }
+
+    #[actix_web::test]
+    async fn missed_events_come_once_in_offset_order_without_the_users_own() {
+        let rooms: Vec<RoomKey> = ["listing:a", "listing:b"]
+            .iter()
+            .filter_map(|r| RoomKey::parse(r))
+            .collect();
+        let user = UserId::parse("u").unwrap_or_else(|| unreachable!());
+        let missed = missed(&Logs, &rooms, 2, &user, 1 << 20).await;
+        let Ok(Missed::Events(events)) = missed else {
+            panic!("{missed:?}");
+        };
+        // Emission 60 went to both rooms: replayed once, at its first offset.
+        let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, vec![3, 4]);
+        let small = missed_in(&Logs, &rooms, &user, 10).await;
+        assert!(matches!(small, Ok(Missed::TooLarge)), "{small:?}");
+        let trimmed = rooms.iter().cloned().chain(RoomKey::parse("listing:c"));
+        let trimmed: Vec<RoomKey> = trimmed.collect();
+        let gone = missed_in(&Logs, &trimmed, &user, 1 << 20).await;
+        assert!(matches!(gone, Ok(Missed::Trimmed)), "{gone:?}");
+    }
+
+    async fn missed_in(
+        logs: &Logs,
+        rooms: &[RoomKey],
+        user: &UserId,
+        max_bytes: usize,
+    ) -> Result<Missed, StoreError> {
+        missed(logs, rooms, 0, user, max_bytes).await
+    }
+}

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use actix::Recipient;
 use tokio::sync::mpsc;
 
-use super::RedisBroker;
 use crate::broker::{Arrival, Events, History, RoomEvent};
 use crate::ids::RoomKey;
 use crate::store::StoreError;
@@ -25,14 +24,15 @@ pub(super) enum Relayed {
     Dropped(RoomKey),
 }
 
-/// Starts the stage on the current runtime; it hands arrivals to `sink`.
-pub(super) fn start(
-    broker: RedisBroker,
-    sink: Recipient<Arrival>,
-) -> mpsc::UnboundedSender<Relayed> {
+/// Starts the stage on the current runtime; it reads logs from `log` and
+/// hands arrivals to `sink`.
+pub(super) fn start<E>(log: E, sink: Recipient<Arrival>) -> mpsc::UnboundedSender<Relayed>
+where
+    E: Events + Clone + Send + Sync + 'static,
+{
     let (relayed, rx) = mpsc::unbounded_channel();
     let stage = Stage {
-        broker,
+        log,
         sink,
         rooms: HashMap::new(),
         next_generation: 0,
@@ -41,8 +41,8 @@ pub(super) fn start(
     relayed
 }
 
-struct Stage {
-    broker: RedisBroker,
+struct Stage<E> {
+    log: E,
     sink: Recipient<Arrival>,
     rooms: HashMap<RoomKey, Followed>,
     next_generation: u64,
@@ -87,7 +87,7 @@ impl Followed {
     }
 }
 
-impl Stage {
+impl<E: Events + Clone + Send + Sync + 'static> Stage<E> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Relayed>) {
         let (reads, mut read) = mpsc::unbounded_channel();
         loop {
@@ -157,9 +157,9 @@ impl Stage {
         after: u64,
         reads: &mpsc::UnboundedSender<Read>,
     ) {
-        let (broker, reads) = (self.broker.clone(), reads.clone());
+        let (log, reads) = (self.log.clone(), reads.clone());
         actix_web::rt::spawn(async move {
-            let history = broker.since(&room, after).await;
+            let history = log.since(&room, after).await;
             let _ = reads.send(Read {
                 room,
                 generation,
@@ -227,5 +227,131 @@ impl Stage {
             });
             self.read(room, generation, again, reads);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use actix::{Actor, Context, Handler};
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::broker::{LogLimits, Publication, Subscription};
+
+    /// A log that answers `history` once `open` is notified.
+    #[derive(Clone)]
+    struct Gated {
+        history: History,
+        open: Arc<Notify>,
+    }
+
+    impl Events for Gated {
+        async fn publish(&self, _: &[Publication], _: LogLimits) -> Vec<Result<u64, StoreError>> {
+            Vec::new()
+        }
+        async fn since(&self, _: &RoomKey, _: u64) -> Result<History, StoreError> {
+            self.open.notified().await;
+            Ok(self.history.clone())
+        }
+        fn subscribe(&self, _: Recipient<Arrival>) -> Subscription {
+            Subscription::new(mpsc::unbounded_channel().0)
+        }
+    }
+
+    /// Keeps what arrives.
+    struct Sink(Arc<Mutex<Vec<Arrival>>>);
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Arrival> for Sink {
+        type Result = ();
+        fn handle(&mut self, arrival: Arrival, _: &mut Context<Self>) {
+            if let Ok(mut arrived) = self.0.lock() {
+                arrived.push(arrival);
+            }
+        }
+    }
+
+    fn room() -> RoomKey {
+        RoomKey::parse("listing:l1").unwrap_or_else(|| unreachable!())
+    }
+
+    fn event(offset: u64) -> RoomEvent {
+        RoomEvent {
+            room: room(),
+            offset,
+            emission: offset,
+            frame: format!("42[\"e\",{offset},\"{offset}-0\"]"),
+            except: None,
+            version: None,
+        }
+    }
+
+    /// Sends `before`, resumes the room after offset 1, sends `meanwhile`,
+    /// opens the log, and answers what arrived.
+    async fn resume(history: History, before: &[u64], meanwhile: &[u64]) -> Vec<Arrival> {
+        let open = Arc::new(Notify::new());
+        let arrived = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(arrived.clone()).start().recipient();
+        let log = Gated {
+            history,
+            open: open.clone(),
+        };
+        let stage = start(log, sink);
+        for &offset in before {
+            let _ = stage.send(Relayed::Live(event(offset)));
+        }
+        let _ = stage.send(Relayed::Resumed {
+            room: room(),
+            after: 1,
+        });
+        for &offset in meanwhile {
+            let _ = stage.send(Relayed::Live(event(offset)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let held = arrived.lock().map(|a| a.len()).unwrap_or_default();
+        assert_eq!(held, before.len(), "what arrives meanwhile is held");
+        open.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let arrived = arrived.lock().map(|a| a.clone()).unwrap_or_default();
+        arrived
+    }
+
+    fn offsets(arrived: &[Arrival]) -> Vec<Option<u64>> {
+        arrived
+            .iter()
+            .map(|arrival| match arrival {
+                Arrival::Event(event) => Some(event.offset),
+                Arrival::Gap { .. } => None,
+            })
+            .collect()
+    }
+
+    #[actix_web::test]
+    async fn a_resumed_room_gets_the_log_then_what_arrived_meanwhile_each_once() {
+        let log = History::Events(vec![event(3), event(4), event(5)]);
+        let arrived = resume(log, &[1], &[5, 6]).await;
+        assert_eq!(
+            offsets(&arrived),
+            vec![Some(1), Some(3), Some(4), Some(5), Some(6)]
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_trimmed_log_is_a_gap_before_what_arrived_meanwhile() {
+        let arrived = resume(History::Trimmed, &[1], &[6]).await;
+        assert_eq!(offsets(&arrived), vec![Some(1), None, Some(6)]);
+        assert_eq!(
+            arrived.get(1),
+            Some(&Arrival::Gap {
+                room: room(),
+                after: 1
+            })
+        );
     }
 }
