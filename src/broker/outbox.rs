@@ -66,7 +66,7 @@ impl Relay {
 }
 
 /// Publishes the notices no relay holds, oldest first, and deletes them;
-/// answers how many. What Redis refused is freed for the next try.
+/// answers how many. What the broker refused is freed for the next try.
 pub async fn relay(
     db: &Db,
     fanout: &Fanout,

@@ -368,7 +368,7 @@ impl Session {
         let previous = auth.as_ref().and_then(|auth| {
             let pid = auth.get("pid")?.as_str()?;
             let offset = parse_offset(auth.get("offset")?.as_str()?)?;
-            // Only the shape souk gives pids goes near a Redis key.
+            // Only the shape souk gives pids goes near the broker.
             let ours = pid.len() == ID_LEN && pid.bytes().all(|b| b.is_ascii_alphanumeric());
             ours.then(|| (pid.to_owned(), offset))
         });
@@ -699,7 +699,7 @@ async fn restore(
         admin,
         room,
     };
-    // Best effort: a socket is accepted even when Redis is slow to confirm.
+    // Best effort: a socket is accepted even when the broker is slow to confirm.
     let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
     let owner = owner_name(&app, session);
     let fresh = |app: &AppState| {

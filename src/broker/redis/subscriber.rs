@@ -9,9 +9,8 @@
 //!
 //! On a Redis Cluster the room channels share one slot (see the keyspace in
 //! the module above), so one connection to that slot's master follows them
-//! all. The
-//! URL may name any node: a `MOVED` reply names the right one, and the
-//! subscriber moves there; when a slot migrates, Redis unsubscribes the
+//! all. The URL may name any node: a `MOVED` reply names the right one, and
+//! the subscriber moves there; when a slot migrates, Redis unsubscribes the
 //! channel, and subscribing again finds the new owner the same way.
 
 use std::collections::{HashMap, HashSet};
