@@ -114,8 +114,9 @@ struct Keeper<R> {
 
 impl<R: Records> Keeper<R> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Change>) {
-        // Records live one window; connected sockets renew theirs.
-        let every = self.window / 3;
+        // Records live one window; connected sockets renew theirs. (A tokio
+        // interval may not be zero, whatever the settings say.)
+        let every = (self.window / 3).max(Duration::from_millis(1));
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             if self.dirty.is_empty() && self.unsaved.is_empty() {
@@ -406,6 +407,15 @@ mod tests {
         keeper.closed(1);
         settle().await;
         assert_eq!(records.batches().len(), 1);
+    }
+
+    #[actix_web::test]
+    async fn a_zero_window_does_not_stop_the_keeper() {
+        let records = Kept::default();
+        let keeper = RecordKeeper::start(records.clone(), Duration::ZERO);
+        bind(&keeper, 1, &["user:u"]);
+        settle().await;
+        assert!(!records.batches().is_empty());
     }
 
     #[actix_web::test]
