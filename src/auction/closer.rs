@@ -10,8 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::place::rebuild;
-use crate::broker::{Auctions, CloseCheck};
-use crate::cluster::outbox;
+use crate::broker::{outbox, Auctions, CloseCheck};
 use crate::error::Failure;
 use crate::ids::{BookingId, ListingId, UserId};
 use crate::rooms::RoomKey;

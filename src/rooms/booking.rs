@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::room::{Room, RoomState};
 use super::RoomKey;
-use crate::cluster::Fanout;
+use crate::broker::Fanout;
 use crate::ids::UserId;
 
 /// How long after the last `typing:start` a typist counts as stopped (§5).

@@ -13,8 +13,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::RoomKey;
-use crate::broker::{Broker, Presence};
-use crate::cluster::Fanout;
+use crate::broker::{Broker, Fanout, Presence};
 use crate::ids::UserId;
 use crate::store::StoreError;
 use crate::time::rfc3339;

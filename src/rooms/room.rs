@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::members::Members;
 use super::registry::{Registry, RoomIdle};
 use super::{Deliver, RoomKey, SessionId};
-use crate::cluster::Fanout;
+use crate::broker::Fanout;
 use crate::ids::UserId;
 use crate::metrics::Metrics;
 

@@ -22,7 +22,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::auth::{AuthError, Identity, Role};
-use crate::cluster::recovery;
+use crate::broker::records::{self, Missed};
+use crate::broker::{parse_offset, Claim, Records, RoomEvent};
 use crate::error::{ok_ack, Code, Failure};
 use crate::handlers::{self, Caller};
 use crate::ids::UserId;
@@ -367,8 +368,8 @@ impl Session {
         // A reconnect within the recovery window names its last socket.
         let previous = auth.as_ref().and_then(|auth| {
             let pid = auth.get("pid")?.as_str()?;
-            let offset = recovery::parse_offset(auth.get("offset")?.as_str()?)?;
-            // Only the shape souk gives pids goes near a Redis key.
+            let offset = parse_offset(auth.get("offset")?.as_str()?)?;
+            // Only the shape souk gives pids goes near the broker.
             let ours = pid.len() == ID_LEN && pid.bytes().all(|b| b.is_ascii_alphanumeric());
             ours.then(|| (pid.to_owned(), offset))
         });
@@ -679,7 +680,7 @@ fn owner_name(app: &AppState, session: SessionId) -> String {
 /// What a CONNECT found of the socket's past.
 struct Restored {
     pid: String,
-    missed: Vec<recovery::Logged>,
+    missed: Vec<RoomEvent>,
 }
 
 /// Joins the user's room and, when `previous` is a socket of the same user
@@ -699,7 +700,7 @@ async fn restore(
         admin,
         room,
     };
-    // Best effort: a socket is accepted even when Redis is slow to confirm.
+    // Best effort: a socket is accepted even when the broker is slow to confirm.
     let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
     let owner = owner_name(&app, session);
     let fresh = |app: &AppState| {
@@ -720,9 +721,13 @@ async fn restore(
     };
     // One live socket per pid: the claim takes the record from the socket
     // that held it, and a second socket recovering it meanwhile is refused.
-    let record = match recovery::claim(&app.redis, &pid, user.as_str(), &owner).await {
-        Ok(recovery::Claim::Got(record)) => record,
-        Ok(recovery::Claim::Busy) => {
+    let claimed = app
+        .broker
+        .claim(&pid, user.as_str(), &owner, Utc::now())
+        .await;
+    let record = match claimed {
+        Ok(Claim::Got(record)) => record,
+        Ok(Claim::Busy) => {
             app.metrics
                 .limits_tripped
                 .with_label_values(&["session_per_pid"])
@@ -745,7 +750,7 @@ async fn restore(
         Ok(rooms) => rooms,
         // Unchecked rooms are not rejoined.
         Err(_) => {
-            let _ = recovery::release(&app.redis, &pid, &owner).await;
+            let _ = app.broker.release(&pid, &owner).await;
             return fresh(&app);
         }
     };
@@ -761,12 +766,12 @@ async fn restore(
         .quotas
         .max_replay_bytes(app.settings.max_outbound);
     let missed = if followed {
-        recovery::missed(&app.redis, &rooms, offset, &user, max_replay).await
+        records::missed(&app.broker, &rooms, offset, &user, max_replay).await
     } else {
         // Events of rooms not followed may be missed: as good as trimmed.
-        Ok(recovery::Missed::Trimmed)
+        Ok(Missed::Trimmed)
     };
-    if matches!(missed, Ok(recovery::Missed::TooLarge)) {
+    if matches!(missed, Ok(Missed::TooLarge)) {
         // Past the bound the socket starts fresh (`recovered` false).
         app.metrics
             .limits_tripped
@@ -774,7 +779,7 @@ async fn restore(
             .inc();
     }
     match missed {
-        Ok(recovery::Missed::Events(missed)) => {
+        Ok(Missed::Events(missed)) => {
             app.registry.do_send(Bind {
                 session,
                 pid: pid.clone(),
@@ -789,7 +794,7 @@ async fn restore(
             for room in rooms.into_iter().filter(|r| !matches!(r, RoomKey::User(_))) {
                 app.registry.do_send(Leave { session, room });
             }
-            let _ = recovery::release(&app.redis, &pid, &owner).await;
+            let _ = app.broker.release(&pid, &owner).await;
             fresh(&app)
         }
     }
@@ -833,7 +838,7 @@ impl Actor for Session {
         if let Some(pid) = self.recovering.take() {
             let (app, owner) = (self.app.clone(), owner_name(&self.app, self.id));
             actix::spawn(async move {
-                let _ = recovery::release(&app.redis, &pid, &owner).await;
+                let _ = app.broker.release(&pid, &owner).await;
             });
         }
         self.out.close(Ending::Normal, self.close_reason);

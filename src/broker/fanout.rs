@@ -1,9 +1,10 @@
 //! Room events out of a node: encoded once (all but the offset, which the
-//! log assigns), appended to the room's log and published, in order. One
-//! task publishes for the whole node, pipelining whatever has queued up, so
-//! events leave in the order they were emitted. What Redis refuses is tried
-//! again a few times; what still fails is reported to the requests waiting
-//! on it ([`Fanout::emit_published`]).
+//! broker assigns) and published through [`Events::publish`], in order. One
+//! task publishes for the whole node, batching whatever has queued up (on
+//! Redis, one pipeline of one script call each), so events leave in the
+//! order they were emitted. What the broker refuses is tried again a few
+//! times; what still fails is reported to the requests waiting on it
+//! ([`Fanout::emit_published`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,55 +13,18 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{offset_counter, room_channel, room_last_offset, room_log};
-use crate::broker::redis::Redis;
-use crate::ids::{ListingId, UserId};
+use super::{Broker, Events, LogLimits, Publication};
+use crate::ids::{ListingId, RoomKey, UserId};
 use crate::protocol::socket::encode_event_head;
-use crate::rooms::RoomKey;
 use crate::store::StoreError;
-use deadpool_redis::redis::{RedisResult, Value as RedisValue};
 
-/// Events one pipeline publishes at most.
+/// Events one batch publishes at most.
 const MAX_BATCH: usize = 256;
-
-/// Appends to the log and publishes, atomically, so the offset order is the
-/// delivery order. Offsets come from one counter, so they order events
-/// across rooms too: "everything after offset N in my rooms" is exact.
-/// Each entry keeps the id of the room's entry before it (`p`), so that a
-/// reader can tell whether trimming dropped events past a given offset.
-/// A counter Redis lost (a restart without persistence) starts again from
-/// the time in microseconds, so offsets keep increasing: nodes drop an
-/// event whose offset is not past the last one they passed on.
-/// KEYS: the log, the offset counter, the room's last offset (a small key
-/// beside the log: reading the log's last entry would copy its frame).
-/// ARGV: channel, frame head, except,
-/// version, log length, log TTL (ms), emission id.
-const PUBLISH: &str = r#"
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then
-  local now = redis.call('TIME')
-  n = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[2], string.format('%.0f', n))
-end
-n = string.format('%.0f', n)
-local id = n .. '-0'
-local previous = redis.call('GET', KEYS[3]) or '0-0'
-redis.call('SET', KEYS[3], id, 'PX', ARGV[6])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'v', ARGV[4], 'e', ARGV[7], 'p', previous)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. n .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
-return id
-"#;
 
 struct Publish {
     /// Where it stands among everything this node queued.
     seq: u64,
-    room: RoomKey,
-    /// Shared by the copies of one event sent to several rooms.
-    emission: u64,
-    head: String,
-    except: Option<UserId>,
-    version: Option<i64>,
+    event: Publication,
 }
 
 /// What the publisher is asked to do, in order.
@@ -74,7 +38,7 @@ enum Queued {
     },
 }
 
-/// How often a batch Redis refused is tried again, and the pause before
+/// How often a publication the broker refused is tried again, and the pause before
 /// each try: a reconnection, a failover or a slot migration takes a moment.
 const RETRY_PAUSES: [Duration; 3] = [
     Duration::from_millis(50),
@@ -90,18 +54,11 @@ pub struct Fanout {
     next_seq: Arc<AtomicU64>,
 }
 
-/// How long a room's log keeps events, and how many.
-#[derive(Debug, Clone, Copy)]
-pub struct LogLimits {
-    pub ttl_ms: u64,
-    pub max_len: u64,
-}
-
 impl Fanout {
     /// Starts the node's publisher on the current runtime.
-    pub fn start(redis: Redis, limits: LogLimits) -> Self {
+    pub fn start(broker: Broker, limits: LogLimits) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        actix_web::rt::spawn(publish(redis, limits, rx));
+        actix_web::rt::spawn(publish(broker, limits, rx));
         Fanout {
             queue,
             next_seq: Arc::new(AtomicU64::new(0)),
@@ -132,14 +89,13 @@ impl Fanout {
     ) {
         let head = encode_event_head(event, payload);
         for room in rooms {
-            let _ = self.queue.send(Queued::Publish(Publish {
-                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            self.queue_publication(Publication {
                 room: room.clone(),
                 emission,
                 head: head.clone(),
                 except: None,
                 version,
-            }));
+            });
         }
     }
 
@@ -189,7 +145,7 @@ impl Fanout {
         match self.barrier(since).await {
             true => Ok(()),
             false => Err(StoreError::unavailable(
-                "redis: the event could not be published",
+                "broker: the event could not be published",
             )),
         }
     }
@@ -210,19 +166,24 @@ impl Fanout {
         except: Option<UserId>,
         version: Option<i64>,
     ) {
-        let head = encode_event_head(event, payload);
-        let _ = self.queue.send(Queued::Publish(Publish {
-            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+        self.queue_publication(Publication {
             room,
             emission: rand::random(),
-            head,
+            head: encode_event_head(event, payload),
             except,
             version,
+        });
+    }
+
+    fn queue_publication(&self, event: Publication) {
+        let _ = self.queue.send(Queued::Publish(Publish {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            event,
         }));
     }
 }
 
-async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn publish(broker: Broker, limits: LogLimits, mut rx: mpsc::UnboundedReceiver<Queued>) {
     // The highest `seq` of an event that could not be published.
     let mut failed_upto: Option<u64> = None;
     while let Some(first) = rx.recv().await {
@@ -247,7 +208,7 @@ async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceive
                 break;
             }
             tokio::time::sleep(pause).await;
-            (pending, error) = send(&redis, limits, pending).await;
+            (pending, error) = send(&broker, limits, pending).await;
         }
         if !pending.is_empty() {
             log::warn!("{} room events not published: {error}", pending.len());
@@ -260,42 +221,18 @@ async fn publish(redis: Redis, limits: LogLimits, mut rx: mpsc::UnboundedReceive
     }
 }
 
-/// Publishes events in one pipeline; gives back those Redis refused (each
-/// on its own, or all when the pipeline failed), and why.
-async fn send(redis: &Redis, limits: LogLimits, events: Vec<Publish>) -> (Vec<Publish>, String) {
-    let mut pipe = deadpool_redis::redis::pipe();
-    pipe.ignore_errors();
-    for event in &events {
-        pipe.cmd("EVAL")
-            .arg(PUBLISH)
-            .arg(3)
-            .arg(room_log(redis.prefix(), &event.room))
-            .arg(offset_counter(redis.prefix()))
-            .arg(room_last_offset(redis.prefix(), &event.room))
-            .arg(room_channel(redis.prefix(), &event.room))
-            .arg(&event.head)
-            .arg(event.except.as_ref().map(UserId::as_str).unwrap_or(""))
-            .arg(event.version.map(|v| v.to_string()).unwrap_or_default())
-            .arg(limits.max_len)
-            .arg(limits.ttl_ms)
-            .arg(event.emission);
-    }
-    let replies: Vec<RedisResult<RedisValue>> = match redis.connection().await {
-        Ok(mut conn) => match pipe.query_async(&mut *conn).await {
-            Ok(replies) => replies,
-            Err(err) => {
-                redis.reset_connections();
-                return (events, err.to_string());
-            }
-        },
-        Err(err) => return (events, err.to_string()),
-    };
+/// Publishes events in one batch; gives back those the broker refused,
+/// and why.
+async fn send(broker: &Broker, limits: LogLimits, events: Vec<Publish>) -> (Vec<Publish>, String) {
+    let (seqs, batch): (Vec<u64>, Vec<Publication>) =
+        events.into_iter().map(|p| (p.seq, p.event)).unzip();
+    let answers = broker.publish(&batch, limits).await;
     let mut refused = Vec::new();
     let mut error = String::new();
-    for (event, reply) in events.into_iter().zip(replies) {
-        if let Err(err) = reply {
+    for ((seq, event), answer) in seqs.into_iter().zip(batch).zip(answers) {
+        if let Err(err) = answer {
             error = err.to_string();
-            refused.push(event);
+            refused.push(Publish { seq, event });
         }
     }
     (refused, error)

@@ -1,6 +1,6 @@
 //! The outbox relay: every node publishes the notices commits left in the
 //! outbox table (`store::outbox`) through the fanout, and deletes them once
-//! Redis took them. A node that dies holding some only delays them by a
+//! the broker took them. A node that dies holding some only delays them by a
 //! lease; whatever failed after a commit, its notices go out.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Fanout;
-use crate::rooms::RoomKey;
+use crate::ids::RoomKey;
 use crate::settings::OutboxSettings;
 use crate::store::outbox::{self, Notice};
 use crate::store::{Db, StoreError};
@@ -66,7 +66,7 @@ impl Relay {
 }
 
 /// Publishes the notices no relay holds, oldest first, and deletes them;
-/// answers how many. What Redis refused is freed for the next try.
+/// answers how many. What the broker refused is freed for the next try.
 pub async fn relay(
     db: &Db,
     fanout: &Fanout,
