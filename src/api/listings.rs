@@ -9,7 +9,7 @@ use super::{bad_field, path_id, ServiceCaller};
 use crate::auction::live;
 use crate::domain::{Availability, Visibility};
 use crate::error::Failure;
-use crate::ids::{ListingId, UserId};
+use crate::ids::{ListingId, UserId, ID_RULE};
 use crate::state::AppState;
 use crate::store::listings::{self, AuctionProgress, AuctionSettings, ListingInput};
 
@@ -42,7 +42,7 @@ pub struct AuctionBody {
 impl ListingBody {
     fn validate(self) -> Result<ListingInput, Failure> {
         let seller_id = UserId::parse(&self.seller_id)
-            .ok_or_else(|| bad_field("sellerId must be 1-64 characters of [A-Za-z0-9_-]"))?;
+            .ok_or_else(|| bad_field(format!("sellerId must be {ID_RULE}")))?;
         if !(1..=200).contains(&self.title.chars().count()) || self.title.trim().is_empty() {
             return Err(bad_field("title must be 1 to 200 characters, not blank"));
         }
