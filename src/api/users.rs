@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::ServiceCaller;
 use crate::error::{Code, Failure};
 use crate::ids::{UserId, ID_RULE};
+use crate::protocol::events::ServerEvent;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 
@@ -38,9 +39,9 @@ pub async fn notify(
     let room = RoomKey::User(user);
     // Answered once the event is published; an event that could not be is
     // not acknowledged (503), so that the caller sends it again.
-    let payload = json!({ "kind": kind, "data": data });
+    let notification = ServerEvent::Notification { kind, data };
     app.fanout
-        .emit_published(room.clone(), "notification", &payload)
+        .emit_published(room.clone(), notification)
         .await?;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }

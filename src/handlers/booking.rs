@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use super::{enter_room, Caller};
 use crate::domain::{BookingStatus, Mover};
 use crate::error::Failure;
-use crate::ids::{BookingId, ListingId, UserId};
+use crate::ids::{BookingId, UserId};
+use crate::protocol::events::ServerEvent;
 use crate::rooms::registry::{Join, Leave};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
@@ -160,33 +161,32 @@ pub async fn transition(
 /// dispute room when the booking moved into or out of `disputed`.
 pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
     let booking = moved.booking.to_booking();
-    let payload = json!({
-        "bookingId": booking.id,
-        "status": booking.status,
-        "previousStatus": moved.previous,
-        "by": by,
-    });
+    let changed = ServerEvent::BookingStatusChanged {
+        booking_id: booking.id.clone(),
+        status: booking.status,
+        previous_status: moved.previous,
+        by: by.to_owned(),
+    };
     let rooms = [
         RoomKey::Booking(booking.id.clone()),
         RoomKey::User(booking.buyer_id.clone()),
         RoomKey::User(booking.seller_id.clone()),
     ];
-    app.fanout
-        .emit_to(&rooms, "booking:statusChanged", &payload);
+    app.fanout.emit_to(&rooms, changed);
     if moved.previous == BookingStatus::Disputed || booking.status == BookingStatus::Disputed {
-        app.fanout.emit(
-            RoomKey::AdminDisputes,
-            "dispute:changed",
-            &json!({ "booking": booking, "previousStatus": moved.previous, "by": by }),
-        );
+        let dispute = ServerEvent::DisputeChanged {
+            booking,
+            previous_status: moved.previous,
+            by: by.to_owned(),
+        };
+        app.fanout.emit(RoomKey::AdminDisputes, dispute);
     }
     if let Some(listing) = &moved.listing {
-        let id = ListingId::from_db(listing.id.clone());
-        app.fanout.emit_listing(
-            id.clone(),
-            "listing:availabilityChanged",
-            &json!({ "listingId": id, "availability": listing.availability }),
-            listing.version,
-        );
+        let id = listing.listing_id();
+        let availability = ServerEvent::AvailabilityChanged {
+            listing_id: id.clone(),
+            availability: listing.availability(),
+        };
+        app.fanout.emit_listing(id, availability, listing.version);
     }
 }

@@ -7,6 +7,7 @@ use super::booking::{access, Admins};
 use super::Caller;
 use crate::error::Failure;
 use crate::ids::{BookingId, MessageId, UserId};
+use crate::protocol::events::ServerEvent;
 use crate::rooms::registry::Typing;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
@@ -41,18 +42,17 @@ pub async fn send(
     let sent = writer::write(&app.messages, outgoing).await??;
     let message = sent.row.to_message();
     if sent.created {
-        app.fanout.emit(
-            RoomKey::Booking(booking.clone()),
-            "message:new",
-            &json!({ "message": message }),
-        );
-        let activity = json!({
-            "bookingId": booking,
-            "messageId": message.id,
-            "senderId": message.sender_id,
-        });
+        let activity = ServerEvent::BookingActivity {
+            booking_id: booking.clone(),
+            message_id: message.id,
+            sender_id: message.sender_id.clone(),
+        };
+        let new = ServerEvent::MessageNew {
+            message: message.clone(),
+        };
+        app.fanout.emit(RoomKey::Booking(booking), new);
         let rooms = [sent.buyer_id, sent.seller_id].map(|u| RoomKey::User(UserId::from_db(u)));
-        app.fanout.emit_to(&rooms, "booking:activity", &activity);
+        app.fanout.emit_to(&rooms, activity);
     }
     Ok(json!({ "message": message }))
 }
@@ -97,12 +97,13 @@ pub async fn read_mark(
             Ok((row, receipt, moved))
         })
         .await?;
-    let receipt = json!({
-        "bookingId": booking,
-        "userId": receipt.user_id,
-        "messageId": MessageId(receipt.last_read_message_id),
-        "readAt": rfc3339(receipt.read_at),
-    });
+    let receipt = ServerEvent::ReadUpdated {
+        booking_id: booking.clone(),
+        user_id: UserId::from_db(receipt.user_id),
+        message_id: MessageId(receipt.last_read_message_id),
+        read_at: rfc3339(receipt.read_at),
+    };
+    let answer = json!({ "receipt": receipt.payload() });
     if moved {
         // The booking room, and the other participants' user rooms.
         let mut rooms = vec![RoomKey::Booking(booking.clone())];
@@ -112,9 +113,9 @@ pub async fn read_mark(
                 .filter(|other| *other != caller.user().as_str())
                 .map(|other| RoomKey::User(UserId::from_db(other.clone()))),
         );
-        app.fanout.emit_to(&rooms, "read:updated", &receipt);
+        app.fanout.emit_to(&rooms, receipt);
     }
-    Ok(json!({ "receipt": receipt }))
+    Ok(answer)
 }
 
 /// Says the caller is typing: at most one broadcast per 3 s per user and

@@ -7,6 +7,7 @@ use super::{enter_room, Caller};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, ListingId};
+use crate::protocol::events::ServerEvent;
 use crate::rooms::registry::{AfterVersion, Join, Leave, ListingSeen};
 use crate::rooms::Flush;
 use crate::rooms::RoomKey;
@@ -120,18 +121,19 @@ pub async fn reserve(
     };
     let booking = reserved.booking.to_booking();
     if let Some(listing) = &reserved.listing {
-        app.fanout.emit_listing(
-            id.clone(),
-            "listing:availabilityChanged",
-            &json!({ "listingId": id, "availability": listing.availability }),
-            listing.version,
-        );
+        let availability = ServerEvent::AvailabilityChanged {
+            listing_id: id.clone(),
+            availability: listing.availability(),
+        };
+        app.fanout.emit_listing(id, availability, listing.version);
         let rooms = [
             RoomKey::User(booking.buyer_id.clone()),
             RoomKey::User(booking.seller_id.clone()),
         ];
-        app.fanout
-            .emit_to(&rooms, "booking:created", &json!({ "booking": booking }));
+        let created = ServerEvent::BookingCreated {
+            booking: booking.clone(),
+        };
+        app.fanout.emit_to(&rooms, created);
     }
     Ok(json!({ "booking": booking }))
 }

@@ -1,5 +1,7 @@
-//! Typed client events: a Socket.IO EVENT's name and first argument, checked
+//! The event vocabulary, the one module that names events. Here: typed
+//! client events, a Socket.IO EVENT's name and first argument, checked
 //! against the contract (§2 ids, §5 payloads) before anything acts on them.
+//! In [`server`]: what souk sends.
 //!
 //! Every refusal is `EventError::BadRequest` with a message that names the
 //! field. Fields the contract does not name are ignored; `null` counts as a
@@ -8,6 +10,10 @@
 use std::collections::HashSet;
 
 use serde_json::{Map, Value};
+
+pub mod server;
+
+pub use server::{CustomEvent, ServerEvent};
 
 use crate::domain::BookingStatus;
 use crate::ids::{BookingId, ListingId, MessageId, UserId, ID_RULE, MAX_ID_LEN};

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::json;
 
 use super::room::{Room, RoomState};
 use super::RoomKey;
 use crate::cluster::Fanout;
 use crate::ids::UserId;
+use crate::protocol::events::ServerEvent;
 
 /// How long after the last `typing:start` a typist counts as stopped (§5).
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,12 +54,15 @@ pub struct TypingStop {
 
 /// Tells the room (on every node), but the typist, whether they type.
 fn say_typing(fanout: &Fanout, room: &RoomKey, user: &UserId, typing: bool) {
-    let booking_id = match room {
-        RoomKey::Booking(id) => id.to_string(),
-        other => other.to_string(),
+    let RoomKey::Booking(booking_id) = room else {
+        return; // only booking rooms have typists
     };
-    let payload = json!({ "bookingId": booking_id, "userId": user, "typing": typing });
-    fanout.emit_except(room.clone(), "typing", &payload, Some(user.clone()));
+    let event = ServerEvent::Typing {
+        booking_id: booking_id.clone(),
+        user_id: user.clone(),
+        typing,
+    };
+    fanout.emit_except(room.clone(), event, Some(user.clone()));
 }
 
 impl BookingRoom {

@@ -23,6 +23,7 @@ use crate::store::{bookings, Db};
 /// How long a join waits for Redis to confirm the room's subscription.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 use crate::metrics::Metrics;
+use crate::protocol::events::server::LISTING_UPDATED;
 
 /// The node's directory of rooms and connections.
 pub struct Registry {
@@ -772,10 +773,13 @@ impl Registry {
 /// A match on the frame's text only triggers a check against Postgres,
 /// which decides; a title that happens to hold the words costs one query.
 fn made_private(frame: &str) -> bool {
-    frame.starts_with(LISTING_UPDATED) && frame.contains(PRIVATE)
+    let listing_update = frame
+        .strip_prefix("42[\"")
+        .and_then(|rest| rest.strip_prefix(LISTING_UPDATED))
+        .is_some_and(|rest| rest.starts_with("\","));
+    listing_update && frame.contains(PRIVATE)
 }
 
-const LISTING_UPDATED: &str = "42[\"listing:updated\",";
 const PRIVATE: &str = "\"visibility\":\"private\"";
 
 impl Handler<Incoming> for Registry {

@@ -27,7 +27,7 @@ use crate::error::{ok_ack, Code, Failure};
 use crate::handlers::{self, Caller};
 use crate::ids::{UserId, MAX_ID_LEN};
 use crate::limits;
-use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS};
+use crate::protocol::events::{self, ClientEvent, ServerEvent, KNOWN_EVENTS};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
@@ -456,8 +456,12 @@ impl Session {
             return self.arm_expiry(ctx);
         }
         let failure = Failure::new(Code::Unauthorized, "token expired");
-        let payload = json!({ "code": "token_expired", "message": failure.message, "event": null });
-        self.send(ctx, socket::encode_event("server:error", &payload, None));
+        let expired = ServerEvent::ServerError {
+            code: "token_expired",
+            message: failure.message,
+            event: None,
+        };
+        self.send(ctx, expired.frame());
         self.send(ctx, socket::DISCONNECT);
         self.close(ctx, reason::TOKEN_EXPIRED, Ending::Policy);
     }
@@ -611,12 +615,12 @@ impl Session {
         event: Option<&str>,
         ctx: &mut Context<Self>,
     ) {
-        let payload = json!({
-            "code": failure.code.as_str(),
-            "message": failure.message,
-            "event": event,
-        });
-        self.send(ctx, socket::encode_event("server:error", &payload, None));
+        let error = ServerEvent::ServerError {
+            code: failure.code.as_str(),
+            message: failure.message.clone(),
+            event: event.map(str::to_owned),
+        };
+        self.send(ctx, error.frame());
     }
 
     fn on_binary(&mut self, ctx: &mut Context<Self>) {
@@ -1061,8 +1065,11 @@ impl Handler<Deliver> for Session {
 impl Handler<RoomLeft> for Session {
     type Result = ();
     fn handle(&mut self, msg: RoomLeft, ctx: &mut Self::Context) {
-        let payload = json!({ "room": msg.room.to_string(), "reason": msg.reason });
-        self.send(ctx, socket::encode_event("room:left", &payload, None));
+        let left = ServerEvent::RoomLeft {
+            room: msg.room.to_string(),
+            reason: msg.reason,
+        };
+        self.send(ctx, left.frame());
     }
 }
 
