@@ -8,7 +8,7 @@ use crate::domain::{BookingStatus, Mover};
 use crate::error::Failure;
 use crate::ids::{BookingId, UserId};
 use crate::protocol::events::ServerEvent;
-use crate::rooms::registry::{Join, Leave};
+use crate::rooms::registry::{JoinRoom, LeaveRoom};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::bookings::{self, BookingRow, Moved};
@@ -107,7 +107,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
         .await?;
     enter_room(
         app,
-        Join {
+        JoinRoom {
             session: caller.session,
             user: caller.user().clone(),
             admin: caller.is_admin(),
@@ -124,7 +124,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
 
 /// Leaves `booking:{id}`.
 pub fn leave(app: &AppState, caller: &Caller, id: BookingId) -> Result<Value, Failure> {
-    app.registry.do_send(Leave {
+    app.registry.do_send(LeaveRoom {
         session: caller.session,
         room: RoomKey::Booking(id),
     });

@@ -8,7 +8,7 @@ use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, ListingId};
 use crate::protocol::events::ServerEvent;
-use crate::rooms::registry::{AfterVersion, Join, Leave, ListingSeen};
+use crate::rooms::registry::{AfterVersion, JoinRoom, LeaveRoom, ListingSeen};
 use crate::rooms::Flush;
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
@@ -29,7 +29,7 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
     }
     enter_room(
         app,
-        Join {
+        JoinRoom {
             session: caller.session,
             user: caller.user().clone(),
             admin: caller.is_admin(),
@@ -53,7 +53,7 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
         })
         .await?;
     if !allowed {
-        app.registry.do_send(Leave {
+        app.registry.do_send(LeaveRoom {
             session: caller.session,
             room: RoomKey::Listing(id),
         });
@@ -72,7 +72,7 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
 
 /// Leaves `listing:{id}`; leaving a room one is not in is fine.
 pub fn unwatch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Value, Failure> {
-    app.registry.do_send(Leave {
+    app.registry.do_send(LeaveRoom {
         session: caller.session,
         room: RoomKey::Listing(id),
     });

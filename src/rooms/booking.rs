@@ -18,11 +18,11 @@ pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A booking room's typists and their timers.
 #[derive(Default)]
-pub struct Typing {
+pub struct Typists {
     timers: HashMap<UserId, SpawnHandle>,
 }
 
-impl RoomState for Typing {
+impl RoomState for Typists {
     fn busy(&self) -> bool {
         !self.timers.is_empty()
     }
@@ -35,7 +35,7 @@ impl RoomState for Typing {
 }
 
 /// The room actor of one booking.
-pub type BookingRoom = Room<Typing>;
+pub type BookingRoom = Room<Typists>;
 
 /// A participant started typing; `broadcast` is false when throttled.
 #[derive(Message)]

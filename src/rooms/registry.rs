@@ -9,9 +9,7 @@ use actix::prelude::*;
 
 use super::booking::{BookingRoom, TypingStart, TypingStop};
 use super::listing::{ListingRoom, Seen, WaitFor};
-use super::room::{
-    Broadcast, GetMembers, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState,
-};
+use super::room::{AddMember, Broadcast, GetMembers, RemoveMember, Retire, Room, RoomState};
 use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::broker::redis::Redis;
 use crate::cluster::recovery::{self, Changes, Save};
@@ -60,8 +58,8 @@ pub struct Registry {
 struct RoomEntry {
     generation: u64,
     members: usize,
-    join: Recipient<RoomJoin>,
-    leave: Recipient<RoomLeave>,
+    join: Recipient<AddMember>,
+    leave: Recipient<RemoveMember>,
     broadcast: Recipient<Broadcast>,
     retire: Recipient<Retire>,
     kind: KindAddr,
@@ -293,7 +291,7 @@ impl Registry {
 
     fn leave_room(&mut self, session: SessionId, key: &RoomKey) {
         if let Some(entry) = self.rooms.get_mut(key) {
-            entry.leave.do_send(RoomLeave { session });
+            entry.leave.do_send(RemoveMember { session });
             entry.members = entry.members.saturating_sub(1);
         }
     }
@@ -435,7 +433,7 @@ pub struct Unregister {
 /// the answer is missed.
 #[derive(Message)]
 #[rtype(result = "Result<(), JoinRefused>")]
-pub struct Join {
+pub struct JoinRoom {
     pub session: SessionId,
     pub user: UserId,
     /// Whether the joining token is an admin's.
@@ -447,7 +445,7 @@ pub struct Join {
 /// them, or none when that would take it past its rooms.
 #[derive(Message)]
 #[rtype(result = "Result<(), JoinRefused>")]
-pub struct JoinAll {
+pub struct JoinRooms {
     pub session: SessionId,
     pub user: UserId,
     /// Whether the joining token is an admin's.
@@ -458,7 +456,7 @@ pub struct JoinAll {
 /// A connection leaves a room; leaving a room one is not in does nothing.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Leave {
+pub struct LeaveRoom {
     pub session: SessionId,
     pub room: RoomKey,
 }
@@ -557,22 +555,22 @@ pub enum JoinRefused {
     TooManyRooms { max: usize },
 }
 
-impl Handler<Join> for Registry {
+impl Handler<JoinRoom> for Registry {
     type Result = ResponseFuture<Result<(), JoinRefused>>;
-    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
-        let all = JoinAll {
+    fn handle(&mut self, msg: JoinRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let all = JoinRooms {
             session: msg.session,
             user: msg.user,
             admin: msg.admin,
             rooms: vec![msg.room],
         };
-        <Self as Handler<JoinAll>>::handle(self, all, ctx)
+        <Self as Handler<JoinRooms>>::handle(self, all, ctx)
     }
 }
 
-impl Handler<JoinAll> for Registry {
+impl Handler<JoinRooms> for Registry {
     type Result = ResponseFuture<Result<(), JoinRefused>>;
-    fn handle(&mut self, msg: JoinAll, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: JoinRooms, ctx: &mut Context<Self>) -> Self::Result {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
             // The connection closed while its join was on the way.
             return Box::pin(async { Ok(()) });
@@ -604,7 +602,7 @@ impl Handler<JoinAll> for Registry {
             joined = true;
             let entry = self.room(room, ctx.address());
             entry.members += 1;
-            entry.join.do_send(RoomJoin {
+            entry.join.do_send(AddMember {
                 session: msg.session,
                 user: msg.user.clone(),
                 recipient: recipient.clone(),
@@ -626,7 +624,7 @@ impl Handler<JoinAll> for Registry {
                 _ => {
                     for room in rooms {
                         log::warn!("redis did not confirm following {room}: join undone");
-                        registry.do_send(Leave { session, room });
+                        registry.do_send(LeaveRoom { session, room });
                     }
                     Err(JoinRefused::NotFollowed)
                 }
@@ -635,9 +633,9 @@ impl Handler<JoinAll> for Registry {
     }
 }
 
-impl Handler<Leave> for Registry {
+impl Handler<LeaveRoom> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: LeaveRoom, ctx: &mut Context<Self>) {
         self.remove_member(msg.session, &msg.room, ctx);
     }
 }

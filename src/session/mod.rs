@@ -31,7 +31,7 @@ use crate::protocol::events::{self, ClientEvent, ServerEvent, KNOWN_EVENTS};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
-use crate::rooms::registry::{Bind, Join, JoinAll, Leave, Register, Unregister};
+use crate::rooms::registry::{Bind, JoinRoom, JoinRooms, LeaveRoom, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
@@ -111,7 +111,7 @@ pub struct Session {
     handshake: Option<HandshakeSlot>,
     out: Outbound,
     /// Events waiting for the one running to finish.
-    queue: VecDeque<Queued>,
+    queue: VecDeque<WaitingEvent>,
     /// Emission ids of the latest deliveries, to drop repeats.
     recent: VecDeque<u64>,
     /// The last offset replayed on recovery; live events up to it are repeats.
@@ -138,7 +138,7 @@ struct Connected {
 }
 
 /// A client event waiting its turn.
-struct Queued {
+struct WaitingEvent {
     ack_id: Option<u64>,
     name: EventName,
     started: Instant,
@@ -498,7 +498,7 @@ impl Session {
                 return self.finish(ctx, ack_id, &name, started, Err(failure));
             }
         }
-        self.queue.push_back(Queued {
+        self.queue.push_back(WaitingEvent {
             ack_id,
             name,
             started,
@@ -526,7 +526,7 @@ impl Session {
             identity,
             mailbox: ctx.address().recipient(),
         };
-        let Queued {
+        let WaitingEvent {
             ack_id,
             name,
             started,
@@ -696,7 +696,7 @@ async fn restore(
     (user, admin): (UserId, bool),
     previous: Option<(String, u64)>,
 ) -> Restored {
-    let join = |room: RoomKey| Join {
+    let join = |room: RoomKey| JoinRoom {
         session,
         user: user.clone(),
         admin,
@@ -752,7 +752,7 @@ async fn restore(
             return fresh(&app);
         }
     };
-    let all = JoinAll {
+    let all = JoinRooms {
         session,
         user: user.clone(),
         admin,
@@ -790,7 +790,7 @@ async fn restore(
             // Not recoverable: a fresh socket is in its user room only, and
             // the pid's next recovery need not wait for this claim's hold.
             for room in rooms.into_iter().filter(|r| !matches!(r, RoomKey::User(_))) {
-                app.registry.do_send(Leave { session, room });
+                app.registry.do_send(LeaveRoom { session, room });
             }
             let _ = recovery::release(&app.redis, &pid, &owner).await;
             fresh(&app)
@@ -861,17 +861,17 @@ impl Actor for Session {
 /// A packet from the client's WebSocket.
 #[derive(Message)]
 #[rtype(result = "()")]
-enum Incoming {
+enum ClientFrame {
     Text(ByteString),
     Binary,
 }
 
-impl Handler<Incoming> for Session {
+impl Handler<ClientFrame> for Session {
     type Result = ();
-    fn handle(&mut self, msg: Incoming, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ClientFrame, ctx: &mut Self::Context) {
         match msg {
-            Incoming::Text(text) => self.on_text(&text, ctx),
-            Incoming::Binary => self.on_binary(ctx),
+            ClientFrame::Text(text) => self.on_text(&text, ctx),
+            ClientFrame::Binary => self.on_binary(ctx),
         }
     }
 }
