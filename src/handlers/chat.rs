@@ -8,7 +8,8 @@ use super::Caller;
 use crate::error::Failure;
 use crate::ids::{BookingId, MessageId, UserId};
 use crate::protocol::events::ServerEvent;
-use crate::rooms::registry::Typing;
+use crate::rooms::booking::{TypingStart, TypingStop};
+use crate::rooms::registry::ToRoom;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::messages::{self, NewMessage, Outgoing};
@@ -141,11 +142,11 @@ pub async fn typing_start(
         .await
         .map_err(StoreError::from)?;
     let broadcast = set.is_some();
-    app.registry.do_send(Typing::Start {
+    app.registry.do_send(ToRoom(TypingStart {
         booking,
         user: caller.user().clone(),
         broadcast,
-    });
+    }));
     Ok(json!({ "throttled": !broadcast }))
 }
 
@@ -161,10 +162,10 @@ pub async fn typing_stop(
         .query_async(&mut *conn)
         .await
         .map_err(StoreError::from)?;
-    app.registry.do_send(Typing::Stop {
+    app.registry.do_send(ToRoom(TypingStop {
         booking,
         user: caller.user().clone(),
-    });
+    }));
     Ok(json!({}))
 }
 

@@ -8,7 +8,8 @@ use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, ListingId};
 use crate::protocol::events::ServerEvent;
-use crate::rooms::registry::{AfterVersion, JoinRoom, LeaveRoom, ListingSeen};
+use crate::rooms::listing::{AfterVersion, ListingSeen};
+use crate::rooms::registry::{JoinRoom, LeaveRoom, ToRoom};
 use crate::rooms::Flush;
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
@@ -60,10 +61,10 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
         return Err(Failure::new(Code::Forbidden, "this listing is private"));
     }
     // The room is at least at the version this watcher was shown.
-    app.registry.do_send(ListingSeen {
+    app.registry.do_send(ToRoom(ListingSeen {
         listing: id,
         version: row.version,
-    });
+    }));
     let listing = row
         .to_listing(&progress, Utc::now())
         .for_viewer(caller.user(), caller.is_admin());
@@ -104,11 +105,11 @@ pub async fn reserve(
             // Answer only once this node's watchers were told of the change
             // that beat us, so no loser hears before a watcher does.
             let (reply, told) = oneshot::channel();
-            app.registry.do_send(AfterVersion {
+            app.registry.do_send(ToRoom(AfterVersion {
                 listing: id,
                 version,
                 reply,
-            });
+            }));
             let _ = told.await;
             // The change reached this node's room, and so this connection's
             // mailbox; let the connection write it before this answer.

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::registry::{ForRoom, KindAddr};
 use super::room::{Room, RoomState};
 use super::RoomKey;
 use crate::cluster::Fanout;
-use crate::ids::UserId;
+use crate::ids::{BookingId, UserId};
 use crate::protocol::events::ServerEvent;
 
 /// How long after the last `typing:start` a typist counts as stopped (§5).
@@ -38,18 +39,51 @@ impl RoomState for Typists {
 pub type BookingRoom = Room<Typists>;
 
 /// A participant started typing; `broadcast` is false when throttled.
+/// Sent through the registry (`ToRoom`), which starts the room if needed:
+/// the room owns the timer that says `typing: false` later.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TypingStart {
+    pub booking: BookingId,
     pub user: UserId,
     pub broadcast: bool,
 }
 
-/// A participant stopped typing.
+/// A participant stopped typing. A booking with no room here has no timer
+/// to stop, so none is started for it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TypingStop {
+    pub booking: BookingId,
     pub user: UserId,
+}
+
+impl ForRoom for TypingStart {
+    fn room(&self) -> RoomKey {
+        RoomKey::Booking(self.booking.clone())
+    }
+
+    fn starts_room(&self) -> bool {
+        true
+    }
+
+    fn deliver(self, room: Option<&KindAddr>) {
+        if let Some(KindAddr::Booking(addr)) = room {
+            addr.do_send(self);
+        }
+    }
+}
+
+impl ForRoom for TypingStop {
+    fn room(&self) -> RoomKey {
+        RoomKey::Booking(self.booking.clone())
+    }
+
+    fn deliver(self, room: Option<&KindAddr>) {
+        if let Some(KindAddr::Booking(addr)) = room {
+            addr.do_send(self);
+        }
+    }
 }
 
 /// Tells the room (on every node), but the typist, whether they type.
@@ -99,5 +133,31 @@ impl Handler<TypingStop> for BookingRoom {
             self.say_typing(&msg.user, false);
         }
         self.check_idle(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_starts_the_booking_room_and_a_stop_does_not() {
+        let booking = BookingId::parse("b1").unwrap_or_else(|| panic!("test id"));
+        let user = UserId::parse("u1").unwrap_or_else(|| panic!("test id"));
+        let start = TypingStart {
+            booking: booking.clone(),
+            user: user.clone(),
+            broadcast: true,
+        };
+        let stop = TypingStop {
+            booking: booking.clone(),
+            user,
+        };
+        assert_eq!(start.room(), RoomKey::Booking(booking.clone()));
+        assert_eq!(stop.room(), RoomKey::Booking(booking));
+        // The room owns the timer that ends a start; a stop with no room
+        // here has no timer to stop.
+        assert!(start.starts_room());
+        assert!(!stop.starts_room());
     }
 }

@@ -1,21 +1,23 @@
 //! The registry: finds or starts the actor of a room, knows which rooms each
 //! connection is in, removes a connection from all of them when it goes, and
-//! retires rooms that stayed idle.
+//! retires rooms that stayed idle. What a room kind does with its own
+//! messages (a booking's typing, a listing's versions) is the kind's: the
+//! registry only routes them ([`ToRoom`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::booking::{BookingRoom, TypingStart, TypingStop};
-use super::listing::{ListingRoom, Seen, WaitFor};
+use super::booking::BookingRoom;
+use super::listing::ListingRoom;
 use super::room::{AddMember, Broadcast, GetMembers, RemoveMember, Retire, Room, RoomState};
 use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::broker::redis::Redis;
 use crate::cluster::recovery::{self, Changes, Save};
 use crate::cluster::subscriber::Resumed;
 use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
-use crate::ids::{BookingId, ListingId, UserId};
+use crate::ids::{ListingId, UserId};
 use crate::store::{bookings, Db};
 
 /// How long a join waits for Redis to confirm the room's subscription.
@@ -94,7 +96,7 @@ impl RoomEntry {
 }
 
 /// The typed address of rooms that take kind-specific messages.
-enum KindAddr {
+pub enum KindAddr {
     Booking(Addr<BookingRoom>),
     Listing(Addr<ListingRoom>),
     Plain,
@@ -461,29 +463,38 @@ pub struct LeaveRoom {
     pub room: RoomKey,
 }
 
-/// Answers once this node's room of a listing has delivered `version` (at
-/// once when the listing has no room here: no watcher to be ahead of).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AfterVersion {
-    pub listing: ListingId,
-    pub version: i64,
-    pub reply: tokio::sync::oneshot::Sender<()>,
+/// A message for one room kind's actor. The kind's module says which room
+/// it is for, whether to start that room when it is not live here, and how
+/// to hand it over; the registry only finds the room ([`ToRoom`]).
+pub trait ForRoom: Send + 'static {
+    /// The room the message is for.
+    fn room(&self) -> RoomKey;
+    /// Whether to start the room when it is not live on this node.
+    fn starts_room(&self) -> bool {
+        false
+    }
+    /// Hands the message to the room's actor (`None`: not live here).
+    fn deliver(self, room: Option<&KindAddr>);
 }
 
-/// Typing news for a booking's room, started if it is not live.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum Typing {
-    Start {
-        booking: BookingId,
-        user: UserId,
-        broadcast: bool,
-    },
-    Stop {
-        booking: BookingId,
-        user: UserId,
-    },
+/// Routes a room kind's message to its room on this node.
+pub struct ToRoom<M>(pub M);
+
+impl<M: ForRoom> Message for ToRoom<M> {
+    type Result = ();
+}
+
+impl<M: ForRoom> Handler<ToRoom<M>> for Registry {
+    type Result = ();
+    fn handle(&mut self, ToRoom(msg): ToRoom<M>, ctx: &mut Context<Self>) {
+        let key = msg.room();
+        let room = if msg.starts_room() {
+            Some(&self.room(&key, ctx.address()).kind)
+        } else {
+            self.rooms.get(&key).map(|entry| &entry.kind)
+        };
+        msg.deliver(room);
+    }
 }
 
 /// A room found itself idle; retired if nothing joined meanwhile.
@@ -883,69 +894,6 @@ impl Registry {
                 again: None,
             });
             self.catch_up(room, again, ctx);
-        }
-    }
-}
-
-impl Handler<Typing> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
-        let booking = match &msg {
-            Typing::Start { booking, .. } | Typing::Stop { booking, .. } => booking.clone(),
-        };
-        let key = RoomKey::Booking(booking);
-        if matches!(msg, Typing::Stop { .. }) && !self.rooms.contains_key(&key) {
-            return; // no room, so no timer to stop
-        }
-        let KindAddr::Booking(addr) = &self.room(&key, ctx.address()).kind else {
-            return;
-        };
-        let addr = addr.clone();
-        match msg {
-            Typing::Start {
-                user, broadcast, ..
-            } => addr.do_send(TypingStart { user, broadcast }),
-            Typing::Stop { user, .. } => addr.do_send(TypingStop { user }),
-        }
-    }
-}
-
-/// A watcher was shown the listing at `version`: its room is that far.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ListingSeen {
-    pub listing: ListingId,
-    pub version: i64,
-}
-
-impl Handler<ListingSeen> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: ListingSeen, _: &mut Context<Self>) {
-        if let Some(KindAddr::Listing(addr)) = self
-            .rooms
-            .get(&RoomKey::Listing(msg.listing))
-            .map(|e| &e.kind)
-        {
-            addr.do_send(Seen(msg.version));
-        }
-    }
-}
-
-impl Handler<AfterVersion> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: AfterVersion, _: &mut Context<Self>) {
-        match self
-            .rooms
-            .get(&RoomKey::Listing(msg.listing))
-            .map(|e| &e.kind)
-        {
-            Some(KindAddr::Listing(addr)) => addr.do_send(WaitFor {
-                version: msg.version,
-                reply: msg.reply,
-            }),
-            _ => {
-                let _ = msg.reply.send(());
-            }
         }
     }
 }
