@@ -7,7 +7,7 @@ use super::{enter_room, Caller};
 use crate::domain::{BookingStatus, Mover};
 use crate::error::Failure;
 use crate::ids::{BookingId, UserId};
-use crate::protocol::events::ServerEvent;
+use crate::protocol::events::{self, ServerEvent};
 use crate::rooms::registry::{JoinRoom, LeaveRoom};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
@@ -100,7 +100,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
     let (row, unread, last_read) = app
         .db
         .run(move |conn| {
-            let (row, _) = access(conn, &lookup, &who, Admins::Audited("booking:join"))?;
+            let (row, _) = access(conn, &lookup, &who, Admins::Audited(events::BOOKING_JOIN))?;
             let (unread, last_read) = receipts::unread(conn, &lookup, who.user())?;
             Ok((row, unread, last_read))
         })

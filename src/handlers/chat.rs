@@ -7,7 +7,7 @@ use super::booking::{access, Admins};
 use super::Caller;
 use crate::error::Failure;
 use crate::ids::{BookingId, MessageId, UserId};
-use crate::protocol::events::ServerEvent;
+use crate::protocol::events::{self, ServerEvent};
 use crate::rooms::booking::{TypingStart, TypingStop};
 use crate::rooms::registry::ToRoom;
 use crate::rooms::RoomKey;
@@ -70,7 +70,12 @@ pub async fn history(
     let (rows, has_more) = app
         .db
         .run(move |conn| {
-            access(conn, &booking, &who, Admins::Audited("message:history"))?;
+            access(
+                conn,
+                &booking,
+                &who,
+                Admins::Audited(events::MESSAGE_HISTORY),
+            )?;
             messages::history(conn, &booking, before, limit)
         })
         .await?;
@@ -129,7 +134,7 @@ pub async fn typing_start(
     let who = caller.clone();
     let lookup = booking.clone();
     app.db
-        .run(move |conn| access(conn, &lookup, &who, Admins::Audited("typing:start")))
+        .run(move |conn| access(conn, &lookup, &who, Admins::Audited(events::TYPING_START)))
         .await?;
     let mut conn = app.redis.connection().await?;
     let set: Option<String> = deadpool_redis::redis::cmd("SET")

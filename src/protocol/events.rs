@@ -32,22 +32,28 @@ const DEFAULT_LIMIT: u32 = 50;
 /// How many users one `presence:watch` / `presence:unwatch` may name.
 const MAX_USER_IDS: usize = 100;
 
-/// Declares the client events once. Each row gives the contract's name, the
-/// variant and its fields (the typed payload), and how each field is read
-/// from the payload object (bound to the identifier after `payload =`).
-/// [`ClientEvent`], [`ClientEvent::name`], [`KNOWN_EVENTS`] and [`parse`]
-/// all come from this table, so a new event is one new row. Fields are read
+/// Declares the client events once. Each row gives the constant that names
+/// the event, the contract's name, the variant and its fields (the typed
+/// payload), and how each field is read from the payload object (bound to
+/// the identifier after `payload =`). The name constants, [`ClientEvent`],
+/// [`ClientEvent::name`], [`KNOWN_EVENTS`] and [`parse`] all come from this
+/// table, so a new event is one new row. Fields are read
 /// in the order written, so the first bad field is the one reported.
 macro_rules! client_events {
     (
         payload = $f:ident;
         $(
             $(#[$doc:meta])*
-            $name:literal => $variant:ident $({
+            $konst:ident = $name:literal => $variant:ident $({
                 $($field:ident : $ty:ty = $read:expr),* $(,)?
             })?
         ),* $(,)?
     ) => {
+        $(
+            #[doc = concat!("`", $name, "`")]
+            pub const $konst: &str = $name;
+        )*
+
         /// An event a client may send, with its payload checked.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum ClientEvent {
@@ -58,13 +64,13 @@ macro_rules! client_events {
             /// The contract's name of this event.
             pub fn name(&self) -> &'static str {
                 match self {
-                    $( ClientEvent::$variant { .. } => $name, )*
+                    $( ClientEvent::$variant { .. } => $konst, )*
                 }
             }
         }
 
         /// Names of events the contract knows, for bounded metric labels.
-        pub const KNOWN_EVENTS: &[&str] = &[$($name),*];
+        pub const KNOWN_EVENTS: &[&str] = &[$($konst),*];
 
         /// Reads the payload of the event called `name`.
         fn read(name: &str, $f: &Map<String, Value>) -> Result<ClientEvent, EventError> {
@@ -79,78 +85,78 @@ macro_rules! client_events {
 client_events! {
     payload = f;
     /// `listing:watch {listingId}`: joins `listing:{id}`.
-    "listing:watch" => ListingWatch {
+    LISTING_WATCH = "listing:watch" => ListingWatch {
         listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
     },
     /// `listing:unwatch {listingId}`: leaves `listing:{id}` (idempotent).
-    "listing:unwatch" => ListingUnwatch {
+    LISTING_UNWATCH = "listing:unwatch" => ListingUnwatch {
         listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
     },
     /// `listing:reserve {listingId, idempotencyKey}`.
-    "listing:reserve" => ListingReserve {
+    LISTING_RESERVE = "listing:reserve" => ListingReserve {
         listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
         idempotency_key: String = required(f, "idempotencyKey", key)?,
     },
     /// `bid:place {listingId, amount, idempotencyKey?}`.
-    "bid:place" => BidPlace {
+    BID_PLACE = "bid:place" => BidPlace {
         listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
         amount: i64 = required(f, "amount", amount)?,
         idempotency_key: Option<String> = optional(f, "idempotencyKey", key)?,
     },
     /// `booking:join {bookingId}`: joins `booking:{id}`.
-    "booking:join" => BookingJoin {
+    BOOKING_JOIN = "booking:join" => BookingJoin {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
     },
     /// `booking:leave {bookingId}`.
-    "booking:leave" => BookingLeave {
+    BOOKING_LEAVE = "booking:leave" => BookingLeave {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
     },
     /// `booking:transition {bookingId, to}`.
-    "booking:transition" => BookingTransition {
+    BOOKING_TRANSITION = "booking:transition" => BookingTransition {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
         to: BookingStatus = required(f, "to", status)?,
     },
     /// `message:send {bookingId, body, clientMsgId}`; the body is kept as sent.
-    "message:send" => MessageSend {
+    MESSAGE_SEND = "message:send" => MessageSend {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
         body: String = required(f, "body", body)?,
         client_msg_id: String = required(f, "clientMsgId", key)?,
     },
     /// `message:history {bookingId, beforeId?, limit?}`; limit defaults to 50.
-    "message:history" => MessageHistory {
+    MESSAGE_HISTORY = "message:history" => MessageHistory {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
         before_id: Option<MessageId> = optional(f, "beforeId", message_id)?,
         limit: u32 = optional(f, "limit", limit)?.unwrap_or(DEFAULT_LIMIT),
     },
     /// `typing:start {bookingId}`.
-    "typing:start" => TypingStart {
+    TYPING_START = "typing:start" => TypingStart {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
     },
     /// `typing:stop {bookingId}`.
-    "typing:stop" => TypingStop {
+    TYPING_STOP = "typing:stop" => TypingStop {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
     },
     /// `read:mark {bookingId, messageId}`.
-    "read:mark" => ReadMark {
+    READ_MARK = "read:mark" => ReadMark {
         booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
         message_id: MessageId = required(f, "messageId", message_id)?,
     },
     /// `presence:watch {userIds}`: 1–100 ids, duplicates removed in order.
-    "presence:watch" => PresenceWatch {
+    PRESENCE_WATCH = "presence:watch" => PresenceWatch {
         user_ids: Vec<UserId> = required(f, "userIds", user_ids)?,
     },
     /// `presence:unwatch {userIds}`: same rules as `presence:watch`.
-    "presence:unwatch" => PresenceUnwatch {
+    PRESENCE_UNWATCH = "presence:unwatch" => PresenceUnwatch {
         user_ids: Vec<UserId> = required(f, "userIds", user_ids)?,
     },
     /// `auth:refresh {token}`: replaces the connection's token (same `sub`).
-    "auth:refresh" => AuthRefresh {
+    AUTH_REFRESH = "auth:refresh" => AuthRefresh {
         token: String = string(f, "token", 1, MAX_TOKEN_LEN)?,
     },
     /// `admin:watch {}`: joins `admin:disputes` (admins only).
-    "admin:watch" => AdminWatch,
+    ADMIN_WATCH = "admin:watch" => AdminWatch,
     /// `admin:unwatch {}`: leaves `admin:disputes`.
-    "admin:unwatch" => AdminUnwatch,
+    ADMIN_UNWATCH = "admin:unwatch" => AdminUnwatch,
 }
 
 /// Why an event was refused before any handler ran.
