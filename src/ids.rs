@@ -1,9 +1,21 @@
 //! Typed ids, so that a booking id can never stand where a listing id belongs.
-//! Every id is 1–64 characters of `[A-Za-z0-9_-]` (contract §2).
+//! Every id follows one rule ([`ID_RULE`], contract §2), checked here only.
 
 use std::fmt;
 
-use crate::protocol::events::is_valid_id;
+/// The longest id the contract allows.
+pub const MAX_ID_LEN: usize = 64;
+
+/// The contract's id rule, as error messages state it after a field's name.
+pub const ID_RULE: &str = "1-64 characters of [A-Za-z0-9_-]";
+
+/// Whether `text` is a contract id (see [`ID_RULE`]).
+pub fn is_valid_id(text: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -140,6 +152,26 @@ impl fmt::Display for RoomKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rule_text_names_the_checked_length() {
+        assert!(ID_RULE.starts_with(&format!("1-{MAX_ID_LEN} ")));
+        assert!(is_valid_id(&"a".repeat(MAX_ID_LEN)));
+        assert!(!is_valid_id(&"a".repeat(MAX_ID_LEN + 1)));
+    }
+
+    #[test]
+    fn ids_follow_the_contract() {
+        assert!(is_valid_id("a"));
+        assert!(is_valid_id("user_1-B"));
+        assert!(is_valid_id(&"x".repeat(64)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id(&"x".repeat(65)));
+        assert!(!is_valid_id("a b"));
+        assert!(!is_valid_id("a:b"));
+        assert!(!is_valid_id("é"));
+        assert!(!is_valid_id("../x"));
+    }
 
     #[test]
     fn parses_only_contract_ids() {

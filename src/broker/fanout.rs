@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Broker, Events, LogLimits, Publication};
 use crate::ids::{ListingId, RoomKey, UserId};
-use crate::protocol::socket::encode_event_head;
+use crate::protocol::events::ServerEvent;
 use crate::store::StoreError;
 
 /// Events one batch publishes at most.
@@ -65,15 +64,15 @@ impl Fanout {
         }
     }
 
-    /// Emits `event` with `payload` to every member of `room`.
-    pub fn emit(&self, room: RoomKey, event: &str, payload: &Value) {
-        self.send(room, event, payload, None, None);
+    /// Emits `event` to every member of `room`.
+    pub fn emit(&self, room: RoomKey, event: ServerEvent) {
+        self.send(room, event, None, None);
     }
 
     /// Emits one event to several rooms: a connection in more than one of
     /// them gets it once, as Socket.IO's `to(a).to(b).emit()` does.
-    pub fn emit_to(&self, rooms: &[RoomKey], event: &str, payload: &Value) {
-        self.emit_as(rand::random(), rooms, event, payload, None);
+    pub fn emit_to(&self, rooms: &[RoomKey], event: ServerEvent) {
+        self.emit_as(rand::random(), rooms, event, None);
     }
 
     /// [`Fanout::emit_to`] with a given emission id, and the listing
@@ -83,11 +82,10 @@ impl Fanout {
         &self,
         emission: u64,
         rooms: &[RoomKey],
-        event: &str,
-        payload: &Value,
+        event: ServerEvent,
         version: Option<i64>,
     ) {
-        let head = encode_event_head(event, payload);
+        let head = event.head();
         for room in rooms {
             self.queue_publication(Publication {
                 room: room.clone(),
@@ -100,19 +98,13 @@ impl Fanout {
     }
 
     /// Emits to every member of `room` but the connections of `except`.
-    pub fn emit_except(&self, room: RoomKey, event: &str, payload: &Value, except: Option<UserId>) {
-        self.send(room, event, payload, except, None);
+    pub fn emit_except(&self, room: RoomKey, event: ServerEvent, except: Option<UserId>) {
+        self.send(room, event, except, None);
     }
 
     /// Emits a listing event that shows the listing at `version`.
-    pub fn emit_listing(&self, listing: ListingId, event: &str, payload: &Value, version: i64) {
-        self.send(
-            RoomKey::Listing(listing),
-            event,
-            payload,
-            None,
-            Some(version),
-        );
+    pub fn emit_listing(&self, listing: ListingId, event: ServerEvent, version: i64) {
+        self.send(RoomKey::Listing(listing), event, None, Some(version));
     }
 
     /// Resolves once every event emitted before the call is published, so
@@ -130,11 +122,9 @@ impl Fanout {
     pub async fn emit_published(
         &self,
         room: RoomKey,
-        event: &str,
-        payload: &Value,
+        event: ServerEvent,
     ) -> Result<(), StoreError> {
-        self.all_published(|fanout| fanout.emit(room, event, payload))
-            .await
+        self.all_published(|fanout| fanout.emit(room, event)).await
     }
 
     /// Runs `emit` and resolves once what it emitted is published; fails
@@ -161,15 +151,14 @@ impl Fanout {
     fn send(
         &self,
         room: RoomKey,
-        event: &str,
-        payload: &Value,
+        event: ServerEvent,
         except: Option<UserId>,
         version: Option<i64>,
     ) {
         self.queue_publication(Publication {
             room,
             emission: rand::random(),
-            head: encode_event_head(event, payload),
+            head: event.head(),
             except,
             version,
         });

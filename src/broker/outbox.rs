@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::Fanout;
 use crate::ids::RoomKey;
+use crate::protocol::events::{CustomEvent, ServerEvent};
 use crate::settings::OutboxSettings;
 use crate::store::outbox::{self, Notice};
 use crate::store::{Db, StoreError};
@@ -108,11 +109,14 @@ fn emit(fanout: &Fanout, notice: &Notice) {
             key
         })
         .collect();
-    fanout.emit_as(
-        notice.emission as u64,
-        &rooms,
-        &notice.event,
-        &notice.payload,
-        notice.listing_version,
-    );
+    // Written by this code from a typed event, so its name is valid.
+    match CustomEvent::new(notice.event.clone(), notice.payload.clone()) {
+        Ok(event) => fanout.emit_as(
+            notice.emission as u64,
+            &rooms,
+            ServerEvent::Custom(event),
+            notice.listing_version,
+        ),
+        Err(err) => log::warn!("outbox notice {}: {err}", notice.id),
+    }
 }

@@ -2,27 +2,28 @@
 //! connection is in, removes a connection from all of them when it goes, and
 //! retires rooms that stayed idle. It follows the rooms with members here
 //! through the broker's [`Subscription`] and hands their events to them,
-//! and tells the broker's [`RecordKeeper`] what each socket is in.
+//! and tells the broker's [`RecordKeeper`] what each socket is in. What a
+//! room kind does with its own messages (a booking's typing, a listing's
+//! versions) is the kind's: the registry only routes them ([`ToRoom`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::booking::{BookingRoom, TypingStart, TypingStop};
-use super::listing::{ListingRoom, Seen, WaitFor};
-use super::room::{
-    Broadcast, GetMembers, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState,
-};
+use super::booking::BookingRoom;
+use super::listing::ListingRoom;
+use super::room::{AddMember, Broadcast, GetMembers, RemoveMember, Retire, Room, RoomState};
 use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::broker::records::RecordKeeper;
 use crate::broker::{Arrival, Fanout, RoomEvent, Subscription};
-use crate::ids::{BookingId, ListingId, UserId};
+use crate::ids::{ListingId, UserId};
 use crate::metrics::Metrics;
 use crate::store::{bookings, Db};
 
 /// How long a join waits for the broker to confirm the room is followed.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+use crate::protocol::events::server::LISTING_UPDATED;
 
 /// The node's directory of rooms and connections.
 pub struct Registry {
@@ -50,15 +51,15 @@ pub struct Registry {
 struct RoomEntry {
     generation: u64,
     members: usize,
-    join: Recipient<RoomJoin>,
-    leave: Recipient<RoomLeave>,
+    join: Recipient<AddMember>,
+    leave: Recipient<RemoveMember>,
     broadcast: Recipient<Broadcast>,
     retire: Recipient<Retire>,
     kind: KindAddr,
 }
 
 /// The typed address of rooms that take kind-specific messages.
-enum KindAddr {
+pub enum KindAddr {
     Booking(Addr<BookingRoom>),
     Listing(Addr<ListingRoom>),
     Plain,
@@ -148,7 +149,7 @@ impl Registry {
 
     fn leave_room(&mut self, session: SessionId, key: &RoomKey) {
         if let Some(entry) = self.rooms.get_mut(key) {
-            entry.leave.do_send(RoomLeave { session });
+            entry.leave.do_send(RemoveMember { session });
             entry.members = entry.members.saturating_sub(1);
         }
     }
@@ -271,7 +272,7 @@ pub struct Unregister {
 /// the answer is missed.
 #[derive(Message)]
 #[rtype(result = "Result<(), JoinRefused>")]
-pub struct Join {
+pub struct JoinRoom {
     pub session: SessionId,
     pub user: UserId,
     /// Whether the joining token is an admin's.
@@ -283,7 +284,7 @@ pub struct Join {
 /// them, or none when that would take it past its rooms.
 #[derive(Message)]
 #[rtype(result = "Result<(), JoinRefused>")]
-pub struct JoinAll {
+pub struct JoinRooms {
     pub session: SessionId,
     pub user: UserId,
     /// Whether the joining token is an admin's.
@@ -294,34 +295,43 @@ pub struct JoinAll {
 /// A connection leaves a room; leaving a room one is not in does nothing.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Leave {
+pub struct LeaveRoom {
     pub session: SessionId,
     pub room: RoomKey,
 }
 
-/// Answers once this node's room of a listing has delivered `version` (at
-/// once when the listing has no room here: no watcher to be ahead of).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AfterVersion {
-    pub listing: ListingId,
-    pub version: i64,
-    pub reply: tokio::sync::oneshot::Sender<()>,
+/// A message for one room kind's actor. The kind's module says which room
+/// it is for, whether to start that room when it is not live here, and how
+/// to hand it over; the registry only finds the room ([`ToRoom`]).
+pub trait ForRoom: Send + 'static {
+    /// The room the message is for.
+    fn room(&self) -> RoomKey;
+    /// Whether to start the room when it is not live on this node.
+    fn starts_room(&self) -> bool {
+        false
+    }
+    /// Hands the message to the room's actor (`None`: not live here).
+    fn deliver(self, room: Option<&KindAddr>);
 }
 
-/// Typing news for a booking's room, started if it is not live.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum Typing {
-    Start {
-        booking: BookingId,
-        user: UserId,
-        broadcast: bool,
-    },
-    Stop {
-        booking: BookingId,
-        user: UserId,
-    },
+/// Routes a room kind's message to its room on this node.
+pub struct ToRoom<M>(pub M);
+
+impl<M: ForRoom> Message for ToRoom<M> {
+    type Result = ();
+}
+
+impl<M: ForRoom> Handler<ToRoom<M>> for Registry {
+    type Result = ();
+    fn handle(&mut self, ToRoom(msg): ToRoom<M>, ctx: &mut Context<Self>) {
+        let key = msg.room();
+        let room = if msg.starts_room() {
+            Some(&self.room(&key, ctx.address()).kind)
+        } else {
+            self.rooms.get(&key).map(|entry| &entry.kind)
+        };
+        msg.deliver(room);
+    }
 }
 
 /// A room found itself idle; retired if nothing joined meanwhile.
@@ -391,22 +401,22 @@ pub enum JoinRefused {
     TooManyRooms { max: usize },
 }
 
-impl Handler<Join> for Registry {
+impl Handler<JoinRoom> for Registry {
     type Result = ResponseFuture<Result<(), JoinRefused>>;
-    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
-        let all = JoinAll {
+    fn handle(&mut self, msg: JoinRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let all = JoinRooms {
             session: msg.session,
             user: msg.user,
             admin: msg.admin,
             rooms: vec![msg.room],
         };
-        <Self as Handler<JoinAll>>::handle(self, all, ctx)
+        <Self as Handler<JoinRooms>>::handle(self, all, ctx)
     }
 }
 
-impl Handler<JoinAll> for Registry {
+impl Handler<JoinRooms> for Registry {
     type Result = ResponseFuture<Result<(), JoinRefused>>;
-    fn handle(&mut self, msg: JoinAll, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: JoinRooms, ctx: &mut Context<Self>) -> Self::Result {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
             // The connection closed while its join was on the way.
             return Box::pin(async { Ok(()) });
@@ -438,7 +448,7 @@ impl Handler<JoinAll> for Registry {
             }
             let entry = self.room(room, ctx.address());
             entry.members += 1;
-            entry.join.do_send(RoomJoin {
+            entry.join.do_send(AddMember {
                 session: msg.session,
                 user: msg.user.clone(),
                 recipient: recipient.clone(),
@@ -457,7 +467,7 @@ impl Handler<JoinAll> for Registry {
                 _ => {
                     for room in rooms {
                         log::warn!("the broker did not confirm following {room}: join undone");
-                        registry.do_send(Leave { session, room });
+                        registry.do_send(LeaveRoom { session, room });
                     }
                     Err(JoinRefused::NotFollowed)
                 }
@@ -466,9 +476,9 @@ impl Handler<JoinAll> for Registry {
     }
 }
 
-impl Handler<Leave> for Registry {
+impl Handler<LeaveRoom> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: LeaveRoom, _: &mut Context<Self>) {
         self.remove_member(msg.session, &msg.room);
     }
 }
@@ -592,10 +602,13 @@ impl Registry {
 /// A match on the frame's text only triggers a check against Postgres,
 /// which decides; a title that happens to hold the words costs one query.
 fn made_private(frame: &str) -> bool {
-    frame.starts_with(LISTING_UPDATED) && frame.contains(PRIVATE)
+    let listing_update = frame
+        .strip_prefix("42[\"")
+        .and_then(|rest| rest.strip_prefix(LISTING_UPDATED))
+        .is_some_and(|rest| rest.starts_with("\","));
+    listing_update && frame.contains(PRIVATE)
 }
 
-const LISTING_UPDATED: &str = "42[\"listing:updated\",";
 const PRIVATE: &str = "\"visibility\":\"private\"";
 
 impl Handler<Arrival> for Registry {
@@ -631,69 +644,6 @@ impl Registry {
         }
         if let Some(listing) = private {
             self.check_watchers(listing, ctx);
-        }
-    }
-}
-
-impl Handler<Typing> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
-        let booking = match &msg {
-            Typing::Start { booking, .. } | Typing::Stop { booking, .. } => booking.clone(),
-        };
-        let key = RoomKey::Booking(booking);
-        if matches!(msg, Typing::Stop { .. }) && !self.rooms.contains_key(&key) {
-            return; // no room, so no timer to stop
-        }
-        let KindAddr::Booking(addr) = &self.room(&key, ctx.address()).kind else {
-            return;
-        };
-        let addr = addr.clone();
-        match msg {
-            Typing::Start {
-                user, broadcast, ..
-            } => addr.do_send(TypingStart { user, broadcast }),
-            Typing::Stop { user, .. } => addr.do_send(TypingStop { user }),
-        }
-    }
-}
-
-/// A watcher was shown the listing at `version`: its room is that far.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ListingSeen {
-    pub listing: ListingId,
-    pub version: i64,
-}
-
-impl Handler<ListingSeen> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: ListingSeen, _: &mut Context<Self>) {
-        if let Some(KindAddr::Listing(addr)) = self
-            .rooms
-            .get(&RoomKey::Listing(msg.listing))
-            .map(|e| &e.kind)
-        {
-            addr.do_send(Seen(msg.version));
-        }
-    }
-}
-
-impl Handler<AfterVersion> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: AfterVersion, _: &mut Context<Self>) {
-        match self
-            .rooms
-            .get(&RoomKey::Listing(msg.listing))
-            .map(|e| &e.kind)
-        {
-            Some(KindAddr::Listing(addr)) => addr.do_send(WaitFor {
-                version: msg.version,
-                reply: msg.reply,
-            }),
-            _ => {
-                let _ = msg.reply.send(());
-            }
         }
     }
 }

@@ -26,13 +26,13 @@ use crate::broker::records::{self, Missed};
 use crate::broker::{parse_offset, Claim, Records, RoomEvent};
 use crate::error::{ok_ack, Code, Failure};
 use crate::handlers::{self, Caller};
-use crate::ids::UserId;
+use crate::ids::{UserId, MAX_ID_LEN};
 use crate::limits;
-use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
+use crate::protocol::events::{self, ClientEvent, ServerEvent, KNOWN_EVENTS};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
-use crate::rooms::registry::{Bind, Join, JoinAll, Leave, Register, Unregister};
+use crate::rooms::registry::{Bind, JoinRoom, JoinRooms, LeaveRoom, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
@@ -113,7 +113,7 @@ pub struct Session {
     handshake: Option<HandshakeSlot>,
     out: Outbound,
     /// Events waiting for the one running to finish.
-    queue: VecDeque<Queued>,
+    queue: VecDeque<WaitingEvent>,
     /// Emission ids of the latest deliveries, to drop repeats.
     recent: VecDeque<u64>,
     /// The last offset replayed on recovery; live events up to it are repeats.
@@ -140,7 +140,7 @@ struct Connected {
 }
 
 /// A client event waiting its turn.
-struct Queued {
+struct WaitingEvent {
     ack_id: Option<u64>,
     name: EventName,
     started: Instant,
@@ -458,8 +458,12 @@ impl Session {
             return self.arm_expiry(ctx);
         }
         let failure = Failure::new(Code::Unauthorized, "token expired");
-        let payload = json!({ "code": "token_expired", "message": failure.message, "event": null });
-        self.send(ctx, socket::encode_event("server:error", &payload, None));
+        let expired = ServerEvent::ServerError {
+            code: "token_expired",
+            message: failure.message,
+            event: None,
+        };
+        self.send(ctx, expired.frame());
         self.send(ctx, socket::DISCONNECT);
         self.close(ctx, reason::TOKEN_EXPIRED, Ending::Policy);
     }
@@ -496,7 +500,7 @@ impl Session {
                 return self.finish(ctx, ack_id, &name, started, Err(failure));
             }
         }
-        self.queue.push_back(Queued {
+        self.queue.push_back(WaitingEvent {
             ack_id,
             name,
             started,
@@ -524,7 +528,7 @@ impl Session {
             identity,
             mailbox: ctx.address().recipient(),
         };
-        let Queued {
+        let WaitingEvent {
             ack_id,
             name,
             started,
@@ -613,12 +617,12 @@ impl Session {
         event: Option<&str>,
         ctx: &mut Context<Self>,
     ) {
-        let payload = json!({
-            "code": failure.code.as_str(),
-            "message": failure.message,
-            "event": event,
-        });
-        self.send(ctx, socket::encode_event("server:error", &payload, None));
+        let error = ServerEvent::ServerError {
+            code: failure.code.as_str(),
+            message: failure.message.clone(),
+            event: event.map(str::to_owned),
+        };
+        self.send(ctx, error.frame());
     }
 
     fn on_binary(&mut self, ctx: &mut Context<Self>) {
@@ -694,7 +698,7 @@ async fn restore(
     (user, admin): (UserId, bool),
     previous: Option<(String, u64)>,
 ) -> Restored {
-    let join = |room: RoomKey| Join {
+    let join = |room: RoomKey| JoinRoom {
         session,
         user: user.clone(),
         admin,
@@ -754,7 +758,7 @@ async fn restore(
             return fresh(&app);
         }
     };
-    let all = JoinAll {
+    let all = JoinRooms {
         session,
         user: user.clone(),
         admin,
@@ -792,7 +796,7 @@ async fn restore(
             // Not recoverable: a fresh socket is in its user room only, and
             // the pid's next recovery need not wait for this claim's hold.
             for room in rooms.into_iter().filter(|r| !matches!(r, RoomKey::User(_))) {
-                app.registry.do_send(Leave { session, room });
+                app.registry.do_send(LeaveRoom { session, room });
             }
             let _ = app.broker.release(&pid, &owner).await;
             fresh(&app)
@@ -863,17 +867,17 @@ impl Actor for Session {
 /// A packet from the client's WebSocket.
 #[derive(Message)]
 #[rtype(result = "()")]
-enum Incoming {
+enum ClientFrame {
     Text(ByteString),
     Binary,
 }
 
-impl Handler<Incoming> for Session {
+impl Handler<ClientFrame> for Session {
     type Result = ();
-    fn handle(&mut self, msg: Incoming, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ClientFrame, ctx: &mut Self::Context) {
         match msg {
-            Incoming::Text(text) => self.on_text(&text, ctx),
-            Incoming::Binary => self.on_binary(ctx),
+            ClientFrame::Text(text) => self.on_text(&text, ctx),
+            ClientFrame::Binary => self.on_binary(ctx),
         }
     }
 }
@@ -1067,8 +1071,11 @@ impl Handler<Deliver> for Session {
 impl Handler<RoomLeft> for Session {
     type Result = ();
     fn handle(&mut self, msg: RoomLeft, ctx: &mut Self::Context) {
-        let payload = json!({ "room": msg.room.to_string(), "reason": msg.reason });
-        self.send(ctx, socket::encode_event("room:left", &payload, None));
+        let left = ServerEvent::RoomLeft {
+            room: msg.room.to_string(),
+            reason: msg.reason,
+        };
+        self.send(ctx, left.frame());
     }
 }
 
