@@ -4,6 +4,7 @@
 mod auctions;
 pub mod conn;
 mod events;
+mod ingest;
 mod nodes;
 mod presence;
 mod records;
