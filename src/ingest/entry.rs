@@ -149,14 +149,16 @@ pub fn emission(key: &str) -> u64 {
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
+    type Fields = Vec<(String, Option<String>)>;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned())))
             .collect()
     }
 
-    fn room_event(event: &str, target: &str) -> Vec<(String, Option<String>)> {
+    fn room_event(event: &str, target: &str) -> Fields {
         fields(&[
             ("kind", "room_event"),
             ("target", target),
@@ -203,7 +205,7 @@ mod tests {
 
     #[test]
     fn malformed_entries_say_why() {
-        let cases: Vec<(Vec<(String, Option<String>)>, &str)> = vec![
+        let cases: Vec<(Fields, &str)> = vec![
             (room_event("listing:watch", "listing:l1"), "reserved"),
             (room_event("server:error", "listing:l1"), "reserved"),
             (room_event("", "listing:l1"), "1 to 64"),
