@@ -377,3 +377,51 @@ async fn ingestion_can_be_turned_off() {
     let value: Value = json!(query::<i64>(&["XLEN", &stream(&prefix)]));
     assert_eq!(value, json!(1), "left in the queue");
 }
+
+/// What a reader that died leaves, made by hand (so that it runs on a
+/// Redis Cluster too, where the proxy of the SIGKILL tests cannot stand):
+/// a lease about to run out and entries read, not acknowledged. The node
+/// waits for the lease, takes the entries over, and delivers them before
+/// the newer ones.
+#[actix_web::test]
+async fn entries_a_dead_reader_left_pending_go_out_before_newer_ones() {
+    let db = TestDb::create();
+    let prefix = format!("{}:", db.name);
+    let key = stream(&prefix);
+    for n in 0..5 {
+        tick(&prefix, "listing:l1", n);
+    }
+    let _: redis::Value = query(&["XGROUP", "CREATE", &key, "souk", "0"]);
+    let _: redis::Value = query(&["SET", &format!("{key}:lease"), "ghost/1", "PX", "60000"]);
+    let read: redis::Value = query(&[
+        "XREADGROUP",
+        "GROUP",
+        "souk",
+        "ghost",
+        "COUNT",
+        "3",
+        "STREAMS",
+        &key,
+        ">",
+    ]);
+    assert!(matches!(read, redis::Value::Array(_)), "{read:?}");
+    assert_eq!(pending(&prefix), 3);
+
+    let node = TestApp::start(settings_for(&db, &FAST), db);
+    node.listing("l1", "sella").await;
+    let mut ann = node.watching("ann", "l1").await;
+    // Nothing moves while the ghost's lease lasts.
+    ann.assert_no_event("tick", Duration::from_millis(300))
+        .await;
+    for n in 5..8 {
+        tick(&prefix, "listing:l1", n);
+    }
+    // The ghost dies: its lease runs out.
+    let _: redis::Value = query(&["PEXPIRE", &format!("{key}:lease"), "300"]);
+    // Its three first, then the two it did not read, then the rest.
+    expect_ticks(&mut ann, 0, 8).await;
+    eventually("every entry acknowledged", || async {
+        pending(&prefix) == 0
+    })
+    .await;
+}
