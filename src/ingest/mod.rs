@@ -149,7 +149,12 @@ async fn step<Q: Ingest>(
             deliver(queue, parts, entries).await?;
             Step::Busy
         }
-        Next::Entries(_) | Next::Wait => Step::Idle,
+        // Nothing pending and nothing new: nothing lags.
+        Next::Entries(_) => {
+            parts.metrics.ingest_lag.set(0);
+            return Ok(Step::Idle);
+        }
+        Next::Wait => Step::Idle,
     };
     let lag = queue.lag().await?;
     parts

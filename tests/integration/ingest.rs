@@ -425,3 +425,44 @@ async fn entries_a_dead_reader_left_pending_go_out_before_newer_ones() {
     })
     .await;
 }
+
+/// Entries another reader holds and that are not idle long enough to take
+/// over hold back the newer ones, and `souk_ingest_lag` counts them all.
+#[actix_web::test]
+async fn the_lag_counts_entries_held_and_unread() {
+    let db = TestDb::create();
+    let prefix = format!("{}:", db.name);
+    let key = stream(&prefix);
+    for n in 0..5 {
+        tick(&prefix, "listing:l1", n);
+    }
+    let _: redis::Value = query(&["XGROUP", "CREATE", &key, "souk", "0"]);
+    let _: redis::Value = query(&[
+        "XREADGROUP",
+        "GROUP",
+        "souk",
+        "ghost",
+        "COUNT",
+        "3",
+        "STREAMS",
+        &key,
+        ">",
+    ]);
+    let node = TestApp::start(
+        settings_for(&db, &[("SOUK_INGEST_CLAIM_IDLE_MS", "60000")]),
+        db,
+    );
+    let lag = || async {
+        let text = node.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix("souk_ingest_lag "))
+            .map(str::to_owned)
+    };
+    eventually("the lag is 5", || async {
+        lag().await.as_deref() == Some("5")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lag().await.as_deref(), Some("5"), "nothing newer went out");
+    assert_eq!(pending(&prefix), 3);
+}

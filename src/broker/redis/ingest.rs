@@ -161,17 +161,19 @@ impl Ingest for RedisBroker {
                 .arg(from);
             read
         };
-        // This consumer's own pending entries: a batch it could not finish.
-        let (own, deleted) = read_reply(&self.with_group(&read("0")).await?);
-        self.ack_deleted(deleted).await?;
-        if !own.is_empty() {
-            return Ok(Next::Entries(own));
-        }
-        // Entries a consumer that died (or lost the lease) left pending.
+        // Nothing pending in the group (the usual case): new entries.
         let summary = self
             .with_group(cmd("XPENDING").arg(&stream).arg(GROUP))
             .await?;
         if pending_count(&summary) > 0 {
+            // This consumer's own pending entries: a batch it could not
+            // finish.
+            let (own, deleted) = read_reply(&self.with_group(&read("0")).await?);
+            self.ack_deleted(deleted).await?;
+            if !own.is_empty() {
+                return Ok(Next::Entries(own));
+            }
+            // Entries a consumer that died (or lost the lease) left pending.
             let claimed = self
                 .with_group(
                     cmd("XAUTOCLAIM")
