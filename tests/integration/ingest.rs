@@ -378,13 +378,9 @@ async fn ingestion_can_be_turned_off() {
     assert_eq!(value, json!(1), "left in the queue");
 }
 
-/// What a reader that died leaves, made by hand (so that it runs on a
-/// Redis Cluster too, where the proxy of the SIGKILL tests cannot stand):
-/// a lease about to run out and entries read, not acknowledged. The node
-/// waits for the lease, takes the entries over, and delivers them before
-/// the newer ones.
-#[actix_web::test]
-async fn entries_a_dead_reader_left_pending_go_out_before_newer_ones() {
+/// A test database whose queue holds ticks 0 to 4, of which a consumer
+/// `ghost` (a reader that died) read the first three and acknowledged none.
+fn ghost_holds_three_of_five() -> (TestDb, String) {
     let db = TestDb::create();
     let prefix = format!("{}:", db.name);
     let key = stream(&prefix);
@@ -392,7 +388,6 @@ async fn entries_a_dead_reader_left_pending_go_out_before_newer_ones() {
         tick(&prefix, "listing:l1", n);
     }
     let _: redis::Value = query(&["XGROUP", "CREATE", &key, "souk", "0"]);
-    let _: redis::Value = query(&["SET", &format!("{key}:lease"), "ghost/1", "PX", "60000"]);
     let read: redis::Value = query(&[
         "XREADGROUP",
         "GROUP",
@@ -406,7 +401,19 @@ async fn entries_a_dead_reader_left_pending_go_out_before_newer_ones() {
     ]);
     assert!(matches!(read, redis::Value::Array(_)), "{read:?}");
     assert_eq!(pending(&prefix), 3);
+    (db, prefix)
+}
 
+/// What a reader that died leaves, made by hand (so that it runs on a
+/// Redis Cluster too, where the proxy of the SIGKILL tests cannot stand):
+/// a lease about to run out and entries read, not acknowledged. The node
+/// waits for the lease, takes the entries over, and delivers them before
+/// the newer ones.
+#[actix_web::test]
+async fn entries_a_dead_reader_left_pending_go_out_before_newer_ones() {
+    let (db, prefix) = ghost_holds_three_of_five();
+    let key = stream(&prefix);
+    let _: redis::Value = query(&["SET", &format!("{key}:lease"), "ghost/1", "PX", "60000"]);
     let node = TestApp::start(settings_for(&db, &FAST), db);
     node.listing("l1", "sella").await;
     let mut ann = node.watching("ann", "l1").await;
@@ -430,24 +437,7 @@ async fn entries_a_dead_reader_left_pending_go_out_before_newer_ones() {
 /// over hold back the newer ones, and `souk_ingest_lag` counts them all.
 #[actix_web::test]
 async fn the_lag_counts_entries_held_and_unread() {
-    let db = TestDb::create();
-    let prefix = format!("{}:", db.name);
-    let key = stream(&prefix);
-    for n in 0..5 {
-        tick(&prefix, "listing:l1", n);
-    }
-    let _: redis::Value = query(&["XGROUP", "CREATE", &key, "souk", "0"]);
-    let _: redis::Value = query(&[
-        "XREADGROUP",
-        "GROUP",
-        "souk",
-        "ghost",
-        "COUNT",
-        "3",
-        "STREAMS",
-        &key,
-        ">",
-    ]);
+    let (db, prefix) = ghost_holds_three_of_five();
     let node = TestApp::start(
         settings_for(&db, &[("SOUK_INGEST_CLAIM_IDLE_MS", "60000")]),
         db,
