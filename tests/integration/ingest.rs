@@ -456,3 +456,125 @@ async fn the_lag_counts_entries_held_and_unread() {
     assert_eq!(lag().await.as_deref(), Some("5"), "nothing newer went out");
     assert_eq!(pending(&prefix), 3);
 }
+
+/// A Redis server of the test's own, with an append-only file, that can be
+/// stopped and started again on the same port and data.
+struct OwnRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("souk-ingest-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = OwnRedis {
+            port,
+            dir,
+            child: None,
+        };
+        redis.up();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "redis-server started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it as a restart does (SIGTERM: it writes its file and exits).
+    fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// `tick` number `n` to listing l1, as [`tick`] appends it.
+    fn tick(&self, prefix: &str, n: i64) {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let (data, id) = (n.to_string(), format!("t{n}"));
+        let _: String = redis::cmd("XADD")
+            .arg(stream(prefix))
+            .arg("*")
+            .arg(&[
+                "kind",
+                "room_event",
+                "target",
+                "listing:l1",
+                "event",
+                "tick",
+            ])
+            .arg(&["data", &data, "id", &id])
+            .query(&mut conn)
+            .unwrap();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[actix_web::test]
+async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
+    let mut redis = OwnRedis::start();
+    let url = redis.url();
+    let mut extra = FAST.to_vec();
+    // Small batches: the restart falls in the middle of the stream.
+    extra.extend([("SOUK_REDIS_URL", url.as_str()), ("SOUK_INGEST_BATCH", "5")]);
+    let node = TestApp::spawn_with(&extra).await;
+    let prefix = node.redis_prefix();
+    node.listing("l1", "sella").await;
+    let mut ann = node.watching("ann", "l1").await;
+    for n in 0..200 {
+        redis.tick(&prefix, n);
+    }
+    assert_eq!(ann.wait_event("tick").await, vec![json!(0)]);
+    redis.down();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.up();
+    for n in 200..220 {
+        redis.tick(&prefix, n);
+    }
+    let mut slow = ann;
+    slow.wait = Duration::from_secs(10);
+    expect_ticks(&mut slow, 1, 220).await;
+}
