@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod handlers;
 pub mod ids;
+pub mod ingest;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -64,6 +65,7 @@ pub struct Application {
     _closer: actix::Addr<auction::closer::AuctionCloser>,
     beacon: actix::Addr<beacon::NodeBeacon>,
     outbox: broker::outbox::Relay,
+    ingest: Option<ingest::Reader>,
     room_threads: RoomThreads,
 }
 
@@ -195,6 +197,7 @@ impl Application {
             state.registry.clone(),
         )
         .start();
+        let ingest = start_ingest(&state);
         let app_state = state.clone();
         // Open sessions by Engine.IO sid (polling and upgrades find them
         // there); the session layer's own, so the state does not know it.
@@ -226,6 +229,7 @@ impl Application {
             _closer: closer,
             beacon,
             outbox,
+            ingest,
             room_threads: RoomThreads(room_arbiters),
         })
     }
@@ -247,6 +251,7 @@ impl Application {
             state: self.state.clone(),
             beacon: self.beacon.clone(),
             outbox: self.outbox.clone(),
+            ingest: self.ingest.clone(),
         }
     }
 
@@ -268,6 +273,28 @@ impl Application {
     }
 }
 
+/// Starts reading the backend's queue, unless it is off or the broker has
+/// no queue (the memory broker).
+fn start_ingest(state: &web::Data<AppState>) -> Option<ingest::Reader> {
+    let settings = &state.settings;
+    if !settings.ingest.enabled {
+        log::info!("ingest: off (SOUK_INGEST)");
+        return None;
+    }
+    let Some(queue) = state.broker.queue() else {
+        log::info!("ingest: off: the memory broker has no queue");
+        return None;
+    };
+    let parts = ingest::Parts {
+        fanout: state.fanout.clone(),
+        metrics: state.metrics.clone(),
+        settings: settings.ingest.clone(),
+        node: settings.node_id.clone(),
+        window: settings.recovery_window,
+    };
+    Some(ingest::Reader::start(queue, parts))
+}
+
 /// Stops a node: tells every connection to reconnect elsewhere, then stops
 /// the HTTP server, waiting up to the grace period.
 #[derive(Clone)]
@@ -276,11 +303,16 @@ pub struct Stopper {
     state: web::Data<AppState>,
     beacon: Addr<beacon::NodeBeacon>,
     outbox: broker::outbox::Relay,
+    ingest: Option<ingest::Reader>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         let _ = self.beacon.send(beacon::Leave).await;
+        // The batch in hand is delivered; the next reader starts after it.
+        if let Some(reader) = &self.ingest {
+            reader.stop().await;
+        }
         // Notices not yet published are the other nodes' to relay.
         self.outbox.stop();
         let registry = &self.state.registry;

@@ -41,7 +41,17 @@ pub struct Metrics {
     /// `souk_limits_tripped_total{limit}`: times a bound on one client
     /// tripped (the label names the setting's bound, e.g. `rooms_per_socket`).
     pub limits_tripped: IntCounterVec,
+    /// `souk_ingest_total{outcome}`: entries of the backend's queue, by
+    /// what became of them (`INGEST_OUTCOMES`).
+    pub ingest: IntCounterVec,
+    /// `souk_ingest_lag`: entries of the queue not delivered yet, as the
+    /// node reading it last saw (0 on the others).
+    pub ingest_lag: IntGauge,
 }
+
+/// The `outcome` label values of `souk_ingest_total`: published, dropped
+/// as a repeat of an idempotency key, moved to the dead letters.
+pub const INGEST_OUTCOMES: [&str; 3] = ["delivered", "duplicate", "dead"];
 
 impl Metrics {
     /// Registers every metric in a fresh registry.
@@ -101,6 +111,22 @@ impl Metrics {
             &["limit"],
         )?;
         registry.register(Box::new(limits_tripped.clone()))?;
+        let ingest = IntCounterVec::new(
+            Opts::new(
+                "souk_ingest_total",
+                "Entries of the backend's queue, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(ingest.clone()))?;
+        for outcome in INGEST_OUTCOMES {
+            ingest.with_label_values(&[outcome]);
+        }
+        let ingest_lag = IntGauge::new(
+            "souk_ingest_lag",
+            "Entries of the backend's queue not delivered yet",
+        )?;
+        registry.register(Box::new(ingest_lag.clone()))?;
         Ok(Metrics {
             registry,
             connections,
@@ -116,6 +142,8 @@ impl Metrics {
             max_fds,
             refused_connections,
             limits_tripped,
+            ingest,
+            ingest_lag,
         })
     }
 

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod guard;
+mod ingest;
 mod outbox;
 mod quotas;
 
 pub use guard::GuardSettings;
+pub use ingest::IngestSettings;
 pub use outbox::OutboxSettings;
 pub use quotas::{QuotaSettings, Rate, Rates};
 
@@ -86,6 +88,8 @@ pub struct Settings {
     pub quotas: QuotaSettings,
     /// The outbox relay (`settings/outbox.rs`).
     pub outbox: OutboxSettings,
+    /// The backend's queue (`settings/ingest.rs`).
+    pub ingest: IngestSettings,
 }
 
 /// Which tokens are accepted.
@@ -203,6 +207,7 @@ impl Settings {
             guard: GuardSettings::from_values(values)?,
             quotas: QuotaSettings::from_values(values)?,
             outbox: OutboxSettings::from_values(values)?,
+            ingest: IngestSettings::from_values(values)?,
         };
         Ok(settings)
     }

@@ -63,6 +63,12 @@ fanout options:
                              (default 100); deliveries/s is about N x M
   --duration SECS            how long they post (default 10)
   --drain SECS               how long members keep listening after (default 5)
+  --via api|stream           api (default): POST each event; stream: XADD it to
+                             souk's queue <prefix>{ingest} instead (§8b), one Redis
+                             connection per publisher; POST latency becomes XADD latency
+  --redis HOST:PORT          with --via stream: the Redis (default 127.0.0.1:6379;
+                             on a cluster, the node serving the {ingest} slot)
+  --prefix PREFIX            with --via stream: the server's SOUK_REDIS_PREFIX (default souk:)
 
 chat options:
   --pairs K                  bookings, each with a buyer and a seller connection

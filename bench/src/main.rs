@@ -14,6 +14,7 @@ mod error;
 mod http;
 mod procs;
 mod progress;
+mod queue;
 mod report;
 mod runner;
 mod scenarios;

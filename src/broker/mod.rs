@@ -630,6 +630,120 @@ impl Nodes for Broker {
     }
 }
 
+/// One entry of the backend's queue (§8b), as read from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueEntry {
+    /// The queue's own id of the entry (a stream id, `1700000000000-0`):
+    /// what acknowledging names, not the backend's idempotency key.
+    pub entry: String,
+    /// The fields in the order the backend wrote them; `None` for a value
+    /// that is not UTF-8 text.
+    pub fields: Vec<(String, Option<String>)>,
+}
+
+/// What reading the queue found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Entries to deliver, oldest first (none: the queue is empty for now).
+    Entries(Vec<QueueEntry>),
+    /// Entries another consumer read and did not acknowledge are not idle
+    /// long enough to be taken over: newer ones must wait behind them.
+    Wait,
+}
+
+/// Where an idempotency key stands, as [`Ingest::mark`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The key was free: it is now this entry's, not delivered yet.
+    Fresh,
+    /// This entry took the key on an earlier try that may or may not have
+    /// published it: publish again (under the same emission, which
+    /// connections that had it drop).
+    Retry,
+    /// This entry was delivered and marked so, but not acknowledged.
+    Delivered,
+    /// Another entry holds the key: this one is a duplicate.
+    Duplicate,
+}
+
+/// The backend's queue (§8b): entries the backend appended, read by the
+/// nodes as one consumer group, at least once.
+///
+/// Rules both a queue and its users keep:
+/// - An entry stays pending, to be read again, until it is acknowledged
+///   (`ack`, or `dead`, which moves it to the dead letters and acknowledges
+///   it in one step); acknowledge only what was published.
+/// - `next` answers a consumer its own pending entries first, then the
+///   entries others left pending for `idle` or more (taking them over),
+///   and new entries only when nothing is pending: stream order holds as
+///   long as one consumer reads at a time, which `lead` arranges.
+/// - Of the callers of `lead` with distinct `holder`s, at most one at a
+///   time holds the lease, until `ttl` after its last successful call or
+///   until it resigns.
+/// - `mark` answers, per idempotency key, whether the key is free (and
+///   takes it for the entry), already this entry's, delivered by this
+///   entry, or another entry's; a key is kept `ttl` after its last mark.
+pub trait Ingest {
+    /// Takes the lease for `holder`, or renews it if `holder` has it;
+    /// true while `holder` holds it.
+    fn lead(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the lease up, if `holder` holds it.
+    fn resign(&self, holder: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `count` entries for `consumer` (see the rules above).
+    fn next(
+        &self,
+        consumer: &str,
+        count: usize,
+        idle: Duration,
+    ) -> impl Future<Output = Result<Next, StoreError>> + Send;
+
+    /// Takes each `(key, entry)`'s idempotency key for its entry, in order;
+    /// answers where each stood.
+    fn mark(
+        &self,
+        keys: &[(String, String)],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<Mark>, StoreError>> + Send;
+
+    /// Records each `(key, entry)` as delivered by its entry.
+    fn delivered(
+        &self,
+        keys: &[(String, String)],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Acknowledges entries: they are never read again.
+    fn ack(&self, entries: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves an entry to the dead letters with `reason`, acknowledged.
+    fn dead(
+        &self,
+        entry: &QueueEntry,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Entries not delivered yet: never read, or read and not acknowledged.
+    fn lag(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+impl Broker {
+    /// The backend's queue, on a broker that has one: the memory broker
+    /// has none (no backend reaches this process's memory), so ingestion
+    /// is off on it.
+    pub fn queue(&self) -> Option<impl Ingest + Clone + Send + Sync + 'static> {
+        match self {
+            Broker::Redis(b) => Some(redis::RedisBroker::clone(b)),
+            Broker::Memory(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ mod dashboards;
 mod heartbeat;
 mod hostile;
 mod hostile_limits;
+mod ingest;
 mod lifecycle;
 mod presence;
 mod process;

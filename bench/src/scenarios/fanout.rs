@@ -9,6 +9,11 @@
 //! since the epoch. Every member records receive time − `t` (same machine,
 //! same clock) into a histogram and counts its deliveries; the room offset
 //! (the event's last argument) is ignored.
+//!
+//! With `--via stream`, publishers `XADD` the same events to souk's queue
+//! (`<prefix>{ingest}`, §8b) instead of posting them, each over its own
+//! Redis connection, and the POST latency becomes the XADD latency: the
+//! same delivery report for both ways in.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +26,7 @@ use tokio::time::Instant;
 use super::now_micros;
 use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
+use crate::queue::Queue;
 use crate::report::Report;
 use crate::runner::{self, Ctx, Found, Pacer, Phase, Run, Scenario, Stage};
 use crate::stats::{per_sec, Latency};
@@ -34,6 +40,15 @@ pub struct Fanout {
     rate: f64,
     drain: Duration,
     run: String,
+    via: Via,
+}
+
+/// How events get into souk.
+enum Via {
+    /// `POST /api/v1/rooms/listing:{id}/events`.
+    Api,
+    /// `XADD` to the queue `stream` on the Redis at `redis`.
+    Stream { redis: String, stream: String },
 }
 
 impl Fanout {
@@ -43,6 +58,15 @@ impl Fanout {
 
     fn listing(&self, room: usize) -> String {
         super::room_listing(Self::NAME, &self.run, room)
+    }
+}
+
+impl Via {
+    fn name(&self) -> &'static str {
+        match self {
+            Via::Api => "api",
+            Via::Stream { .. } => "stream",
+        }
     }
 }
 
@@ -77,6 +101,28 @@ impl Scenario for Fanout {
             rate: options.take("rate", 100.0f64)?,
             drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
             run: super::run_id(),
+            via: match options.take_text("via").as_deref() {
+                None | Some("api") => {
+                    for unused in ["redis", "prefix"] {
+                        if options.take_text(unused).is_some() {
+                            return fail(format!("--{unused} goes with --via stream"));
+                        }
+                    }
+                    Via::Api
+                }
+                Some("stream") => Via::Stream {
+                    redis: options
+                        .take_text("redis")
+                        .unwrap_or_else(|| "127.0.0.1:6379".into()),
+                    stream: format!(
+                        "{}{{ingest}}",
+                        options
+                            .take_text("prefix")
+                            .unwrap_or_else(|| "souk:".into())
+                    ),
+                },
+                Some(other) => return fail(format!("--via: api or stream, not {other:?}")),
+            },
         })
     }
 
@@ -98,12 +144,13 @@ impl Scenario for Fanout {
 
     fn title(&self, common: &Common) -> String {
         format!(
-            "souk-bench fanout: {} rooms x {} members, {} publishers, {} events/s, {:.0} s, against {}",
+            "souk-bench fanout: {} rooms x {} members, {} publishers, {} events/s, {:.0} s, via {}, against {}",
             self.rooms,
             self.members,
             self.publishers,
             self.rate,
             self.duration.as_secs_f64(),
+            self.via.name(),
             common.url
         )
     }
@@ -160,12 +207,44 @@ async fn publish(run: &Run<Fanout>, index: usize, start: Instant, end: Instant) 
     let interval = Duration::from_secs_f64(1.0 / per);
     let share = index as f64 / settings.publishers as f64;
     let mut pacer = Pacer::new(start, end, interval, share);
+    let mut queue = match &settings.via {
+        Via::Api => None,
+        Via::Stream { redis, stream } => Some(Queue::connect(redis, stream).await?),
+    };
     let mut n: u64 = 0;
     while pacer.wait().await {
         let room = (n as usize * settings.publishers + index) % settings.rooms;
-        let body = json!({ "event": "tick", "data": { "t": now_micros(), "n": n } });
-        let counter = if runner::post_event(run, &settings.listing(room), &body, &mut latency).await
-        {
+        let data = json!({ "t": now_micros(), "n": n });
+        let listing = settings.listing(room);
+        let sent = match &mut queue {
+            None => {
+                let body = json!({ "event": "tick", "data": data });
+                runner::post_event(run, &listing, &body, &mut latency).await
+            }
+            Some(queue) => {
+                let at = std::time::Instant::now();
+                let (target, data) = (format!("listing:{listing}"), data.to_string());
+                let id = format!("{}-{index}-{n}", settings.run);
+                let fields = [
+                    ("kind", "room_event"),
+                    ("target", target.as_str()),
+                    ("event", "tick"),
+                    ("data", data.as_str()),
+                    ("id", id.as_str()),
+                ];
+                match queue.xadd(&fields).await {
+                    Ok(_) => {
+                        latency.record(at.elapsed());
+                        true
+                    }
+                    Err(err) => {
+                        run.problems.note(format!("xadd: {err}"));
+                        false
+                    }
+                }
+            }
+        };
+        let counter = if sent {
             &shared.posted
         } else {
             &shared.post_failed
@@ -311,7 +390,13 @@ fn fill_report(
         format!("{posted} (failed {post_failed}; slots skipped {skipped})"),
     );
     let post = post_latency.summary();
-    report.item("POST latency", post.line());
+    report.item(
+        match settings.via {
+            Via::Api => "POST latency",
+            Via::Stream { .. } => "XADD latency",
+        },
+        post.line(),
+    );
 
     let lat = latency.summary();
     report.section("deliveries");
@@ -346,6 +431,7 @@ fn fill_report(
             "members": settings.members,
             "publishers": settings.publishers,
             "rate": settings.rate,
+            "via": settings.via.name(),
             "durationSecs": secs,
             "drainSecs": settings.drain.as_secs_f64(),
         })),

@@ -29,6 +29,7 @@ mod auctions;
 mod catchup;
 pub mod conn;
 mod events;
+mod ingest;
 mod nodes;
 mod presence;
 mod records;
