@@ -12,6 +12,8 @@
 //! implementation lives in its own module, and key names and scripts never
 //! leave the implementation that uses them.
 
+#[cfg(test)]
+mod conformance;
 pub mod memory;
 pub mod redis;
 
