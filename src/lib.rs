@@ -53,6 +53,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Settings(#[from] settings::SettingsError),
+    #[error(transparent)]
+    OnlyNode(#[from] broker::memory::OnlyNodeError),
 }
 
 /// A node, bound and ready to run.
@@ -64,6 +66,8 @@ pub struct Application {
     beacon: actix::Addr<cluster::nodes::NodeBeacon>,
     outbox: cluster::outbox::Relay,
     room_threads: RoomThreads,
+    /// Held for the node's life on the memory broker: no second node.
+    only_node: Option<broker::memory::OnlyNode>,
 }
 
 /// The threads room actors run on; stopped when the node is dropped.
@@ -82,6 +86,10 @@ impl Application {
     /// Call inside an actix system.
     pub fn build(mut settings: Settings) -> Result<Self, StartError> {
         settings.check_for_serving()?;
+        let only_node = match settings.memory_broker() {
+            true => Some(broker::memory::OnlyNode::take(&settings.database_url)?),
+            false => None,
+        };
         if settings.max_connections == 0 {
             settings.max_connections = ops::connection_cap(ops::soft_limit());
         }
@@ -228,6 +236,7 @@ impl Application {
             beacon,
             outbox,
             room_threads: RoomThreads(room_arbiters),
+            only_node,
         })
     }
 
@@ -261,10 +270,12 @@ impl Application {
         let Application {
             server,
             room_threads,
+            only_node,
             ..
         } = self;
         let result = server.await;
         drop(room_threads);
+        drop(only_node);
         result
     }
 }

@@ -15,6 +15,7 @@
 mod auctions;
 mod events;
 mod nodes;
+mod only_node;
 mod presence;
 mod records;
 mod throttles;
@@ -25,6 +26,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::store::StoreError;
+
+pub use only_node::{OnlyNode, OnlyNodeError};
 
 /// The memory broker; cheap to clone (clones share one state).
 #[derive(Clone, Default)]
