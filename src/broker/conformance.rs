@@ -581,7 +581,7 @@ async fn a_claim_holds_for_ten_seconds_at_most<B: Conformant>(broker: &B) {
 const HOUR_MS: i64 = 3_600_000;
 
 /// An open auction of `seller`'s from a second ago to an hour from now.
-fn open_auction(now_ms: i64) -> LiveState {
+pub(crate) fn open_auction(now_ms: i64) -> LiveState {
     LiveState {
         starts_ms: now_ms - 1000,
         ends_ms: now_ms + HOUR_MS,

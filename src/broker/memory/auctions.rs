@@ -28,6 +28,14 @@ pub(super) struct State {
     purge: Purge,
 }
 
+#[cfg(test)]
+impl State {
+    /// Remembered outcomes and rate windows.
+    pub(super) fn held(&self) -> usize {
+        self.outcomes.len() + self.rates.len()
+    }
+}
+
 /// A listing's live state. `fields` is `None` when only a status is left
 /// (closed while no state was kept): a bid then rebuilds it, as the Redis
 /// script does with such a hash.

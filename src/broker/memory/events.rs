@@ -58,6 +58,15 @@ struct Follower {
     sink: Recipient<Arrival>,
 }
 
+#[cfg(test)]
+impl State {
+    /// Events held in every log, and followers.
+    pub(super) fn held(&self) -> (usize, usize) {
+        let events = self.logs.values().map(|log| log.events.len()).sum();
+        (events, self.followers.len())
+    }
+}
+
 impl Events for MemoryBroker {
     async fn publish(
         &self,

@@ -29,6 +29,14 @@ pub(super) struct State {
     purge: Purge,
 }
 
+#[cfg(test)]
+impl State {
+    /// Entries of every map.
+    pub(super) fn held(&self) -> usize {
+        self.online.len() + self.last_seen.len() + self.due.len()
+    }
+}
+
 impl Presence for MemoryBroker {
     async fn refresh(
         &self,

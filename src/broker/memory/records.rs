@@ -23,6 +23,13 @@ pub(super) struct State {
     purge: Purge,
 }
 
+#[cfg(test)]
+impl State {
+    pub(super) fn held(&self) -> usize {
+        self.records.len()
+    }
+}
+
 /// One record. A record is only ever written with its user and owner.
 struct Kept {
     user: String,

@@ -16,6 +16,13 @@ pub(super) struct State {
     purge: Purge,
 }
 
+#[cfg(test)]
+impl State {
+    pub(super) fn held(&self) -> usize {
+        self.marks.len()
+    }
+}
+
 impl Throttles for MemoryBroker {
     async fn once(&self, key: &Throttle, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
