@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auction;
 pub mod auth;
+pub mod beacon;
 pub mod broker;
 pub mod cluster;
 pub mod domain;
@@ -63,7 +64,7 @@ pub struct Application {
     address: SocketAddr,
     state: web::Data<AppState>,
     _closer: actix::Addr<auction::closer::AuctionCloser>,
-    beacon: actix::Addr<cluster::nodes::NodeBeacon>,
+    beacon: actix::Addr<beacon::NodeBeacon>,
     outbox: cluster::outbox::Relay,
     room_threads: RoomThreads,
     /// Held for the node's life on the memory broker: no second node.
@@ -113,6 +114,9 @@ impl Application {
             settings.redis_pool_size,
             metrics.clone(),
         )?;
+        let broker = broker::Broker::Redis(std::sync::Arc::new(broker::redis::RedisBroker::new(
+            redis.clone(),
+        )));
         let threads = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -156,7 +160,7 @@ impl Application {
             Registry::new(arbiters, idle, registry_metrics, parts).with_max_rooms(max_rooms)
         });
         let presence = rooms::presence::PresenceTracker::new(
-            redis.clone(),
+            broker.clone(),
             fanout.clone(),
             settings.presence_ttl,
         )
@@ -192,7 +196,9 @@ impl Application {
             source,
         })?;
         let grace = settings.shutdown_grace;
-        let state = web::Data::new(AppState::new(settings, auth, db, redis, actors, metrics));
+        let state = web::Data::new(AppState::new(
+            settings, auth, db, redis, broker, actors, metrics,
+        ));
         let closer = auction::closer::AuctionCloser::new(state.clone().into_inner()).start();
         let outbox = cluster::outbox::Relay::start(
             state.db.clone(),
@@ -200,11 +206,11 @@ impl Application {
             state.settings.node_id.clone(),
             state.settings.outbox.clone(),
         );
-        let beacon = cluster::nodes::NodeBeacon::new(
+        let beacon = beacon::NodeBeacon::new(
             state.settings.node_id.clone(),
             address.to_string(),
             state.settings.node_heartbeat,
-            state.redis.clone(),
+            state.broker.clone(),
             state.registry.clone(),
         )
         .start();
@@ -286,13 +292,13 @@ impl Application {
 pub struct Stopper {
     server: ServerHandle,
     state: web::Data<AppState>,
-    beacon: Addr<cluster::nodes::NodeBeacon>,
+    beacon: Addr<beacon::NodeBeacon>,
     outbox: cluster::outbox::Relay,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
-        let _ = self.beacon.send(cluster::nodes::Leave).await;
+        let _ = self.beacon.send(beacon::Leave).await;
         // Notices not yet published are the other nodes' to relay.
         self.outbox.stop();
         let registry = &self.state.registry;

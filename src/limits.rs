@@ -1,5 +1,5 @@
-//! Per-user rates of client events: one token bucket per user and kind of
-//! event, in memory on each node (a user's connections on one node share
+//! Token buckets, and per-user rates of client events: one bucket per user
+//! and kind of event, in memory on each node (a user's connections on one node share
 //! them). An event past its bucket is answered `rate_limited` with
 //! `retryAfterMs`, before it is queued, so a flood costs the node no more
 //! than its parsing.
@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -106,14 +106,63 @@ const SHARDS: usize = 16;
 /// forget: a new bucket starts full).
 const SWEEP_EVERY: u32 = 4096;
 
-struct Bucket {
+/// A token bucket: `rate.burst` tokens at most, `rate.per_second` coming
+/// back each second. Every bound on a rate in souk is one of these: per
+/// user and kind of event here, per socket for token checks and per client
+/// address for opens (`session::guard`).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
     tokens: f64,
     at: Instant,
 }
 
+impl TokenBucket {
+    /// A full bucket.
+    pub fn full(rate: Rate, now: Instant) -> Self {
+        TokenBucket {
+            tokens: rate.burst,
+            at: now,
+        }
+    }
+
+    /// The tokens the bucket holds at `now`.
+    fn tokens_at(&self, rate: Rate, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * rate.per_second).min(rate.burst)
+    }
+
+    /// Takes `cost` tokens, or says how long until the bucket holds them.
+    /// A cost above the burst is taken as the burst, so that it can pass
+    /// once the bucket is full; a rate that is off never refuses.
+    pub fn take(&mut self, rate: Rate, cost: f64, now: Instant) -> Result<(), Duration> {
+        if !rate.is_on() {
+            return Ok(());
+        }
+        let cost = cost.min(rate.burst);
+        self.tokens = self.tokens_at(rate, now);
+        self.at = now;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            return Ok(());
+        }
+        if rate.per_second <= 0.0 {
+            return Err(Duration::MAX);
+        }
+        Err(Duration::from_secs_f64(
+            (cost - self.tokens) / rate.per_second,
+        ))
+    }
+
+    /// Whether the bucket is full at `now` (then it is the same as a new
+    /// one, and can be forgotten).
+    pub fn is_full(&self, rate: Rate, now: Instant) -> bool {
+        self.tokens_at(rate, now) >= rate.burst
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    buckets: HashMap<(String, Kind), Bucket>,
+    buckets: HashMap<(String, Kind), TokenBucket>,
     takes: u32,
 }
 
@@ -136,7 +185,6 @@ impl Limiter {
     /// as the burst, so that it can pass once the bucket is full.
     pub fn take(&self, user: &str, kind: Kind, cost: u32, now: Instant) -> Result<(), u64> {
         let rate = kind.rate(&self.rates);
-        let cost = f64::from(cost).min(rate.burst);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         user.hash(&mut hasher);
         let index = (hasher.finish() % SHARDS as u64) as usize;
@@ -151,26 +199,16 @@ impl Limiter {
         shard.takes = shard.takes.wrapping_add(1);
         if shard.takes % SWEEP_EVERY == 0 {
             let rates = self.rates;
-            shard.buckets.retain(|(_, kind), bucket| {
-                let rate = kind.rate(&rates);
-                refill(bucket, rate, now) < rate.burst
-            });
+            shard
+                .buckets
+                .retain(|(_, kind), bucket| !bucket.is_full(kind.rate(&rates), now));
         }
-        let bucket = shard
+        shard
             .buckets
             .entry((user.to_owned(), kind))
-            .or_insert(Bucket {
-                tokens: rate.burst,
-                at: now,
-            });
-        let tokens = refill(bucket, rate, now);
-        bucket.tokens = tokens;
-        bucket.at = now;
-        if tokens >= cost {
-            bucket.tokens -= cost;
-            return Ok(());
-        }
-        Err(((cost - tokens) / rate.per_second * 1000.0).ceil() as u64)
+            .or_insert_with(|| TokenBucket::full(rate, now))
+            .take(rate, f64::from(cost), now)
+            .map_err(|wait| u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
     }
 
     /// Checks `event` against `user`'s bucket; a refusal is counted under
@@ -208,12 +246,6 @@ impl Limiter {
     }
 }
 
-/// The tokens a bucket holds at `now`.
-fn refill(bucket: &Bucket, rate: Rate, now: Instant) -> f64 {
-    let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-    (bucket.tokens + elapsed * rate.per_second).min(rate.burst)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -233,6 +265,39 @@ mod tests {
             bids: r,
             pages: r,
         }
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_refills_at_its_rate() {
+        const RATE: Rate = Rate {
+            per_second: 2.0,
+            burst: 3.0,
+        };
+        let start = Instant::now();
+        let mut bucket = TokenBucket::full(RATE, start);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(RATE, 1.0, start), Ok(()));
+        }
+        let wait = bucket.take(RATE, 1.0, start).err();
+        assert_eq!(wait, Some(Duration::from_millis(500)));
+        assert_eq!(
+            bucket.take(RATE, 1.0, start + Duration::from_millis(500)),
+            Ok(())
+        );
+        assert!(bucket
+            .take(RATE, 1.0, start + Duration::from_millis(500))
+            .is_err());
+        // Never more than the burst, however long it waits.
+        let later = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(RATE, 1.0, later), Ok(()));
+        }
+        assert!(bucket.take(RATE, 1.0, later).is_err());
+        let off = Rate {
+            per_second: 0.0,
+            burst: 0.0,
+        };
+        assert_eq!(bucket.take(off, 1.0, later), Ok(()));
     }
 
     #[test]

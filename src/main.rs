@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use souk::broker::Auctions;
+use souk::ids::ListingId;
 use souk::settings::Settings;
 use souk::{broker, store, Application};
 
@@ -78,7 +80,7 @@ fn run_migrations(settings: &Settings) -> ExitCode {
 }
 
 /// Writes the demo marketplace, then drops the demo auction's live state in
-/// Redis so its next bid starts from the freshly seeded settings.
+/// the broker so its next bid starts from the freshly seeded settings.
 fn seed_demo(settings: &Settings) -> ExitCode {
     let seeded = store::demo::seed_url(&settings.database_url).and_then(|()| {
         actix_web::rt::System::new().block_on(async {
@@ -86,8 +88,11 @@ fn seed_demo(settings: &Settings) -> ExitCode {
                 .map_err(|err| store::StoreError::internal_by("metrics", err))?;
             let redis =
                 broker::redis::Redis::new(&settings.redis_url, &settings.redis_prefix, 1, metrics)?;
-            let key = souk::auction::live::auction_key(&redis, store::demo::AUCTION);
-            souk::auction::live::forget(&redis, vec![key]).await
+            let auction = ListingId::parse(store::demo::AUCTION)
+                .ok_or_else(|| store::StoreError::internal("the demo auction's id is not valid"))?;
+            broker::redis::RedisBroker::new(redis)
+                .forget(&auction, &[])
+                .await
         })
     });
     match seeded {

@@ -11,7 +11,7 @@ mod guard;
 mod outbox;
 mod quotas;
 
-pub use guard::{GuardSettings, TokenRate};
+pub use guard::GuardSettings;
 pub use outbox::OutboxSettings;
 pub use quotas::{QuotaSettings, Rate, Rates};
 
@@ -478,6 +478,22 @@ mod tests {
                 "{name}={value}"
             );
         }
+    }
+
+    /// The integration tests set origins as typed settings; how the list is
+    /// written in the environment (spaces, a trailing slash) is read here.
+    #[test]
+    fn cors_origins_are_a_trimmed_comma_separated_list() -> Result<(), SettingsError> {
+        let s = Settings::from_values(&values(&[(
+            "SOUK_CORS_ORIGINS",
+            " https://shop.example, https://admin.example/ ,,",
+        )]))?;
+        assert_eq!(
+            s.cors_origins,
+            ["https://shop.example", "https://admin.example"]
+        );
+        assert!(Settings::from_values(&values(&[]))?.cors_origins.is_empty());
+        Ok(())
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::Addr;
 
 use crate::auth::Authenticator;
-use crate::broker::redis::{Redis, RedisBroker};
+use crate::broker::redis::Redis;
 use crate::broker::Broker;
 use crate::cluster::Fanout;
 use crate::metrics::Metrics;
@@ -54,6 +54,7 @@ impl AppState {
         auth: Authenticator,
         db: Db,
         redis: Redis,
+        broker: Broker,
         actors: Actors,
         metrics: Metrics,
     ) -> Self {
@@ -63,7 +64,7 @@ impl AppState {
             settings,
             auth,
             db,
-            broker: Broker::Redis(std::sync::Arc::new(RedisBroker::new(redis.clone()))),
+            broker,
             redis,
             fanout: actors.fanout,
             registry: actors.registry,

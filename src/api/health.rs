@@ -13,7 +13,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: 200 when Postgres and Redis both answer, else 503.
 pub async fn readyz(app: web::Data<AppState>) -> HttpResponse {
-    let (postgres, redis) = futures_util::join!(app.db.ping(), app.redis.ping());
+    let (postgres, redis) = futures_util::join!(app.db.ping(), app.broker.ping());
     let word = |ok: bool| if ok { "ok" } else { "down" };
     let body = json!({ "postgres": word(postgres.is_ok()), "redis": word(redis.is_ok()) });
     if postgres.is_ok() && redis.is_ok() {

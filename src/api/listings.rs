@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{bad_field, path_id, ServiceCaller};
-use crate::auction::live;
+use crate::broker::Auctions;
 use crate::domain::{Availability, Visibility};
 use crate::error::Failure;
 use crate::ids::{ListingId, UserId};
@@ -133,7 +133,7 @@ pub async fn put(
         // the next bid rebuilds the live state from Postgres (and is refused
         // there when the listing is no longer an auction). Unchanged too, so
         // that the backend's retry of a PUT whose drop failed does it.
-        live::forget(&app.redis, vec![live::auction_key(&app.redis, id.as_str())]).await?;
+        app.broker.forget(&id, &[]).await?;
     }
     let now = Utc::now();
     let after = upserted.after.to_listing(&AuctionProgress::default(), now);

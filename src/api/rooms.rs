@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{bad_field, ServiceCaller};
+use crate::broker::Nodes;
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
 use crate::rooms::presence::states;
@@ -75,7 +76,7 @@ pub async fn presence(
     if !(1..=100).contains(&users.len()) {
         return Err(bad_field("userIds must name 1 to 100 users"));
     }
-    let presence = states(&app.redis, &users).await?;
+    let presence = states(&app.broker, &users).await?;
     Ok(HttpResponse::Ok().json(json!({ "presence": presence })))
 }
 
@@ -89,6 +90,6 @@ pub async fn cluster(
 
 /// The cluster's answer, for the backend and for admins (§8a).
 pub(super) async fn cluster_view(app: &AppState) -> Result<HttpResponse, Failure> {
-    let nodes = crate::cluster::nodes::live(&app.redis).await?;
+    let nodes = app.broker.live().await?;
     Ok(HttpResponse::Ok().json(json!({ "nodes": nodes })))
 }

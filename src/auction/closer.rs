@@ -9,8 +9,8 @@ use actix::prelude::*;
 use chrono::Utc;
 use serde_json::json;
 
-use super::live::{self, CloseCheck};
 use super::place::rebuild;
+use crate::broker::{Auctions, CloseCheck};
 use crate::cluster::outbox;
 use crate::error::Failure;
 use crate::ids::{BookingId, ListingId, UserId};
@@ -82,10 +82,10 @@ async fn scan(app: &AppState) -> Result<(), Failure> {
 /// Closes one auction if its end (as extended) has come.
 pub async fn close(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
     let now = Utc::now().timestamp_millis();
-    let mut check = live::begin_close(&app.redis, listing.as_str(), now).await?;
+    let mut check = app.broker.begin_close(listing, now).await?;
     if check == CloseCheck::Missing {
         rebuild(app, listing).await?;
-        check = live::begin_close(&app.redis, listing.as_str(), now).await?;
+        check = app.broker.begin_close(listing, now).await?;
     }
     let CloseCheck::Closing { version } = check else {
         return Ok(());
@@ -132,7 +132,7 @@ pub async fn close(app: &AppState, listing: &ListingId) -> Result<(), Failure> {
             log::warn!("auction {listing}: notices left to the outbox relay: {err}");
         }
     }
-    live::mark_closed(&app.redis, listing.as_str()).await?;
+    app.broker.mark_closed(listing).await?;
     Ok(())
 }
 

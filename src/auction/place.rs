@@ -1,4 +1,4 @@
-//! `bid:place`: rate limit, the Redis decision, the Postgres append, the
+//! `bid:place`: rate limit, the broker's decision, the Postgres append, the
 //! announcements, then the ack.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use diesel::PgConnection;
 
-use super::live::{self, Accepted, BidRequest, Outcome, Placed};
+use crate::broker::{Accepted, Auctions, BidRequest, LiveState, Outcome, Placed, RateLimit};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
@@ -22,7 +22,7 @@ use crate::time::rfc3339;
 /// Bids one bidder may place per second (§5).
 pub const BIDS_PER_SECOND: i64 = 5;
 /// The same, as the bid script counts it.
-const RATE_LIMIT: live::RateLimit = live::RateLimit {
+const RATE_LIMIT: RateLimit = RateLimit {
     per_window: BIDS_PER_SECOND,
     window_ms: 1000,
 };
@@ -45,11 +45,10 @@ where
 {
     let now = Utc::now().timestamp_millis();
     let place = |vouched| {
-        live::place(
-            &app.redis,
+        app.broker.place(
             BidRequest {
-                listing: listing.as_str(),
-                bidder: bidder.as_str(),
+                listing: &listing,
+                bidder,
                 amount,
                 key: key.as_deref(),
                 now_ms: now,
@@ -111,16 +110,11 @@ where
                 outcome => {
                     // Not in Postgres, so not accepted: let the next bid
                     // rebuild the live state from what Postgres has.
-                    let mut keys = vec![live::auction_key(&app.redis, listing.as_str())];
-                    if let Some(key) = &key {
-                        keys.push(live::idempotency_key(
-                            &app.redis,
-                            listing.as_str(),
-                            bidder.as_str(),
-                            key,
-                        ));
-                    }
-                    let _ = live::forget(&app.redis, keys).await;
+                    let keys: Vec<(UserId, String)> = key
+                        .iter()
+                        .map(|key| (bidder.clone(), key.clone()))
+                        .collect();
+                    let _ = app.broker.forget(&listing, &keys).await;
                     return Err(match outcome {
                         Err(err) => err.into(),
                         Ok(Appended::Closed) => Failure::new(
@@ -260,7 +254,7 @@ pub async fn rebuild(app: &AppState, listing: &ListingId) -> Result<(), Failure>
             "this listing is not an auction",
         ));
     };
-    let mut state = live::LiveState {
+    let mut state = LiveState {
         starts_ms: starts.timestamp_millis(),
         ends_ms: ends.timestamp_millis(),
         start_price: row.auction_start_price.unwrap_or(0),
@@ -300,7 +294,7 @@ pub async fn rebuild(app: &AppState, listing: &ListingId) -> Result<(), Failure>
         "auction {listing}: live state rebuilt from Postgres at version {}",
         state.version
     );
-    live::load(&app.redis, listing.as_str(), &state, &remembered).await?;
+    app.broker.load(listing, &state, &remembered).await?;
     Ok(())
 }
 

@@ -166,7 +166,9 @@ pub struct PresenceState {
 /// Rules: a user refreshed within `ttl` is online, on every node; a refresh
 /// that finds the user offline reports them as newly online (to exactly one
 /// caller); once `ttl` has passed without a refresh, exactly one `sweep`
-/// (over all nodes) reports them as gone, with their last-seen time.
+/// (over all nodes) reports them as gone, with their last-seen time. A
+/// `refresh` or `sweep` that fails part way answers what it reported so
+/// far rather than the error: no later call would report those users.
 pub trait Presence {
     /// Marks `users` online until `now + ttl`; answers those who were not.
     fn refresh(
@@ -331,11 +333,18 @@ pub struct RateLimit {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Accepted(Accepted),
-    Closed { ends: i64 },
-    NotOpen { starts: i64 },
+    Closed {
+        ends: i64,
+    },
+    NotOpen {
+        starts: i64,
+    },
+    /// The listing is withdrawn, sold or reserved.
     Unavailable,
     Seller,
-    TooLow { min: i64 },
+    TooLow {
+        min: i64,
+    },
 }
 
 /// An accepted bid, and the state it left.
@@ -346,7 +355,9 @@ pub struct Accepted {
     pub amount: i64,
     pub ends: i64,
     pub extended: bool,
+    /// '' when there was none.
     pub prev_leader: String,
+    /// -1 when there was none.
     pub prev_amount: i64,
     pub bid_count: i64,
 }
@@ -381,6 +392,7 @@ pub struct LiveState {
     pub version: i64,
     pub closed: bool,
     pub private: bool,
+    /// `available`, `reserved`, `sold` or `withdrawn`.
     pub availability: String,
 }
 

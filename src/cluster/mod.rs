@@ -12,7 +12,6 @@
 //! docs/DECISIONS.md says why and what it costs.
 
 pub mod fanout;
-pub mod nodes;
 pub mod outbox;
 pub mod recovery;
 pub mod resp;

@@ -1,10 +1,13 @@
 //! A booking's thread: `message:send`, `message:history`, `typing:start`,
 //! `typing:stop`, `read:mark`.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::booking::{access, Admins};
 use super::Caller;
+use crate::broker::{Throttle, Throttles};
 use crate::error::Failure;
 use crate::ids::{BookingId, MessageId, UserId};
 use crate::rooms::registry::Typing;
@@ -13,11 +16,11 @@ use crate::state::AppState;
 use crate::store::messages::{self, NewMessage, Outgoing};
 use crate::store::receipts;
 use crate::store::writer;
-use crate::store::{Refusal, StoreError};
+use crate::store::Refusal;
 use crate::time::rfc3339;
 
 /// How long one typist's `typing: true` broadcasts are throttled (§5).
-const TYPING_THROTTLE_MS: u64 = 3000;
+const TYPING_THROTTLE: Duration = Duration::from_millis(3000);
 
 /// Sends a message; acked after commit. A repeated `(booking, sender,
 /// clientMsgId)` answers the first message and announces nothing.
@@ -118,7 +121,7 @@ pub async fn read_mark(
 }
 
 /// Says the caller is typing: at most one broadcast per 3 s per user and
-/// booking, decided by a Redis key with that TTL; answers `{throttled}`.
+/// booking, decided by the broker's `Throttle::Typing`; answers `{throttled}`.
 pub async fn typing_start(
     app: &AppState,
     caller: &Caller,
@@ -129,17 +132,11 @@ pub async fn typing_start(
     app.db
         .run(move |conn| access(conn, &lookup, &who, Admins::Audited("typing:start")))
         .await?;
-    let mut conn = app.redis.connection().await?;
-    let set: Option<String> = deadpool_redis::redis::cmd("SET")
-        .arg(typing_key(app, &booking, caller.user()))
-        .arg(1)
-        .arg("PX")
-        .arg(TYPING_THROTTLE_MS)
-        .arg("NX")
-        .query_async(&mut *conn)
-        .await
-        .map_err(StoreError::from)?;
-    let broadcast = set.is_some();
+    let throttle = Throttle::Typing {
+        booking: booking.clone(),
+        user: caller.user().clone(),
+    };
+    let broadcast = app.broker.once(&throttle, TYPING_THROTTLE).await?;
     app.registry.do_send(Typing::Start {
         booking,
         user: caller.user().clone(),
@@ -154,19 +151,14 @@ pub async fn typing_stop(
     caller: &Caller,
     booking: BookingId,
 ) -> Result<Value, Failure> {
-    let mut conn = app.redis.connection().await?;
-    let _: i64 = deadpool_redis::redis::cmd("DEL")
-        .arg(typing_key(app, &booking, caller.user()))
-        .query_async(&mut *conn)
-        .await
-        .map_err(StoreError::from)?;
+    let throttle = Throttle::Typing {
+        booking: booking.clone(),
+        user: caller.user().clone(),
+    };
+    app.broker.reset(&throttle).await?;
     app.registry.do_send(Typing::Stop {
         booking,
         user: caller.user().clone(),
     });
     Ok(json!({}))
-}
-
-fn typing_key(app: &AppState, booking: &BookingId, user: &UserId) -> String {
-    app.redis.key(&["typing", booking.as_str(), user.as_str()])
 }

@@ -12,7 +12,7 @@ use crate::state::AppState;
 
 /// Joins each `presence:{id}`; answers their current states.
 pub async fn watch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Result<Value, Failure> {
-    let presence = states(&app.redis, &users).await?;
+    let presence = states(&app.broker, &users).await?;
     let join = JoinAll {
         session: caller.session,
         user: caller.user().clone(),

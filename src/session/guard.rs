@@ -11,58 +11,12 @@ use std::time::{Duration, Instant};
 use actix_web::HttpRequest;
 
 use crate::error::Failure;
-use crate::settings::TokenRate;
+use crate::limits::TokenBucket;
+use crate::settings::Rate;
 
 /// Addresses whose open buckets a node remembers at most. Past it, buckets
 /// that have refilled are forgotten (they are the same as new ones).
 const MAX_TRACKED_ADDRESSES: usize = 65_536;
-
-/// A token bucket: `rate.burst` tokens at most, refilled at `rate.per_sec`.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenBucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn full(rate: TokenRate, now: Instant) -> Self {
-        TokenBucket {
-            tokens: f64::from(rate.burst),
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, rate: TokenRate, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * f64::from(rate.per_sec)).min(f64::from(rate.burst));
-        self.at = now;
-    }
-
-    /// Takes a token, or says how long until one is there. A rate that is
-    /// off never refuses.
-    pub fn take(&mut self, rate: TokenRate, now: Instant) -> Result<(), Duration> {
-        if !rate.is_on() {
-            return Ok(());
-        }
-        self.refill(rate, now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Ok(());
-        }
-        if rate.per_sec == 0 {
-            return Err(Duration::MAX);
-        }
-        let missing = 1.0 - self.tokens;
-        Err(Duration::from_secs_f64(missing / f64::from(rate.per_sec)))
-    }
-
-    fn is_full(&self, rate: TokenRate, now: Instant) -> bool {
-        let mut bucket = *self;
-        bucket.refill(rate, now);
-        bucket.tokens >= f64::from(rate.burst)
-    }
-}
 
 /// How long to tell a refused client to wait, in whole milliseconds.
 pub fn retry_after_ms(wait: Duration) -> u64 {
@@ -84,7 +38,7 @@ pub struct OpenLimiter {
 
 impl OpenLimiter {
     /// Takes an open for `addr`; how long to wait when it has none left.
-    pub fn take(&self, addr: IpAddr, rate: TokenRate) -> Result<(), Duration> {
+    pub fn take(&self, addr: IpAddr, rate: Rate) -> Result<(), Duration> {
         if !rate.is_on() {
             return Ok(());
         }
@@ -106,7 +60,7 @@ impl OpenLimiter {
         buckets
             .entry(addr)
             .or_insert_with(|| TokenBucket::full(rate, now))
-            .take(rate, now)
+            .take(rate, 1.0, now)
     }
 
     /// How many addresses are tracked.
@@ -211,39 +165,10 @@ impl Drop for HandshakeSlot {
 mod tests {
     use super::*;
 
-    const RATE: TokenRate = TokenRate {
-        burst: 3,
-        per_sec: 2,
+    const RATE: Rate = Rate {
+        per_second: 2.0,
+        burst: 3.0,
     };
-
-    #[test]
-    fn a_bucket_gives_its_burst_then_refills_at_its_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::full(RATE, start);
-        for _ in 0..3 {
-            assert_eq!(bucket.take(RATE, start), Ok(()));
-        }
-        let wait = bucket.take(RATE, start).err();
-        assert_eq!(wait, Some(Duration::from_millis(500)));
-        assert_eq!(
-            bucket.take(RATE, start + Duration::from_millis(500)),
-            Ok(())
-        );
-        assert!(bucket
-            .take(RATE, start + Duration::from_millis(500))
-            .is_err());
-        // Never more than the burst, however long it waits.
-        let later = start + Duration::from_secs(60);
-        for _ in 0..3 {
-            assert_eq!(bucket.take(RATE, later), Ok(()));
-        }
-        assert!(bucket.take(RATE, later).is_err());
-        let off = TokenRate {
-            burst: 0,
-            per_sec: 0,
-        };
-        assert_eq!(bucket.take(off, later), Ok(()));
-    }
 
     #[test]
     fn addresses_have_their_own_buckets_and_ipv6_counts_by_slash_64() {

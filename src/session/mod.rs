@@ -39,7 +39,8 @@ pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post};
 pub use guard::on_accept;
 
-use guard::{rate_limited, retry_after_ms, HandshakeSlot, TokenBucket};
+use crate::limits::TokenBucket;
+use guard::{rate_limited, retry_after_ms, HandshakeSlot};
 use outbound::{Ending, Outbound, Pipe, PollAnswer};
 use websocket::WsTransport;
 
@@ -424,7 +425,7 @@ impl Session {
     /// `auth:refresh`), or says how long until one is there.
     fn take_token_check(&mut self) -> Result<(), Duration> {
         let rate = self.app.settings.guard.token_checks;
-        let taken = self.token_checks.take(rate, Instant::now());
+        let taken = self.token_checks.take(rate, 1.0, Instant::now());
         if taken.is_err() {
             self.trip("token_checks");
         }

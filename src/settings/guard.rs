@@ -6,22 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{number, SettingsError};
-
-/// A token bucket's shape: `burst` at once, refilled at `per_sec`.
-/// A burst of 0 turns the limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenRate {
-    pub burst: u32,
-    pub per_sec: u32,
-}
-
-impl TokenRate {
-    /// Whether the limit applies at all.
-    pub fn is_on(&self) -> bool {
-        self.burst > 0
-    }
-}
+use super::{number, Rate, SettingsError};
 
 /// Transport bounds.
 #[derive(Debug, Clone)]
@@ -31,7 +16,7 @@ pub struct GuardSettings {
     pub max_handshakes: usize,
     /// `SOUK_OPENS_PER_ADDR_BURST` / `SOUK_OPENS_PER_ADDR_PER_SEC`: new
     /// Engine.IO sessions one client address may open.
-    pub opens_per_addr: TokenRate,
+    pub opens_per_addr: Rate,
     /// `SOUK_TRUSTED_PROXIES`: comma-separated IPs whose `X-Forwarded-For`
     /// names the client; empty: the peer address is the client.
     pub trusted_proxies: Vec<IpAddr>,
@@ -39,7 +24,7 @@ pub struct GuardSettings {
     pub max_post_packets: usize,
     /// `SOUK_TOKEN_CHECKS_BURST` / `SOUK_TOKEN_CHECKS_PER_SEC`: CONNECT
     /// attempts and `auth:refresh` calls one socket may make.
-    pub token_checks: TokenRate,
+    pub token_checks: Rate,
     /// `SOUK_TCP_USER_TIMEOUT_MS`: how long data written to a client may
     /// stay unacknowledged (a client that stopped reading) before the kernel
     /// drops the connection; 0 leaves the system default (none).
@@ -50,15 +35,15 @@ impl Default for GuardSettings {
     fn default() -> Self {
         GuardSettings {
             max_handshakes: 0,
-            opens_per_addr: TokenRate {
-                burst: 100,
-                per_sec: 10,
+            opens_per_addr: Rate {
+                per_second: 10.0,
+                burst: 100.0,
             },
             trusted_proxies: Vec::new(),
             max_post_packets: 1_000,
-            token_checks: TokenRate {
-                burst: 5,
-                per_sec: 1,
+            token_checks: Rate {
+                per_second: 1.0,
+                burst: 5.0,
             },
             tcp_user_timeout: Some(Duration::from_millis(30_000)),
         }
@@ -68,10 +53,13 @@ impl Default for GuardSettings {
 impl GuardSettings {
     pub(super) fn from_values(values: &HashMap<String, String>) -> Result<Self, SettingsError> {
         let default = GuardSettings::default();
-        let rate = |burst, per_sec, default: TokenRate| -> Result<TokenRate, SettingsError> {
-            Ok(TokenRate {
-                burst: number(values, burst, default.burst)?,
-                per_sec: number(values, per_sec, default.per_sec)?,
+        // Whole numbers, as documented; a burst of 0 turns the limit off.
+        let rate = |burst, per_sec, default: Rate| -> Result<Rate, SettingsError> {
+            let burst: u32 = number(values, burst, default.burst as u32)?;
+            let per_sec: u32 = number(values, per_sec, default.per_second as u32)?;
+            Ok(Rate {
+                per_second: f64::from(per_sec),
+                burst: f64::from(burst),
             })
         };
         let tcp_user_timeout: u64 = number(values, "SOUK_TCP_USER_TIMEOUT_MS", 30_000)?;
@@ -136,18 +124,18 @@ mod tests {
         assert_eq!(guard.handshake_cap(2), 1);
         assert_eq!(
             guard.opens_per_addr,
-            TokenRate {
-                burst: 100,
-                per_sec: 10
+            Rate {
+                per_second: 10.0,
+                burst: 100.0
             }
         );
         assert!(guard.trusted_proxies.is_empty());
         assert_eq!(guard.max_post_packets, 1000);
         assert_eq!(
             guard.token_checks,
-            TokenRate {
-                burst: 5,
-                per_sec: 1
+            Rate {
+                per_second: 1.0,
+                burst: 5.0
             }
         );
         assert_eq!(guard.tcp_user_timeout, Some(Duration::from_secs(30)));
@@ -175,9 +163,9 @@ mod tests {
         );
         assert_eq!(
             guard.token_checks,
-            TokenRate {
-                burst: 2,
-                per_sec: 3
+            Rate {
+                per_second: 3.0,
+                burst: 2.0
             }
         );
         assert_eq!(guard.tcp_user_timeout, None);

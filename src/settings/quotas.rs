@@ -6,12 +6,20 @@ use std::time::Duration;
 
 use super::{millis, number, SettingsError};
 
-/// A token bucket's size: `per_second` tokens come back each second, up to
-/// `burst` held at once.
+/// A token bucket's shape, for every bucket of souk's (`limits::TokenBucket`):
+/// `per_second` tokens come back each second, up to `burst` held at once.
+/// A burst of 0 turns the limit off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
     pub per_second: f64,
     pub burst: f64,
+}
+
+impl Rate {
+    /// Whether the limit applies at all.
+    pub fn is_on(&self) -> bool {
+        self.burst > 0.0
+    }
 }
 
 /// Per-user rates of client events, one bucket per kind (`SOUK_RATE_<KIND>`

@@ -243,7 +243,7 @@ mod cluster {
 
     #[actix_web::test]
     async fn an_admin_on_one_node_sees_disputes_moved_on_another() {
-        let nodes = TestApp::spawn_cluster(2, &[]).await;
+        let nodes = TestApp::spawn_cluster(2, |_| {}).await;
         let (mut ada, _) = watching(&nodes[0], "ada").await;
         let mut bob = nodes[1].connect("bob").await;
         let mut sella = nodes[1].connect("sella").await;

@@ -1,5 +1,7 @@
 //! Health, readiness, metrics, dev tokens and the server API's auth.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -26,7 +28,7 @@ async fn healthz_and_readyz_answer_when_stores_are_up() {
 
 #[actix_web::test]
 async fn readyz_is_503_while_redis_is_down() {
-    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let app = TestApp::spawn_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
     let (status, body) = get(app.http("/readyz")).await;
     assert_eq!(status, 503);
     assert_eq!(body["redis"], "down");
@@ -41,7 +43,7 @@ async fn readyz_is_503_while_redis_is_down() {
 
 #[actix_web::test]
 async fn a_room_event_that_cannot_be_published_is_not_acknowledged() {
-    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let app = TestApp::spawn_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
     let (status, body) = app.room_event("listing:l1", "tick", json!(1)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "service_unavailable");
@@ -58,7 +60,8 @@ async fn a_room_event_that_cannot_be_published_is_not_acknowledged() {
 #[actix_web::test]
 async fn readyz_is_503_while_postgres_is_down() {
     let app =
-        TestApp::spawn_with(&[("SOUK_DATABASE_URL", "postgres://postgres@127.0.0.1:1/souk")]).await;
+        TestApp::spawn_with(|s| s.database_url = "postgres://postgres@127.0.0.1:1/souk".into())
+            .await;
     let (status, body) = get(app.http("/readyz")).await;
     assert_eq!(status, 503);
     assert_eq!(body["postgres"], "down");
@@ -67,7 +70,7 @@ async fn readyz_is_503_while_postgres_is_down() {
 
 #[actix_web::test]
 async fn metrics_count_connections_events_and_disconnects() {
-    let app = TestApp::spawn_with(&[("SOUK_ROOM_IDLE_MS", "50")]).await;
+    let app = TestApp::spawn_with(|s| s.room_idle = Duration::from_millis(50)).await;
     let mut client = app.connect("mia").await;
     client.emit_ack("nope", json!({})).await;
     client
@@ -202,7 +205,7 @@ async fn dev_tokens_exist_only_in_dev_mode() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
 
-    let dev = TestApp::spawn_with(&[("SOUK_DEV", "1")]).await;
+    let dev = TestApp::spawn_with(dev_mode).await;
     let mut resp = awc::Client::new()
         .get(dev.http("/dev/"))
         .send()
@@ -356,7 +359,7 @@ async fn the_backend_emits_to_any_room() {
 #[actix_web::test]
 async fn the_node_comes_back_after_its_redis_connections_are_cut() {
     let proxy = RedisProxy::start().await;
-    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", &proxy.url)]).await;
+    let app = TestApp::spawn_with(|s| s.redis_url = proxy.url.clone()).await;
     app.listing("l1", "sella").await;
     // Enough commands that every shared connection is in use.
     for _ in 0..8 {
@@ -384,7 +387,7 @@ async fn the_node_comes_back_after_its_redis_connections_are_cut() {
 #[actix_web::test]
 async fn room_events_sent_just_after_redis_connections_are_cut_are_acked_and_delivered() {
     let proxy = RedisProxy::start().await;
-    let app = TestApp::spawn_with(&[("SOUK_REDIS_URL", &proxy.url)]).await;
+    let app = TestApp::spawn_with(|s| s.redis_url = proxy.url.clone()).await;
     app.listing("l1", "sella").await;
     let mut watcher = app.watching("ann", "l1").await;
     let tick = |n: u64| app.room_event("listing:l1", "tick", json!(n));

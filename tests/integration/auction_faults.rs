@@ -54,7 +54,7 @@ fn slow_bid_inserts(app: &TestApp, hold: Duration) -> std::thread::JoinHandle<()
 
 #[actix_web::test]
 async fn a_bid_acked_ok_is_in_the_result_even_when_its_commit_is_slow() {
-    let app = TestApp::spawn_with(&[("SOUK_AUCTION_SCAN_MS", "100")]).await;
+    let app = TestApp::spawn_with(|s| s.auction_scan = Duration::from_millis(100)).await;
     let mut ann = app.connect("ann").await;
     let mut sella = app.connect("sella").await;
     auction(&app, "a1", 400, 0, None).await;
@@ -92,11 +92,11 @@ fn closed_to_ann() -> serde_json::Value {
 #[actix_web::test]
 async fn close_notices_survive_a_redis_failure_right_after_the_commit() {
     let proxy = RedisProxy::start().await;
-    let app = TestApp::spawn_with(&[
-        ("SOUK_REDIS_URL", &proxy.url),
-        ("SOUK_AUCTION_SCAN_MS", "100"),
-        ("SOUK_OUTBOX_POLL_MS", "200"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.redis_url = proxy.url.clone();
+        s.auction_scan = Duration::from_millis(100);
+        s.outbox.poll = Duration::from_millis(200);
+    })
     .await;
     auction(&app, "a1", 800, 0, None).await;
     let mut wendy = app.watching("wendy", "a1").await;
@@ -132,20 +132,17 @@ async fn close_notices_survive_a_redis_failure_right_after_the_commit() {
 #[actix_web::test]
 async fn another_node_relays_the_notices_of_a_closing_node_that_died() {
     // The clients' node takes no part: it closes nothing and relays late.
-    let idle = [
-        ("SOUK_AUCTION_SCAN_MS", "600000"),
-        ("SOUK_OUTBOX_POLL_MS", "600000"),
-    ];
-    let clients = TestApp::spawn_with(&idle).await;
+    let clients = TestApp::spawn_with(|s| {
+        s.auction_scan = Duration::from_millis(600_000);
+        s.outbox.poll = Duration::from_millis(600_000);
+    })
+    .await;
     let proxy = RedisProxy::start().await;
-    let closing = clients.another_node_with(
-        "closing",
-        &[
-            ("SOUK_REDIS_URL", &proxy.url),
-            ("SOUK_AUCTION_SCAN_MS", "100"),
-            ("SOUK_OUTBOX_POLL_MS", "200"),
-        ],
-    );
+    let closing = clients.another_node_with("closing", |s| {
+        s.redis_url = proxy.url.clone();
+        s.auction_scan = Duration::from_millis(100);
+        s.outbox.poll = Duration::from_millis(200);
+    });
     auction(&clients, "a1", 800, 0, None).await;
     let mut wendy = clients.watching("wendy", "a1").await;
     let mut ann = clients.connect("ann").await;
@@ -166,14 +163,11 @@ async fn another_node_relays_the_notices_of_a_closing_node_that_died() {
         .assert_no_event("auction:closed", Duration::from_millis(300))
         .await;
 
-    let _relay = clients.another_node_with(
-        "relay",
-        &[
-            ("SOUK_AUCTION_SCAN_MS", "600000"),
-            ("SOUK_OUTBOX_POLL_MS", "200"),
-            ("SOUK_OUTBOX_LEASE_MS", "1500"),
-        ],
-    );
+    let _relay = clients.another_node_with("relay", |s| {
+        s.auction_scan = Duration::from_millis(600_000);
+        s.outbox.poll = Duration::from_millis(200);
+        s.outbox.lease = Duration::from_millis(1500);
+    });
     // The new node respects the dead one's lease (about a second more) ...
     sella
         .assert_no_event("auction:closed", Duration::from_millis(500))

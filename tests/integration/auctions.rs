@@ -193,7 +193,7 @@ async fn a_late_bid_extends_the_auction() {
 
 #[actix_web::test]
 async fn an_auction_closes_once_with_a_confirmed_booking_for_the_winner() {
-    let app = TestApp::spawn_with(&[("SOUK_AUCTION_SCAN_MS", "100")]).await;
+    let app = TestApp::spawn_with(|s| s.auction_scan = Duration::from_millis(100)).await;
     auction(&app, "a1", 1200, 0, Some(1100)).await;
     let mut watcher = app.connect("wendy").await;
     watcher
@@ -232,7 +232,7 @@ async fn an_auction_closes_once_with_a_confirmed_booking_for_the_winner() {
 
 #[actix_web::test]
 async fn no_winner_when_the_reserve_is_not_met() {
-    let app = TestApp::spawn_with(&[("SOUK_AUCTION_SCAN_MS", "100")]).await;
+    let app = TestApp::spawn_with(|s| s.auction_scan = Duration::from_millis(100)).await;
     auction(&app, "a1", 800, 0, Some(5000)).await;
     let mut seller = app.connect("sella").await;
     let mut ann = app.connect("ann").await;
@@ -247,7 +247,7 @@ async fn no_winner_when_the_reserve_is_not_met() {
 
 #[actix_web::test]
 async fn an_auction_withdrawn_before_its_end_closes_without_a_winner() {
-    let app = TestApp::spawn_with(&[("SOUK_AUCTION_SCAN_MS", "100")]).await;
+    let app = TestApp::spawn_with(|s| s.auction_scan = Duration::from_millis(100)).await;
     auction(&app, "a1", 1500, 0, None).await;
     let mut seller = app.connect("sella").await;
     let mut ann = app.connect("ann").await;

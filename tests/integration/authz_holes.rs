@@ -166,7 +166,7 @@ async fn a_refresh_that_keeps_the_role_keeps_the_rooms() {
 
 #[actix_web::test]
 async fn a_listing_made_private_evicts_its_watchers_who_may_not_watch_it_on_every_node() {
-    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    let nodes = TestApp::spawn_cluster(2, |_| {}).await;
     put_visibility(&nodes[0], "l1", "public", "available").await;
     // bob reserves it (a buyer with a booking); sella sells it; ada is an
     // admin; eve and ed are strangers, one on each node.

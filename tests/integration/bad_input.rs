@@ -75,7 +75,7 @@ async fn ten_bad_frames_in_a_row_close_the_connection() {
 
 #[actix_web::test]
 async fn a_frame_over_max_payload_closes_with_parse_error() {
-    let app = TestApp::spawn_with(&[("SOUK_MAX_PAYLOAD", "1000")]).await;
+    let app = TestApp::spawn_with(|s| s.max_payload = 1000).await;
     let mut client = app.connect("eve").await;
     assert_eq!(client.open["maxPayload"], 1000);
     let big = format!(r#"42["nope",{{"x":"{}"}}]"#, "a".repeat(2000));
@@ -98,7 +98,7 @@ async fn a_frame_over_max_payload_closes_with_parse_error() {
 
 #[actix_web::test]
 async fn fragmented_messages_are_reassembled_within_max_payload() {
-    let app = TestApp::spawn_with(&[("SOUK_MAX_PAYLOAD", "1000")]).await;
+    let app = TestApp::spawn_with(|s| s.max_payload = 1000).await;
     let mut client = app.connect("eve").await;
     let frame = r#"427["nope",{"padding":"xxxxxxxxxxxx"}]"#;
     let (a, rest) = frame.split_at(5);

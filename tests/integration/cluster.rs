@@ -12,7 +12,7 @@ use crate::helpers::*;
 /// Two nodes, listing l1, and a watcher of it on each node (ann on the
 /// first, ben on the second).
 pub async fn watchers_on_two_nodes() -> (Vec<TestApp>, Client, Client) {
-    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    let nodes = TestApp::spawn_cluster(2, |_| {}).await;
     nodes[0].listing("l1", "sella").await;
     let on_a = nodes[0].watching("ann", "l1").await;
     let on_b = nodes[1].watching("ben", "l1").await;
@@ -59,7 +59,7 @@ async fn a_room_split_across_nodes_gets_every_event_in_one_order() {
 
 #[actix_web::test]
 async fn a_node_whose_subscriber_dropped_catches_its_rooms_up_from_their_logs() {
-    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    let nodes = TestApp::spawn_cluster(2, |_| {}).await;
     nodes[0].listing("l1", "sella").await;
     let mut on_a = nodes[0].watching("ann", "l1").await;
     let tick = |n: u64| nodes[1].room_event("listing:l1", "tick", json!(n));
@@ -86,7 +86,7 @@ async fn a_node_whose_subscriber_dropped_catches_its_rooms_up_from_their_logs() 
 
 #[actix_web::test]
 async fn fifty_reservers_on_two_nodes_have_one_winner_every_time() {
-    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    let nodes = TestApp::spawn_cluster(2, |_| {}).await;
     let mut clients = Vec::new();
     for n in 0..50 {
         clients.push(nodes[n % 2].connect(&format!("buyer{n}")).await);
@@ -129,7 +129,7 @@ async fn fifty_reservers_on_two_nodes_have_one_winner_every_time() {
 
 #[actix_web::test]
 async fn twenty_bidders_racing_on_two_nodes_end_at_the_highest_valid_bid() {
-    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    let nodes = TestApp::spawn_cluster(2, |_| {}).await;
     auction(&nodes[0], "a1", 60_000, 0, None).await;
     let mut bidders = Vec::new();
     for n in 0..20 {
@@ -181,7 +181,7 @@ async fn twenty_bidders_racing_on_two_nodes_end_at_the_highest_valid_bid() {
 
 #[actix_web::test]
 async fn two_nodes_reaching_the_end_together_close_it_once() {
-    let nodes = TestApp::spawn_cluster(2, &[("SOUK_AUCTION_SCAN_MS", "50")]).await;
+    let nodes = TestApp::spawn_cluster(2, |s| s.auction_scan = Duration::from_millis(50)).await;
     auction(&nodes[0], "a1", 1500, 0, None).await;
     let mut watchers = Vec::new();
     for node in &nodes {
@@ -212,7 +212,7 @@ async fn two_nodes_reaching_the_end_together_close_it_once() {
 async fn a_node_that_was_down_at_the_end_closes_it_when_it_comes_back() {
     let db = std::sync::Arc::new(TestDb::create());
     let first = TestApp::start(
-        settings_for(&db, &[("SOUK_AUCTION_SCAN_MS", "60000")]),
+        settings_for(&db, |s| s.auction_scan = Duration::from_millis(60_000)),
         db.clone(),
     );
     auction(&first, "a1", 300, 0, None).await;
@@ -226,7 +226,7 @@ async fn a_node_that_was_down_at_the_end_closes_it_when_it_comes_back() {
     );
     // A node starting later finds the auction past its end and closes it.
     let later = TestApp::start(
-        settings_for(&db, &[("SOUK_AUCTION_SCAN_MS", "50")]),
+        settings_for(&db, |s| s.auction_scan = Duration::from_millis(50)),
         db.clone(),
     );
     eventually("closed by the new node", || async {
@@ -241,7 +241,7 @@ async fn a_node_that_was_down_at_the_end_closes_it_when_it_comes_back() {
 
 #[actix_web::test]
 async fn the_cluster_view_lists_live_nodes_with_their_counts() {
-    let nodes = TestApp::spawn_cluster(2, &[("SOUK_NODE_HEARTBEAT_MS", "100")]).await;
+    let nodes = TestApp::spawn_cluster(2, |s| s.node_heartbeat = Duration::from_millis(100)).await;
     let _a = nodes[0].connect("ann").await;
     let _b1 = nodes[1].connect("ben").await;
     let _b2 = nodes[1].connect("ben").await;

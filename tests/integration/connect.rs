@@ -246,7 +246,7 @@ async fn unknown_events_are_unsupported_with_or_without_ack() {
 
 #[actix_web::test]
 async fn a_client_disconnect_leaves_every_room() {
-    let app = TestApp::spawn_with(&[("SOUK_ROOM_IDLE_MS", "50")]).await;
+    let app = TestApp::spawn_with(|s| s.room_idle = Duration::from_millis(50)).await;
     let mut client = app.connect("hank").await;
     eventually("one room", || async {
         app.registry_stats().await.rooms == 1

@@ -7,14 +7,15 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const FAST: &[(&str, &str)] = &[
-    ("SOUK_PING_INTERVAL_MS", "200"),
-    ("SOUK_PING_TIMEOUT_MS", "200"),
-];
+/// Pings every 200 ms, answered within 200 ms.
+fn fast_pings(s: &mut Settings) {
+    s.ping_interval = Duration::from_millis(200);
+    s.ping_timeout = Duration::from_millis(200);
+}
 
 #[actix_web::test]
 async fn a_client_that_answers_pings_stays_connected() {
-    let app = TestApp::spawn_with(FAST).await;
+    let app = TestApp::spawn_with(fast_pings).await;
     let mut client = app.connect("ivy").await;
     assert_eq!(client.open["pingInterval"], 200);
     // Several times interval + timeout, answering every ping.
@@ -29,7 +30,7 @@ async fn a_client_that_answers_pings_stays_connected() {
 
 #[actix_web::test]
 async fn a_client_that_stops_answering_is_closed_with_ping_timeout() {
-    let app = TestApp::spawn_with(FAST).await;
+    let app = TestApp::spawn_with(fast_pings).await;
     let mut client = app.connect("ivy").await;
     client.auto_pong = false;
     let started = Instant::now();
@@ -57,7 +58,7 @@ async fn a_client_that_stops_answering_is_closed_with_ping_timeout() {
 
 #[actix_web::test]
 async fn a_connection_that_never_connects_is_closed() {
-    let app = TestApp::spawn_with(&[("SOUK_CONNECT_TIMEOUT_MS", "300")]).await;
+    let app = TestApp::spawn_with(|s| s.connect_timeout = Duration::from_millis(300)).await;
     let mut client = Client::open(&app).await;
     let reason = client.expect_close().await.expect("close frame");
     assert_eq!(reason.description.as_deref(), Some("connect timeout"));

@@ -46,11 +46,11 @@ async fn still_served(client: &mut Client) {
 
 #[actix_web::test]
 async fn sessions_before_connect_have_their_own_cap_and_a_deadline() {
-    let app = TestApp::spawn_with(&[
-        ("SOUK_MAX_CONNECTIONS", "100"),
-        ("SOUK_MAX_HANDSHAKES", "3"),
-        ("SOUK_CONNECT_TIMEOUT_MS", "1500"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.max_connections = 100;
+        s.guard.max_handshakes = 3;
+        s.connect_timeout = Duration::from_millis(1500);
+    })
     .await;
     // A CONNECTed client does not hold a handshake place.
     let mut served = app.connect("ann").await;
@@ -94,10 +94,12 @@ async fn sessions_before_connect_have_their_own_cap_and_a_deadline() {
 
 #[actix_web::test]
 async fn an_address_may_open_only_so_many_sessions() {
-    let app = TestApp::spawn_with(&[
-        ("SOUK_OPENS_PER_ADDR_BURST", "3"),
-        ("SOUK_OPENS_PER_ADDR_PER_SEC", "1"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.guard.opens_per_addr = Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        }
+    })
     .await;
     let mut served = app.connect("ann").await;
     // X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
@@ -122,11 +124,13 @@ async fn an_address_may_open_only_so_many_sessions() {
 
 #[actix_web::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_opens() {
-    let app = TestApp::spawn_with(&[
-        ("SOUK_OPENS_PER_ADDR_BURST", "2"),
-        ("SOUK_OPENS_PER_ADDR_PER_SEC", "1"),
-        ("SOUK_TRUSTED_PROXIES", "127.0.0.1"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.guard.opens_per_addr = Rate {
+            per_second: 1.0,
+            burst: 2.0,
+        };
+        s.guard.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    })
     .await;
     // The address the proxy appended counts, not one the client wrote before it.
     for forged in ["1.1.1.1, 10.0.0.1", "2.2.2.2, 10.0.0.1"] {
@@ -162,7 +166,7 @@ fn payload(packet: &str, n: usize) -> String {
 async fn every_queued_packet_costs_an_overhead_in_the_outbound_bound() {
     // 1000 pongs are 1000 bytes of payload, well within 50 kB; counted
     // with their overhead they are not.
-    let app = TestApp::spawn_with(&[("SOUK_MAX_OUTBOUND_BYTES", "50000")]).await;
+    let app = TestApp::spawn_with(|s| s.max_outbound = 50_000).await;
     let mut served = app.connect("ann").await;
     let poller = Poller::open(&app).await;
     poller.connect(&app.token("ben")).await;
@@ -179,7 +183,7 @@ async fn every_queued_packet_costs_an_overhead_in_the_outbound_bound() {
 
 #[actix_web::test]
 async fn a_post_carries_a_bounded_number_of_packets_and_stops_when_its_session_closes() {
-    let app = TestApp::spawn_with(&[("SOUK_MAX_POST_PACKETS", "50")]).await;
+    let app = TestApp::spawn_with(|s| s.guard.max_post_packets = 50).await;
     let mut served = app.connect("ann").await;
 
     let flood = Poller::open(&app).await;
@@ -230,10 +234,12 @@ async fn overlapping_posts_on_one_sid_are_refused_and_end_the_session() {
 
 #[actix_web::test]
 async fn connect_attempts_and_token_refreshes_are_rate_limited_per_socket() {
-    let app = TestApp::spawn_with(&[
-        ("SOUK_TOKEN_CHECKS_BURST", "3"),
-        ("SOUK_TOKEN_CHECKS_PER_SEC", "1"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.guard.token_checks = Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        }
+    })
     .await;
     let mut guesser = Client::open(&app).await;
     for _ in 0..3 {

@@ -3,6 +3,8 @@
 //! that the bound trips, that it is counted, and that the node keeps serving
 //! another client meanwhile.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -33,7 +35,7 @@ async fn still_served(app: &TestApp, user: &str) {
 
 #[actix_web::test]
 async fn a_socket_cannot_join_more_rooms_than_its_bound() {
-    let app = TestApp::spawn_with(&[("SOUK_MAX_ROOMS_PER_SOCKET", "10")]).await;
+    let app = TestApp::spawn_with(|s| s.quotas.max_rooms_per_socket = 10).await;
     let mut ann = app.connect("ann").await;
     // The user's own room is one; nine presence rooms make ten.
     let ack = ann
@@ -87,10 +89,12 @@ async fn serial_joins_write_the_recovery_record_incrementally() {
         // INFO's byte count is per node; the standalone pass measures it.
         return;
     }
-    let app = TestApp::spawn_with(&[
-        ("SOUK_RATE_ROOMS", "10000"),
-        ("SOUK_RATE_ROOMS_BURST", "10000"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.quotas.rates.rooms = Rate {
+            per_second: 10_000.0,
+            burst: 10_000.0,
+        }
+    })
     .await;
     let mut ann = app.connect("ann").await;
     let before = redis_bytes_in();
@@ -156,7 +160,7 @@ async fn watched_then_gone(app: &TestApp) -> (String, String) {
 
 #[actix_web::test]
 async fn a_replay_past_its_byte_bound_starts_the_socket_fresh() {
-    let app = TestApp::spawn_with(&[("SOUK_MAX_REPLAY_BYTES", "5000")]).await;
+    let app = TestApp::spawn_with(|s| s.quotas.replay_bytes = Some(5000)).await;
     app.listing("l1", "sella").await;
 
     // Under the bound: recovered.
@@ -194,10 +198,10 @@ async fn a_replay_past_its_byte_bound_starts_the_socket_fresh() {
 #[actix_web::test]
 async fn replayed_packets_count_against_the_outbound_bound() {
     // A replay bound above the outbound bound: the replay alone overflows.
-    let app = TestApp::spawn_with(&[
-        ("SOUK_MAX_OUTBOUND_BYTES", "4000"),
-        ("SOUK_MAX_REPLAY_BYTES", "100000"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.max_outbound = 4000;
+        s.quotas.replay_bytes = Some(100_000);
+    })
     .await;
     app.listing("l1", "sella").await;
     let (pid, offset) = watched_then_gone(&app).await;
@@ -299,10 +303,12 @@ fn limited(acks: &[Value]) -> Vec<&Value> {
 
 #[actix_web::test]
 async fn a_user_sending_too_fast_is_rate_limited_and_others_are_served() {
-    let app = TestApp::spawn_with(&[
-        ("SOUK_RATE_MESSAGES", "1"),
-        ("SOUK_RATE_MESSAGES_BURST", "5"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.quotas.rates.messages = Rate {
+            per_second: 1.0,
+            burst: 5.0,
+        }
+    })
     .await;
     let mut buyer = app.connect("bea").await;
     let booking = app.booking("l1", "sella", &mut buyer).await;
@@ -342,7 +348,13 @@ async fn a_user_sending_too_fast_is_rate_limited_and_others_are_served() {
 
 #[actix_web::test]
 async fn bids_on_a_listing_that_is_not_an_auction_count_against_the_rate() {
-    let app = TestApp::spawn_with(&[("SOUK_RATE_BIDS", "1"), ("SOUK_RATE_BIDS_BURST", "3")]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.quotas.rates.bids = Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        }
+    })
+    .await;
     app.listing("fixed", "sella").await;
     let mut ann = app.connect("ann").await;
     let acks = burst(
@@ -358,8 +370,13 @@ async fn bids_on_a_listing_that_is_not_an_auction_count_against_the_rate() {
 
 #[actix_web::test]
 async fn presence_watch_costs_one_join_per_id() {
-    let app =
-        TestApp::spawn_with(&[("SOUK_RATE_ROOMS", "1"), ("SOUK_RATE_ROOMS_BURST", "10")]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.quotas.rates.rooms = Rate {
+            per_second: 1.0,
+            burst: 10.0,
+        }
+    })
+    .await;
     let mut ann = app.connect("ann").await;
     let ack = ann
         .emit_ack("presence:watch", json!({"userIds": ids(0, 10)}))
@@ -398,10 +415,10 @@ fn lock_table(app: &TestApp, table: &str) -> std::sync::mpsc::Sender<()> {
 
 #[actix_web::test]
 async fn slow_reads_cannot_take_the_writers_connections_and_time_out() {
-    let app = TestApp::spawn_with(&[
-        ("SOUK_DB_POOL_SIZE", "2"),
-        ("SOUK_DB_STATEMENT_TIMEOUT_MS", "2500"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.db_pool_size = 2;
+        s.quotas.db_statement_timeout = Duration::from_millis(2500);
+    })
     .await;
     let mut bea = app.connect("bea").await;
     let booking = app.booking("l1", "sella", &mut bea).await;
@@ -471,8 +488,13 @@ async fn a_record_redis_lost_is_written_whole_at_the_next_change() {
 
 #[actix_web::test]
 async fn user_reads_over_http_are_rate_limited_per_user() {
-    let app =
-        TestApp::spawn_with(&[("SOUK_RATE_PAGES", "1"), ("SOUK_RATE_PAGES_BURST", "3")]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.quotas.rates.pages = Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        }
+    })
+    .await;
     let path = "/api/v1/me/bookings";
     let (bob, carl) = (app.token("bob"), app.token("carl"));
     let get = |token: String| {

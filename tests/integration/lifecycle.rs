@@ -1,5 +1,7 @@
 //! Rooms and sessions do not leak, and a store outage loses nothing acked.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -9,12 +11,14 @@ async fn a_thousand_connect_join_disconnect_cycles_leave_the_registry_empty() {
     // A thousand opens from one address in seconds, churning as fast as it
     // goes: neither the per-address open limit nor the per-user join rate
     // is what this tests.
-    let app = TestApp::spawn_with(&[
-        ("SOUK_ROOM_IDLE_MS", "50"),
-        ("SOUK_OPENS_PER_ADDR_BURST", "0"),
-        ("SOUK_RATE_ROOMS", "100000"),
-        ("SOUK_RATE_ROOMS_BURST", "100000"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.room_idle = Duration::from_millis(50);
+        s.guard.opens_per_addr.burst = 0.0;
+        s.quotas.rates.rooms = Rate {
+            per_second: 100_000.0,
+            burst: 100_000.0,
+        };
+    })
     .await;
     app.listing("l1", "sella").await;
     let mut bob = app.connect("bob").await;
@@ -122,10 +126,12 @@ async fn a_postgres_outage_answers_service_unavailable_and_loses_nothing_acked()
 #[actix_web::test]
 async fn a_connection_may_queue_only_so_many_events() {
     // The per-user rate is not what this tests.
-    let app = TestApp::spawn_with(&[
-        ("SOUK_RATE_MESSAGES", "100000"),
-        ("SOUK_RATE_MESSAGES_BURST", "100000"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.quotas.rates.messages = Rate {
+            per_second: 100_000.0,
+            burst: 100_000.0,
+        }
+    })
     .await;
     let mut bob = app.connect("bob").await;
     let booking = app.booking("l1", "sella", &mut bob).await;
@@ -148,10 +154,10 @@ async fn a_connection_may_queue_only_so_many_events() {
 #[actix_web::test]
 async fn a_room_that_cannot_be_followed_is_not_joined() {
     // Redis is unreachable: the node cannot follow any room's channel.
-    let app = TestApp::spawn_with(&[
-        ("SOUK_REDIS_URL", "redis://127.0.0.1:1"),
-        ("SOUK_ROOM_IDLE_MS", "50"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.redis_url = "redis://127.0.0.1:1".into();
+        s.room_idle = Duration::from_millis(50);
+    })
     .await;
     app.listing("l1", "sella").await;
     let mut client = Client::open(&app).await;

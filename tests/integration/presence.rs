@@ -7,11 +7,14 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const TTL: &[(&str, &str)] = &[("SOUK_PRESENCE_TTL_MS", "600")];
+/// Presence that expires in 600 ms, so a test sees a user go offline.
+fn short_ttl(s: &mut Settings) {
+    s.presence_ttl = Duration::from_millis(600);
+}
 
 #[actix_web::test]
 async fn watchers_see_a_user_come_online_and_expire_offline() {
-    let app = TestApp::spawn_with(TTL).await;
+    let app = TestApp::spawn_with(short_ttl).await;
     let mut watcher = app.connect("wade").await;
     let ack = watcher
         .emit_ack("presence:watch", json!({"userIds": ["pia"]}))
@@ -59,7 +62,7 @@ async fn watchers_see_a_user_come_online_and_expire_offline() {
 
 #[actix_web::test]
 async fn a_quick_reconnect_never_flickers_and_one_tab_is_enough() {
-    let app = TestApp::spawn_with(TTL).await;
+    let app = TestApp::spawn_with(short_ttl).await;
     let mut watcher = app.connect("wade").await;
     watcher
         .emit_ack("presence:watch", json!({"userIds": ["quin"]}))
@@ -83,4 +86,14 @@ async fn a_quick_reconnect_never_flickers_and_one_tab_is_enough() {
         .emit_ack("presence:unwatch", json!({"userIds": ["quin"]}))
         .await;
     assert_eq!(ack, json!({"ok": true}));
+}
+
+/// `Presence::states` answers one state per user asked about: none for
+/// none (Redis refuses an MGET of no keys, so the broker must not send it).
+#[actix_web::test]
+async fn the_presence_of_no_users_is_no_states() {
+    use souk::broker::Presence;
+    let app = TestApp::spawn().await;
+    let states = app.state.broker.states(&[]).await.expect("states");
+    assert!(states.is_empty());
 }

@@ -41,7 +41,7 @@ async fn tick(app: &TestApp, n: i64) {
 
 #[actix_web::test]
 async fn a_client_back_on_another_node_gets_its_rooms_and_every_missed_event() {
-    let nodes = TestApp::spawn_cluster(2, &[]).await;
+    let nodes = TestApp::spawn_cluster(2, |_| {}).await;
     nodes[0].listing("l1", "sella").await;
     let (mut first, hello) = connect_as(&nodes[0], "ann", None).await;
     let pid = hello["pid"].as_str().unwrap().to_owned();

@@ -14,7 +14,7 @@ const EVENTS: i64 = 60;
 
 #[actix_web::test]
 async fn a_rolling_restart_under_traffic_loses_no_event() {
-    let nodes = TestApp::spawn_cluster(3, &[]).await;
+    let nodes = TestApp::spawn_cluster(3, |_| {}).await;
     let (a, b, backend) = (&nodes[0], &nodes[1], &nodes[2]);
     backend.listing("l1", "sella").await;
     let current = Rc::new(RefCell::new(a.ws_url()));

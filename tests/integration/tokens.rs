@@ -23,8 +23,11 @@ async fn connect_reply(app: &TestApp, token: &str) -> String {
 #[actix_web::test]
 async fn rs256_tokens_are_checked_with_the_public_key() {
     let public = fixture("rs256.pub.pem");
-    let app =
-        TestApp::spawn_with(&[("SOUK_JWT_SECRET", ""), ("SOUK_JWT_PUBLIC_KEY", &public)]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.jwt.secret = None;
+        s.jwt.public_key_path = Some(public.clone().into());
+    })
+    .await;
     let private = std::fs::read(fixture("rs256.key.pem")).unwrap();
     let token = sign(
         Algorithm::RS256,
@@ -48,8 +51,11 @@ async fn rs256_tokens_are_checked_with_the_public_key() {
 #[actix_web::test]
 async fn es256_tokens_are_checked_with_the_public_key() {
     let public = fixture("es256.pub.pem");
-    let app =
-        TestApp::spawn_with(&[("SOUK_JWT_SECRET", ""), ("SOUK_JWT_PUBLIC_KEY", &public)]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.jwt.secret = None;
+        s.jwt.public_key_path = Some(public.clone().into());
+    })
+    .await;
     let private = std::fs::read(fixture("es256.key.pem")).unwrap();
     let token = sign(
         Algorithm::ES256,
@@ -71,8 +77,11 @@ async fn es256_tokens_are_checked_with_the_public_key() {
 
 #[actix_web::test]
 async fn issuer_and_audience_are_checked_when_configured() {
-    let app =
-        TestApp::spawn_with(&[("SOUK_JWT_ISSUER", "market"), ("SOUK_JWT_AUDIENCE", "souk")]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.jwt.issuer = Some("market".into());
+        s.jwt.audience = Some("souk".into());
+    })
+    .await;
     let exp = Utc::now().timestamp() + 600;
     let good = hs256(json!({"sub": "q", "exp": exp, "iss": "market", "aud": "souk"}));
     assert!(connect_reply(&app, &good).await.starts_with("40{"));

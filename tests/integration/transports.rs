@@ -222,7 +222,7 @@ async fn an_upgrade_that_never_completes_leaves_polling_working() {
 
 #[actix_web::test]
 async fn bad_polling_requests_get_clear_errors() {
-    let app = TestApp::spawn_with(&[("SOUK_MAX_PAYLOAD", "1000")]).await;
+    let app = TestApp::spawn_with(|s| s.max_payload = 1000).await;
     // An unknown sid.
     let (status, body) = get(&app.http("/socket.io/?EIO=4&transport=polling&sid=nope")).await;
     assert_eq!(status, 400);
@@ -258,10 +258,10 @@ async fn bad_polling_requests_get_clear_errors() {
 
 #[actix_web::test]
 async fn a_client_that_stops_reading_is_closed_and_starts_fresh_past_the_replay_bound() {
-    let app = TestApp::spawn_with(&[
-        ("SOUK_MAX_OUTBOUND_BYTES", "100000"),
-        ("SOUK_ROOM_LOG_LEN", "20000"),
-    ])
+    let app = TestApp::spawn_with(|s| {
+        s.max_outbound = 100_000;
+        s.room_log_len = 20_000;
+    })
     .await;
     app.listing("l1", "sella").await;
     let mut stalled = Client::open(&app).await;
@@ -331,10 +331,12 @@ async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_ne
 
 #[actix_web::test]
 async fn pages_of_the_allowed_origins_may_long_poll_across_origins() {
-    let app = TestApp::spawn_with(&[(
-        "SOUK_CORS_ORIGINS",
-        "https://shop.example, https://admin.example/",
-    )])
+    let app = TestApp::spawn_with(|s| {
+        s.cors_origins = vec![
+            "https://shop.example".into(),
+            "https://admin.example".into(),
+        ]
+    })
     .await;
     let url = app.http("/socket.io/?EIO=4&transport=polling");
     let allow_origin = |resp: &awc::ClientResponse<_>| {
@@ -407,7 +409,7 @@ async fn pages_of_the_allowed_origins_may_long_poll_across_origins() {
 
 #[actix_web::test]
 async fn a_node_at_its_connection_limit_refuses_new_ones_until_one_closes() {
-    let app = TestApp::spawn_with(&[("SOUK_MAX_CONNECTIONS", "2")]).await;
+    let app = TestApp::spawn_with(|s| s.max_connections = 2).await;
     let first = app.connect("ann").await;
     let mut second = app.connect("ben").await;
 

@@ -554,7 +554,7 @@ async fn paging_visits_every_row_exactly_once() {
 
 #[actix_web::test]
 async fn reads_answer_pages_of_allowed_origins_only() {
-    let app = TestApp::spawn_with(&[("SOUK_CORS_ORIGINS", "https://shop.example")]).await;
+    let app = TestApp::spawn_with(|s| s.cors_origins = vec!["https://shop.example".into()]).await;
     let client = awc::Client::new();
     for path in [
         "/api/v1/me/bookings",

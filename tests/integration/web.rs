@@ -33,7 +33,7 @@ async fn the_front_is_served_at_the_root_and_hides_no_route() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
 
-    let off = TestApp::spawn_with(&[("SOUK_STATIC_DIR", "off")]).await;
+    let off = TestApp::spawn_with(|s| s.static_dir = None).await;
     assert_eq!(get(off.http("/"), None).await.0, 404);
 }
 
@@ -72,7 +72,7 @@ async fn the_demo_backend_is_dev_only_and_shows_users_their_own() {
     assert_eq!(get(app.http("/dev/bookings"), Some(&token)).await.0, 404);
     assert_eq!(get(app.http("/dev/listings"), Some(&token)).await.0, 404);
 
-    let dev = TestApp::spawn_with(&[("SOUK_DEV", "1")]).await;
+    let dev = TestApp::spawn_with(dev_mode).await;
     let mut buyer = dev.connect("ana").await;
     let booking = dev.booking("l-web", "sam", &mut buyer).await;
     let (status, _) = dev

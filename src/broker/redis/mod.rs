@@ -38,3 +38,10 @@ impl RedisBroker {
 fn not_yet() -> StoreError {
     StoreError::unavailable("the Redis broker is not built yet")
 }
+
+/// A handle on a Redis that is never reached, for tests of key names.
+#[cfg(test)]
+fn unreached() -> Redis {
+    let metrics = crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics"));
+    Redis::new("redis://127.0.0.1:1", "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle"))
+}

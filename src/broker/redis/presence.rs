@@ -1,35 +1,323 @@
-//! PLACEHOLDER (being built): every call fails as unavailable.
-#![allow(unused_imports)]
+//! Presence in Redis: a key per online user with the presence TTL, and a
+//! last-seen time kept 30 days.
+//!
+//! Keyspace (prefix `souk:` by default):
+//! - `souk:{presence-B}:presence:<user>`: set while the user is online
+//!   (`PX` the presence TTL); its value is the last refresh (RFC 3339).
+//! - `souk:{presence-B}:lastseen:<user>`: the last refresh, kept 30 days.
+//! - `souk:{presence-B}:expiry`: a sorted set of the bucket's users, by
+//!   when their online key should expire (ms); what the sweep reads.
+//!
+//! `B` is the user's bucket (0 to 15, FNV-1a of the id): a user's keys and
+//! the expiry set that lists them share one Redis Cluster hash tag, so each
+//! script touches one slot, and the sweep takes the buckets one by one.
 
 use std::time::Duration;
 
-use actix::Recipient;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use deadpool_redis::redis::Script;
 
-use super::{not_yet, RedisBroker};
-use crate::broker::{
-    Arrival, Auctions, BidRequest, Claim, CloseCheck, Events, History, LiveState, LogLimits, Nodes,
-    Placed, Presence, PresenceState, Publication, RateLimit, Records, Remembered, Save, Saved,
-    Subscription, Throttle, Throttles,
-};
-use crate::ids::{ListingId, UserId};
-use crate::rooms::RoomKey;
+use super::{Redis, RedisBroker};
+use crate::broker::{Presence, PresenceState};
+use crate::ids::UserId;
 use crate::store::StoreError;
+use crate::time::rfc3339;
+
+/// Users a sweep handles at most, per bucket.
+const SWEEP_BATCH: usize = 200;
+
+/// Users are spread over this many buckets (see the module's doc).
+const BUCKETS: u32 = 16;
+
+/// The bucket of `user`: FNV-1a of the id, the same on every node.
+fn bucket(user: &str) -> u32 {
+    let hash = user.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % BUCKETS
+}
+
+/// The start of every key of a bucket: `souk:{presence-3}:`.
+fn bucket_prefix(redis: &Redis, bucket: u32) -> String {
+    format!("{}{{presence-{bucket}}}:", redis.prefix())
+}
+
+fn expiry_set(redis: &Redis, bucket: u32) -> String {
+    format!("{}expiry", bucket_prefix(redis, bucket))
+}
+
+fn online_key(redis: &Redis, user: &str) -> String {
+    format!("{}presence:{user}", bucket_prefix(redis, bucket(user)))
+}
+
+fn last_seen_key(redis: &Redis, user: &str) -> String {
+    format!("{}lastseen:{user}", bucket_prefix(redis, bucket(user)))
+}
+
+/// Sets the online key and the last-seen time (kept 30 days); returns
+/// whether the online key existed.
+const REFRESH: &str = r"
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', 2592000)
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return existed
+";
+
+/// Takes a bucket's users whose key should have expired; returns those now
+/// offline, each followed by their last-seen time. ZREM makes one node the
+/// announcer. ARGV[3] is the bucket's key prefix: the keys built from it
+/// are in the bucket's slot.
+const SWEEP: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local gone = {}
+for _, user in ipairs(due) do
+  if redis.call('ZREM', KEYS[1], user) == 1 and redis.call('EXISTS', ARGV[3] .. 'presence:' .. user) == 0 then
+    table.insert(gone, user)
+    table.insert(gone, redis.call('GET', ARGV[3] .. 'lastseen:' .. user) or '')
+  end
+end
+return gone
+";
 
 impl Presence for RedisBroker {
     async fn refresh(
         &self,
-        _: &[UserId],
-        _: Duration,
-        _: DateTime<Utc>,
+        users: &[UserId],
+        ttl: Duration,
+        now: DateTime<Utc>,
     ) -> Result<Vec<UserId>, StoreError> {
-        Err(not_yet())
+        let redis = &self.redis;
+        let mut conn = redis.connection().await?;
+        let seen = rfc3339(now);
+        let expires_ms = now.timestamp_millis() + ttl.as_millis() as i64;
+        let script = Script::new(REFRESH);
+        let mut arrived = Vec::new();
+        for user in users {
+            let existed: Result<i64, _> = script
+                .key(online_key(redis, user.as_str()))
+                .key(last_seen_key(redis, user.as_str()))
+                .key(expiry_set(redis, bucket(user.as_str())))
+                .arg(&seen)
+                .arg(ttl.as_millis() as u64)
+                .arg(expires_ms)
+                .arg(user.as_str())
+                .invoke_async(&mut *conn)
+                .await;
+            match existed {
+                Ok(0) => arrived.push(user.clone()),
+                Ok(_) => {}
+                // Those already marked online must still be announced: the
+                // next refresh finds them online and would not report them.
+                // The users left are refreshed (and reported) next time.
+                Err(err) if !arrived.is_empty() => {
+                    log::warn!(
+                        "presence refresh stopped after {} of {} users: {err}",
+                        arrived.len(),
+                        users.len()
+                    );
+                    return Ok(arrived);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(arrived)
     }
-    async fn sweep(&self, _: DateTime<Utc>) -> Result<Vec<(UserId, Option<String>)>, StoreError> {
-        Err(not_yet())
+
+    async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<(UserId, Option<String>)>, StoreError> {
+        let redis = &self.redis;
+        let mut conn = redis.connection().await?;
+        let script = Script::new(SWEEP);
+        let mut left = Vec::new();
+        for bucket in 0..BUCKETS {
+            let gone: Result<Vec<String>, _> = script
+                .key(expiry_set(redis, bucket))
+                .arg(now.timestamp_millis())
+                .arg(SWEEP_BATCH)
+                .arg(bucket_prefix(redis, bucket))
+                .invoke_async(&mut *conn)
+                .await;
+            let gone: Vec<String> = match gone {
+                Ok(gone) => gone,
+                // Those the buckets before were taken from are no longer in
+                // an expiry set: no later sweep would report them.
+                Err(err) if !left.is_empty() => {
+                    log::warn!("presence sweep stopped at bucket {bucket}: {err}");
+                    return Ok(left);
+                }
+                Err(err) => return Err(err.into()),
+            };
+            for pair in gone.chunks(2) {
+                if let [user, last_seen] = pair {
+                    if let Some(user) = UserId::parse(user) {
+                        let last_seen = Some(last_seen.clone()).filter(|seen| !seen.is_empty());
+                        left.push((user, last_seen));
+                    }
+                }
+            }
+        }
+        Ok(left)
     }
-    async fn states(&self, _: &[UserId]) -> Result<Vec<PresenceState>, StoreError> {
-        Err(not_yet())
+
+    async fn states(&self, users: &[UserId]) -> Result<Vec<PresenceState>, StoreError> {
+        // MGET takes at least one key.
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let redis = &self.redis;
+        let mut conn = redis.connection().await?;
+        let online_keys: Vec<String> = users
+            .iter()
+            .map(|u| online_key(redis, u.as_str()))
+            .collect();
+        let seen_keys: Vec<String> = users
+            .iter()
+            .map(|u| last_seen_key(redis, u.as_str()))
+            .collect();
+        // One MGET: a cluster connection splits it by slot and puts the
+        // replies back in order.
+        let mut replies: Vec<Option<String>> = deadpool_redis::redis::cmd("MGET")
+            .arg(&online_keys)
+            .arg(&seen_keys)
+            .query_async(&mut *conn)
+            .await?;
+        let seen = replies.split_off(online_keys.len());
+        Ok(replies
+            .into_iter()
+            .zip(seen)
+            .map(|(online, last_seen)| PresenceState {
+                online: online.is_some(),
+                last_seen,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text between the first `{` and the next `}`: what Redis Cluster
+    /// hashes to pick a key's slot.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').unwrap_or_else(|| panic!("no tag in {key}"));
+        let close = key[open..]
+            .find('}')
+            .unwrap_or_else(|| panic!("no tag in {key}"));
+        &key[open + 1..open + close]
+    }
+
+    #[test]
+    fn a_users_keys_share_the_slot_of_their_bucket() {
+        let redis = crate::broker::redis::unreached();
+        for user in ["u1", "ana", "seller-42", "ü"] {
+            let tag = hash_tag(&online_key(&redis, user)).to_owned();
+            assert_eq!(hash_tag(&last_seen_key(&redis, user)), tag);
+            assert_eq!(hash_tag(&expiry_set(&redis, bucket(user))), tag);
+        }
+    }
+
+    /// A Redis that answers its scripts with `replies` (RESP), in order,
+    /// then drops the connection; anything else is `+OK` (or the
+    /// standalone `INFO`, or `+PONG`).
+    async fn redis_answering(replies: &'static [&'static str]) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|err| panic!("bind: {err}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|err| panic!("address: {err}"));
+        let scripts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let scripts = scripts.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    // A command is `*N` then N pairs of `$len` and the word.
+                    while let Ok(Some(head)) = lines.next_line().await {
+                        let count: usize = head.trim_start_matches('*').parse().unwrap_or(0);
+                        let mut words = Vec::new();
+                        for _ in 0..count {
+                            let _ = lines.next_line().await;
+                            if let Ok(Some(word)) = lines.next_line().await {
+                                words.push(word.to_uppercase());
+                            }
+                        }
+                        let reply = match words.first().map(String::as_str) {
+                            Some("INFO") => "$17\r\ncluster_enabled:0\r\n".to_owned(),
+                            Some("PING") => "+PONG\r\n".to_owned(),
+                            Some("EVALSHA") | Some("EVAL") => {
+                                let seen =
+                                    scripts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                match replies.get(seen) {
+                                    Some(reply) => (*reply).to_owned(),
+                                    None => return,
+                                }
+                            }
+                            _ => "+OK\r\n".to_owned(),
+                        };
+                        if write.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("redis://{address}")
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap_or_else(|| panic!("a user id"))
+    }
+
+    fn broker_at(url: &str) -> RedisBroker {
+        let metrics = crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics"));
+        RedisBroker::new(
+            Redis::new(url, "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle")),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refresh_cut_short_still_reports_who_came_online() {
+        let users = [user("ana"), user("bo")];
+        let ttl = Duration::from_secs(60);
+        let broker = broker_at(&redis_answering(&[":0\r\n"]).await);
+        let arrived = broker
+            .refresh(&users, ttl, Utc::now())
+            .await
+            .unwrap_or_else(|err| panic!("ana was marked online: {err}"));
+        assert_eq!(arrived, vec![user("ana")]);
+        // Nothing refreshed: the failure is the caller's to log.
+        let broker = broker_at(&redis_answering(&[]).await);
+        assert!(broker.refresh(&users, ttl, Utc::now()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_sweep_cut_short_still_reports_who_it_took() {
+        // The first bucket's script took ana (no last-seen time) and bo.
+        const FIRST: &str = "*4\r\n$3\r\nana\r\n$0\r\n\r\n$2\r\nbo\r\n$4\r\n2026\r\n";
+        let broker = broker_at(&redis_answering(&[FIRST]).await);
+        let gone = broker
+            .sweep(Utc::now())
+            .await
+            .unwrap_or_else(|err| panic!("ana and bo were taken: {err}"));
+        assert_eq!(
+            gone,
+            vec![(user("ana"), None), (user("bo"), Some("2026".to_owned()))]
+        );
+        let broker = broker_at(&redis_answering(&[]).await);
+        assert!(broker.sweep(Utc::now()).await.is_err());
+    }
+
+    #[test]
+    fn buckets_are_the_same_on_every_node() {
+        // FNV-1a, not a per-process seeded hash: fixed values.
+        assert_eq!(bucket(""), 0x811c_9dc5 % BUCKETS);
+        assert_eq!(bucket("a"), 0xe40c_292c % BUCKETS);
+        let spread: std::collections::HashSet<u32> =
+            (0..200).map(|n| bucket(&format!("user{n}"))).collect();
+        assert_eq!(spread.len(), BUCKETS as usize);
     }
 }

@@ -1,27 +1,63 @@
-//! PLACEHOLDER (being built): every call fails as unavailable.
-#![allow(unused_imports)]
+//! Throttles in Redis: one key per throttle, set with `NX` and a TTL, so
+//! the first `once` of a window sets it and the others find it there.
+//!
+//! Keyspace (prefix `souk:` by default):
+//! - `souk:typing:<booking>:<user>`: a typing broadcast went out for this
+//!   user and booking within the window (`PX` the window).
 
 use std::time::Duration;
 
-use actix::Recipient;
-use chrono::{DateTime, Utc};
-use serde_json::Value;
-
-use super::{not_yet, RedisBroker};
-use crate::broker::{
-    Arrival, Auctions, BidRequest, Claim, CloseCheck, Events, History, LiveState, LogLimits, Nodes,
-    Placed, Presence, PresenceState, Publication, RateLimit, Records, Remembered, Save, Saved,
-    Subscription, Throttle, Throttles,
-};
-use crate::ids::{ListingId, UserId};
-use crate::rooms::RoomKey;
+use super::RedisBroker;
+use crate::broker::{Throttle, Throttles};
 use crate::store::StoreError;
 
-impl Throttles for RedisBroker {
-    async fn once(&self, _: &Throttle, _: Duration) -> Result<bool, StoreError> {
-        Err(not_yet())
+impl RedisBroker {
+    fn throttle_key(&self, key: &Throttle) -> String {
+        match key {
+            Throttle::Typing { booking, user } => {
+                self.redis.key(&["typing", booking.as_str(), user.as_str()])
+            }
+        }
     }
-    async fn reset(&self, _: &Throttle) -> Result<(), StoreError> {
-        Err(not_yet())
+}
+
+impl Throttles for RedisBroker {
+    async fn once(&self, key: &Throttle, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.redis.connection().await?;
+        let set: Option<String> = deadpool_redis::redis::cmd("SET")
+            .arg(self.throttle_key(key))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .arg("NX")
+            .query_async(&mut *conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn reset(&self, key: &Throttle) -> Result<(), StoreError> {
+        let mut conn = self.redis.connection().await?;
+        let _: i64 = deadpool_redis::redis::cmd("DEL")
+            .arg(self.throttle_key(key))
+            .query_async(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{BookingId, UserId};
+
+    #[test]
+    fn typing_keys_keep_their_name() {
+        let redis = crate::broker::redis::unreached();
+        let broker = RedisBroker::new(redis);
+        let key = Throttle::Typing {
+            booking: BookingId::parse("b1").unwrap_or_else(|| panic!("a booking id")),
+            user: UserId::parse("u1").unwrap_or_else(|| panic!("a user id")),
+        };
+        assert_eq!(broker.throttle_key(&key), "souk:typing:b1:u1");
     }
 }
