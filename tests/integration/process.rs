@@ -434,3 +434,16 @@ async fn ready(node: &Node) -> u16 {
         .status()
         .as_u16()
 }
+
+#[test]
+fn seed_demo_on_the_memory_broker_needs_no_redis() {
+    // Nothing to clear: the memory broker lives in the node, not here.
+    let db = TestDb::create();
+    let output = memory_node_command()
+        .arg("seed-demo")
+        .env("SOUK_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+}
