@@ -63,6 +63,7 @@ macro_rules! on_both {
 on_both!(
     offsets_increase_over_every_room_in_publish_order,
     a_follower_gets_its_rooms_events_in_order_until_it_unfollows,
+    a_follower_cut_off_gets_what_it_missed_then_live_events,
     since_answers_the_events_after_an_offset,
     since_past_a_trimmed_log_answers_trimmed,
     a_log_past_its_ttl_is_gone_whole,
@@ -247,6 +248,68 @@ async fn a_follower_gets_its_rooms_events_in_order_until_it_unfollows<B: Conform
     }
     let late = tokio::time::timeout(Duration::from_millis(200), arrivals.recv()).await;
     assert!(late.is_err(), "after unfollowing: {late:?}");
+}
+
+/// Cuts the broker's link to its followers, as a network fault does: the
+/// Redis subscriber's connection (found by the name it gives itself) is
+/// killed. The memory broker has no link to cut.
+async fn cut_link(broker: &Broker) {
+    let Broker::Redis(redis) = broker else {
+        return;
+    };
+    let redis = redis.redis();
+    let mut conn = redis
+        .connection()
+        .await
+        .unwrap_or_else(|err| panic!("a Redis connection: {err}"));
+    let name = format!("{}subscriber:", redis.prefix());
+    let clients: String = deadpool_redis::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut *conn)
+        .await
+        .unwrap_or_else(|err| panic!("CLIENT LIST: {err}"));
+    let id = clients
+        .lines()
+        .find(|line| line.contains(&format!("name={name}")))
+        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .unwrap_or_else(|| panic!("no subscriber named {name}* in {clients}"));
+    let killed: i64 = deadpool_redis::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut *conn)
+        .await
+        .unwrap_or_else(|err| panic!("CLIENT KILL: {err}"));
+    assert_eq!(killed, 1);
+}
+
+async fn a_follower_cut_off_gets_what_it_missed_then_live_events(broker: &Broker) {
+    let (sink, mut arrivals) = mpsc::unbounded_channel();
+    let subscription = broker.subscribe(Collector(sink).start().recipient());
+    follow(&subscription, "listing:a").await;
+    let first = publish(broker, &[publication("listing:a", 0)], LIMITS).await;
+    let mut expected = first.clone();
+    cut_link(broker).await;
+    // Published while the follower is away (it reconnects after a pause).
+    for n in 1..=5 {
+        expected.extend(publish(broker, &[publication("listing:a", n)], LIMITS).await);
+    }
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        match next_arrival(&mut arrivals).await {
+            Some(Arrival::Event(event)) => got.push(event.offset),
+            other => panic!("after {got:?}, got {other:?}"),
+        }
+    }
+    assert_eq!(got, expected, "each event once, in order");
+    // Then live events, after what the log held.
+    let live = publish(broker, &[publication("listing:a", 6)], LIMITS).await;
+    match next_arrival(&mut arrivals).await {
+        Some(Arrival::Event(event)) => assert_eq!(event.offset, live[0]),
+        other => panic!("expected the live event, got {other:?}"),
+    }
+    let late = tokio::time::timeout(Duration::from_millis(200), arrivals.recv()).await;
+    assert!(late.is_err(), "an event twice: {late:?}");
 }
 
 async fn since_answers_the_events_after_an_offset<B: Conformant>(broker: &B) {
