@@ -1,9 +1,21 @@
 //! Typed ids, so that a booking id can never stand where a listing id belongs.
-//! Every id is 1–64 characters of `[A-Za-z0-9_-]` (contract §2).
+//! Every id follows one rule ([`ID_RULE`], contract §2), checked here only.
 
 use std::fmt;
 
-use crate::protocol::events::is_valid_id;
+/// The longest id the contract allows.
+pub const MAX_ID_LEN: usize = 64;
+
+/// The contract's id rule, as error messages state it after a field's name.
+pub const ID_RULE: &str = "1-64 characters of [A-Za-z0-9_-]";
+
+/// Whether `text` is a contract id (see [`ID_RULE`]).
+pub fn is_valid_id(text: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -78,9 +90,88 @@ impl serde::Serialize for MessageId {
     }
 }
 
+/// A room name; built from typed ids on the server, never taken from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoomKey {
+    /// `listing:{id}`: a listing page's watchers.
+    Listing(ListingId),
+    /// `booking:{id}`: a booking's thread.
+    Booking(BookingId),
+    /// `user:{id}`: every connection of one user.
+    User(UserId),
+    /// `presence:{id}`: those who watch one user's online state.
+    Presence(UserId),
+    /// `admin:disputes`: admins who watch bookings move into and out of
+    /// `disputed`.
+    AdminDisputes,
+}
+
+/// The name of the admins' dispute room.
+const ADMIN_DISPUTES: &str = "admin:disputes";
+
+impl RoomKey {
+    /// The room kind, as the `souk_rooms{kind}` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoomKey::Listing(_) => "listing",
+            RoomKey::Booking(_) => "booking",
+            RoomKey::User(_) => "user",
+            RoomKey::Presence(_) => "presence",
+            RoomKey::AdminDisputes => "admin",
+        }
+    }
+
+    /// Parses `kind:id` (the server API names rooms this way).
+    pub fn parse(text: &str) -> Option<RoomKey> {
+        if text == ADMIN_DISPUTES {
+            return Some(RoomKey::AdminDisputes);
+        }
+        let (kind, id) = text.split_once(':')?;
+        match kind {
+            "listing" => ListingId::parse(id).map(RoomKey::Listing),
+            "booking" => BookingId::parse(id).map(RoomKey::Booking),
+            "user" => UserId::parse(id).map(RoomKey::User),
+            "presence" => UserId::parse(id).map(RoomKey::Presence),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoomKey::Listing(id) => write!(f, "listing:{id}"),
+            RoomKey::Booking(id) => write!(f, "booking:{id}"),
+            RoomKey::User(id) => write!(f, "user:{id}"),
+            RoomKey::Presence(id) => write!(f, "presence:{id}"),
+            RoomKey::AdminDisputes => f.write_str(ADMIN_DISPUTES),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rule_text_names_the_checked_length() {
+        assert!(ID_RULE.starts_with(&format!("1-{MAX_ID_LEN} ")));
+        assert!(is_valid_id(&"a".repeat(MAX_ID_LEN)));
+        assert!(!is_valid_id(&"a".repeat(MAX_ID_LEN + 1)));
+    }
+
+    #[test]
+    fn ids_follow_the_contract() {
+        assert!(is_valid_id("a"));
+        assert!(is_valid_id("user_1-B"));
+        assert!(is_valid_id(&"x".repeat(64)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id(&"x".repeat(65)));
+        assert!(!is_valid_id("a b"));
+        assert!(!is_valid_id("a:b"));
+        assert!(!is_valid_id("é"));
+        assert!(!is_valid_id("../x"));
+    }
 
     #[test]
     fn parses_only_contract_ids() {
@@ -103,5 +194,33 @@ mod tests {
             serde_json::to_string(&MessageId(7)).ok().as_deref(),
             Some("\"7\"")
         );
+    }
+
+    #[test]
+    fn room_names_round_trip_and_refuse_junk() {
+        for name in [
+            "listing:l1",
+            "booking:b-2",
+            "user:u_3",
+            "presence:u4",
+            "admin:disputes",
+        ] {
+            assert_eq!(
+                RoomKey::parse(name).map(|k| k.to_string()).as_deref(),
+                Some(name)
+            );
+        }
+        for bad in [
+            "",
+            "listing",
+            "listing:",
+            "auction:x",
+            "user:a b",
+            "user:a:b",
+            "admin:other",
+            "admin:",
+        ] {
+            assert_eq!(RoomKey::parse(bad), None, "{bad}");
+        }
     }
 }

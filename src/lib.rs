@@ -10,7 +10,6 @@ pub mod auction;
 pub mod auth;
 pub mod beacon;
 pub mod broker;
-pub mod cluster;
 pub mod domain;
 pub mod error;
 pub mod handlers;
@@ -33,6 +32,7 @@ use actix::{Actor, Addr, Arbiter, AsyncContext};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+use crate::broker::Events;
 use crate::rooms::registry::ShutdownAll;
 use crate::rooms::Registry;
 use crate::settings::Settings;
@@ -65,7 +65,7 @@ pub struct Application {
     state: web::Data<AppState>,
     _closer: actix::Addr<auction::closer::AuctionCloser>,
     beacon: actix::Addr<beacon::NodeBeacon>,
-    outbox: cluster::outbox::Relay,
+    outbox: broker::outbox::Relay,
     room_threads: RoomThreads,
     /// Held for the node's life on the memory broker: no second node.
     only_node: Option<broker::memory::OnlyNode>,
@@ -114,47 +114,38 @@ impl Application {
             settings.redis_pool_size,
             metrics.clone(),
         )?;
-        let broker = broker::Broker::Redis(std::sync::Arc::new(broker::redis::RedisBroker::new(
-            redis.clone(),
-        )));
         let threads = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
         let room_arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        let fanout = cluster::Fanout::start(
-            redis.clone(),
-            cluster::fanout::LogLimits {
-                ttl_ms: settings.recovery_window.as_millis() as u64,
+        let broker = broker::Broker::Redis(std::sync::Arc::new(broker::redis::RedisBroker::new(
+            redis,
+            &settings.redis_url,
+            &settings.node_id,
+        )?));
+        let fanout = broker::Fanout::start(
+            broker.clone(),
+            broker::LogLimits {
+                ttl: settings.recovery_window,
                 max_len: settings.room_log_len,
             },
         );
+        let records =
+            broker::records::RecordKeeper::start(broker.clone(), settings.recovery_window);
         let (arbiters, idle) = (
             room_arbiters.iter().map(Arbiter::handle).collect(),
             settings.room_idle,
         );
-        // CLIENT SETNAME takes no spaces.
-        let subscriber_name = format!("{}subscriber:{}", settings.redis_prefix, settings.node_id)
-            .replace(char::is_whitespace, "_");
-        let target = cluster::subscriber::Target::from_url(&settings.redis_url, subscriber_name)?;
-        let prefix = settings.redis_prefix.clone();
         let registry_fanout = fanout.clone();
         let registry_metrics = metrics.clone();
-        let (registry_redis, recovery_window) = (redis.clone(), settings.recovery_window);
         let registry_db = db.clone();
         let max_rooms = settings.quotas.max_rooms_per_socket;
         let registry = Registry::create(|ctx| {
-            let subscriber = cluster::Subscriber::start(
-                target,
-                prefix.clone(),
-                ctx.address().recipient(),
-                ctx.address().recipient(),
-            );
-            let parts = rooms::registry::ClusterParts {
-                subscriber,
+            let parts = rooms::registry::BrokerParts {
+                subscription: broker.subscribe(ctx.address().recipient()),
                 fanout: registry_fanout,
-                redis: registry_redis,
-                recovery_window,
+                records,
                 db: registry_db,
             };
             Registry::new(arbiters, idle, registry_metrics, parts).with_max_rooms(max_rooms)
@@ -196,11 +187,9 @@ impl Application {
             source,
         })?;
         let grace = settings.shutdown_grace;
-        let state = web::Data::new(AppState::new(
-            settings, auth, db, redis, broker, actors, metrics,
-        ));
+        let state = web::Data::new(AppState::new(settings, auth, db, broker, actors, metrics));
         let closer = auction::closer::AuctionCloser::new(state.clone().into_inner()).start();
-        let outbox = cluster::outbox::Relay::start(
+        let outbox = broker::outbox::Relay::start(
             state.db.clone(),
             state.fanout.clone(),
             state.settings.node_id.clone(),
@@ -293,7 +282,7 @@ pub struct Stopper {
     server: ServerHandle,
     state: web::Data<AppState>,
     beacon: Addr<beacon::NodeBeacon>,
-    outbox: cluster::outbox::Relay,
+    outbox: broker::outbox::Relay,
 }
 
 impl Stopper {

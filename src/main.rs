@@ -95,7 +95,7 @@ fn seed_demo(settings: &Settings) -> ExitCode {
                 broker::redis::Redis::new(&settings.redis_url, &settings.redis_prefix, 1, metrics)?;
             let auction = ListingId::parse(store::demo::AUCTION)
                 .ok_or_else(|| store::StoreError::internal("the demo auction's id is not valid"))?;
-            broker::redis::RedisBroker::new(redis)
+            broker::redis::RedisBroker::new(redis, &settings.redis_url, &settings.node_id)?
                 .forget(&auction, &[])
                 .await
         })

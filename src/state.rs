@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::Addr;
 
 use crate::auth::Authenticator;
-use crate::broker::redis::Redis;
 use crate::broker::Broker;
-use crate::cluster::Fanout;
+use crate::broker::Fanout;
 use crate::metrics::Metrics;
 use crate::rooms::presence::PresenceTracker;
 use crate::rooms::{Registry, SessionId};
@@ -22,8 +21,6 @@ pub struct AppState {
     pub settings: Settings,
     pub auth: Authenticator,
     pub db: Db,
-    /// Until every use of Redis is behind the broker's traits.
-    pub redis: Redis,
     /// What this node shares with the others.
     pub broker: Broker,
     pub registry: Addr<Registry>,
@@ -53,7 +50,6 @@ impl AppState {
         settings: Settings,
         auth: Authenticator,
         db: Db,
-        redis: Redis,
         broker: Broker,
         actors: Actors,
         metrics: Metrics,
@@ -65,7 +61,6 @@ impl AppState {
             auth,
             db,
             broker,
-            redis,
             fanout: actors.fanout,
             registry: actors.registry,
             messages: actors.messages,

@@ -9,7 +9,7 @@ use super::{bad_field, path_id, ServiceCaller};
 use crate::domain::{BookingStatus, Mover};
 use crate::error::Failure;
 use crate::handlers::booking::announce_move;
-use crate::ids::{BookingId, MessageId, UserId};
+use crate::ids::{BookingId, MessageId, UserId, ID_RULE};
 use crate::state::AppState;
 use crate::store::{bookings, messages};
 
@@ -43,8 +43,7 @@ pub async fn transition(
         bad_field("to must be one of requested, confirmed, declined, cancelled, completed, disputed, resolved")
     })?;
     let by = match by {
-        Some(by) => UserId::parse(&by)
-            .ok_or_else(|| bad_field("by must be 1-64 characters of [A-Za-z0-9_-]"))?,
+        Some(by) => UserId::parse(&by).ok_or_else(|| bad_field(format!("by must be {ID_RULE}")))?,
         None => caller.0.user_id,
     };
     let actor = by.clone();

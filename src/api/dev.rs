@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{Code, Failure};
-use crate::ids::UserId;
+use crate::ids::{UserId, ID_RULE};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
@@ -36,7 +36,7 @@ pub async fn token(
 ) -> Result<HttpResponse, Failure> {
     let request = body.into_inner();
     UserId::parse(&request.sub)
-        .ok_or_else(|| Failure::new(Code::Unprocessable, "sub must be 1-64 of [A-Za-z0-9_-]"))?;
+        .ok_or_else(|| Failure::new(Code::Unprocessable, format!("sub must be {ID_RULE}")))?;
     if let Some(role) = request.role.as_deref() {
         if !matches!(role, "buyer" | "seller" | "admin" | "service") {
             return Err(Failure::new(

@@ -9,7 +9,8 @@ use super::{bad_field, path_id, ServiceCaller};
 use crate::broker::Auctions;
 use crate::domain::{Availability, Visibility};
 use crate::error::Failure;
-use crate::ids::{ListingId, UserId};
+use crate::ids::{ListingId, UserId, ID_RULE};
+use crate::protocol::events::ServerEvent;
 use crate::state::AppState;
 use crate::store::listings::{self, AuctionProgress, AuctionSettings, ListingInput};
 
@@ -42,7 +43,7 @@ pub struct AuctionBody {
 impl ListingBody {
     fn validate(self) -> Result<ListingInput, Failure> {
         let seller_id = UserId::parse(&self.seller_id)
-            .ok_or_else(|| bad_field("sellerId must be 1-64 characters of [A-Za-z0-9_-]"))?;
+            .ok_or_else(|| bad_field(format!("sellerId must be {ID_RULE}")))?;
         if !(1..=200).contains(&self.title.chars().count()) || self.title.trim().is_empty() {
             return Err(bad_field("title must be 1 to 200 characters, not blank"));
         }
@@ -141,34 +142,25 @@ pub async fn put(
         let version = after.version;
         // Watchers are buyers too: the broadcast never shows the reserve price.
         let public = after.without_reserve();
-        app.fanout.emit_listing(
-            id.clone(),
-            "listing:updated",
-            &json!({ "listing": public }),
-            version,
-        );
+        let updated = ServerEvent::ListingUpdated { listing: public };
+        app.fanout.emit_listing(id.clone(), updated, version);
         if let Some(before) = &upserted.before {
             if before.price != after.price {
-                app.fanout.emit_listing(
-                    id.clone(),
-                    "listing:priceChanged",
-                    &json!({
-                        "listingId": id,
-                        "price": after.price,
-                        "previousPrice": before.price,
-                        "currency": after.currency,
-                        "version": after.version,
-                    }),
-                    version,
-                );
+                let price = ServerEvent::PriceChanged {
+                    listing_id: id.clone(),
+                    price: after.price,
+                    previous_price: before.price,
+                    currency: after.currency.clone(),
+                    version: after.version,
+                };
+                app.fanout.emit_listing(id.clone(), price, version);
             }
             if before.availability != upserted.after.availability {
-                app.fanout.emit_listing(
-                    id.clone(),
-                    "listing:availabilityChanged",
-                    &json!({ "listingId": id, "availability": after.availability }),
-                    version,
-                );
+                let availability = ServerEvent::AvailabilityChanged {
+                    listing_id: id.clone(),
+                    availability: after.availability,
+                };
+                app.fanout.emit_listing(id.clone(), availability, version);
             }
         }
     }

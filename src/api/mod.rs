@@ -15,6 +15,7 @@ mod users;
 use actix_web::{web, HttpRequest};
 
 use crate::error::{Code, Failure};
+use crate::ids::ID_RULE;
 use crate::settings::Settings;
 
 pub use service_auth::ServiceCaller;
@@ -123,12 +124,8 @@ fn bad_field(message: impl Into<String>) -> Failure {
 
 /// A typed id from a path segment, or 400 naming what it should be.
 fn path_id<T: PathId>(text: &str, what: &str) -> Result<T, Failure> {
-    T::parse_id(text).ok_or_else(|| {
-        Failure::new(
-            Code::BadRequest,
-            format!("{what} must be 1-64 characters of [A-Za-z0-9_-]"),
-        )
-    })
+    T::parse_id(text)
+        .ok_or_else(|| Failure::new(Code::BadRequest, format!("{what} must be {ID_RULE}")))
 }
 
 /// Ids that come in URL paths.

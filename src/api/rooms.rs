@@ -8,6 +8,7 @@ use super::{bad_field, ServiceCaller};
 use crate::broker::Nodes;
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
+use crate::protocol::events::{CustomEvent, ServerEvent};
 use crate::rooms::presence::states;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
@@ -37,18 +38,11 @@ pub async fn emit(
             )
         })?;
     let EmitBody { event, data } = body.into_inner();
-    let valid_name = (1..=64).contains(&event.chars().count())
-        && !event.chars().any(char::is_control)
-        && event != "server:error";
-    if !valid_name {
-        return Err(bad_field(
-            "event must be 1 to 64 characters without control characters, and not server:error",
-        ));
-    }
+    let event = CustomEvent::new(event, data).map_err(|err| bad_field(err.to_string()))?;
     // Answered once the event is published; an event that could not be is
     // not acknowledged (503), so that the caller sends it again.
     app.fanout
-        .emit_published(room.clone(), &event, &data)
+        .emit_published(room.clone(), ServerEvent::Custom(event))
         .await?;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }

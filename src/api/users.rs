@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 
 use super::ServiceCaller;
 use crate::error::{Code, Failure};
-use crate::ids::UserId;
+use crate::ids::{UserId, ID_RULE};
+use crate::protocol::events::ServerEvent;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 
@@ -27,7 +28,7 @@ pub async fn notify(
     body: web::Json<Notification>,
 ) -> Result<HttpResponse, Failure> {
     let user = UserId::parse(&path)
-        .ok_or_else(|| Failure::new(Code::BadRequest, "user id must be 1-64 of [A-Za-z0-9_-]"))?;
+        .ok_or_else(|| Failure::new(Code::BadRequest, format!("user id must be {ID_RULE}")))?;
     let Notification { kind, data } = body.into_inner();
     if !(1..=64).contains(&kind.chars().count()) {
         return Err(Failure::new(
@@ -38,9 +39,9 @@ pub async fn notify(
     let room = RoomKey::User(user);
     // Answered once the event is published; an event that could not be is
     // not acknowledged (503), so that the caller sends it again.
-    let payload = json!({ "kind": kind, "data": data });
+    let notification = ServerEvent::Notification { kind, data };
     app.fanout
-        .emit_published(room.clone(), "notification", &payload)
+        .emit_published(room.clone(), notification)
         .await?;
     Ok(HttpResponse::Accepted().json(json!({ "room": room.to_string() })))
 }

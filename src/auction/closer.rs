@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use serde_json::json;
 
 use super::place::rebuild;
-use crate::broker::{Auctions, CloseCheck};
-use crate::cluster::outbox;
+use crate::broker::{outbox, Auctions, CloseCheck};
 use crate::error::Failure;
 use crate::ids::{BookingId, ListingId, UserId};
+use crate::protocol::events::ServerEvent;
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
 use crate::store::bids::{self, Closed};
@@ -148,31 +147,32 @@ fn notices(listing: &ListingId, closed: &Closed) -> Vec<NewNotice> {
     let watchers = RoomKey::Listing(listing.clone()).to_string();
     let mut rooms = vec![watchers.clone(), seller.clone()];
     rooms.extend(winner.clone());
-    let mut notices = vec![NewNotice::new(
-        rooms,
-        "auction:closed",
-        json!({
-            "listingId": listing,
-            "winnerId": closed.winner,
-            "amount": closed.amount,
-            "reserveMet": closed.reserve_met,
-        }),
-    )];
+    let auction_closed = ServerEvent::AuctionClosed {
+        listing_id: listing.clone(),
+        winner_id: closed.winner.clone().map(UserId::from_db),
+        amount: closed.amount,
+        reserve_met: closed.reserve_met,
+    };
+    let mut notices = vec![notice(rooms, &auction_closed)];
     if let (Some(buyer), Some(booking)) = (winner, &closed.booking) {
-        notices.push(NewNotice::new(
-            vec![buyer, seller],
-            "booking:created",
-            json!({ "booking": booking.to_booking() }),
-        ));
+        let created = ServerEvent::BookingCreated {
+            booking: booking.to_booking(),
+        };
+        notices.push(notice(vec![buyer, seller], &created));
     }
     if let Some(reserved) = &closed.reserved {
-        let mut notice = NewNotice::new(
-            vec![watchers],
-            "listing:availabilityChanged",
-            json!({"listingId": listing, "availability": reserved.availability}),
-        );
+        let availability = ServerEvent::AvailabilityChanged {
+            listing_id: listing.clone(),
+            availability: reserved.availability(),
+        };
+        let mut notice = notice(vec![watchers], &availability);
         notice.listing_version = Some(reserved.version);
         notices.push(notice);
     }
     notices
+}
+
+/// A notice of `event` to `rooms`, for the outbox.
+fn notice(rooms: Vec<String>, event: &ServerEvent) -> NewNotice {
+    NewNotice::new(rooms, event.name(), event.payload())
 }

@@ -12,6 +12,7 @@ use crate::broker::{Accepted, Auctions, BidRequest, LiveState, Outcome, Placed, 
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
+use crate::protocol::events::ServerEvent;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::bids::{self, Appended, NewBid, ToStore};
@@ -192,33 +193,31 @@ fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> Value {
 fn announce(app: &AppState, listing: &ListingId, bidder: &UserId, accepted: &Accepted) {
     let ends = rfc3339(millis(accepted.ends));
     let room = RoomKey::Listing(listing.clone());
-    app.fanout.emit(
-        room.clone(),
-        "bid:new",
-        &json!({
-            "listingId": listing,
-            "bidId": accepted.version.to_string(),
-            "amount": accepted.amount,
-            "bidderId": bidder,
-            "version": accepted.version,
-            "endsAt": ends,
-        }),
-    );
+    let new = ServerEvent::BidNew {
+        listing_id: listing.clone(),
+        bid_id: accepted.version.to_string(),
+        amount: accepted.amount,
+        bidder_id: bidder.clone(),
+        version: accepted.version,
+        ends_at: ends.clone(),
+    };
+    app.fanout.emit(room.clone(), new);
     if let Some(previous) = UserId::parse(&accepted.prev_leader) {
         if &previous != bidder {
-            app.fanout.emit(
-                RoomKey::User(previous),
-                "bid:outbid",
-                &json!({"listingId": listing, "amount": accepted.amount, "yourAmount": accepted.prev_amount}),
-            );
+            let outbid = ServerEvent::BidOutbid {
+                listing_id: listing.clone(),
+                amount: accepted.amount,
+                your_amount: accepted.prev_amount,
+            };
+            app.fanout.emit(RoomKey::User(previous), outbid);
         }
     }
     if accepted.extended {
-        app.fanout.emit(
-            room,
-            "auction:extended",
-            &json!({"listingId": listing, "endsAt": ends}),
-        );
+        let extended = ServerEvent::AuctionExtended {
+            listing_id: listing.clone(),
+            ends_at: ends,
+        };
+        app.fanout.emit(room, extended);
     }
 }
 

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use super::memory::MemoryBroker;
 use super::redis::{Redis, RedisBroker};
 use super::*;
+use crate::ids::RoomKey;
 use crate::ids::{BookingId, ListingId, UserId};
-use crate::rooms::RoomKey;
 
 /// Everything a broker is.
 pub trait Conformant: Events + Presence + Throttles + Records + Auctions + Nodes {}
@@ -35,7 +35,9 @@ fn redis() -> Broker {
     let metrics = crate::metrics::Metrics::new().unwrap_or_else(|err| panic!("metrics: {err}"));
     let redis = Redis::new(&url, &prefix, 8, metrics)
         .unwrap_or_else(|err| panic!("a Redis handle on {url}: {err}"));
-    Broker::Redis(Arc::new(RedisBroker::new(redis)))
+    let broker = RedisBroker::new(redis, &url, "conformance")
+        .unwrap_or_else(|err| panic!("a Redis broker on {url}: {err}"));
+    Broker::Redis(Arc::new(broker))
 }
 
 /// Declares each test once per broker: `memory::name` and `redis::name`.
@@ -115,7 +117,9 @@ async fn publish<B: Conformant>(broker: &B, batch: &[Publication], limits: LogLi
     broker
         .publish(batch, limits)
         .await
-        .unwrap_or_else(|err| panic!("publish: {err}"))
+        .into_iter()
+        .map(|offset| offset.unwrap_or_else(|err| panic!("publish: {err}")))
+        .collect()
 }
 
 async fn since<B: Conformant>(broker: &B, room_name: &str, after: u64) -> History {

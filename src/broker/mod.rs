@@ -14,8 +14,13 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod fanout;
 pub mod memory;
+pub mod outbox;
+pub mod records;
 pub mod redis;
+
+pub use fanout::Fanout;
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,8 +30,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ids::{BookingId, ListingId, UserId};
-use crate::rooms::RoomKey;
+use crate::ids::{BookingId, ListingId, RoomKey, UserId};
 use crate::store::StoreError;
 
 /// One room event to publish: encoded once, all but its offset, which the
@@ -58,6 +62,13 @@ pub struct RoomEvent {
     pub frame: String,
     pub except: Option<UserId>,
     pub version: Option<i64>,
+}
+
+/// Reads an offset as packets show it, and as a recovering client sends it
+/// back: `"12-0"` → 12 (and `"0-0"`, nothing before, → 0).
+pub fn parse_offset(text: &str) -> Option<u64> {
+    let (n, seq) = text.split_once('-')?;
+    (seq == "0").then(|| n.parse().ok()).flatten()
 }
 
 /// How long a room's log keeps events, and how many.
@@ -99,13 +110,17 @@ pub enum Arrival {
 ///   link and got it back, it first hands over what the log holds after the
 ///   last offset it passed on (or `Arrival::Gap`), then live events.
 pub trait Events {
-    /// Publishes `batch` in order; answers each publication's offset. On
-    /// failure, a prefix of the batch may have been published.
+    /// Publishes `batch` in order; answers, for each publication in turn,
+    /// its offset or why it was refused. A refused publication is for the
+    /// caller to try again; when the link failed mid-batch, one answered
+    /// refused may still have gone out, and publishing it again repeats it
+    /// under a new offset with the same emission (connections drop the
+    /// repeat).
     fn publish(
         &self,
         batch: &[Publication],
         limits: LogLimits,
-    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+    ) -> impl Future<Output = Vec<Result<u64, StoreError>>> + Send;
 
     /// The events of `room` after offset `after`, oldest first.
     fn since(
@@ -506,7 +521,7 @@ impl Events for Broker {
         &self,
         batch: &[Publication],
         limits: LogLimits,
-    ) -> Result<Vec<u64>, StoreError> {
+    ) -> Vec<Result<u64, StoreError>> {
         dispatch!(self, b => b.publish(batch, limits).await)
     }
 
@@ -614,5 +629,18 @@ impl Nodes for Broker {
 
     async fn live(&self) -> Result<Vec<Value>, StoreError> {
         dispatch!(self, b => b.live().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_counter_values() {
+        assert_eq!(parse_offset("12-0"), Some(12));
+        assert_eq!(parse_offset("12-1"), None);
+        assert_eq!(parse_offset("x-0"), None);
+        assert_eq!(parse_offset("12"), None);
     }
 }

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::{enter_room, Caller};
 use crate::error::{Code, Failure};
-use crate::rooms::registry::{Join, Leave};
+use crate::rooms::registry::{JoinRoom, LeaveRoom};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::reads;
@@ -21,7 +21,7 @@ pub async fn watch(app: &AppState, caller: &Caller) -> Result<Value, Failure> {
     }
     enter_room(
         app,
-        Join {
+        JoinRoom {
             session: caller.session,
             user: caller.user().clone(),
             admin: true,
@@ -36,7 +36,7 @@ pub async fn watch(app: &AppState, caller: &Caller) -> Result<Value, Failure> {
 
 /// Leaves `admin:disputes`; leaving when not in it is fine.
 pub fn unwatch(app: &AppState, caller: &Caller) -> Result<Value, Failure> {
-    app.registry.do_send(Leave {
+    app.registry.do_send(LeaveRoom {
         session: caller.session,
         room: RoomKey::AdminDisputes,
     });

@@ -6,8 +6,9 @@ use serde_json::{json, Value};
 use super::{enter_room, Caller};
 use crate::domain::{BookingStatus, Mover};
 use crate::error::Failure;
-use crate::ids::{BookingId, ListingId, UserId};
-use crate::rooms::registry::{Join, Leave};
+use crate::ids::{BookingId, UserId};
+use crate::protocol::events::{self, ServerEvent};
+use crate::rooms::registry::{JoinRoom, LeaveRoom};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::bookings::{self, BookingRow, Moved};
@@ -99,14 +100,14 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
     let (row, unread, last_read) = app
         .db
         .run(move |conn| {
-            let (row, _) = access(conn, &lookup, &who, Admins::Audited("booking:join"))?;
+            let (row, _) = access(conn, &lookup, &who, Admins::Audited(events::BOOKING_JOIN))?;
             let (unread, last_read) = receipts::unread(conn, &lookup, who.user())?;
             Ok((row, unread, last_read))
         })
         .await?;
     enter_room(
         app,
-        Join {
+        JoinRoom {
             session: caller.session,
             user: caller.user().clone(),
             admin: caller.is_admin(),
@@ -123,7 +124,7 @@ pub async fn join(app: &AppState, caller: &Caller, id: BookingId) -> Result<Valu
 
 /// Leaves `booking:{id}`.
 pub fn leave(app: &AppState, caller: &Caller, id: BookingId) -> Result<Value, Failure> {
-    app.registry.do_send(Leave {
+    app.registry.do_send(LeaveRoom {
         session: caller.session,
         room: RoomKey::Booking(id),
     });
@@ -160,33 +161,32 @@ pub async fn transition(
 /// dispute room when the booking moved into or out of `disputed`.
 pub fn announce_move(app: &AppState, moved: &Moved, by: &str) {
     let booking = moved.booking.to_booking();
-    let payload = json!({
-        "bookingId": booking.id,
-        "status": booking.status,
-        "previousStatus": moved.previous,
-        "by": by,
-    });
+    let changed = ServerEvent::BookingStatusChanged {
+        booking_id: booking.id.clone(),
+        status: booking.status,
+        previous_status: moved.previous,
+        by: by.to_owned(),
+    };
     let rooms = [
         RoomKey::Booking(booking.id.clone()),
         RoomKey::User(booking.buyer_id.clone()),
         RoomKey::User(booking.seller_id.clone()),
     ];
-    app.fanout
-        .emit_to(&rooms, "booking:statusChanged", &payload);
+    app.fanout.emit_to(&rooms, changed);
     if moved.previous == BookingStatus::Disputed || booking.status == BookingStatus::Disputed {
-        app.fanout.emit(
-            RoomKey::AdminDisputes,
-            "dispute:changed",
-            &json!({ "booking": booking, "previousStatus": moved.previous, "by": by }),
-        );
+        let dispute = ServerEvent::DisputeChanged {
+            booking,
+            previous_status: moved.previous,
+            by: by.to_owned(),
+        };
+        app.fanout.emit(RoomKey::AdminDisputes, dispute);
     }
     if let Some(listing) = &moved.listing {
-        let id = ListingId::from_db(listing.id.clone());
-        app.fanout.emit_listing(
-            id.clone(),
-            "listing:availabilityChanged",
-            &json!({ "listingId": id, "availability": listing.availability }),
-            listing.version,
-        );
+        let id = listing.listing_id();
+        let availability = ServerEvent::AvailabilityChanged {
+            listing_id: id.clone(),
+            availability: listing.availability(),
+        };
+        app.fanout.emit_listing(id, availability, listing.version);
     }
 }

@@ -10,7 +10,9 @@ use super::Caller;
 use crate::broker::{Throttle, Throttles};
 use crate::error::Failure;
 use crate::ids::{BookingId, MessageId, UserId};
-use crate::rooms::registry::Typing;
+use crate::protocol::events::{self, ServerEvent};
+use crate::rooms::booking::{TypingStart, TypingStop};
+use crate::rooms::registry::ToRoom;
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 use crate::store::messages::{self, NewMessage, Outgoing};
@@ -44,18 +46,17 @@ pub async fn send(
     let sent = writer::write(&app.messages, outgoing).await??;
     let message = sent.row.to_message();
     if sent.created {
-        app.fanout.emit(
-            RoomKey::Booking(booking.clone()),
-            "message:new",
-            &json!({ "message": message }),
-        );
-        let activity = json!({
-            "bookingId": booking,
-            "messageId": message.id,
-            "senderId": message.sender_id,
-        });
+        let activity = ServerEvent::BookingActivity {
+            booking_id: booking.clone(),
+            message_id: message.id,
+            sender_id: message.sender_id.clone(),
+        };
+        let new = ServerEvent::MessageNew {
+            message: message.clone(),
+        };
+        app.fanout.emit(RoomKey::Booking(booking), new);
         let rooms = [sent.buyer_id, sent.seller_id].map(|u| RoomKey::User(UserId::from_db(u)));
-        app.fanout.emit_to(&rooms, "booking:activity", &activity);
+        app.fanout.emit_to(&rooms, activity);
     }
     Ok(json!({ "message": message }))
 }
@@ -72,7 +73,12 @@ pub async fn history(
     let (rows, has_more) = app
         .db
         .run(move |conn| {
-            access(conn, &booking, &who, Admins::Audited("message:history"))?;
+            access(
+                conn,
+                &booking,
+                &who,
+                Admins::Audited(events::MESSAGE_HISTORY),
+            )?;
             messages::history(conn, &booking, before, limit)
         })
         .await?;
@@ -100,12 +106,13 @@ pub async fn read_mark(
             Ok((row, receipt, moved))
         })
         .await?;
-    let receipt = json!({
-        "bookingId": booking,
-        "userId": receipt.user_id,
-        "messageId": MessageId(receipt.last_read_message_id),
-        "readAt": rfc3339(receipt.read_at),
-    });
+    let receipt = ServerEvent::ReadUpdated {
+        booking_id: booking.clone(),
+        user_id: UserId::from_db(receipt.user_id),
+        message_id: MessageId(receipt.last_read_message_id),
+        read_at: rfc3339(receipt.read_at),
+    };
+    let answer = json!({ "receipt": receipt.payload() });
     if moved {
         // The booking room, and the other participants' user rooms.
         let mut rooms = vec![RoomKey::Booking(booking.clone())];
@@ -115,9 +122,9 @@ pub async fn read_mark(
                 .filter(|other| *other != caller.user().as_str())
                 .map(|other| RoomKey::User(UserId::from_db(other.clone()))),
         );
-        app.fanout.emit_to(&rooms, "read:updated", &receipt);
+        app.fanout.emit_to(&rooms, receipt);
     }
-    Ok(json!({ "receipt": receipt }))
+    Ok(answer)
 }
 
 /// Says the caller is typing: at most one broadcast per 3 s per user and
@@ -130,18 +137,18 @@ pub async fn typing_start(
     let who = caller.clone();
     let lookup = booking.clone();
     app.db
-        .run(move |conn| access(conn, &lookup, &who, Admins::Audited("typing:start")))
+        .run(move |conn| access(conn, &lookup, &who, Admins::Audited(events::TYPING_START)))
         .await?;
     let throttle = Throttle::Typing {
         booking: booking.clone(),
         user: caller.user().clone(),
     };
     let broadcast = app.broker.once(&throttle, TYPING_THROTTLE).await?;
-    app.registry.do_send(Typing::Start {
+    app.registry.do_send(ToRoom(TypingStart {
         booking,
         user: caller.user().clone(),
         broadcast,
-    });
+    }));
     Ok(json!({ "throttled": !broadcast }))
 }
 
@@ -156,9 +163,9 @@ pub async fn typing_stop(
         user: caller.user().clone(),
     };
     app.broker.reset(&throttle).await?;
-    app.registry.do_send(Typing::Stop {
+    app.registry.do_send(ToRoom(TypingStop {
         booking,
         user: caller.user().clone(),
-    });
+    }));
     Ok(json!({}))
 }

@@ -7,7 +7,9 @@ use super::{enter_room, Caller};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{BookingId, ListingId};
-use crate::rooms::registry::{AfterVersion, Join, Leave, ListingSeen};
+use crate::protocol::events::ServerEvent;
+use crate::rooms::listing::{AfterVersion, ListingSeen};
+use crate::rooms::registry::{JoinRoom, LeaveRoom, ToRoom};
 use crate::rooms::Flush;
 use crate::rooms::RoomKey;
 use crate::state::{random_id, AppState};
@@ -28,7 +30,7 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
     }
     enter_room(
         app,
-        Join {
+        JoinRoom {
             session: caller.session,
             user: caller.user().clone(),
             admin: caller.is_admin(),
@@ -52,17 +54,17 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
         })
         .await?;
     if !allowed {
-        app.registry.do_send(Leave {
+        app.registry.do_send(LeaveRoom {
             session: caller.session,
             room: RoomKey::Listing(id),
         });
         return Err(Failure::new(Code::Forbidden, "this listing is private"));
     }
     // The room is at least at the version this watcher was shown.
-    app.registry.do_send(ListingSeen {
+    app.registry.do_send(ToRoom(ListingSeen {
         listing: id,
         version: row.version,
-    });
+    }));
     let listing = row
         .to_listing(&progress, Utc::now())
         .for_viewer(caller.user(), caller.is_admin());
@@ -71,7 +73,7 @@ pub async fn watch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Val
 
 /// Leaves `listing:{id}`; leaving a room one is not in is fine.
 pub fn unwatch(app: &AppState, caller: &Caller, id: ListingId) -> Result<Value, Failure> {
-    app.registry.do_send(Leave {
+    app.registry.do_send(LeaveRoom {
         session: caller.session,
         room: RoomKey::Listing(id),
     });
@@ -103,11 +105,11 @@ pub async fn reserve(
             // Answer only once this node's watchers were told of the change
             // that beat us, so no loser hears before a watcher does.
             let (reply, told) = oneshot::channel();
-            app.registry.do_send(AfterVersion {
+            app.registry.do_send(ToRoom(AfterVersion {
                 listing: id,
                 version,
                 reply,
-            });
+            }));
             let _ = told.await;
             // The change reached this node's room, and so this connection's
             // mailbox; let the connection write it before this answer.
@@ -120,18 +122,19 @@ pub async fn reserve(
     };
     let booking = reserved.booking.to_booking();
     if let Some(listing) = &reserved.listing {
-        app.fanout.emit_listing(
-            id.clone(),
-            "listing:availabilityChanged",
-            &json!({ "listingId": id, "availability": listing.availability }),
-            listing.version,
-        );
+        let availability = ServerEvent::AvailabilityChanged {
+            listing_id: id.clone(),
+            availability: listing.availability(),
+        };
+        app.fanout.emit_listing(id, availability, listing.version);
         let rooms = [
             RoomKey::User(booking.buyer_id.clone()),
             RoomKey::User(booking.seller_id.clone()),
         ];
-        app.fanout
-            .emit_to(&rooms, "booking:created", &json!({ "booking": booking }));
+        let created = ServerEvent::BookingCreated {
+            booking: booking.clone(),
+        };
+        app.fanout.emit_to(&rooms, created);
     }
     Ok(json!({ "booking": booking }))
 }

@@ -134,7 +134,10 @@ impl Caller {
 }
 
 /// Joins a room and waits until this node follows its channel.
-pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) -> Result<(), Failure> {
+pub async fn enter_room(
+    app: &AppState,
+    join: crate::rooms::registry::JoinRoom,
+) -> Result<(), Failure> {
     entered(app.registry.send(join).await)
 }
 
@@ -142,7 +145,7 @@ pub async fn enter_room(app: &AppState, join: crate::rooms::registry::Join) -> R
 /// their channels.
 pub async fn enter_rooms(
     app: &AppState,
-    join: crate::rooms::registry::JoinAll,
+    join: crate::rooms::registry::JoinRooms,
 ) -> Result<(), Failure> {
     entered(app.registry.send(join).await)
 }

@@ -6,14 +6,14 @@ use super::{enter_rooms, Caller};
 use crate::error::Failure;
 use crate::ids::UserId;
 use crate::rooms::presence::states;
-use crate::rooms::registry::{JoinAll, Leave};
+use crate::rooms::registry::{JoinRooms, LeaveRoom};
 use crate::rooms::RoomKey;
 use crate::state::AppState;
 
 /// Joins each `presence:{id}`; answers their current states.
 pub async fn watch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Result<Value, Failure> {
     let presence = states(&app.broker, &users).await?;
-    let join = JoinAll {
+    let join = JoinRooms {
         session: caller.session,
         user: caller.user().clone(),
         admin: caller.is_admin(),
@@ -26,7 +26,7 @@ pub async fn watch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Resul
 /// Leaves each `presence:{id}`.
 pub fn unwatch(app: &AppState, caller: &Caller, users: Vec<UserId>) -> Result<Value, Failure> {
     for user in users {
-        app.registry.do_send(Leave {
+        app.registry.do_send(LeaveRoom {
             session: caller.session,
             room: RoomKey::Presence(user),
         });

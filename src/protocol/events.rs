@@ -1,5 +1,7 @@
-//! Typed client events: a Socket.IO EVENT's name and first argument, checked
+//! The event vocabulary, the one module that names events. Here: typed
+//! client events, a Socket.IO EVENT's name and first argument, checked
 //! against the contract (§2 ids, §5 payloads) before anything acts on them.
+//! In [`server`]: what souk sends.
 //!
 //! Every refusal is `EventError::BadRequest` with a message that names the
 //! field. Fields the contract does not name are ignored; `null` counts as a
@@ -9,11 +11,12 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use crate::domain::BookingStatus;
-use crate::ids::{BookingId, ListingId, MessageId, UserId};
+pub mod server;
 
-/// The longest id the contract allows.
-pub const MAX_ID_LEN: usize = 64;
+pub use server::{CustomEvent, ServerEvent};
+
+use crate::domain::BookingStatus;
+use crate::ids::{BookingId, ListingId, MessageId, UserId, ID_RULE, MAX_ID_LEN};
 /// The longest token accepted in `auth:refresh`.
 const MAX_TOKEN_LEN: usize = 8192;
 /// The longest `idempotencyKey` or `clientMsgId`.
@@ -29,89 +32,131 @@ const DEFAULT_LIMIT: u32 = 50;
 /// How many users one `presence:watch` / `presence:unwatch` may name.
 const MAX_USER_IDS: usize = 100;
 
-/// An event a client may send, with its payload checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientEvent {
-    /// `listing:watch {listingId}`: joins `listing:{id}`.
-    ListingWatch { listing_id: ListingId },
-    /// `listing:unwatch {listingId}`: leaves `listing:{id}` (idempotent).
-    ListingUnwatch { listing_id: ListingId },
-    /// `listing:reserve {listingId, idempotencyKey}`.
-    ListingReserve {
-        listing_id: ListingId,
-        idempotency_key: String,
-    },
-    /// `bid:place {listingId, amount, idempotencyKey?}`.
-    BidPlace {
-        listing_id: ListingId,
-        amount: i64,
-        idempotency_key: Option<String>,
-    },
-    /// `booking:join {bookingId}`: joins `booking:{id}`.
-    BookingJoin { booking_id: BookingId },
-    /// `booking:leave {bookingId}`.
-    BookingLeave { booking_id: BookingId },
-    /// `booking:transition {bookingId, to}`.
-    BookingTransition {
-        booking_id: BookingId,
-        to: BookingStatus,
-    },
-    /// `message:send {bookingId, body, clientMsgId}`; the body is kept as sent.
-    MessageSend {
-        booking_id: BookingId,
-        body: String,
-        client_msg_id: String,
-    },
-    /// `message:history {bookingId, beforeId?, limit?}`; limit defaults to 50.
-    MessageHistory {
-        booking_id: BookingId,
-        before_id: Option<MessageId>,
-        limit: u32,
-    },
-    /// `typing:start {bookingId}`.
-    TypingStart { booking_id: BookingId },
-    /// `typing:stop {bookingId}`.
-    TypingStop { booking_id: BookingId },
-    /// `read:mark {bookingId, messageId}`.
-    ReadMark {
-        booking_id: BookingId,
-        message_id: MessageId,
-    },
-    /// `presence:watch {userIds}`: 1–100 ids, duplicates removed in order.
-    PresenceWatch { user_ids: Vec<UserId> },
-    /// `presence:unwatch {userIds}`: same rules as `presence:watch`.
-    PresenceUnwatch { user_ids: Vec<UserId> },
-    /// `auth:refresh {token}`: replaces the connection's token (same `sub`).
-    AuthRefresh { token: String },
-    /// `admin:watch {}`: joins `admin:disputes` (admins only).
-    AdminWatch,
-    /// `admin:unwatch {}`: leaves `admin:disputes`.
-    AdminUnwatch,
+/// Declares the client events once. Each row gives the constant that names
+/// the event, the contract's name, the variant and its fields (the typed
+/// payload), and how each field is read from the payload object (bound to
+/// the identifier after `payload =`). The name constants, [`ClientEvent`],
+/// [`ClientEvent::name`], [`KNOWN_EVENTS`] and [`parse`] all come from this
+/// table, so a new event is one new row. Fields are read
+/// in the order written, so the first bad field is the one reported.
+macro_rules! client_events {
+    (
+        payload = $f:ident;
+        $(
+            $(#[$doc:meta])*
+            $konst:ident = $name:literal => $variant:ident $({
+                $($field:ident : $ty:ty = $read:expr),* $(,)?
+            })?
+        ),* $(,)?
+    ) => {
+        $(
+            #[doc = concat!("`", $name, "`")]
+            pub const $konst: &str = $name;
+        )*
+
+        /// An event a client may send, with its payload checked.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum ClientEvent {
+            $( $(#[$doc])* $variant $({ $($field: $ty),* })?, )*
+        }
+
+        impl ClientEvent {
+            /// The contract's name of this event.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( ClientEvent::$variant { .. } => $konst, )*
+                }
+            }
+        }
+
+        /// Names of events the contract knows, for bounded metric labels.
+        pub const KNOWN_EVENTS: &[&str] = &[$($konst),*];
+
+        /// Reads the payload of the event called `name`.
+        fn read(name: &str, $f: &Map<String, Value>) -> Result<ClientEvent, EventError> {
+            Ok(match name {
+                $( $name => ClientEvent::$variant $({ $($field: $read),* })?, )*
+                other => return Err(EventError::Unsupported(truncate(other, MAX_ID_LEN))),
+            })
+        }
+    };
 }
 
-impl ClientEvent {
-    /// The contract's name of this event.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ClientEvent::ListingWatch { .. } => "listing:watch",
-            ClientEvent::ListingUnwatch { .. } => "listing:unwatch",
-            ClientEvent::ListingReserve { .. } => "listing:reserve",
-            ClientEvent::BidPlace { .. } => "bid:place",
-            ClientEvent::BookingJoin { .. } => "booking:join",
-            ClientEvent::BookingLeave { .. } => "booking:leave",
-            ClientEvent::BookingTransition { .. } => "booking:transition",
-            ClientEvent::MessageSend { .. } => "message:send",
-            ClientEvent::MessageHistory { .. } => "message:history",
-            ClientEvent::TypingStart { .. } => "typing:start",
-            ClientEvent::TypingStop { .. } => "typing:stop",
-            ClientEvent::ReadMark { .. } => "read:mark",
-            ClientEvent::PresenceWatch { .. } => "presence:watch",
-            ClientEvent::PresenceUnwatch { .. } => "presence:unwatch",
-            ClientEvent::AuthRefresh { .. } => "auth:refresh",
-            ClientEvent::AdminWatch => "admin:watch",
-            ClientEvent::AdminUnwatch => "admin:unwatch",
-        }
-    }
+client_events! {
+    payload = f;
+    /// `listing:watch {listingId}`: joins `listing:{id}`.
+    LISTING_WATCH = "listing:watch" => ListingWatch {
+        listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
+    },
+    /// `listing:unwatch {listingId}`: leaves `listing:{id}` (idempotent).
+    LISTING_UNWATCH = "listing:unwatch" => ListingUnwatch {
+        listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
+    },
+    /// `listing:reserve {listingId, idempotencyKey}`.
+    LISTING_RESERVE = "listing:reserve" => ListingReserve {
+        listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
+        idempotency_key: String = required(f, "idempotencyKey", key)?,
+    },
+    /// `bid:place {listingId, amount, idempotencyKey?}`.
+    BID_PLACE = "bid:place" => BidPlace {
+        listing_id: ListingId = id(f, "listingId", ListingId::parse)?,
+        amount: i64 = required(f, "amount", amount)?,
+        idempotency_key: Option<String> = optional(f, "idempotencyKey", key)?,
+    },
+    /// `booking:join {bookingId}`: joins `booking:{id}`.
+    BOOKING_JOIN = "booking:join" => BookingJoin {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+    },
+    /// `booking:leave {bookingId}`.
+    BOOKING_LEAVE = "booking:leave" => BookingLeave {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+    },
+    /// `booking:transition {bookingId, to}`.
+    BOOKING_TRANSITION = "booking:transition" => BookingTransition {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+        to: BookingStatus = required(f, "to", status)?,
+    },
+    /// `message:send {bookingId, body, clientMsgId}`; the body is kept as sent.
+    MESSAGE_SEND = "message:send" => MessageSend {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+        body: String = required(f, "body", body)?,
+        client_msg_id: String = required(f, "clientMsgId", key)?,
+    },
+    /// `message:history {bookingId, beforeId?, limit?}`; limit defaults to 50.
+    MESSAGE_HISTORY = "message:history" => MessageHistory {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+        before_id: Option<MessageId> = optional(f, "beforeId", message_id)?,
+        limit: u32 = optional(f, "limit", limit)?.unwrap_or(DEFAULT_LIMIT),
+    },
+    /// `typing:start {bookingId}`.
+    TYPING_START = "typing:start" => TypingStart {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+    },
+    /// `typing:stop {bookingId}`.
+    TYPING_STOP = "typing:stop" => TypingStop {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+    },
+    /// `read:mark {bookingId, messageId}`.
+    READ_MARK = "read:mark" => ReadMark {
+        booking_id: BookingId = id(f, "bookingId", BookingId::parse)?,
+        message_id: MessageId = required(f, "messageId", message_id)?,
+    },
+    /// `presence:watch {userIds}`: 1–100 ids, duplicates removed in order.
+    PRESENCE_WATCH = "presence:watch" => PresenceWatch {
+        user_ids: Vec<UserId> = required(f, "userIds", user_ids)?,
+    },
+    /// `presence:unwatch {userIds}`: same rules as `presence:watch`.
+    PRESENCE_UNWATCH = "presence:unwatch" => PresenceUnwatch {
+        user_ids: Vec<UserId> = required(f, "userIds", user_ids)?,
+    },
+    /// `auth:refresh {token}`: replaces the connection's token (same `sub`).
+    AUTH_REFRESH = "auth:refresh" => AuthRefresh {
+        token: String = string(f, "token", 1, MAX_TOKEN_LEN)?,
+    },
+    /// `admin:watch {}`: joins `admin:disputes` (admins only).
+    ADMIN_WATCH = "admin:watch" => AdminWatch,
+    /// `admin:unwatch {}`: leaves `admin:disputes`.
+    ADMIN_UNWATCH = "admin:unwatch" => AdminUnwatch,
 }
 
 /// Why an event was refused before any handler ran.
@@ -125,28 +170,8 @@ pub enum EventError {
     BadRequest(String),
 }
 
-/// Names of events the contract knows, for bounded metric labels.
-pub const KNOWN_EVENTS: &[&str] = &[
-    "listing:watch",
-    "listing:unwatch",
-    "listing:reserve",
-    "bid:place",
-    "booking:join",
-    "booking:leave",
-    "booking:transition",
-    "message:send",
-    "message:history",
-    "typing:start",
-    "typing:stop",
-    "read:mark",
-    "presence:watch",
-    "presence:unwatch",
-    "auth:refresh",
-    "admin:watch",
-    "admin:unwatch",
-];
-
-/// Parses an EVENT packet's argument array (`["name", payload, …]`).
+/// Parses an EVENT packet's argument array (`["name", payload, …]`). The
+/// name is judged before the payload.
 pub fn parse(args: &[Value]) -> Result<ClientEvent, EventError> {
     let name = match args.first() {
         Some(Value::String(name)) => name.as_str(),
@@ -155,67 +180,7 @@ pub fn parse(args: &[Value]) -> Result<ClientEvent, EventError> {
     if !KNOWN_EVENTS.contains(&name) {
         return Err(EventError::Unsupported(truncate(name, MAX_ID_LEN)));
     }
-    let f = object(args.get(1))?;
-    let event = match name {
-        "listing:watch" => ClientEvent::ListingWatch {
-            listing_id: id(f, "listingId", ListingId::parse)?,
-        },
-        "listing:unwatch" => ClientEvent::ListingUnwatch {
-            listing_id: id(f, "listingId", ListingId::parse)?,
-        },
-        "listing:reserve" => ClientEvent::ListingReserve {
-            listing_id: id(f, "listingId", ListingId::parse)?,
-            idempotency_key: required(f, "idempotencyKey", key)?,
-        },
-        "bid:place" => ClientEvent::BidPlace {
-            listing_id: id(f, "listingId", ListingId::parse)?,
-            amount: required(f, "amount", amount)?,
-            idempotency_key: optional(f, "idempotencyKey", key)?,
-        },
-        "booking:join" => ClientEvent::BookingJoin {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-        },
-        "booking:leave" => ClientEvent::BookingLeave {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-        },
-        "booking:transition" => ClientEvent::BookingTransition {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-            to: required(f, "to", status)?,
-        },
-        "message:send" => ClientEvent::MessageSend {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-            body: required(f, "body", body)?,
-            client_msg_id: required(f, "clientMsgId", key)?,
-        },
-        "message:history" => ClientEvent::MessageHistory {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-            before_id: optional(f, "beforeId", message_id)?,
-            limit: optional(f, "limit", limit)?.unwrap_or(DEFAULT_LIMIT),
-        },
-        "typing:start" => ClientEvent::TypingStart {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-        },
-        "typing:stop" => ClientEvent::TypingStop {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-        },
-        "read:mark" => ClientEvent::ReadMark {
-            booking_id: id(f, "bookingId", BookingId::parse)?,
-            message_id: required(f, "messageId", message_id)?,
-        },
-        "presence:watch" => ClientEvent::PresenceWatch {
-            user_ids: required(f, "userIds", user_ids)?,
-        },
-        "presence:unwatch" => ClientEvent::PresenceUnwatch {
-            user_ids: required(f, "userIds", user_ids)?,
-        },
-        "auth:refresh" => ClientEvent::AuthRefresh {
-            token: string(f, "token", 1, MAX_TOKEN_LEN)?,
-        },
-        "admin:watch" => ClientEvent::AdminWatch,
-        "admin:unwatch" => ClientEvent::AdminUnwatch,
-        other => return Err(EventError::Unsupported(truncate(other, MAX_ID_LEN))),
-    };
-    Ok(event)
+    read(name, object(args.get(1))?)
 }
 
 fn object(payload: Option<&Value>) -> Result<&Map<String, Value>, EventError> {
@@ -280,9 +245,7 @@ fn string(
 
 /// The message for an id that breaks the contract's format.
 fn bad_id(field: &str) -> EventError {
-    bad(format!(
-        "{field} must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9_-]"
-    ))
+    bad(format!("{field} must be {ID_RULE}"))
 }
 
 /// A required contract id (`listingId`, `bookingId`), typed by `parse`.
@@ -398,14 +361,6 @@ fn user_ids(field: &str, value: &Value) -> Result<Vec<UserId>, EventError> {
         }
     }
     Ok(ids)
-}
-
-/// Whether `text` is a contract id: 1–64 characters of `[A-Za-z0-9_-]`.
-pub fn is_valid_id(text: &str) -> bool {
-    (1..=MAX_ID_LEN).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Shortens client-chosen text before it is echoed back or logged.
@@ -527,19 +482,6 @@ mod tests {
     }
 
     #[test]
-    fn ids_follow_the_contract() {
-        assert!(is_valid_id("a"));
-        assert!(is_valid_id("user_1-B"));
-        assert!(is_valid_id(&"x".repeat(64)));
-        assert!(!is_valid_id(""));
-        assert!(!is_valid_id(&"x".repeat(65)));
-        assert!(!is_valid_id("a b"));
-        assert!(!is_valid_id("a:b"));
-        assert!(!is_valid_id("é"));
-        assert!(!is_valid_id("../x"));
-    }
-
-    #[test]
     fn known_events_lists_every_event_once_and_matches_name() {
         assert_eq!(KNOWN_EVENTS.len(), 17);
         let unique: HashSet<&str> = KNOWN_EVENTS.iter().copied().collect();
@@ -602,6 +544,61 @@ mod tests {
         ];
         let names: Vec<&str> = samples.iter().map(ClientEvent::name).collect();
         assert_eq!(names, KNOWN_EVENTS);
+        // Every event of the table reads back from its own wire form.
+        for event in samples {
+            let wire = [json!(event.name()), wire_payload(&event)];
+            assert_eq!(parse(&wire), Ok(event.clone()), "{}", wire[1]);
+        }
+    }
+
+    /// An event's payload as a client writes it (exhaustive, so a new row
+    /// in the table is not round-tripped by accident).
+    fn wire_payload(event: &ClientEvent) -> Value {
+        use ClientEvent::*;
+        match event {
+            ListingWatch { listing_id } | ListingUnwatch { listing_id } => {
+                json!({ "listingId": listing_id })
+            }
+            ListingReserve {
+                listing_id,
+                idempotency_key,
+            } => json!({ "listingId": listing_id, "idempotencyKey": idempotency_key }),
+            BidPlace {
+                listing_id,
+                amount,
+                idempotency_key,
+            } => json!({
+                "listingId": listing_id,
+                "amount": amount,
+                "idempotencyKey": idempotency_key,
+            }),
+            BookingJoin { booking_id }
+            | BookingLeave { booking_id }
+            | TypingStart { booking_id }
+            | TypingStop { booking_id } => json!({ "bookingId": booking_id }),
+            BookingTransition { booking_id, to } => {
+                json!({ "bookingId": booking_id, "to": to.as_str() })
+            }
+            MessageSend {
+                booking_id,
+                body,
+                client_msg_id,
+            } => json!({ "bookingId": booking_id, "body": body, "clientMsgId": client_msg_id }),
+            MessageHistory {
+                booking_id,
+                before_id,
+                limit,
+            } => json!({ "bookingId": booking_id, "beforeId": before_id, "limit": limit }),
+            ReadMark {
+                booking_id,
+                message_id,
+            } => json!({ "bookingId": booking_id, "messageId": message_id }),
+            PresenceWatch { user_ids } | PresenceUnwatch { user_ids } => {
+                json!({ "userIds": user_ids })
+            }
+            AuthRefresh { token } => json!({ "token": token }),
+            AdminWatch | AdminUnwatch => json!({}),
+        }
     }
 
     #[test]

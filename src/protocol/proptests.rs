@@ -359,7 +359,7 @@ proptest! {
     fn ids_are_accepted_exactly_when_they_fit_the_format(text in any::<String>(), good in contract_id()) {
         let valid = (1..=64).contains(&text.len())
             && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        prop_assert_eq!(events::is_valid_id(&text), valid);
+        prop_assert_eq!(crate::ids::is_valid_id(&text), valid);
         let watched = events::parse(&[json!("listing:watch"), json!({ "listingId": text })]);
         prop_assert_eq!(watched.is_ok(), valid);
         match events::parse(&[json!("listing:watch"), json!({ "listingId": good })]) {

@@ -6,23 +6,24 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::json;
 
+use super::registry::{ForRoom, KindAddr};
 use super::room::{Room, RoomState};
 use super::RoomKey;
-use crate::cluster::Fanout;
-use crate::ids::UserId;
+use crate::broker::Fanout;
+use crate::ids::{BookingId, UserId};
+use crate::protocol::events::ServerEvent;
 
 /// How long after the last `typing:start` a typist counts as stopped (§5).
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A booking room's typists and their timers.
 #[derive(Default)]
-pub struct Typing {
+pub struct Typists {
     timers: HashMap<UserId, SpawnHandle>,
 }
 
-impl RoomState for Typing {
+impl RoomState for Typists {
     fn busy(&self) -> bool {
         !self.timers.is_empty()
     }
@@ -35,31 +36,67 @@ impl RoomState for Typing {
 }
 
 /// The room actor of one booking.
-pub type BookingRoom = Room<Typing>;
+pub type BookingRoom = Room<Typists>;
 
 /// A participant started typing; `broadcast` is false when throttled.
+/// Sent through the registry (`ToRoom`), which starts the room if needed:
+/// the room owns the timer that says `typing: false` later.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TypingStart {
+    pub booking: BookingId,
     pub user: UserId,
     pub broadcast: bool,
 }
 
-/// A participant stopped typing.
+/// A participant stopped typing. A booking with no room here has no timer
+/// to stop, so none is started for it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TypingStop {
+    pub booking: BookingId,
     pub user: UserId,
+}
+
+impl ForRoom for TypingStart {
+    fn room(&self) -> RoomKey {
+        RoomKey::Booking(self.booking.clone())
+    }
+
+    fn starts_room(&self) -> bool {
+        true
+    }
+
+    fn deliver(self, room: Option<&KindAddr>) {
+        if let Some(KindAddr::Booking(addr)) = room {
+            addr.do_send(self);
+        }
+    }
+}
+
+impl ForRoom for TypingStop {
+    fn room(&self) -> RoomKey {
+        RoomKey::Booking(self.booking.clone())
+    }
+
+    fn deliver(self, room: Option<&KindAddr>) {
+        if let Some(KindAddr::Booking(addr)) = room {
+            addr.do_send(self);
+        }
+    }
 }
 
 /// Tells the room (on every node), but the typist, whether they type.
 fn say_typing(fanout: &Fanout, room: &RoomKey, user: &UserId, typing: bool) {
-    let booking_id = match room {
-        RoomKey::Booking(id) => id.to_string(),
-        other => other.to_string(),
+    let RoomKey::Booking(booking_id) = room else {
+        return; // only booking rooms have typists
     };
-    let payload = json!({ "bookingId": booking_id, "userId": user, "typing": typing });
-    fanout.emit_except(room.clone(), "typing", &payload, Some(user.clone()));
+    let event = ServerEvent::Typing {
+        booking_id: booking_id.clone(),
+        user_id: user.clone(),
+        typing,
+    };
+    fanout.emit_except(room.clone(), event, Some(user.clone()));
 }
 
 impl BookingRoom {
@@ -96,5 +133,31 @@ impl Handler<TypingStop> for BookingRoom {
             self.say_typing(&msg.user, false);
         }
         self.check_idle(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_starts_the_booking_room_and_a_stop_does_not() {
+        let booking = BookingId::parse("b1").unwrap_or_else(|| panic!("test id"));
+        let user = UserId::parse("u1").unwrap_or_else(|| panic!("test id"));
+        let start = TypingStart {
+            booking: booking.clone(),
+            user: user.clone(),
+            broadcast: true,
+        };
+        let stop = TypingStop {
+            booking: booking.clone(),
+            user,
+        };
+        assert_eq!(start.room(), RoomKey::Booking(booking.clone()));
+        assert_eq!(stop.room(), RoomKey::Booking(booking));
+        // The room owns the timer that ends a start; a stop with no room
+        // here has no timer to stop.
+        assert!(start.starts_room());
+        assert!(!stop.starts_room());
     }
 }

@@ -13,9 +13,9 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::RoomKey;
-use crate::broker::{Broker, Presence};
-use crate::cluster::Fanout;
+use crate::broker::{Broker, Fanout, Presence};
 use crate::ids::UserId;
+use crate::protocol::events::ServerEvent;
 use crate::store::StoreError;
 use crate::time::rfc3339;
 
@@ -115,12 +115,12 @@ async fn sweep(broker: &Broker, fanout: &Fanout) -> Result<(), StoreError> {
 }
 
 fn announce(fanout: &Fanout, user: &UserId, online: bool, last_seen: Value) {
-    let payload = json!({ "userId": user, "online": online, "lastSeen": last_seen });
-    fanout.emit(
-        RoomKey::Presence(user.clone()),
-        "presence:changed",
-        &payload,
-    );
+    let changed = ServerEvent::PresenceChanged {
+        user_id: user.clone(),
+        online,
+        last_seen: last_seen.as_str().map(str::to_owned),
+    };
+    fanout.emit(RoomKey::Presence(user.clone()), changed);
 }
 
 /// Reads users' presence: `{userId: {online, lastSeen}}`.

@@ -1,41 +1,40 @@
 //! The registry: finds or starts the actor of a room, knows which rooms each
 //! connection is in, removes a connection from all of them when it goes, and
-//! retires rooms that stayed idle.
+//! retires rooms that stayed idle. It follows the rooms with members here
+//! through the broker's [`Subscription`] and hands their events to them,
+//! and tells the broker's [`RecordKeeper`] what each socket is in. What a
+//! room kind does with its own messages (a booking's typing, a listing's
+//! versions) is the kind's: the registry only routes them ([`ToRoom`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::booking::{BookingRoom, TypingStart, TypingStop};
-use super::listing::{ListingRoom, Seen, WaitFor};
-use super::room::{
-    Broadcast, GetMembers, Join as RoomJoin, Leave as RoomLeave, Retire, Room, RoomState,
-};
+use super::booking::BookingRoom;
+use super::listing::ListingRoom;
+use super::room::{AddMember, Broadcast, GetMembers, RemoveMember, Retire, Room, RoomState};
 use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
-use crate::broker::redis::Redis;
-use crate::cluster::recovery::{self, Changes, Save};
-use crate::cluster::subscriber::Resumed;
-use crate::cluster::{room_channel, Fanout, Incoming, Subscriber};
-use crate::ids::{BookingId, ListingId, UserId};
+use crate::broker::records::RecordKeeper;
+use crate::broker::{Arrival, Fanout, RoomEvent, Subscription};
+use crate::ids::{ListingId, UserId};
+use crate::metrics::Metrics;
 use crate::store::{bookings, Db};
 
-/// How long a join waits for Redis to confirm the room's subscription.
+/// How long a join waits for the broker to confirm the room is followed.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
-use crate::metrics::Metrics;
+use crate::protocol::events::server::LISTING_UPDATED;
 
 /// The node's directory of rooms and connections.
 pub struct Registry {
-    /// Follows the shard channels of the rooms with members here.
-    subscriber: Subscriber,
+    /// Follows the rooms with members here.
+    subscription: Subscription,
     /// Rooms announce (typing) through it.
     fanout: Fanout,
-    prefix: String,
     /// Keeps what each socket is in, for recovery.
-    redis: Redis,
+    records: RecordKeeper,
     /// Checks who may still watch a listing that was made private.
     db: Db,
-    recovery_window: Duration,
     /// Room actors are spread over these threads.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
@@ -46,56 +45,21 @@ pub struct Registry {
     metrics: Metrics,
     /// Rooms one socket may be in.
     max_rooms: usize,
-    /// Sockets whose record changed since the last save.
-    dirty: HashSet<SessionId>,
-    /// Saves of sockets that are gone, waiting for the next save.
-    unsaved: Vec<Save>,
-    /// One save at a time, so a burst of joins makes one round of writes
-    /// of what changed instead of one task each.
-    saving: bool,
 }
 
 /// A live room: how to reach it, and how many local members it has.
 struct RoomEntry {
     generation: u64,
     members: usize,
-    join: Recipient<RoomJoin>,
-    leave: Recipient<RoomLeave>,
+    join: Recipient<AddMember>,
+    leave: Recipient<RemoveMember>,
     broadcast: Recipient<Broadcast>,
     retire: Recipient<Retire>,
     kind: KindAddr,
-    /// The offset of the last event passed to the room, so that one
-    /// arriving twice (live and from a catch-up) is passed once.
-    delivered: u64,
-    /// Set while the room is caught up from its log.
-    catch_up: Option<CatchUp>,
-}
-
-/// A room being caught up after the subscriber's connection dropped.
-struct CatchUp {
-    /// Live events that arrived meanwhile, passed on after the log's.
-    arrived: Vec<Incoming>,
-    /// Another drop happened meanwhile: catch up again after this offset.
-    again: Option<u64>,
-}
-
-impl RoomEntry {
-    /// Passes an event to the room unless it already has it.
-    fn pass(&mut self, msg: Incoming) {
-        if msg.frame.offset <= self.delivered {
-            return;
-        }
-        self.delivered = msg.frame.offset;
-        self.broadcast.do_send(Broadcast {
-            frame: msg.frame,
-            except: msg.except,
-            version: msg.version,
-        });
-    }
 }
 
 /// The typed address of rooms that take kind-specific messages.
-enum KindAddr {
+pub enum KindAddr {
     Booking(Addr<BookingRoom>),
     Listing(Addr<ListingRoom>),
     Plain,
@@ -109,49 +73,16 @@ struct SessionEntry {
     /// `auth:refresh`): admins may watch private listings.
     admin: bool,
     rooms: HashSet<RoomKey>,
-    /// Set on CONNECT: the socket's record, while it owns it.
-    bound: Option<Bound>,
+    /// Set on CONNECT: the socket keeps a recovery record.
+    bound: bool,
 }
 
-/// The recovery record a socket keeps, and what changed in it since it was
-/// last saved.
-struct Bound {
-    pid: String,
-    owner: String,
-    user: UserId,
-    changes: Changes,
-}
-
-impl SessionEntry {
-    /// What to save of the record now (nothing changed: it is renewed).
-    fn take_save(&mut self) -> Option<Save> {
-        let bound = self.bound.as_mut()?;
-        Some(Save {
-            pid: bound.pid.clone(),
-            owner: bound.owner.clone(),
-            changes: std::mem::take(&mut bound.changes),
-        })
-    }
-
-    fn joined(&mut self, room: &RoomKey) {
-        if let Some(bound) = &mut self.bound {
-            bound.changes.join(room.to_string());
-        }
-    }
-
-    fn left(&mut self, room: &RoomKey) {
-        if let Some(bound) = &mut self.bound {
-            bound.changes.leave(room.to_string());
-        }
-    }
-}
-
-/// What the registry needs of the cluster.
-pub struct ClusterParts {
-    pub subscriber: Subscriber,
+/// What the registry needs of the broker.
+pub struct BrokerParts {
+    /// The node's subscription, whose arrivals go to the registry.
+    pub subscription: Subscription,
     pub fanout: Fanout,
-    pub redis: Redis,
-    pub recovery_window: Duration,
+    pub records: RecordKeeper,
     /// To check a listing's watchers when it is made private.
     pub db: Db,
 }
@@ -163,15 +94,13 @@ impl Registry {
         arbiters: Vec<ArbiterHandle>,
         idle_after: Duration,
         metrics: Metrics,
-        cluster: ClusterParts,
+        broker: BrokerParts,
     ) -> Self {
         Registry {
-            subscriber: cluster.subscriber,
-            fanout: cluster.fanout,
-            prefix: cluster.redis.prefix().to_owned(),
-            redis: cluster.redis,
-            db: cluster.db,
-            recovery_window: cluster.recovery_window,
+            subscription: broker.subscription,
+            fanout: broker.fanout,
+            records: broker.records,
+            db: broker.db,
             arbiters,
             next_arbiter: 0,
             next_generation: 0,
@@ -180,9 +109,6 @@ impl Registry {
             sessions: HashMap::new(),
             metrics,
             max_rooms: usize::MAX,
-            dirty: HashSet::new(),
-            unsaved: Vec::new(),
-            saving: false,
         }
     }
 
@@ -221,78 +147,9 @@ impl Registry {
         })
     }
 
-    /// Keeps sockets' records in Redis (their rooms changed, or they
-    /// closed): at once when no save is in flight, else with the next one.
-    /// Only what changed is written.
-    fn save(&mut self, ctx: &mut Context<Self>) {
-        if self.saving {
-            return;
-        }
-        let mut saves = std::mem::take(&mut self.unsaved);
-        for session in std::mem::take(&mut self.dirty) {
-            if let Some(save) = self
-                .sessions
-                .get_mut(&session)
-                .and_then(SessionEntry::take_save)
-            {
-                saves.push(save);
-            }
-        }
-        if saves.is_empty() {
-            return;
-        }
-        self.saving = true;
-        let (redis, window) = (self.redis.clone(), self.recovery_window);
-        let saved = async move {
-            match recovery::save(&redis, &saves, window).await {
-                Ok(saved) => saved,
-                Err(err) => {
-                    log::warn!("recovery records not saved: {err}");
-                    recovery::Saved::default()
-                }
-            }
-        };
-        ctx.spawn(saved.into_actor(self).map(|saved, registry, ctx| {
-            registry.saving = false;
-            registry.after_save(&saved);
-            registry.save(ctx);
-        }));
-    }
-
-    /// Sockets whose record another socket claimed no longer keep it; those
-    /// whose record Redis lost write it whole again.
-    fn after_save(&mut self, saved: &recovery::Saved) {
-        if saved.taken.is_empty() && saved.gone.is_empty() {
-            return;
-        }
-        for (id, entry) in &mut self.sessions {
-            let Some(bound) = &mut entry.bound else {
-                continue;
-            };
-            if saved.taken.contains(&bound.pid) {
-                entry.bound = None;
-            } else if saved.gone.contains(&bound.pid) {
-                let rooms = entry.rooms.iter().map(ToString::to_string);
-                bound.changes = Changes::whole(bound.user.to_string(), rooms);
-                self.dirty.insert(*id);
-            }
-        }
-    }
-
-    fn save_session(&mut self, session: SessionId, ctx: &mut Context<Self>) {
-        if self
-            .sessions
-            .get(&session)
-            .is_some_and(|s| s.bound.is_some())
-        {
-            self.dirty.insert(session);
-            self.save(ctx);
-        }
-    }
-
     fn leave_room(&mut self, session: SessionId, key: &RoomKey) {
         if let Some(entry) = self.rooms.get_mut(key) {
-            entry.leave.do_send(RoomLeave { session });
+            entry.leave.do_send(RemoveMember { session });
             entry.members = entry.members.saturating_sub(1);
         }
     }
@@ -361,26 +218,11 @@ fn entry<S: RoomState>(generation: u64, addr: &Addr<Room<S>>, kind: KindAddr) ->
         broadcast: addr.clone().recipient(),
         retire: addr.clone().recipient(),
         kind,
-        delivered: 0,
-        catch_up: None,
     }
 }
 
 impl Actor for Registry {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Records live one window; connected sockets renew theirs.
-        ctx.run_interval(self.recovery_window / 3, |registry, ctx| {
-            let bound = registry
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.bound.is_some())
-                .map(|(id, _)| *id);
-            registry.dirty.extend(bound);
-            registry.save(ctx);
-        });
-    }
 }
 
 /// A socket CONNECTed: its pid and user, so its record can be kept.
@@ -397,18 +239,14 @@ pub struct Bind {
 
 impl Handler<Bind> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Bind, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) {
         if let Some(entry) = self.sessions.get_mut(&msg.session) {
+            entry.bound = true;
             let rooms = entry.rooms.iter().map(ToString::to_string);
-            let changes = Changes::whole(msg.user.to_string(), rooms);
-            entry.bound = Some(Bound {
-                pid: msg.pid,
-                owner: msg.owner,
-                user: msg.user,
-                changes,
-            });
+            let user = msg.user.to_string();
+            self.records
+                .bind(msg.session, msg.pid, msg.owner, user, rooms);
         }
-        self.save_session(msg.session, ctx);
     }
 }
 
@@ -434,7 +272,7 @@ pub struct Unregister {
 /// the answer is missed.
 #[derive(Message)]
 #[rtype(result = "Result<(), JoinRefused>")]
-pub struct Join {
+pub struct JoinRoom {
     pub session: SessionId,
     pub user: UserId,
     /// Whether the joining token is an admin's.
@@ -446,7 +284,7 @@ pub struct Join {
 /// them, or none when that would take it past its rooms.
 #[derive(Message)]
 #[rtype(result = "Result<(), JoinRefused>")]
-pub struct JoinAll {
+pub struct JoinRooms {
     pub session: SessionId,
     pub user: UserId,
     /// Whether the joining token is an admin's.
@@ -457,34 +295,43 @@ pub struct JoinAll {
 /// A connection leaves a room; leaving a room one is not in does nothing.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Leave {
+pub struct LeaveRoom {
     pub session: SessionId,
     pub room: RoomKey,
 }
 
-/// Answers once this node's room of a listing has delivered `version` (at
-/// once when the listing has no room here: no watcher to be ahead of).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AfterVersion {
-    pub listing: ListingId,
-    pub version: i64,
-    pub reply: tokio::sync::oneshot::Sender<()>,
+/// A message for one room kind's actor. The kind's module says which room
+/// it is for, whether to start that room when it is not live here, and how
+/// to hand it over; the registry only finds the room ([`ToRoom`]).
+pub trait ForRoom: Send + 'static {
+    /// The room the message is for.
+    fn room(&self) -> RoomKey;
+    /// Whether to start the room when it is not live on this node.
+    fn starts_room(&self) -> bool {
+        false
+    }
+    /// Hands the message to the room's actor (`None`: not live here).
+    fn deliver(self, room: Option<&KindAddr>);
 }
 
-/// Typing news for a booking's room, started if it is not live.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum Typing {
-    Start {
-        booking: BookingId,
-        user: UserId,
-        broadcast: bool,
-    },
-    Stop {
-        booking: BookingId,
-        user: UserId,
-    },
+/// Routes a room kind's message to its room on this node.
+pub struct ToRoom<M>(pub M);
+
+impl<M: ForRoom> Message for ToRoom<M> {
+    type Result = ();
+}
+
+impl<M: ForRoom> Handler<ToRoom<M>> for Registry {
+    type Result = ();
+    fn handle(&mut self, ToRoom(msg): ToRoom<M>, ctx: &mut Context<Self>) {
+        let key = msg.room();
+        let room = if msg.starts_room() {
+            Some(&self.room(&key, ctx.address()).kind)
+        } else {
+            self.rooms.get(&key).map(|entry| &entry.kind)
+        };
+        msg.deliver(room);
+    }
 }
 
 /// A room found itself idle; retired if nothing joined meanwhile.
@@ -523,7 +370,7 @@ impl Handler<Register> for Registry {
                 left: msg.left,
                 admin: false,
                 rooms: HashSet::new(),
-                bound: None,
+                bound: false,
             },
         );
     }
@@ -531,13 +378,11 @@ impl Handler<Register> for Registry {
 
 impl Handler<Unregister> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
-        if let Some(mut entry) = self.sessions.remove(&msg.session) {
+    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.remove(&msg.session) {
             // The record lives one window from now, for a reconnect.
-            self.dirty.remove(&msg.session);
-            if let Some(save) = entry.take_save() {
-                self.unsaved.push(save);
-                self.save(ctx);
+            if entry.bound {
+                self.records.closed(msg.session);
             }
             for room in &entry.rooms {
                 self.leave_room(msg.session, room);
@@ -549,29 +394,29 @@ impl Handler<Unregister> for Registry {
 /// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRefused {
-    /// Redis did not confirm the room's subscription in time: the join is
+    /// The broker did not confirm following the room in time: the join is
     /// undone, since events could be missed.
     NotFollowed,
     /// The socket is in as many rooms as it may be.
     TooManyRooms { max: usize },
 }
 
-impl Handler<Join> for Registry {
+impl Handler<JoinRoom> for Registry {
     type Result = ResponseFuture<Result<(), JoinRefused>>;
-    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
-        let all = JoinAll {
+    fn handle(&mut self, msg: JoinRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let all = JoinRooms {
             session: msg.session,
             user: msg.user,
             admin: msg.admin,
             rooms: vec![msg.room],
         };
-        <Self as Handler<JoinAll>>::handle(self, all, ctx)
+        <Self as Handler<JoinRooms>>::handle(self, all, ctx)
     }
 }
 
-impl Handler<JoinAll> for Registry {
+impl Handler<JoinRooms> for Registry {
     type Result = ResponseFuture<Result<(), JoinRefused>>;
-    fn handle(&mut self, msg: JoinAll, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: JoinRooms, ctx: &mut Context<Self>) -> Self::Result {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
             // The connection closed while its join was on the way.
             return Box::pin(async { Ok(()) });
@@ -591,7 +436,6 @@ impl Handler<JoinAll> for Registry {
         }
         let recipient = session.deliver.clone();
         session.admin = msg.admin;
-        let mut joined = false;
         for room in &msg.rooms {
             let Some(session) = self.sessions.get_mut(&msg.session) else {
                 break;
@@ -599,23 +443,21 @@ impl Handler<JoinAll> for Registry {
             if !session.rooms.insert(room.clone()) {
                 continue;
             }
-            session.joined(room);
-            joined = true;
+            if session.bound {
+                self.records.joined(msg.session, room.to_string());
+            }
             let entry = self.room(room, ctx.address());
             entry.members += 1;
-            entry.join.do_send(RoomJoin {
+            entry.join.do_send(AddMember {
                 session: msg.session,
                 user: msg.user.clone(),
                 recipient: recipient.clone(),
             });
         }
-        if joined {
-            self.save_session(msg.session, ctx);
-        }
         let followed: Vec<_> = msg
             .rooms
             .iter()
-            .map(|room| self.subscriber.subscribe(room_channel(&self.prefix, room)))
+            .map(|room| self.subscription.follow(room.clone()))
             .collect();
         let (registry, session, rooms) = (ctx.address(), msg.session, msg.rooms);
         Box::pin(async move {
@@ -624,8 +466,8 @@ impl Handler<JoinAll> for Registry {
                 Ok(Ok(_)) => Ok(()),
                 _ => {
                     for room in rooms {
-                        log::warn!("redis did not confirm following {room}: join undone");
-                        registry.do_send(Leave { session, room });
+                        log::warn!("the broker did not confirm following {room}: join undone");
+                        registry.do_send(LeaveRoom { session, room });
                     }
                     Err(JoinRefused::NotFollowed)
                 }
@@ -634,10 +476,10 @@ impl Handler<JoinAll> for Registry {
     }
 }
 
-impl Handler<Leave> for Registry {
+impl Handler<LeaveRoom> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
-        self.remove_member(msg.session, &msg.room, ctx);
+    fn handle(&mut self, msg: LeaveRoom, _: &mut Context<Self>) {
+        self.remove_member(msg.session, &msg.room);
     }
 }
 
@@ -672,44 +514,32 @@ pub struct Evict {
 
 impl Handler<Evict> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Evict, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Evict, _: &mut Context<Self>) {
         for room in msg.rooms {
-            self.evict(msg.session, room, msg.reason, ctx);
+            self.evict(msg.session, room, msg.reason);
         }
     }
 }
 
 impl Registry {
     /// Takes a socket out of a room; says whether it was in it.
-    fn remove_member(
-        &mut self,
-        session: SessionId,
-        room: &RoomKey,
-        ctx: &mut Context<Self>,
-    ) -> bool {
-        let was_member = self.sessions.get_mut(&session).is_some_and(|s| {
-            let was = s.rooms.remove(room);
-            if was {
-                s.left(room);
-            }
-            was
-        });
-        if was_member {
-            self.leave_room(session, room);
-            self.save_session(session, ctx);
+    fn remove_member(&mut self, session: SessionId, room: &RoomKey) -> bool {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        if !entry.rooms.remove(room) {
+            return false;
         }
-        was_member
+        if entry.bound {
+            self.records.left(session, room.to_string());
+        }
+        self.leave_room(session, room);
+        true
     }
 
     /// Takes a socket out of a room and sends it `room:left`.
-    fn evict(
-        &mut self,
-        session: SessionId,
-        room: RoomKey,
-        reason: &'static str,
-        ctx: &mut Context<Self>,
-    ) {
-        if self.remove_member(session, &room, ctx) {
+    fn evict(&mut self, session: SessionId, room: RoomKey, reason: &'static str) {
+        if self.remove_member(session, &room) {
             if let Some(entry) = self.sessions.get(&session) {
                 entry.left.do_send(RoomLeft { room, reason });
             }
@@ -749,7 +579,7 @@ impl Registry {
             };
             allowed
                 .into_actor(registry)
-                .map(move |allowed, registry, ctx| {
+                .map(move |allowed, registry, _| {
                     // Unchecked watchers go (fail closed); those who may
                     // watch it get back in with their next `listing:watch`.
                     let allowed = allowed.unwrap_or_else(|err| {
@@ -760,7 +590,7 @@ impl Registry {
                     });
                     for (session, user) in others {
                         if !allowed.contains(&user) {
-                            registry.evict(session, key.clone(), left::LISTING_PRIVATE, ctx);
+                            registry.evict(session, key.clone(), left::LISTING_PRIVATE);
                         }
                     }
                 })
@@ -772,178 +602,48 @@ impl Registry {
 /// A match on the frame's text only triggers a check against Postgres,
 /// which decides; a title that happens to hold the words costs one query.
 fn made_private(frame: &str) -> bool {
-    frame.starts_with(LISTING_UPDATED) && frame.contains(PRIVATE)
+    let listing_update = frame
+        .strip_prefix("42[\"")
+        .and_then(|rest| rest.strip_prefix(LISTING_UPDATED))
+        .is_some_and(|rest| rest.starts_with("\","));
+    listing_update && frame.contains(PRIVATE)
 }
 
-const LISTING_UPDATED: &str = "42[\"listing:updated\",";
 const PRIVATE: &str = "\"visibility\":\"private\"";
 
-impl Handler<Incoming> for Registry {
+impl Handler<Arrival> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
-        let private = match &msg.room {
-            RoomKey::Listing(id) if made_private(&msg.frame.frame) => Some(id.clone()),
-            _ => None,
-        };
-        if let Some(entry) = self.rooms.get_mut(&msg.room) {
-            match &mut entry.catch_up {
-                Some(catch_up) => catch_up.arrived.push(msg),
-                None => entry.pass(msg),
-            }
-        }
-        if let Some(listing) = private {
-            self.check_watchers(listing, ctx);
-        }
-    }
-}
-
-impl Handler<Resumed> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Resumed, ctx: &mut Context<Self>) {
-        let Some(entry) = self.rooms.get_mut(&msg.room) else {
-            return;
-        };
-        match &mut entry.catch_up {
-            Some(catch_up) => {
-                catch_up.again = Some(catch_up.again.map_or(msg.after, |a| a.min(msg.after)));
-            }
-            None => {
-                entry.catch_up = Some(CatchUp {
-                    arrived: Vec::new(),
-                    again: None,
-                });
-                self.catch_up(msg.room, msg.after, ctx);
-            }
+    fn handle(&mut self, msg: Arrival, ctx: &mut Context<Self>) {
+        match msg {
+            Arrival::Event(event) => self.arrived(event, ctx),
+            // Logged by the broker; the members learn of it only when they
+            // reconnect (Socket.IO has no notice of missed events).
+            Arrival::Gap { .. } => {}
         }
     }
 }
 
 impl Registry {
-    /// Reads what `room` missed after `after` from its log and passes it
-    /// on, then what arrived live meanwhile.
-    fn catch_up(&mut self, room: RoomKey, after: u64, ctx: &mut Context<Self>) {
-        let generation = self.rooms.get(&room).map(|e| e.generation);
-        let redis = self.redis.clone();
-        let key = room.clone();
-        let read = async move { recovery::since(&redis, &key, after).await };
-        ctx.spawn(read.into_actor(self).map(move |read, registry, ctx| {
-            let Some(entry) = registry.rooms.get_mut(&room) else {
-                return;
-            };
-            if Some(entry.generation) != generation {
-                return;
-            }
-            let mut private = None;
-            match read {
-                Ok(Some(logged)) => {
-                    log::info!(
-                        "room {room}: caught up {} events after {after}",
-                        logged.len()
-                    );
-                    if logged.iter().any(|event| made_private(&event.frame)) {
-                        // Made private while this node was cut off.
-                        if let RoomKey::Listing(listing) = &room {
-                            private = Some(listing.clone());
-                        }
-                    }
-                    for event in logged {
-                        entry.pass(Incoming::from_log(room.clone(), event));
-                    }
-                }
-                Ok(None) => log::warn!(
-                    "room {room}: its log no longer holds every event after {after}; \
-                     members here missed some"
-                ),
-                Err(err) => log::warn!("room {room}: cannot catch up after {after}: {err}"),
-            }
-            if let Some(listing) = private {
-                registry.check_watchers(listing, ctx);
-            }
-            registry.caught_up(room, ctx);
-        }));
-    }
-
-    /// Passes on what arrived live while a room was caught up, and catches
-    /// it up again if its connection dropped meanwhile.
-    fn caught_up(&mut self, room: RoomKey, ctx: &mut Context<Self>) {
-        let Some(entry) = self.rooms.get_mut(&room) else {
-            return;
+    /// Hands an event to its room here; a listing made private has its
+    /// watchers checked.
+    fn arrived(&mut self, event: RoomEvent, ctx: &mut Context<Self>) {
+        let private = match &event.room {
+            RoomKey::Listing(id) if made_private(&event.frame) => Some(id.clone()),
+            _ => None,
         };
-        let Some(catch_up) = entry.catch_up.take() else {
-            return;
-        };
-        for event in catch_up.arrived {
-            entry.pass(event);
-        }
-        if let Some(again) = catch_up.again {
-            entry.catch_up = Some(CatchUp {
-                arrived: Vec::new(),
-                again: None,
+        if let Some(entry) = self.rooms.get(&event.room) {
+            entry.broadcast.do_send(Broadcast {
+                frame: Deliver {
+                    frame: event.frame.into(),
+                    emission: event.emission,
+                    offset: event.offset,
+                },
+                except: event.except,
+                version: event.version,
             });
-            self.catch_up(room, again, ctx);
         }
-    }
-}
-
-impl Handler<Typing> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
-        let booking = match &msg {
-            Typing::Start { booking, .. } | Typing::Stop { booking, .. } => booking.clone(),
-        };
-        let key = RoomKey::Booking(booking);
-        if matches!(msg, Typing::Stop { .. }) && !self.rooms.contains_key(&key) {
-            return; // no room, so no timer to stop
-        }
-        let KindAddr::Booking(addr) = &self.room(&key, ctx.address()).kind else {
-            return;
-        };
-        let addr = addr.clone();
-        match msg {
-            Typing::Start {
-                user, broadcast, ..
-            } => addr.do_send(TypingStart { user, broadcast }),
-            Typing::Stop { user, .. } => addr.do_send(TypingStop { user }),
-        }
-    }
-}
-
-/// A watcher was shown the listing at `version`: its room is that far.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ListingSeen {
-    pub listing: ListingId,
-    pub version: i64,
-}
-
-impl Handler<ListingSeen> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: ListingSeen, _: &mut Context<Self>) {
-        if let Some(KindAddr::Listing(addr)) = self
-            .rooms
-            .get(&RoomKey::Listing(msg.listing))
-            .map(|e| &e.kind)
-        {
-            addr.do_send(Seen(msg.version));
-        }
-    }
-}
-
-impl Handler<AfterVersion> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: AfterVersion, _: &mut Context<Self>) {
-        match self
-            .rooms
-            .get(&RoomKey::Listing(msg.listing))
-            .map(|e| &e.kind)
-        {
-            Some(KindAddr::Listing(addr)) => addr.do_send(WaitFor {
-                version: msg.version,
-                reply: msg.reply,
-            }),
-            _ => {
-                let _ = msg.reply.send(());
-            }
+        if let Some(listing) = private {
+            self.check_watchers(listing, ctx);
         }
     }
 }
@@ -958,8 +658,7 @@ impl Handler<RoomIdle> for Registry {
         if idle {
             if let Some(entry) = self.rooms.remove(&msg.room) {
                 entry.retire.do_send(Retire);
-                self.subscriber
-                    .unsubscribe(room_channel(&self.prefix, &msg.room));
+                self.subscription.unfollow(msg.room.clone());
                 self.metrics
                     .rooms
                     .with_label_values(&[msg.room.kind()])

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::members::Members;
 use super::registry::{Registry, RoomIdle};
 use super::{Deliver, RoomKey, SessionId};
-use crate::cluster::Fanout;
+use crate::broker::Fanout;
 use crate::ids::UserId;
 use crate::metrics::Metrics;
 
@@ -102,7 +102,7 @@ impl<S: RoomState> Actor for Room<S> {
 /// Adds a connection to the room.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Join {
+pub struct AddMember {
     pub session: SessionId,
     pub user: UserId,
     pub recipient: Recipient<Deliver>,
@@ -111,7 +111,7 @@ pub struct Join {
 /// Removes a connection from the room.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Leave {
+pub struct RemoveMember {
     pub session: SessionId,
 }
 
@@ -130,17 +130,17 @@ pub struct Broadcast {
 #[rtype(result = "()")]
 pub struct Retire;
 
-impl<S: RoomState> Handler<Join> for Room<S> {
+impl<S: RoomState> Handler<AddMember> for Room<S> {
     type Result = ();
-    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
         self.members.insert(msg.session, msg.user, msg.recipient);
         self.check_idle(ctx);
     }
 }
 
-impl<S: RoomState> Handler<Leave> for Room<S> {
+impl<S: RoomState> Handler<RemoveMember> for Room<S> {
     type Result = ();
-    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: RemoveMember, ctx: &mut Context<Self>) {
         self.members.remove(msg.session);
         self.check_idle(ctx);
     }

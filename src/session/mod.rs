@@ -22,16 +22,17 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::auth::{AuthError, Identity, Role};
-use crate::cluster::recovery;
+use crate::broker::records::{self, Missed};
+use crate::broker::{parse_offset, Claim, Records, RoomEvent};
 use crate::error::{ok_ack, Code, Failure};
 use crate::handlers::{self, Caller};
-use crate::ids::UserId;
+use crate::ids::{UserId, MAX_ID_LEN};
 use crate::limits;
-use crate::protocol::events::{self, ClientEvent, KNOWN_EVENTS, MAX_ID_LEN};
+use crate::protocol::events::{self, ClientEvent, ServerEvent, KNOWN_EVENTS};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
 use crate::rooms::presence;
-use crate::rooms::registry::{Bind, Join, JoinAll, Leave, Register, Unregister};
+use crate::rooms::registry::{Bind, JoinRoom, JoinRooms, LeaveRoom, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
 
@@ -112,7 +113,7 @@ pub struct Session {
     handshake: Option<HandshakeSlot>,
     out: Outbound,
     /// Events waiting for the one running to finish.
-    queue: VecDeque<Queued>,
+    queue: VecDeque<WaitingEvent>,
     /// Emission ids of the latest deliveries, to drop repeats.
     recent: VecDeque<u64>,
     /// The last offset replayed on recovery; live events up to it are repeats.
@@ -139,7 +140,7 @@ struct Connected {
 }
 
 /// A client event waiting its turn.
-struct Queued {
+struct WaitingEvent {
     ack_id: Option<u64>,
     name: EventName,
     started: Instant,
@@ -367,8 +368,8 @@ impl Session {
         // A reconnect within the recovery window names its last socket.
         let previous = auth.as_ref().and_then(|auth| {
             let pid = auth.get("pid")?.as_str()?;
-            let offset = recovery::parse_offset(auth.get("offset")?.as_str()?)?;
-            // Only the shape souk gives pids goes near a Redis key.
+            let offset = parse_offset(auth.get("offset")?.as_str()?)?;
+            // Only the shape souk gives pids goes near the broker.
             let ours = pid.len() == ID_LEN && pid.bytes().all(|b| b.is_ascii_alphanumeric());
             ours.then(|| (pid.to_owned(), offset))
         });
@@ -457,8 +458,12 @@ impl Session {
             return self.arm_expiry(ctx);
         }
         let failure = Failure::new(Code::Unauthorized, "token expired");
-        let payload = json!({ "code": "token_expired", "message": failure.message, "event": null });
-        self.send(ctx, socket::encode_event("server:error", &payload, None));
+        let expired = ServerEvent::ServerError {
+            code: "token_expired",
+            message: failure.message,
+            event: None,
+        };
+        self.send(ctx, expired.frame());
         self.send(ctx, socket::DISCONNECT);
         self.close(ctx, reason::TOKEN_EXPIRED, Ending::Policy);
     }
@@ -495,7 +500,7 @@ impl Session {
                 return self.finish(ctx, ack_id, &name, started, Err(failure));
             }
         }
-        self.queue.push_back(Queued {
+        self.queue.push_back(WaitingEvent {
             ack_id,
             name,
             started,
@@ -523,7 +528,7 @@ impl Session {
             identity,
             mailbox: ctx.address().recipient(),
         };
-        let Queued {
+        let WaitingEvent {
             ack_id,
             name,
             started,
@@ -612,12 +617,12 @@ impl Session {
         event: Option<&str>,
         ctx: &mut Context<Self>,
     ) {
-        let payload = json!({
-            "code": failure.code.as_str(),
-            "message": failure.message,
-            "event": event,
-        });
-        self.send(ctx, socket::encode_event("server:error", &payload, None));
+        let error = ServerEvent::ServerError {
+            code: failure.code.as_str(),
+            message: failure.message.clone(),
+            event: event.map(str::to_owned),
+        };
+        self.send(ctx, error.frame());
     }
 
     fn on_binary(&mut self, ctx: &mut Context<Self>) {
@@ -679,7 +684,7 @@ fn owner_name(app: &AppState, session: SessionId) -> String {
 /// What a CONNECT found of the socket's past.
 struct Restored {
     pid: String,
-    missed: Vec<recovery::Logged>,
+    missed: Vec<RoomEvent>,
 }
 
 /// Joins the user's room and, when `previous` is a socket of the same user
@@ -693,13 +698,13 @@ async fn restore(
     (user, admin): (UserId, bool),
     previous: Option<(String, u64)>,
 ) -> Restored {
-    let join = |room: RoomKey| Join {
+    let join = |room: RoomKey| JoinRoom {
         session,
         user: user.clone(),
         admin,
         room,
     };
-    // Best effort: a socket is accepted even when Redis is slow to confirm.
+    // Best effort: a socket is accepted even when the broker is slow to confirm.
     let _ = app.registry.send(join(RoomKey::User(user.clone()))).await;
     let owner = owner_name(&app, session);
     let fresh = |app: &AppState| {
@@ -720,9 +725,13 @@ async fn restore(
     };
     // One live socket per pid: the claim takes the record from the socket
     // that held it, and a second socket recovering it meanwhile is refused.
-    let record = match recovery::claim(&app.redis, &pid, user.as_str(), &owner).await {
-        Ok(recovery::Claim::Got(record)) => record,
-        Ok(recovery::Claim::Busy) => {
+    let claimed = app
+        .broker
+        .claim(&pid, user.as_str(), &owner, Utc::now())
+        .await;
+    let record = match claimed {
+        Ok(Claim::Got(record)) => record,
+        Ok(Claim::Busy) => {
             app.metrics
                 .limits_tripped
                 .with_label_values(&["session_per_pid"])
@@ -745,11 +754,11 @@ async fn restore(
         Ok(rooms) => rooms,
         // Unchecked rooms are not rejoined.
         Err(_) => {
-            let _ = recovery::release(&app.redis, &pid, &owner).await;
+            let _ = app.broker.release(&pid, &owner).await;
             return fresh(&app);
         }
     };
-    let all = JoinAll {
+    let all = JoinRooms {
         session,
         user: user.clone(),
         admin,
@@ -761,12 +770,12 @@ async fn restore(
         .quotas
         .max_replay_bytes(app.settings.max_outbound);
     let missed = if followed {
-        recovery::missed(&app.redis, &rooms, offset, &user, max_replay).await
+        records::missed(&app.broker, &rooms, offset, &user, max_replay).await
     } else {
         // Events of rooms not followed may be missed: as good as trimmed.
-        Ok(recovery::Missed::Trimmed)
+        Ok(Missed::Trimmed)
     };
-    if matches!(missed, Ok(recovery::Missed::TooLarge)) {
+    if matches!(missed, Ok(Missed::TooLarge)) {
         // Past the bound the socket starts fresh (`recovered` false).
         app.metrics
             .limits_tripped
@@ -774,7 +783,7 @@ async fn restore(
             .inc();
     }
     match missed {
-        Ok(recovery::Missed::Events(missed)) => {
+        Ok(Missed::Events(missed)) => {
             app.registry.do_send(Bind {
                 session,
                 pid: pid.clone(),
@@ -787,9 +796,9 @@ async fn restore(
             // Not recoverable: a fresh socket is in its user room only, and
             // the pid's next recovery need not wait for this claim's hold.
             for room in rooms.into_iter().filter(|r| !matches!(r, RoomKey::User(_))) {
-                app.registry.do_send(Leave { session, room });
+                app.registry.do_send(LeaveRoom { session, room });
             }
-            let _ = recovery::release(&app.redis, &pid, &owner).await;
+            let _ = app.broker.release(&pid, &owner).await;
             fresh(&app)
         }
     }
@@ -833,7 +842,7 @@ impl Actor for Session {
         if let Some(pid) = self.recovering.take() {
             let (app, owner) = (self.app.clone(), owner_name(&self.app, self.id));
             actix::spawn(async move {
-                let _ = recovery::release(&app.redis, &pid, &owner).await;
+                let _ = app.broker.release(&pid, &owner).await;
             });
         }
         self.out.close(Ending::Normal, self.close_reason);
@@ -858,17 +867,17 @@ impl Actor for Session {
 /// A packet from the client's WebSocket.
 #[derive(Message)]
 #[rtype(result = "()")]
-enum Incoming {
+enum ClientFrame {
     Text(ByteString),
     Binary,
 }
 
-impl Handler<Incoming> for Session {
+impl Handler<ClientFrame> for Session {
     type Result = ();
-    fn handle(&mut self, msg: Incoming, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ClientFrame, ctx: &mut Self::Context) {
         match msg {
-            Incoming::Text(text) => self.on_text(&text, ctx),
-            Incoming::Binary => self.on_binary(ctx),
+            ClientFrame::Text(text) => self.on_text(&text, ctx),
+            ClientFrame::Binary => self.on_binary(ctx),
         }
     }
 }
@@ -1062,8 +1071,11 @@ impl Handler<Deliver> for Session {
 impl Handler<RoomLeft> for Session {
     type Result = ();
     fn handle(&mut self, msg: RoomLeft, ctx: &mut Self::Context) {
-        let payload = json!({ "room": msg.room.to_string(), "reason": msg.reason });
-        self.send(ctx, socket::encode_event("room:left", &payload, None));
+        let left = ServerEvent::RoomLeft {
+            room: msg.room.to_string(),
+            reason: msg.reason,
+        };
+        self.send(ctx, left.frame());
     }
 }
 

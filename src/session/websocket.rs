@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::outbound::{Backlog, Ending, Pipe};
-use super::{reason, Attach, Incoming, Probe, Session, TransportClosed};
+use super::{reason, Attach, ClientFrame, Probe, Session, TransportClosed};
 use crate::error::{Code, Failure};
 use crate::protocol::engine;
 
@@ -105,7 +105,7 @@ impl WsTransport {
             Stage::Attached => {
                 // Read on only once the session has taken this frame, so a
                 // client cannot flood the session's mailbox.
-                let taken = self.session.send(Incoming::Text(text));
+                let taken = self.session.send(ClientFrame::Text(text));
                 ctx.wait(taken.into_actor(self).map(|taken, _, ctx| {
                     if taken.is_err() {
                         ctx.stop();
@@ -125,7 +125,7 @@ impl WsTransport {
 
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         match self.stage {
-            Stage::Attached => self.session.do_send(Incoming::Binary),
+            Stage::Attached => self.session.do_send(ClientFrame::Binary),
             Stage::Probing => self.end(ctx, reason::PARSE_ERROR, Ending::Protocol),
         }
     }

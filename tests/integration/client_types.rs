@@ -34,13 +34,7 @@ fn the_typescript_definitions_name_every_client_event_a_node_handles() {
         );
     }
     let server = interface_keys(&dts, "SoukServerEvents");
-    for event in [
-        "bid:new",
-        "server:error",
-        "typing",
-        "notification",
-        "room:left",
-    ] {
+    for event in souk::protocol::events::server::SERVER_EVENTS {
         assert!(
             server.iter().any(|name| name == event),
             "{event}: {server:?}"

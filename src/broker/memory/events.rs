@@ -14,7 +14,7 @@ use super::{lock, MemoryBroker, Purge};
 use crate::broker::{
     Arrival, Events, Follow, History, LogLimits, Publication, RoomEvent, Subscription,
 };
-use crate::rooms::RoomKey;
+use crate::ids::RoomKey;
 use crate::store::StoreError;
 
 pub(super) struct State {
@@ -72,7 +72,7 @@ impl Events for MemoryBroker {
         &self,
         batch: &[Publication],
         limits: LogLimits,
-    ) -> Result<Vec<u64>, StoreError> {
+    ) -> Vec<Result<u64, StoreError>> {
         let now = Instant::now();
         let mut state = lock(&self.inner.events);
         if state.purge.due(now) {
@@ -115,9 +115,9 @@ impl Events for MemoryBroker {
                     follower.sink.do_send(Arrival::Event(event.clone()));
                 }
             }
-            offsets.push(offset);
+            offsets.push(Ok(offset));
         }
-        Ok(offsets)
+        offsets
     }
 
     async fn since(&self, room: &RoomKey, after: u64) -> Result<History, StoreError> {

@@ -144,8 +144,8 @@ mod tests {
 
     use super::*;
     use crate::broker::*;
+    use crate::ids::RoomKey;
     use crate::ids::{BookingId, ListingId, UserId};
-    use crate::rooms::RoomKey;
 
     fn user(n: usize) -> UserId {
         UserId::parse(&format!("u{n}")).unwrap_or_else(|| panic!("a user id"))
@@ -186,7 +186,11 @@ mod tests {
         let refreshed = broker.refresh(&users, ttl, Utc::now()).await;
         assert_eq!(refreshed.map(|r| r.len()).ok(), Some(100));
         assert_eq!(broker.save(&saves, ttl).await.ok(), Some(Saved::default()));
-        assert!(broker.publish(&rooms, limits).await.is_ok());
+        assert!(broker
+            .publish(&rooms, limits)
+            .await
+            .iter()
+            .all(Result::is_ok));
         assert_eq!(lock(&broker.inner.throttles).held(), 100);
         assert_eq!(lock(&broker.inner.presence).held(), 300);
         assert_eq!(lock(&broker.inner.records).held(), 100);
@@ -205,7 +209,11 @@ mod tests {
         assert_eq!(lock(&broker.inner.presence).held(), 100 + 2);
         assert!(broker.save(&saves[..1], ttl).await.is_ok());
         assert_eq!(lock(&broker.inner.records).held(), 1);
-        assert!(broker.publish(&rooms[..1], limits).await.is_ok());
+        assert!(broker
+            .publish(&rooms[..1], limits)
+            .await
+            .iter()
+            .all(Result::is_ok));
         assert_eq!(lock(&broker.inner.events).held().0, 1);
     }
 
@@ -225,10 +233,10 @@ mod tests {
             max_len: 3,
         };
         for _ in 0..50 {
-            assert!(broker
+            let published = broker
                 .publish(std::slice::from_ref(&publication), limits)
-                .await
-                .is_ok());
+                .await;
+            assert!(published.iter().all(Result::is_ok));
         }
         assert_eq!(lock(&broker.inner.events).held().0, 3);
     }

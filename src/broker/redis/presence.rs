@@ -274,9 +274,8 @@ mod tests {
 
     fn broker_at(url: &str) -> RedisBroker {
         let metrics = crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics"));
-        RedisBroker::new(
-            Redis::new(url, "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle")),
-        )
+        let redis = Redis::new(url, "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle"));
+        RedisBroker::new(redis, url, "test").unwrap_or_else(|_| panic!("a broker"))
     }
 
     #[tokio::test]

@@ -53,7 +53,8 @@ mod tests {
     #[test]
     fn typing_keys_keep_their_name() {
         let redis = crate::broker::redis::unreached();
-        let broker = RedisBroker::new(redis);
+        let broker = RedisBroker::new(redis, "redis://127.0.0.1:1", "test")
+            .unwrap_or_else(|_| panic!("a broker"));
         let key = Throttle::Typing {
             booking: BookingId::parse("b1").unwrap_or_else(|| panic!("a booking id")),
             user: UserId::parse("u1").unwrap_or_else(|| panic!("a user id")),

@@ -1,6 +1,6 @@
 //! The outbox relay: every node publishes the notices commits left in the
 //! outbox table (`store::outbox`) through the fanout, and deletes them once
-//! Redis took them. A node that dies holding some only delays them by a
+//! the broker took them. A node that dies holding some only delays them by a
 //! lease; whatever failed after a commit, its notices go out.
 
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Fanout;
-use crate::rooms::RoomKey;
+use crate::ids::RoomKey;
+use crate::protocol::events::{CustomEvent, ServerEvent};
 use crate::settings::OutboxSettings;
 use crate::store::outbox::{self, Notice};
 use crate::store::{Db, StoreError};
@@ -66,7 +67,7 @@ impl Relay {
 }
 
 /// Publishes the notices no relay holds, oldest first, and deletes them;
-/// answers how many. What Redis refused is freed for the next try.
+/// answers how many. What the broker refused is freed for the next try.
 pub async fn relay(
     db: &Db,
     fanout: &Fanout,
@@ -108,11 +109,14 @@ fn emit(fanout: &Fanout, notice: &Notice) {
             key
         })
         .collect();
-    fanout.emit_as(
-        notice.emission as u64,
-        &rooms,
-        &notice.event,
-        &notice.payload,
-        notice.listing_version,
-    );
+    // Written by this code from a typed event, so its name is valid.
+    match CustomEvent::new(notice.event.clone(), notice.payload.clone()) {
+        Ok(event) => fanout.emit_as(
+            notice.emission as u64,
+            &rooms,
+            ServerEvent::Custom(event),
+            notice.listing_version,
+        ),
+        Err(err) => log::warn!("outbox notice {}: {err}", notice.id),
+    }
 }

@@ -1,59 +1,40 @@
 //! The node's Redis subscriber: one connection that follows the shard
 //! channels (SSUBSCRIBE) of the rooms this node has members in, and hands
-//! every message to the registry. It reconnects by itself and subscribes
-//! again to everything it followed.
+//! every message on, through the catch-up stage ([`super::catchup`]). It
+//! reconnects by itself and subscribes again to everything it followed.
 //!
 //! Nothing published while it was away is lost: it remembers the last
-//! offset it passed on, and when a channel is confirmed again it tells the
-//! registry to catch that room up from the room's log ([`Resumed`]).
+//! offset it passed on, and when a channel is confirmed again it has that
+//! room caught up from the room's log ([`Relayed::Resumed`]).
 //!
-//! On a Redis Cluster the room channels share one slot (see the module
-//! above), so one connection to that slot's master follows them all. The
-//! URL may name any node: a `MOVED` reply names the right one, and the
-//! subscriber moves there; when a slot migrates, Redis unsubscribes the
+//! On a Redis Cluster the room channels share one slot (see the keyspace in
+//! the module above), so one connection to that slot's master follows them
+//! all. The URL may name any node: a `MOVED` reply names the right one, and
+//! the subscriber moves there; when a slot migrates, Redis unsubscribes the
 //! channel, and subscribing again finds the new owner the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use actix::Recipient;
 use bytes::BytesMut;
 use deadpool_redis::redis::{ConnectionAddr, IntoConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::catchup::Relayed;
+use super::events::parse_message;
 use super::resp::{self, Value};
-use super::{offset_counter, room_from_channel, Incoming};
-use crate::rooms::RoomKey;
+use super::{offset_counter, room_channel, room_from_channel};
+use crate::broker::Follow;
 use crate::store::StoreError;
 
 /// How long to wait before connecting again after a failure.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-/// A room's channel was followed again after the connection dropped: the
-/// room's members may have missed its events after offset `after`.
-#[derive(actix::Message, Debug, Clone, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub struct Resumed {
-    pub room: RoomKey,
-    pub after: u64,
-}
-
-enum Command {
-    Subscribe(String, oneshot::Sender<()>),
-    Unsubscribe(String),
-}
-
-/// A handle on the node's subscriber; cheap to clone.
-#[derive(Clone)]
-pub struct Subscriber {
-    commands: mpsc::UnboundedSender<Command>,
-}
-
 /// Where the subscriber connects, and how it authenticates.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(super) struct Target {
     /// `host:port`: where the URL points, and where to go back to when the
     /// node a MOVED reply named cannot be reached.
     address: String,
@@ -64,7 +45,7 @@ pub struct Target {
 
 impl Target {
     /// Reads a Redis URL; `name` names the connection in CLIENT LIST.
-    pub fn from_url(url: &str, name: String) -> Result<Self, StoreError> {
+    pub(super) fn from_url(url: &str, name: String) -> Result<Self, StoreError> {
         let info = url
             .into_connection_info()
             .map_err(|err| StoreError::internal_by("bad Redis URL", err))?;
@@ -93,43 +74,27 @@ impl Target {
     }
 }
 
-impl Subscriber {
-    /// Starts the subscriber task on the current runtime.
-    pub fn start(
-        target: Target,
-        prefix: String,
-        deliver: Recipient<Incoming>,
-        resumed: Recipient<Resumed>,
-    ) -> Self {
-        let (commands, rx) = mpsc::unbounded_channel();
-        let task = Task {
-            route: Route::new(target.address),
-            auth: target.auth,
-            name: target.name,
-            prefix,
-            deliver,
-            resumed,
-            wanted: HashSet::new(),
-            confirmed: HashSet::new(),
-            waiting: HashMap::new(),
-            last_offset: None,
-            to_resume: HashSet::new(),
-        };
-        actix_web::rt::spawn(task.run(rx));
-        Subscriber { commands }
-    }
-
-    /// Follows a channel; the answer comes once Redis confirmed it.
-    pub fn subscribe(&self, channel: String) -> oneshot::Receiver<()> {
-        let (reply, confirmed) = oneshot::channel();
-        let _ = self.commands.send(Command::Subscribe(channel, reply));
-        confirmed
-    }
-
-    /// Stops following a channel.
-    pub fn unsubscribe(&self, channel: String) {
-        let _ = self.commands.send(Command::Unsubscribe(channel));
-    }
+/// Starts the subscriber task on the current runtime: it follows the
+/// rooms `commands` name and hands what arrives to `arrivals`.
+pub(super) fn start(
+    target: Target,
+    prefix: String,
+    commands: mpsc::UnboundedReceiver<Follow>,
+    arrivals: mpsc::UnboundedSender<Relayed>,
+) {
+    let task = Task {
+        route: Route::new(target.address),
+        auth: target.auth,
+        name: target.name,
+        prefix,
+        arrivals,
+        wanted: HashSet::new(),
+        confirmed: HashSet::new(),
+        waiting: HashMap::new(),
+        last_offset: None,
+        to_resume: HashSet::new(),
+    };
+    actix_web::rt::spawn(task.run(commands));
 }
 
 /// Where the subscriber connects: the node a MOVED named, else the URL's
@@ -178,8 +143,7 @@ struct Task {
     auth: Option<Vec<Vec<u8>>>,
     name: String,
     prefix: String,
-    deliver: Recipient<Incoming>,
-    resumed: Recipient<Resumed>,
+    arrivals: mpsc::UnboundedSender<Relayed>,
     wanted: HashSet<String>,
     confirmed: HashSet<String>,
     waiting: HashMap<String, Vec<oneshot::Sender<()>>>,
@@ -201,7 +165,7 @@ enum Ended {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Follow>) {
         loop {
             let address = self.route.address().to_owned();
             let ended = match TcpStream::connect(&address).await {
@@ -246,9 +210,10 @@ impl Task {
     }
 
     /// Records a command; returns the bytes to send, if any.
-    fn take(&mut self, command: Command) -> Option<Vec<u8>> {
+    fn take(&mut self, command: Follow) -> Option<Vec<u8>> {
         match command {
-            Command::Subscribe(channel, reply) => {
+            Follow::Room(room, reply) => {
+                let channel = room_channel(&self.prefix, &room);
                 if self.confirmed.contains(&channel) {
                     let _ = reply.send(());
                     return None;
@@ -258,7 +223,9 @@ impl Task {
                     .insert(channel.clone())
                     .then(|| resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]))
             }
-            Command::Unsubscribe(channel) => {
+            Follow::Drop(room) => {
+                let channel = room_channel(&self.prefix, &room);
+                let _ = self.arrivals.send(Relayed::Dropped(room));
                 self.confirmed.remove(&channel);
                 self.waiting.remove(&channel);
                 self.to_resume.remove(&channel);
@@ -272,7 +239,7 @@ impl Task {
     async fn serve(
         &mut self,
         mut stream: TcpStream,
-        rx: &mut mpsc::UnboundedReceiver<Command>,
+        rx: &mut mpsc::UnboundedReceiver<Follow>,
     ) -> Ended {
         let _ = stream.set_nodelay(true);
         let mut hello = Vec::new();
@@ -361,7 +328,7 @@ impl Task {
                 if self.to_resume.remove(channel) {
                     if let Some(room) = room_from_channel(&self.prefix, channel) {
                         let after = self.last_offset.unwrap_or(0);
-                        self.resumed.do_send(Resumed { room, after });
+                        let _ = self.arrivals.send(Relayed::Resumed { room, after });
                     }
                 }
                 for reply in self.waiting.remove(channel).unwrap_or_default() {
@@ -377,10 +344,10 @@ impl Task {
             (Some("smessage"), Some(channel)) => {
                 let room = room_from_channel(&self.prefix, channel)?;
                 if let Some(message) = items.get(2).and_then(Value::text) {
-                    if let Some(incoming) = Incoming::parse(room, message) {
-                        let offset = incoming.frame.offset;
+                    if let Some(event) = parse_message(room, message) {
+                        let offset = event.offset;
                         self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
-                        self.deliver.do_send(incoming);
+                        let _ = self.arrivals.send(Relayed::Live(event));
                     }
                 }
             }

@@ -1,0 +1,228 @@
+//! Room events out of a node: encoded once (all but the offset, which the
+//! broker assigns) and published through [`Events::publish`], in order. One
+//! task publishes for the whole node, batching whatever has queued up (on
+//! Redis, one pipeline of one script call each), so events leave in the
+//! order they were emitted. What the broker refuses is tried again a few
+//! times; what still fails is reported to the requests waiting on it
+//! ([`Fanout::emit_published`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Broker, Events, LogLimits, Publication};
+use crate::ids::{ListingId, RoomKey, UserId};
+use crate::protocol::events::ServerEvent;
+use crate::store::StoreError;
+
+/// Events one batch publishes at most.
+const MAX_BATCH: usize = 256;
+
+struct Publish {
+    /// Where it stands among everything this node queued.
+    seq: u64,
+    event: Publication,
+}
+
+/// What the publisher is asked to do, in order.
+enum Queued {
+    Publish(Publish),
+    /// Answered once everything queued before it is published: true when
+    /// nothing queued since `since` failed to be.
+    Barrier {
+        since: u64,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// How often a publication the broker refused is tried again, and the pause before
+/// each try: a reconnection, a failover or a slot migration takes a moment.
+const RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+];
+
+/// Sends server events to rooms on every node; cheap to clone.
+#[derive(Clone)]
+pub struct Fanout {
+    queue: mpsc::UnboundedSender<Queued>,
+    /// The `seq` of the next event queued.
+    next_seq: Arc<AtomicU64>,
+}
+
+impl Fanout {
+    /// Starts the node's publisher on the current runtime.
+    pub fn start(broker: Broker, limits: LogLimits) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        actix_web::rt::spawn(publish(broker, limits, rx));
+        Fanout {
+            queue,
+            next_seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Emits `event` to every member of `room`.
+    pub fn emit(&self, room: RoomKey, event: ServerEvent) {
+        self.send(room, event, None, None);
+    }
+
+    /// Emits one event to several rooms: a connection in more than one of
+    /// them gets it once, as Socket.IO's `to(a).to(b).emit()` does.
+    pub fn emit_to(&self, rooms: &[RoomKey], event: ServerEvent) {
+        self.emit_as(rand::random(), rooms, event, None);
+    }
+
+    /// [`Fanout::emit_to`] with a given emission id, and the listing
+    /// version a listing event shows: a notice published again under the
+    /// same id is dropped by the connections that had it.
+    pub fn emit_as(
+        &self,
+        emission: u64,
+        rooms: &[RoomKey],
+        event: ServerEvent,
+        version: Option<i64>,
+    ) {
+        let head = event.head();
+        for room in rooms {
+            self.queue_publication(Publication {
+                room: room.clone(),
+                emission,
+                head: head.clone(),
+                except: None,
+                version,
+            });
+        }
+    }
+
+    /// Emits to every member of `room` but the connections of `except`.
+    pub fn emit_except(&self, room: RoomKey, event: ServerEvent, except: Option<UserId>) {
+        self.send(room, event, except, None);
+    }
+
+    /// Emits a listing event that shows the listing at `version`.
+    pub fn emit_listing(&self, listing: ListingId, event: ServerEvent, version: i64) {
+        self.send(RoomKey::Listing(listing), event, None, Some(version));
+    }
+
+    /// Resolves once every event emitted before the call is published, so
+    /// that a request is answered only after the events it caused left.
+    /// Those that could not be are logged; see [`Fanout::emit_published`].
+    pub async fn published(&self) {
+        let _ = self.barrier(u64::MAX).await;
+    }
+
+    /// Emits `event` to every member of `room` and resolves once it is
+    /// published; fails when it could not be, for a request that only
+    /// emits and must not be acknowledged then. It may also fail for
+    /// another request's event emitted meanwhile; a retry then repeats the
+    /// event.
+    pub async fn emit_published(
+        &self,
+        room: RoomKey,
+        event: ServerEvent,
+    ) -> Result<(), StoreError> {
+        self.all_published(|fanout| fanout.emit(room, event)).await
+    }
+
+    /// Runs `emit` and resolves once what it emitted is published; fails
+    /// as [`Fanout::emit_published`] does.
+    pub async fn all_published(&self, emit: impl FnOnce(&Self)) -> Result<(), StoreError> {
+        let since = self.next_seq.load(Ordering::Relaxed);
+        emit(self);
+        match self.barrier(since).await {
+            true => Ok(()),
+            false => Err(StoreError::unavailable(
+                "broker: the event could not be published",
+            )),
+        }
+    }
+
+    async fn barrier(&self, since: u64) -> bool {
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Queued::Barrier { since, reply }).is_err() {
+            return false;
+        }
+        done.await.unwrap_or(false)
+    }
+
+    fn send(
+        &self,
+        room: RoomKey,
+        event: ServerEvent,
+        except: Option<UserId>,
+        version: Option<i64>,
+    ) {
+        self.queue_publication(Publication {
+            room,
+            emission: rand::random(),
+            head: event.head(),
+            except,
+            version,
+        });
+    }
+
+    fn queue_publication(&self, event: Publication) {
+        let _ = self.queue.send(Queued::Publish(Publish {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            event,
+        }));
+    }
+}
+
+async fn publish(broker: Broker, limits: LogLimits, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    // The highest `seq` of an event that could not be published.
+    let mut failed_upto: Option<u64> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut pending = Vec::new();
+        let mut barriers = Vec::new();
+        for queued in batch {
+            match queued {
+                Queued::Publish(event) => pending.push(event),
+                Queued::Barrier { since, reply } => barriers.push((since, reply)),
+            }
+        }
+        let mut error = String::new();
+        for pause in std::iter::once(Duration::ZERO).chain(RETRY_PAUSES) {
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            (pending, error) = send(&broker, limits, pending).await;
+        }
+        if !pending.is_empty() {
+            log::warn!("{} room events not published: {error}", pending.len());
+            let worst = pending.iter().map(|event| event.seq).max();
+            failed_upto = failed_upto.max(worst);
+        }
+        for (since, reply) in barriers {
+            let _ = reply.send(failed_upto.is_none_or(|failed| failed < since));
+        }
+    }
+}
+
+/// Publishes events in one batch; gives back those the broker refused,
+/// and why.
+async fn send(broker: &Broker, limits: LogLimits, events: Vec<Publish>) -> (Vec<Publish>, String) {
+    let (seqs, batch): (Vec<u64>, Vec<Publication>) =
+        events.into_iter().map(|p| (p.seq, p.event)).unzip();
+    let answers = broker.publish(&batch, limits).await;
+    let mut refused = Vec::new();
+    let mut error = String::new();
+    for ((seq, event), answer) in seqs.into_iter().zip(batch).zip(answers) {
+        if let Err(err) = answer {
+            error = err.to_string();
+            refused.push(Publish { seq, event });
+        }
+    }
+    (refused, error)
+}
