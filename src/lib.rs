@@ -108,22 +108,28 @@ impl Application {
             settings.quotas.db_statement_timeout,
             metrics.clone(),
         )?;
-        let redis = broker::redis::Redis::new(
-            &settings.redis_url,
-            &settings.redis_prefix,
-            settings.redis_pool_size,
-            metrics.clone(),
-        )?;
+        // SOUK_REDIS_URL=memory: this node alone, with no Redis.
+        let broker = match settings.memory_broker() {
+            true => broker::Broker::Memory(broker::memory::MemoryBroker::new()),
+            false => {
+                let redis = broker::redis::Redis::new(
+                    &settings.redis_url,
+                    &settings.redis_prefix,
+                    settings.redis_pool_size,
+                    metrics.clone(),
+                )?;
+                broker::Broker::Redis(std::sync::Arc::new(broker::redis::RedisBroker::new(
+                    redis,
+                    &settings.redis_url,
+                    &settings.node_id,
+                )?))
+            }
+        };
         let threads = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
         let room_arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        let broker = broker::Broker::Redis(std::sync::Arc::new(broker::redis::RedisBroker::new(
-            redis,
-            &settings.redis_url,
-            &settings.node_id,
-        )?));
         let fanout = broker::Fanout::start(
             broker.clone(),
             broker::LogLimits {
