@@ -210,10 +210,14 @@ impl Application {
         )
         .start();
         let app_state = state.clone();
+        // Open sessions by Engine.IO sid (polling and upgrades find them
+        // there); the session layer's own, so the state does not know it.
+        let directory = web::Data::new(session::Directory::default());
         let user_timeout = state.settings.guard.tcp_user_timeout;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(directory.clone())
                 .configure(|cfg| api::configure(cfg, &app_state.settings))
         })
         .workers(threads)

@@ -31,8 +31,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Per-user rates of client events.
     pub limiter: crate::limits::Limiter,
-    /// Open sessions by Engine.IO sid (polling and upgrades find them here).
-    pub engine_sessions: crate::session::Directory,
     next_session: AtomicU64,
 }
 
@@ -67,7 +65,6 @@ impl AppState {
             bids: actors.bids,
             presence: actors.presence,
             metrics,
-            engine_sessions: crate::session::Directory::default(),
             next_session: AtomicU64::new(1),
         }
     }

@@ -8,7 +8,7 @@ use actix::Actor;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::guard::{self, HandshakeSlot};
-use super::{polling, reason, websocket, End, Session};
+use super::{polling, reason, websocket, Directory, End, Session};
 use crate::error::{Code, Failure};
 use crate::state::AppState;
 
@@ -56,10 +56,14 @@ fn header_token(req: &HttpRequest) -> Option<String> {
 /// holds its maximum of sessions that have not CONNECTed yet (so that
 /// unauthenticated opens cannot fill the connection cap). The slot holds
 /// the session's place among those until it CONNECTs.
-fn admit(app: &AppState, req: &HttpRequest) -> Result<HandshakeSlot, Failure> {
+fn admit(
+    app: &AppState,
+    directory: &Directory,
+    req: &HttpRequest,
+) -> Result<HandshakeSlot, Failure> {
     let guard = &app.settings.guard;
     if let Some(addr) = guard::client_addr(req, &guard.trusted_proxies) {
-        if let Err(wait) = app.engine_sessions.opens.take(addr, guard.opens_per_addr) {
+        if let Err(wait) = directory.opens.take(addr, guard.opens_per_addr) {
             trip(app, "opens_per_addr");
             return Err(guard::rate_limited(
                 "this address opened too many connections: try again later",
@@ -77,7 +81,7 @@ fn admit(app: &AppState, req: &HttpRequest) -> Result<HandshakeSlot, Failure> {
         ));
     }
     let cap = guard.handshake_cap(max);
-    app.engine_sessions.handshakes.enter(cap).ok_or_else(|| {
+    directory.handshakes.enter(cap).ok_or_else(|| {
         trip(app, "handshakes");
         Failure::new(
             Code::ServiceUnavailable,
@@ -94,8 +98,8 @@ fn trip(app: &AppState, limit: &str) {
 }
 
 /// The session a request names.
-fn find(app: &AppState, sid: &str) -> Result<actix::Addr<Session>, Failure> {
-    app.engine_sessions
+fn find(directory: &Directory, sid: &str) -> Result<actix::Addr<Session>, Failure> {
+    directory
         .get(sid)
         .ok_or_else(|| Failure::new(Code::BadRequest, "unknown sid: no such session here"))
 }
@@ -105,13 +109,21 @@ pub async fn socket_io(
     req: HttpRequest,
     stream: web::Payload,
     app: web::Data<AppState>,
+    directory: web::Data<Directory>,
 ) -> Result<HttpResponse, Failure> {
     let (transport, sid) = read_query(&req)?;
     let max_payload = app.settings.max_payload;
     match (transport, sid) {
         (Transport::WebSocket, None) => {
-            let slot = admit(&app, &req)?;
-            let session = Session::new(app.into_inner(), header_token(&req), false, slot).start();
+            let slot = admit(&app, &directory, &req)?;
+            let session = Session::new(
+                app.into_inner(),
+                directory.into_inner(),
+                header_token(&req),
+                false,
+                slot,
+            )
+            .start();
             let response = websocket::start(session.clone(), false, max_payload, &req, stream);
             if response.is_err() {
                 session.do_send(End(reason::TRANSPORT_ERROR));
@@ -119,15 +131,22 @@ pub async fn socket_io(
             response
         }
         (Transport::WebSocket, Some(sid)) => {
-            let session = find(&app, &sid)?;
+            let session = find(&directory, &sid)?;
             websocket::start(session, true, max_payload, &req, stream)
         }
         (Transport::Polling, None) => {
-            let slot = admit(&app, &req)?;
-            let session = Session::new(app.into_inner(), header_token(&req), true, slot).start();
+            let slot = admit(&app, &directory, &req)?;
+            let session = Session::new(
+                app.into_inner(),
+                directory.into_inner(),
+                header_token(&req),
+                true,
+                slot,
+            )
+            .start();
             polling::get(session).await
         }
-        (Transport::Polling, Some(sid)) => polling::get(find(&app, &sid)?).await,
+        (Transport::Polling, Some(sid)) => polling::get(find(&directory, &sid)?).await,
     }
 }
 
@@ -136,6 +155,7 @@ pub async fn socket_io_post(
     req: HttpRequest,
     body: web::Payload,
     app: web::Data<AppState>,
+    directory: web::Data<Directory>,
 ) -> Result<HttpResponse, Failure> {
     let (transport, sid) = read_query(&req)?;
     let Transport::Polling = transport else {
@@ -145,5 +165,5 @@ pub async fn socket_io_post(
         ));
     };
     let sid = sid.ok_or_else(|| Failure::new(Code::BadRequest, "a POST must name its sid"))?;
-    polling::post(find(&app, &sid)?, body, app.settings.max_payload).await
+    polling::post(find(&directory, &sid)?, body, app.settings.max_payload).await
 }

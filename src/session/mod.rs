@@ -96,6 +96,8 @@ pub struct Session {
     id: SessionId,
     engine_sid: String,
     app: Arc<AppState>,
+    /// The node's open sessions, where this one is found by its sid.
+    directory: Arc<Directory>,
     /// The token of an `Authorization: Bearer` upgrade header, if any.
     header_token: Option<String>,
     state: State,
@@ -150,6 +152,7 @@ struct WaitingEvent {
 impl Session {
     fn new(
         app: Arc<AppState>,
+        directory: Arc<Directory>,
         header_token: Option<String>,
         polling: bool,
         handshake: HandshakeSlot,
@@ -160,6 +163,7 @@ impl Session {
             id: app.next_session_id(),
             engine_sid: random_id(ID_LEN),
             app,
+            directory,
             header_token,
             state: State::Handshake,
             ping_seq: 0,
@@ -809,9 +813,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.app.metrics.connections.inc();
-        self.app
-            .engine_sessions
-            .insert(&self.engine_sid, ctx.address());
+        self.directory.insert(&self.engine_sid, ctx.address());
         self.app.registry.do_send(Register {
             session: self.id,
             deliver: ctx.address().recipient(),
@@ -846,7 +848,7 @@ impl Actor for Session {
             });
         }
         self.out.close(Ending::Normal, self.close_reason);
-        self.app.engine_sessions.remove(&self.engine_sid);
+        self.directory.remove(&self.engine_sid);
         self.app.registry.do_send(Unregister { session: self.id });
         if let Some(identity) = self.identity() {
             self.app
