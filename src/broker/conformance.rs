@@ -255,36 +255,63 @@ async fn a_follower_gets_its_rooms_events_in_order_until_it_unfollows<B: Conform
 }
 
 /// Cuts the broker's link to its followers, as a network fault does: the
-/// Redis subscriber's connection (found by the name it gives itself) is
-/// killed. The memory broker has no link to cut.
+/// Redis subscriber's connection (found by the name it gives itself, on
+/// whichever node of a cluster it is) is killed. The memory broker has no
+/// link to cut.
 async fn cut_link(broker: &Broker) {
+    use deadpool_redis::redis::{cmd, Client};
+
     let Broker::Redis(redis) = broker else {
         return;
     };
     let redis = redis.redis();
+    let name = format!("name={}subscriber:", redis.prefix());
     let mut conn = redis
         .connection()
         .await
         .unwrap_or_else(|err| panic!("a Redis connection: {err}"));
-    let name = format!("{}subscriber:", redis.prefix());
-    let clients: String = deadpool_redis::redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut *conn)
+    // A standalone Redis refuses CLUSTER NODES: it is the only node.
+    let nodes: Vec<String> = match cmd("CLUSTER")
+        .arg("NODES")
+        .query_async::<String>(&mut *conn)
         .await
-        .unwrap_or_else(|err| panic!("CLIENT LIST: {err}"));
-    let id = clients
-        .lines()
-        .find(|line| line.contains(&format!("name={name}")))
-        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
-        .unwrap_or_else(|| panic!("no subscriber named {name}* in {clients}"));
-    let killed: i64 = deadpool_redis::redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(id)
-        .query_async(&mut *conn)
-        .await
-        .unwrap_or_else(|err| panic!("CLIENT KILL: {err}"));
-    assert_eq!(killed, 1);
+    {
+        Ok(nodes) => nodes
+            .lines()
+            .filter_map(|line| line.split(' ').nth(1)?.split('@').next())
+            .map(|address| format!("redis://{address}/"))
+            .collect(),
+        Err(_) => vec![std::env::var("SOUK_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())],
+    };
+    for node in nodes {
+        let mut conn = Client::open(node.as_str())
+            .unwrap_or_else(|err| panic!("{node}: {err}"))
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|err| panic!("{node}: {err}"));
+        let clients: String = cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|err| panic!("CLIENT LIST: {err}"));
+        let found = clients
+            .lines()
+            .find(|line| line.contains(&name))
+            .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")));
+        if let Some(id) = found {
+            let killed: i64 = cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_else(|err| panic!("CLIENT KILL: {err}"));
+            assert_eq!(killed, 1);
+            return;
+        }
+    }
+    panic!("no connection with {name}*");
 }
 
 async fn a_follower_cut_off_gets_what_it_missed_then_live_events(broker: &Broker) {
