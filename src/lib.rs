@@ -55,6 +55,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Settings(#[from] settings::SettingsError),
+    #[error(transparent)]
+    OnlyNode(#[from] broker::memory::OnlyNodeError),
 }
 
 /// A node, bound and ready to run.
@@ -67,6 +69,8 @@ pub struct Application {
     outbox: broker::outbox::Relay,
     ingest: Option<ingest::Reader>,
     room_threads: RoomThreads,
+    /// Held for the node's life on the memory broker: no second node.
+    only_node: Option<broker::memory::OnlyNode>,
 }
 
 /// The threads room actors run on; stopped when the node is dropped.
@@ -85,6 +89,10 @@ impl Application {
     /// Call inside an actix system.
     pub fn build(mut settings: Settings) -> Result<Self, StartError> {
         settings.check_for_serving()?;
+        let only_node = match settings.memory_broker() {
+            true => Some(broker::memory::OnlyNode::take(&settings.database_url)?),
+            false => None,
+        };
         if settings.max_connections == 0 {
             settings.max_connections = ops::connection_cap(ops::soft_limit());
         }
@@ -102,22 +110,28 @@ impl Application {
             settings.quotas.db_statement_timeout,
             metrics.clone(),
         )?;
-        let redis = broker::redis::Redis::new(
-            &settings.redis_url,
-            &settings.redis_prefix,
-            settings.redis_pool_size,
-            metrics.clone(),
-        )?;
+        // SOUK_REDIS_URL=memory: this node alone, with no Redis.
+        let broker = match settings.memory_broker() {
+            true => broker::Broker::Memory(broker::memory::MemoryBroker::new()),
+            false => {
+                let redis = broker::redis::Redis::new(
+                    &settings.redis_url,
+                    &settings.redis_prefix,
+                    settings.redis_pool_size,
+                    metrics.clone(),
+                )?;
+                broker::Broker::Redis(std::sync::Arc::new(broker::redis::RedisBroker::new(
+                    redis,
+                    &settings.redis_url,
+                    &settings.node_id,
+                )?))
+            }
+        };
         let threads = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
         let room_arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        let broker = broker::Broker::Redis(std::sync::Arc::new(broker::redis::RedisBroker::new(
-            redis,
-            &settings.redis_url,
-            &settings.node_id,
-        )?));
         let fanout = broker::Fanout::start(
             broker.clone(),
             broker::LogLimits {
@@ -231,6 +245,7 @@ impl Application {
             outbox,
             ingest,
             room_threads: RoomThreads(room_arbiters),
+            only_node,
         })
     }
 
@@ -265,10 +280,12 @@ impl Application {
         let Application {
             server,
             room_threads,
+            only_node,
             ..
         } = self;
         let result = server.await;
         drop(room_threads);
+        drop(only_node);
         result
     }
 }

@@ -83,6 +83,11 @@ fn run_migrations(settings: &Settings) -> ExitCode {
 /// the broker so its next bid starts from the freshly seeded settings.
 fn seed_demo(settings: &Settings) -> ExitCode {
     let seeded = store::demo::seed_url(&settings.database_url).and_then(|()| {
+        if settings.memory_broker() {
+            // The memory broker lives in its node, not here: a node started
+            // after seeding rebuilds the auction from Postgres.
+            return Ok(());
+        }
         actix_web::rt::System::new().block_on(async {
             let metrics = souk::metrics::Metrics::new()
                 .map_err(|err| store::StoreError::internal_by("metrics", err))?;

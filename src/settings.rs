@@ -25,6 +25,10 @@ pub const DEV_JWT_SECRET: &str = "souk-dev-secret-do-not-use-in-production";
 /// be guessed offline from any token.
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
+/// `SOUK_REDIS_URL=memory`: the node keeps what nodes share in its own
+/// memory instead of Redis, and is the only node on its database.
+pub const MEMORY_BROKER: &str = "memory";
+
 /// A node's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -32,7 +36,9 @@ pub struct Settings {
     pub http_addr: String,
     /// `SOUK_DATABASE_URL`: Postgres.
     pub database_url: String,
-    /// `SOUK_REDIS_URL`: Redis.
+    /// `SOUK_REDIS_URL`: Redis (`redis://…`: any number of nodes), or
+    /// [`MEMORY_BROKER`]: no Redis, this node alone (see
+    /// [`Settings::memory_broker`]).
     pub redis_url: String,
     /// `SOUK_REDIS_PREFIX`: the start of every key souk writes to Redis.
     pub redis_prefix: String,
@@ -210,6 +216,13 @@ impl Settings {
             ingest: IngestSettings::from_values(values)?,
         };
         Ok(settings)
+    }
+
+    /// Whether the node runs on the memory broker (`SOUK_REDIS_URL=memory`):
+    /// one node, no Redis; for trying souk, a small marketplace on one
+    /// machine, and tests that need no services.
+    pub fn memory_broker(&self) -> bool {
+        self.redis_url == MEMORY_BROKER
     }
 
     /// Whether these settings may serve: a way to check tokens (a key, or
@@ -423,9 +436,22 @@ mod tests {
         assert_eq!(s.http_addr, "127.0.0.1:8080");
         assert_eq!(s.database_url, "postgres://postgres@127.0.0.1:5432/souk");
         assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert!(!s.memory_broker());
         assert_eq!(s.ping_interval, Duration::from_millis(25_000));
         assert_eq!(s.ping_timeout, Duration::from_millis(20_000));
         assert_eq!(s.max_payload, 1_000_000);
+        Ok(())
+    }
+
+    #[test]
+    fn memory_in_place_of_a_redis_url_selects_the_memory_broker() -> Result<(), SettingsError> {
+        let s = Settings::from_values(&values(&[("SOUK_DEV", "1"), ("SOUK_REDIS_URL", "memory")]))?;
+        assert!(s.memory_broker());
+        let s = Settings::from_values(&values(&[
+            ("SOUK_DEV", "1"),
+            ("SOUK_REDIS_URL", "redis://memory:6379"),
+        ]))?;
+        assert!(!s.memory_broker());
         Ok(())
     }
 

@@ -12,6 +12,8 @@
 //! implementation lives in its own module, and key names and scripts never
 //! leave the implementation that uses them.
 
+#[cfg(test)]
+mod conformance;
 pub mod fanout;
 pub mod memory;
 pub mod outbox;
@@ -80,8 +82,10 @@ pub struct LogLimits {
 #[derive(Debug, Clone, PartialEq)]
 pub enum History {
     /// Every event after the offset, oldest first (none is `Events(vec![])`).
+    /// A log expires whole `ttl` after its last event, and then answers no
+    /// events: none was published in the window.
     Events(Vec<RoomEvent>),
-    /// The log dropped some of them (trimmed, or past its TTL).
+    /// The log's cap dropped some of them.
     Trimmed,
 }
 

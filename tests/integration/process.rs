@@ -385,3 +385,65 @@ fn a_node_out_of_file_descriptors_says_so_once_and_when_it_recovers() {
         .count();
     assert_eq!(refusals, 1, "said once per episode: {:#?}", node.seen);
 }
+
+/// `souk serve` on the memory broker, on `db`.
+fn memory_node_command() -> Command {
+    let mut command = Command::new("sh");
+    command.args(["-c", "SOUK_REDIS_URL=memory exec \"$0\" \"$@\"", SOUK]);
+    command
+}
+
+#[actix_web::test]
+async fn a_second_node_on_the_memory_broker_refuses_to_start() {
+    // Two nodes with a memory broker each would split every room in two.
+    let db = TestDb::create();
+    let first = Node::spawn_with(&db, "only", memory_node_command());
+    let output = memory_node_command()
+        .args(["serve", "--no-migrate"])
+        .env("SOUK_HTTP_ADDR", "127.0.0.1:0")
+        .env("SOUK_DATABASE_URL", &db.url)
+        .env("SOUK_JWT_SECRET", SECRET)
+        .env("SOUK_NODE_ID", "second")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "another souk node on the memory broker uses this database; \
+             several nodes need Redis (SOUK_REDIS_URL=redis://…)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The first node goes on serving; once it is gone, a node may start.
+    assert_eq!(ready(&first).await, 200);
+    drop(first);
+    let next = Node::spawn_with(&db, "next", memory_node_command());
+    assert_eq!(ready(&next).await, 200);
+}
+
+/// The status of a node's `/readyz`.
+async fn ready(node: &Node) -> u16 {
+    let url = format!("http://{}/readyz", node.address);
+    awc::Client::new()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn seed_demo_on_the_memory_broker_needs_no_redis() {
+    // Nothing to clear: the memory broker lives in the node, not here.
+    let db = TestDb::create();
+    let output = memory_node_command()
+        .arg("seed-demo")
+        .env("SOUK_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+}

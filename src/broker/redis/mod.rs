@@ -63,6 +63,13 @@ impl RedisBroker {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.redis.ping().await
     }
+
+    /// The connection pool, for tests that break the broker's link on
+    /// purpose (the conformance suite).
+    #[cfg(test)]
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.redis
+    }
 }
 
 /// A handle on a Redis that is never reached, for tests of key names.

@@ -4,7 +4,7 @@
 // Environment (all optional):
 //   SOUK_BIN             the souk binary (default: <repo>/target/debug/souk)
 //   SOUK_TEST_PG_URL     Postgres server URL without a database part
-//   SOUK_TEST_REDIS_URL  Redis URL
+//   SOUK_TEST_REDIS_URL  Redis URL, or `memory`: nodes on the memory broker
 //   SOUK_TEST_VERBOSE=1  copy every node's log lines to this process's stderr
 
 import { spawn, execFile } from "node:child_process";
@@ -22,6 +22,10 @@ const repoRoot = path.resolve(here, "..", "..", "..");
 export const SOUK_BIN = process.env.SOUK_BIN || path.join(repoRoot, "target", "debug", "souk");
 export const PG_URL = (process.env.SOUK_TEST_PG_URL || "postgres://postgres@127.0.0.1:5432").replace(/\/+$/, "");
 export const REDIS_URL = process.env.SOUK_TEST_REDIS_URL || "redis://127.0.0.1:6379";
+/** Nodes run on the memory broker: one node per database, no Redis. */
+export const MEMORY_BROKER = REDIS_URL === "memory";
+/** A test's `skip` when it needs several nodes on one database: why, or false. */
+export const SEVERAL_NODES = MEMORY_BROKER && "needs several nodes on one database; the memory broker serves one node";
 export const JWT_SECRET = `client-suite-${randomBytes(12).toString("hex")}`;
 const VERBOSE = process.env.SOUK_TEST_VERBOSE === "1";
 

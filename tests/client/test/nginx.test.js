@@ -37,6 +37,7 @@ import {
   waitUntil,
   sleep,
   serviceToken,
+  SEVERAL_NODES,
 } from "./helpers.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -164,10 +165,14 @@ async function startNginx(conf, port) {
 
 // ------------------------------------------------------------------ the cluster
 
+/** Every test here runs three nodes: skipped on the memory broker. */
+const TN = { ...T, skip: SEVERAL_NODES };
+
 const ctx = { db: null, nodes: [], nginx: null, roundRobin: null, outside: null };
 
 before(
   async () => {
+    if (SEVERAL_NODES) return;
     const template = readFileSync(SHIPPED_CONF, "utf8");
     ctx.db = await createDatabase();
     for (let i = 0; i < NODES; i++) {
@@ -244,7 +249,7 @@ async function throughNginx(user, role) {
 
 // ------------------------------------------------------------------ tests
 
-test("nginx: the shipped config proxies the API, health and the cluster view of all three nodes", T, async () => {
+test("nginx: the shipped config proxies the API, health and the cluster view of all three nodes", TN, async () => {
   assert.equal((await fetch(`${ctx.nginx.url}/readyz`)).status, 200);
   const view = await settledView(0);
   assert.deepEqual(Object.keys(view).sort(), ["nginx-test-0", "nginx-test-1", "nginx-test-2"]);
@@ -252,7 +257,7 @@ test("nginx: the shipped config proxies the API, health and the cluster view of 
   assert.equal(refused.status, 401, refused.text);
 });
 
-test("nginx: the server API and /metrics answer only the backend's network, the user reads anyone; /dev/ never goes through", T, async () => {
+test("nginx: the server API and /metrics answer only the backend's network, the user reads anyone; /dev/ never goes through", TN, async () => {
   // From the backend's network (127.0.0.1 is in the shipped geo block).
   assert.equal((await api(ctx.nginx.url, "GET", "/api/v1/cluster", undefined, serviceToken())).status, 200);
   assert.equal((await fetch(`${ctx.nginx.url}/metrics`)).status, 200);
@@ -288,7 +293,7 @@ test("nginx: the server API and /metrics answer only the backend's network, the 
   }
 });
 
-test("nginx: default transports connect through nginx, poll, upgrade to websocket, and ack", T, async () => {
+test("nginx: default transports connect through nginx, poll, upgrade to websocket, and ack", TN, async () => {
   await settledView(0);
   const user = randomId("u");
   const socket = await throughNginx(user);
@@ -299,7 +304,7 @@ test("nginx: default transports connect through nginx, poll, upgrade to websocke
   assert.equal(Object.values(view).filter((c) => c === 1).length, 1, JSON.stringify(view));
 });
 
-test("nginx: chat between a client through nginx and a client connected straight to another node", T, async () => {
+test("nginx: chat between a client through nginx and a client connected straight to another node", TN, async () => {
   await settledView(0);
   const buyerId = randomId("buyer");
   const sellerId = randomId("seller");
@@ -339,7 +344,7 @@ test("nginx: chat between a client through nginx and a client connected straight
   assertRoomEvent(await b, { x: 1 });
 });
 
-test("nginx: a polling-only client keeps its node for 30 acked events and gets room events", T, async () => {
+test("nginx: a polling-only client keeps its node for 30 acked events and gets room events", TN, async () => {
   const user = randomId("p");
   const socket = await connect(ctx.nginx.url, { token: userToken(user) }, { transports: ["polling"] });
   const listingId = randomId("l");
@@ -356,7 +361,7 @@ test("nginx: a polling-only client keeps its node for 30 acked events and gets r
   assert.equal(socket.connected, true);
 });
 
-test("nginx without the affinity line: long-polling breaks (unknown sid), WebSocket-only still works", T, async (t) => {
+test("nginx without the affinity line: long-polling breaks (unknown sid), WebSocket-only still works", TN, async (t) => {
   // Round robin sends a session's requests to different nodes: some land
   // where the sid is unknown. Several tries, since two requests can land on
   // one node by chance.
@@ -389,7 +394,7 @@ test("nginx without the affinity line: long-polling breaks (unknown sid), WebSoc
 });
 
 // Last: it kills a node.
-test("nginx: when a client's node dies, it reconnects through nginx to another node and recovers its events", T, async () => {
+test("nginx: when a client's node dies, it reconnects through nginx to another node and recovers its events", TN, async () => {
   await settledView(0);
   const user = randomId("u");
   const socket = makeSocket(ctx.nginx.url, {
