@@ -170,6 +170,9 @@ impl Subscription {
     }
 }
 
+/// How long a user's last-seen time is kept after their last refresh.
+pub const LAST_SEEN_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A user's presence as read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PresenceState {
@@ -269,6 +272,10 @@ impl Changes {
     }
 }
 
+/// How long a claim keeps other claims of the same pid out while its socket
+/// restores (its rooms checked and joined, its missed events read).
+pub const CLAIM_HOLD: Duration = Duration::from_secs(10);
+
 /// One record to save: `owner` (`node/session`) writes `changes` to `pid`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Save {
@@ -324,6 +331,9 @@ pub trait Records {
         claimer: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// How long a bidder's idempotency key answers its first outcome again.
+pub const BID_KEY_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// One bid to decide.
 #[derive(Debug, Clone, Copy)]

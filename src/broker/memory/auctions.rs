@@ -11,12 +11,10 @@ use tokio::time::Instant;
 use super::{alive, lock, millis_left, Expiring, MemoryBroker, Purge};
 use crate::broker::{
     Accepted, Auctions, BidRequest, CloseCheck, LiveState, Outcome, Placed, RateLimit, Remembered,
+    BID_KEY_KEPT,
 };
 use crate::ids::{ListingId, UserId};
 use crate::store::StoreError;
-
-/// How long a bid's idempotency key is remembered.
-const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Default)]
 pub(super) struct State {
@@ -116,7 +114,7 @@ impl Auctions for MemoryBroker {
         if let Some(remembered) = remembered {
             state.outcomes.insert(
                 remembered,
-                Expiring::new(encode(&outcome), IDEMPOTENCY_TTL, now),
+                Expiring::new(encode(&outcome), BID_KEY_KEPT, now),
             );
         }
         Ok(Placed::Decided(outcome))
@@ -158,7 +156,7 @@ impl Auctions for MemoryBroker {
             if alive(&mut state.outcomes, &remembered, now).is_none() {
                 state.outcomes.insert(
                     remembered,
-                    Expiring::new(outcome.clone(), IDEMPOTENCY_TTL, now),
+                    Expiring::new(outcome.clone(), BID_KEY_KEPT, now),
                 );
             }
         }

@@ -11,13 +11,10 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::{alive, lock, Expiring, MemoryBroker, Purge};
-use crate::broker::{Presence, PresenceState};
+use crate::broker::{Presence, PresenceState, LAST_SEEN_KEPT};
 use crate::ids::UserId;
 use crate::store::StoreError;
 use crate::time::rfc3339;
-
-/// How long a last-seen time is kept.
-const LAST_SEEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Default)]
 pub(super) struct State {
@@ -62,7 +59,7 @@ impl Presence for MemoryBroker {
                 .insert(user.clone(), Expiring::new((), ttl, clock));
             state.last_seen.insert(
                 user.clone(),
-                Expiring::new(seen.clone(), LAST_SEEN_TTL, clock),
+                Expiring::new(seen.clone(), LAST_SEEN_KEPT, clock),
             );
             state.due.insert(user.clone(), due);
         }

@@ -10,12 +10,8 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::{alive, lock, Expiring, MemoryBroker, Purge};
-use crate::broker::{Claim, Record, Records, Save, Saved};
+use crate::broker::{Claim, Record, Records, Save, Saved, CLAIM_HOLD};
 use crate::store::StoreError;
-
-/// How long a claim keeps other claims of the same pid out while its socket
-/// restores.
-const CLAIM_HOLD_MS: i64 = 10_000;
 
 #[derive(Default)]
 pub(super) struct State {
@@ -111,7 +107,7 @@ impl Records for MemoryBroker {
             return Ok(Claim::Busy);
         }
         kept.owner = claimer.to_owned();
-        kept.claimed_until = Some(now_ms + CLAIM_HOLD_MS);
+        kept.claimed_until = Some(now_ms + CLAIM_HOLD.as_millis() as i64);
         Ok(Claim::Got(Record {
             user: user.to_owned(),
             rooms: kept.rooms.iter().cloned().collect(),

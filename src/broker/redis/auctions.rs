@@ -23,12 +23,10 @@ use deadpool_redis::redis::Script;
 use super::{Redis, RedisBroker};
 use crate::broker::{
     Auctions, BidRequest, CloseCheck, LiveState, Outcome, Placed, RateLimit, Remembered,
+    BID_KEY_KEPT,
 };
 use crate::ids::{ListingId, UserId};
 use crate::store::StoreError;
-
-/// How long a bid's idempotency key is remembered.
-const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 
 /// The hash of a listing's auction.
 fn auction_key(redis: &Redis, listing: &str) -> String {
@@ -169,7 +167,7 @@ impl Auctions for RedisBroker {
             .arg(amount)
             .arg(now_ms)
             .arg(if idem.is_some() { 1 } else { 0 })
-            .arg(IDEMPOTENCY_TTL_MS)
+            .arg(BID_KEY_KEPT.as_millis() as u64)
             .arg(limit.per_window)
             .arg(limit.window_ms)
             .arg(if vouched { 1 } else { 0 })
@@ -240,7 +238,7 @@ impl Auctions for RedisBroker {
                     .arg(idempotency_key(redis, listing, bidder, key))
                     .arg(outcome)
                     .arg("PX")
-                    .arg(IDEMPOTENCY_TTL_MS)
+                    .arg(BID_KEY_KEPT.as_millis() as u64)
                     .arg("NX")
                     .ignore();
             }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use deadpool_redis::redis::Script;
 
 use super::{Redis, RedisBroker};
-use crate::broker::{Presence, PresenceState};
+use crate::broker::{Presence, PresenceState, LAST_SEEN_KEPT};
 use crate::ids::UserId;
 use crate::store::StoreError;
 use crate::time::rfc3339;
@@ -54,12 +54,12 @@ fn last_seen_key(redis: &Redis, user: &str) -> String {
     format!("{}lastseen:{user}", bucket_prefix(redis, bucket(user)))
 }
 
-/// Sets the online key and the last-seen time (kept 30 days); returns
-/// whether the online key existed.
+/// Sets the online key and the last-seen time (kept ARGV[5] seconds);
+/// returns whether the online key existed.
 const REFRESH: &str = r"
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1], 'EX', 2592000)
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 return existed
 ";
@@ -102,6 +102,7 @@ impl Presence for RedisBroker {
                 .arg(ttl.as_millis() as u64)
                 .arg(expires_ms)
                 .arg(user.as_str())
+                .arg(LAST_SEEN_KEPT.as_secs())
                 .invoke_async(&mut *conn)
                 .await;
             match existed {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use deadpool_redis::redis::Script;
 
 use super::{record_key, RedisBroker};
-use crate::broker::{Claim, Record, Records, Save, Saved};
+use crate::broker::{Claim, Record, Records, Save, Saved, CLAIM_HOLD};
 use crate::store::StoreError;
 
 /// Applies one socket's changes and renews its record for the window, if
@@ -68,10 +68,6 @@ return 1
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 static SAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE));
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
-
-/// How long a claim keeps other claims of the same pid out while its socket
-/// restores (its rooms checked and joined, its missed events read).
-const CLAIM_HOLD: Duration = Duration::from_secs(10);
 
 impl Records for RedisBroker {
     /// One script call per record, all at once on a shared connection.
