@@ -30,16 +30,11 @@ pub async fn notify(
     let user = UserId::parse(&path)
         .ok_or_else(|| Failure::new(Code::BadRequest, format!("user id must be {ID_RULE}")))?;
     let Notification { kind, data } = body.into_inner();
-    if !(1..=64).contains(&kind.chars().count()) {
-        return Err(Failure::new(
-            Code::Unprocessable,
-            "kind must be 1 to 64 characters",
-        ));
-    }
+    let notification = ServerEvent::notification(kind, data)
+        .map_err(|err| Failure::new(Code::Unprocessable, err.to_string()))?;
     let room = RoomKey::User(user);
     // Answered once the event is published; an event that could not be is
     // not acknowledged (503), so that the caller sends it again.
-    let notification = ServerEvent::Notification { kind, data };
     app.fanout
         .emit_published(room.clone(), notification)
         .await?;

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::ids::UserId;
 use crate::ids::{is_valid_id, ID_RULE};
-use crate::protocol::events::server::SERVER_ERROR;
+use crate::protocol::events::server::{BadNotificationKind, SERVER_ERROR};
 use crate::protocol::events::{CustomEvent, ServerEvent, KNOWN_EVENTS};
 use crate::rooms::RoomKey;
 
@@ -48,7 +48,7 @@ pub fn decode(fields: &[(String, Option<String>)]) -> Result<Entry, String> {
     }
     let key = key.ok_or("field id is missing")?;
     if !is_valid_id(key) {
-        return Err("id must be 1 to 64 characters of [A-Za-z0-9_-]".into());
+        return Err(format!("id must be {ID_RULE}"));
     }
     let target = target.ok_or("field target is missing")?;
     let data = match data {
@@ -113,14 +113,15 @@ fn notification(data: Value) -> Result<ServerEvent, String> {
         return Err("data of a notification must be an object {kind, data}".into());
     };
     let kind = match fields.remove("kind") {
-        Some(Value::String(kind)) if (1..=64).contains(&kind.chars().count()) => kind,
-        _ => return Err("data.kind must be 1 to 64 characters".into()),
+        Some(Value::String(kind)) => kind,
+        _ => return Err(format!("data.{BadNotificationKind}")),
     };
     let data = fields.remove("data").unwrap_or(Value::Null);
+    let event = ServerEvent::notification(kind, data).map_err(|err| format!("data.{err}"))?;
     if let Some(other) = fields.keys().next() {
         return Err(format!("data has an unknown field {:?}", truncate(other)));
     }
-    Ok(ServerEvent::Notification { kind, data })
+    Ok(event)
 }
 
 fn truncate(text: &str) -> String {

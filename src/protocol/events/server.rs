@@ -161,6 +161,23 @@ impl ServerEvent {
     }
 }
 
+/// The rule a notification's kind breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("kind must be 1 to 64 characters")]
+pub struct BadNotificationKind;
+
+impl ServerEvent {
+    /// `notification {kind, data}` for a user's room, from the backend
+    /// (the server API, §8, or its queue, §8b): a kind of 1–64 characters.
+    pub fn notification(kind: String, data: Value) -> Result<ServerEvent, BadNotificationKind> {
+        if (1..=64).contains(&kind.chars().count()) {
+            Ok(ServerEvent::Notification { kind, data })
+        } else {
+            Err(BadNotificationKind)
+        }
+    }
+}
+
 /// An event under a name the backend chose, with its payload as given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomEvent {
