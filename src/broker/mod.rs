@@ -521,11 +521,6 @@ impl Broker {
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, b => b.ping().await)
     }
-
-    /// True for the memory broker: this node is the only one.
-    pub fn is_single_node(&self) -> bool {
-        matches!(self, Broker::Memory(_))
-    }
 }
 
 impl Events for Broker {
