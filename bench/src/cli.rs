@@ -12,6 +12,8 @@ pub const USAGE: &str = "\
 souk-bench: a load generator for Socket.IO v5 servers that speak the souk contract
 
 usage: souk-bench SCENARIO --url URL --secret SECRET [options]
+       souk-bench report DIR... [--charts DIR] [--link-prefix PREFIX]
+                 (tables and charts of `scripts/bench --compare` runs; report --help)
 
 scenarios:
   auction    N bidders on one auction listing, each bidding up to --rate a second

@@ -7,9 +7,12 @@
 //! generator's threads), `runner` (the life every scenario but `idle`
 //! shares: phases, threads, progress, the measured window, the report),
 //! `stats` (HDR histograms), `procs` (CPU and RSS from /proc), `progress`,
-//! `report`, and one module per scenario under `scenarios/`.
+//! `report`, one module per scenario under `scenarios/`, and `compare`
+//! (`souk-bench report DIR...`: the side-by-side tables and charts of
+//! `scripts/bench --compare`).
 
 mod cli;
+mod compare;
 mod error;
 mod http;
 mod procs;
@@ -40,6 +43,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("report") {
+        if args.iter().any(|a| a == "--help" || a == "-h") {
+            print!("{}", compare::USAGE);
+            return Ok(());
+        }
+        print!("{}", compare::run(&args[1..])?);
+        return Ok(());
+    }
     match cli::parse(args)? {
         Command::Help => {
             print!("{}", cli::USAGE);
