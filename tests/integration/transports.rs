@@ -330,6 +330,24 @@ async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_ne
 }
 
 #[actix_web::test]
+async fn a_closed_polling_session_that_nobody_polls_ends_after_its_linger() {
+    let app = TestApp::spawn().await;
+    let poller = Poller::open(&app).await;
+    let exp = chrono::Utc::now().timestamp() + 1;
+    poller
+        .connect(&hs256(json!({ "sub": "ann", "exp": exp })))
+        .await;
+    // The token expires within a second, with no GET waiting: the session
+    // closes and waits 5 s (CLOSE_LINGER) for the GET of its close packet.
+    actix_web::rt::time::sleep(Duration::from_millis(4000)).await;
+    assert_eq!(app.registry_stats().await.sessions, 1, "still lingering");
+    eventually("the lingering session ends without a GET", || async {
+        app.registry_stats().await.sessions == 0
+    })
+    .await;
+}
+
+#[actix_web::test]
 async fn pages_of_the_allowed_origins_may_long_poll_across_origins() {
     let app = TestApp::spawn_with(|s| {
         s.cors_origins = vec![
