@@ -26,6 +26,7 @@ pub mod settings;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod timers;
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -35,6 +35,7 @@ use crate::rooms::presence;
 use crate::rooms::registry::{Bind, JoinRoom, JoinRooms, LeaveRoom, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::state::{random_id, AppState};
+use crate::timers::{Due, Kind, Timers};
 
 pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post};
@@ -62,6 +63,18 @@ const RECENT_EMISSIONS: usize = 32;
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Length of generated sids and pids.
 const ID_LEN: usize = 20;
+
+// The session's timers, in its thread's queue (crate::timers).
+/// Engine.IO's ping, every `ping_interval`.
+const PING: Kind = Kind::new(0);
+/// The unanswered ping's deadline; its token is the ping's sequence number.
+const PONG_DEADLINE: Kind = Kind::new(1);
+/// The pre-CONNECT deadline.
+const CONNECT_DEADLINE: Kind = Kind::new(2);
+/// The token's expiry.
+const EXPIRY: Kind = Kind::new(3);
+/// The wait of a closed poller for its last GET.
+const LINGER: Kind = Kind::new(4);
 
 /// Why a connection closed, as the `souk_disconnects_total{reason}` label.
 pub mod reason {
@@ -128,6 +141,7 @@ pub struct Session {
     closing: bool,
     close_reason: &'static str,
     disconnect_counted: bool,
+    timers: Timers,
 }
 
 enum State {
@@ -138,7 +152,6 @@ enum State {
 
 struct Connected {
     identity: Identity,
-    expiry_timer: Option<SpawnHandle>,
 }
 
 /// A client event waiting its turn.
@@ -183,6 +196,7 @@ impl Session {
             closing: false,
             disconnect_counted: false,
             close_reason: reason::TRANSPORT_CLOSE,
+            timers: Timers::detached(), // registered once started
         }
     }
 
@@ -200,7 +214,7 @@ impl Session {
             ctx.stop();
         } else {
             // A poller's close packet waits for its next GET, briefly.
-            ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
+            self.timers.after(LINGER, CLOSE_LINGER);
         }
     }
 
@@ -256,11 +270,15 @@ impl Session {
         let seq = self.ping_seq;
         self.awaiting_pong = Some(seq);
         self.send(ctx, engine::PING);
-        ctx.run_later(self.app.settings.ping_timeout, move |act, ctx| {
-            if act.awaiting_pong == Some(seq) {
-                act.close(ctx, reason::PING_TIMEOUT, Ending::Away);
-            }
-        });
+        let timeout = self.app.settings.ping_timeout;
+        self.timers.after_with(PONG_DEADLINE, seq as u32, timeout);
+    }
+
+    /// An unanswered ping's deadline has passed.
+    fn pong_overdue(&mut self, seq: u32, ctx: &mut Context<Self>) {
+        if self.awaiting_pong.map(|awaited| awaited as u32) == Some(seq) {
+            self.close(ctx, reason::PING_TIMEOUT, Ending::Away);
+        }
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -277,6 +295,7 @@ impl Session {
             engine::ClientPacket::Pong(_) => {
                 self.bad_frames_in_row = 0;
                 self.awaiting_pong = None;
+                self.timers.cancel(PONG_DEADLINE);
             }
             engine::ClientPacket::Upgrade | engine::ClientPacket::Noop => {
                 self.bad_frames_in_row = 0;
@@ -409,12 +428,10 @@ impl Session {
             self.engine_sid,
             identity.user_id
         );
-        self.state = State::Connected(Connected {
-            identity,
-            expiry_timer: None,
-        });
+        self.state = State::Connected(Connected { identity });
         self.handshake = None;
-        self.arm_expiry(ctx);
+        self.timers.cancel(CONNECT_DEADLINE);
+        self.arm_expiry();
     }
 
     /// Answers a refused CONNECT; too many close the connection.
@@ -437,21 +454,16 @@ impl Session {
         taken
     }
 
-    /// Schedules the token-expiry disconnect for the current identity.
-    fn arm_expiry(&mut self, ctx: &mut Context<Self>) {
-        let State::Connected(connected) = &mut self.state else {
+    /// Schedules the token-expiry disconnect for the current identity,
+    /// replacing any earlier one.
+    fn arm_expiry(&mut self) {
+        let State::Connected(connected) = &self.state else {
             return;
         };
-        if let Some(handle) = connected.expiry_timer.take() {
-            ctx.cancel_future(handle);
-        }
         let remaining = (connected.identity.expires_at - Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO);
-        let handle = ctx.run_later(remaining.min(MAX_TIMER), |act, ctx| act.check_expiry(ctx));
-        if let State::Connected(connected) = &mut self.state {
-            connected.expiry_timer = Some(handle);
-        }
+        self.timers.after(EXPIRY, remaining.min(MAX_TIMER));
     }
 
     fn check_expiry(&mut self, ctx: &mut Context<Self>) {
@@ -459,7 +471,7 @@ impl Session {
             return;
         };
         if Utc::now() < connected.identity.expires_at {
-            return self.arm_expiry(ctx);
+            return self.arm_expiry();
         }
         let failure = Failure::new(Code::Unauthorized, "token expired");
         let expired = ServerEvent::ServerError {
@@ -500,7 +512,7 @@ impl Session {
             // event sent after; the rooms are checked against it in turn,
             // after the events sent before (a join among them included),
             // and the answer waits for that check.
-            if let Err(failure) = self.refresh(token, ctx) {
+            if let Err(failure) = self.refresh(token) {
                 return self.finish(ctx, ack_id, &name, started, Err(failure));
             }
         }
@@ -566,7 +578,7 @@ impl Session {
     /// `auth:refresh`: a new token for the same user moves the expiry and
     /// may change the role (its rooms are then checked again, see
     /// `handlers::reauthorize`). Token checks are rate limited per socket.
-    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), Failure> {
+    fn refresh(&mut self, token: &str) -> Result<(), Failure> {
         self.take_token_check()
             .map_err(|wait| rate_limited("too many token checks on this socket", wait))?;
         let State::Connected(connected) = &mut self.state else {
@@ -588,7 +600,7 @@ impl Session {
             ));
         }
         connected.identity = identity;
-        self.arm_expiry(ctx);
+        self.arm_expiry();
         Ok(())
     }
 
@@ -831,13 +843,9 @@ impl Actor for Session {
         });
         let (ping_interval, connect_timeout) = (settings.ping_interval, settings.connect_timeout);
         self.send(ctx, open);
-        ctx.run_interval(ping_interval, |act, ctx| act.ping(ctx));
-        ctx.run_later(connect_timeout, |act, ctx| {
-            if matches!(act.state, State::Handshake) {
-                act.trip("connect_timeout");
-                act.close(ctx, reason::CONNECT_TIMEOUT, Ending::Policy);
-            }
-        });
+        self.timers = Timers::register(ctx.address().downgrade().recipient());
+        self.timers.every(PING, ping_interval);
+        self.timers.after(CONNECT_DEADLINE, connect_timeout);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -1053,6 +1061,23 @@ impl Handler<TransportClosed> for Session {
             }
             self.close_reason = msg.reason;
             ctx.stop();
+        }
+    }
+}
+
+impl Handler<Due> for Session {
+    type Result = ();
+    fn handle(&mut self, Due { kind, token }: Due, ctx: &mut Self::Context) {
+        match kind {
+            PING => self.ping(ctx),
+            PONG_DEADLINE => self.pong_overdue(token, ctx),
+            CONNECT_DEADLINE if matches!(self.state, State::Handshake) => {
+                self.trip("connect_timeout");
+                self.close(ctx, reason::CONNECT_TIMEOUT, Ending::Policy);
+            }
+            EXPIRY => self.check_expiry(ctx),
+            LINGER => ctx.stop(),
+            _ => {}
         }
     }
 }

@@ -309,14 +309,21 @@ async fn a_client_that_stops_reading_is_closed_and_starts_fresh_past_the_replay_
         .contains(r#"souk_limits_tripped_total{limit="replay_bytes"} 1"#));
 }
 
-#[actix_web::test]
-async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_next_get() {
-    let app = TestApp::spawn().await;
-    let poller = Poller::open(&app).await;
-    let exp = chrono::Utc::now().timestamp() + 2;
+/// A polling session CONNECTed with a token that expires `secs` seconds
+/// from now (whole seconds: sooner by up to one).
+async fn poller_expiring_in(app: &TestApp, secs: i64) -> Poller {
+    let poller = Poller::open(app).await;
+    let exp = chrono::Utc::now().timestamp() + secs;
     poller
         .connect(&hs256(json!({ "sub": "ann", "exp": exp })))
         .await;
+    poller
+}
+
+#[actix_web::test]
+async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_next_get() {
+    let app = TestApp::spawn().await;
+    let poller = poller_expiring_in(&app, 2).await;
     // No GET waits when the token expires.
     actix_web::rt::time::sleep(Duration::from_millis(2600)).await;
     let (status, body) = poller.get().await;
@@ -327,6 +334,20 @@ async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_ne
     // The close packet travels alone, so the client handles the rest first.
     assert_eq!(poller.get().await, (200, "1".to_owned()));
     assert_eq!(poller.get().await.0, 400, "the session is gone");
+}
+
+#[actix_web::test]
+async fn a_closed_polling_session_that_nobody_polls_ends_after_its_linger() {
+    let app = TestApp::spawn().await;
+    let _poller = poller_expiring_in(&app, 1).await;
+    // The token expires within a second, with no GET waiting: the session
+    // closes and waits 5 s (CLOSE_LINGER) for the GET of its close packet.
+    actix_web::rt::time::sleep(Duration::from_millis(4000)).await;
+    assert_eq!(app.registry_stats().await.sessions, 1, "still lingering");
+    eventually("the lingering session ends without a GET", || async {
+        app.registry_stats().await.sessions == 0
+    })
+    .await;
 }
 
 #[actix_web::test]
