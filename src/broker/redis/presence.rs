@@ -223,12 +223,7 @@ mod tests {
     /// standalone `INFO`, or `+PONG`).
     async fn redis_answering(replies: &'static [&'static str]) -> String {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|err| panic!("bind: {err}"));
-        let address = listener
-            .local_addr()
-            .unwrap_or_else(|err| panic!("address: {err}"));
+        let (listener, url) = crate::broker::redis::fake_redis_listener().await;
         let scripts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -266,7 +261,7 @@ mod tests {
                 });
             }
         });
-        format!("redis://{address}")
+        url
     }
 
     fn user(id: &str) -> UserId {
