@@ -265,81 +265,10 @@ fn stream_entries(reply: RedisValue) -> Vec<(String, Vec<String>)> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::super::resp::{self, Value as Resp};
     use super::*;
-    use crate::broker::redis::Redis;
-
-    /// A Redis that keeps the scripts it was sent and knows none until
-    /// `SCRIPT LOAD`: `EVALSHA` answers NOSCRIPT before and the offset 41
-    /// after, `EVAL` an error. Answers every command it was sent (its name
-    /// and, for scripts, the key count) into `seen`.
-    async fn redis_without_scripts(seen: Arc<Mutex<Vec<String>>>) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (listener, url) = crate::broker::redis::fake_redis_listener().await;
-        let loaded = Arc::new(Mutex::new(false));
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let (seen, loaded) = (seen.clone(), loaded.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let Ok(Some((command, used))) = resp::decode(&buf) else {
-                            match socket.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                            continue;
-                        };
-                        buf.drain(..used);
-                        let Resp::Array(Some(words)) = command else {
-                            return;
-                        };
-                        let word = |i: usize| {
-                            words
-                                .get(i)
-                                .and_then(Resp::text)
-                                .unwrap_or("")
-                                .to_uppercase()
-                        };
-                        let reply = match word(0).as_str() {
-                            "INFO" => "$17\r\ncluster_enabled:0\r\n".to_owned(),
-                            "PING" => "+PONG\r\n".to_owned(),
-                            name @ ("EVAL" | "EVALSHA") => {
-                                let known = *loaded.lock().unwrap_or_else(|e| e.into_inner());
-                                push(&seen, format!("{name} {}", word(2)));
-                                match (name, known) {
-                                    ("EVALSHA", true) => "$2\r\n41\r\n".to_owned(),
-                                    ("EVALSHA", false) => {
-                                        "-NOSCRIPT No matching script.\r\n".to_owned()
-                                    }
-                                    _ => "-ERR scripts go by their SHA\r\n".to_owned(),
-                                }
-                            }
-                            "SCRIPT" => {
-                                push(&seen, format!("SCRIPT {}", word(1)));
-                                *loaded.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                                let sha = PUBLISH_SCRIPT.get_hash();
-                                format!("${}\r\n{sha}\r\n", sha.len())
-                            }
-                            _ => "+OK\r\n".to_owned(),
-                        };
-                        if socket.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        url
-    }
-
-    fn push(seen: &Mutex<Vec<String>>, what: String) {
-        seen.lock().unwrap_or_else(|e| e.into_inner()).push(what);
-    }
+    use crate::broker::redis::fake::broker_without_scripts;
 
     fn publication(room: &str) -> Publication {
         Publication {
@@ -353,11 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_is_one_script_call_by_sha_loaded_on_noscript() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let url = redis_without_scripts(seen.clone()).await;
-        let metrics = crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics"));
-        let redis = Redis::new(&url, "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle"));
-        let broker = RedisBroker::new(redis, &url, "test").unwrap_or_else(|_| panic!("a broker"));
+        let (broker, seen) = broker_without_scripts(&PUBLISH_SCRIPT, "$2\r\n41\r\n").await;
         let limits = LogLimits {
             ttl: Duration::from_secs(60),
             max_len: 100,
@@ -377,7 +302,7 @@ mod tests {
         let again = broker.publish(&batch[..1], limits).await;
         assert!(matches!(again.as_slice(), [Ok(41)]), "{again:?}");
         // The counter and each event's log and last offset: 7 keys.
-        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let seen = seen();
         assert_eq!(
             seen,
             ["EVALSHA 7", "SCRIPT LOAD", "EVALSHA 7", "EVALSHA 3"],

@@ -29,6 +29,8 @@ mod auctions;
 mod catchup;
 pub mod conn;
 mod events;
+#[cfg(test)]
+mod fake;
 mod ingest;
 mod nodes;
 mod presence;
@@ -77,18 +79,6 @@ impl RedisBroker {
 fn unreached() -> Redis {
     let metrics = crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics"));
     Redis::new("redis://127.0.0.1:1", "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle"))
-}
-
-/// A listener on a free local port for a fake Redis, and its URL.
-#[cfg(test)]
-async fn fake_redis_listener() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|err| panic!("bind: {err}"));
-    let address = listener
-        .local_addr()
-        .unwrap_or_else(|err| panic!("address: {err}"));
-    (listener, format!("redis://{address}"))
 }
 
 /// The Redis Cluster hash tag of everything that orders room events.
