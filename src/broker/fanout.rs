@@ -1,7 +1,7 @@
 //! Room events out of a node: encoded once (all but the offset, which the
 //! broker assigns) and published through [`Events::publish`], in order. One
 //! task publishes for the whole node, batching whatever has queued up (on
-//! Redis, one pipeline of one script call each), so events leave in the
+//! Redis, one script call for the whole batch), so events leave in the
 //! order they were emitted. What the broker refuses is tried again a few
 //! times; what still fails is reported to the requests waiting on it
 //! ([`Fanout::emit_published`]).

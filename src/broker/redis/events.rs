@@ -4,8 +4,10 @@
 //! the channels of its rooms ([`super::subscriber`]) and, after a dropped
 //! connection, catches rooms up from their logs ([`super::catchup`]).
 
+use std::sync::LazyLock;
+
 use actix::Recipient;
-use deadpool_redis::redis::{RedisResult, Value as RedisValue};
+use deadpool_redis::redis::{ErrorKind, Script, Value as RedisValue};
 use tokio::sync::mpsc;
 
 use super::{offset_counter, room_channel, room_last_offset, room_log, RedisBroker};
@@ -15,86 +17,97 @@ use crate::broker::{
 use crate::ids::{RoomKey, UserId};
 use crate::store::StoreError;
 
-/// Appends to the log and publishes, atomically, so the offset order is the
-/// delivery order. Offsets come from one counter, so they order events
-/// across rooms too: "everything after offset N in my rooms" is exact.
+/// Appends to the logs and publishes a whole batch of events, atomically,
+/// so the offset order is the delivery order: one script call per batch,
+/// sent by its SHA (`EVALSHA`; loaded on the node that answers NOSCRIPT).
+/// Every key and channel it touches is in the `{events}` slot, so on a
+/// Redis Cluster too the batch is one call to one node.
+/// Offsets come from one counter, so they order events across rooms too:
+/// "everything after offset N in my rooms" is exact. The batch takes
+/// consecutive offsets with one INCRBY, and the script answers the first.
 /// Each entry keeps the id of the room's entry before it (`p`), so that a
-/// reader can tell whether trimming dropped events past a given offset.
+/// reader can tell whether trimming dropped events past a given offset; a
+/// small key beside the log holds it (reading the log's last entry would
+/// copy its frame), swapped with one `SET … GET`.
 /// Entry ids are offsets as packets show them (`<offset>-0`).
 /// A counter Redis lost (a restart without persistence) starts again from
 /// the time in microseconds, so offsets keep increasing: nodes drop an
 /// event whose offset is not past the last one they passed on.
-/// KEYS: the log, the offset counter, the room's last offset (a small key
-/// beside the log: reading the log's last entry would copy its frame).
-/// ARGV: channel, frame head, except,
-/// version, log length, log TTL (ms), emission id.
+/// KEYS: the offset counter, then per event its room's log and last offset.
+/// ARGV: log length, log TTL (ms), then per event: channel, frame head,
+/// except, version, emission id.
 const PUBLISH: &str = r#"
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then
+local count = (#KEYS - 1) / 2
+local n = redis.call('INCRBY', KEYS[1], count)
+if n == count then
   local now = redis.call('TIME')
-  n = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[2], string.format('%.0f', n))
+  n = tonumber(now[1]) * 1000000 + tonumber(now[2]) + count - 1
+  redis.call('SET', KEYS[1], string.format('%.0f', n))
 end
-n = string.format('%.0f', n)
-local id = n .. '-0'
-local previous = redis.call('GET', KEYS[3]) or '0-0'
-redis.call('SET', KEYS[3], id, 'PX', ARGV[6])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'h', ARGV[2], 'x', ARGV[3], 'v', ARGV[4], 'e', ARGV[7], 'p', previous)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('SPUBLISH', ARGV[1], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[7] .. '|' .. n .. '|' .. ARGV[2] .. ',"' .. id .. '"]')
-return id
+local first = n - count + 1
+for i = 0, count - 1 do
+  local offset = string.format('%.0f', first + i)
+  local id = offset .. '-0'
+  local log, a = KEYS[2 + 2 * i], 3 + 5 * i
+  local previous = redis.call('SET', KEYS[3 + 2 * i], id, 'PX', ARGV[2], 'GET') or '0-0'
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[1], id, 'h', ARGV[a + 1], 'x', ARGV[a + 2],
+    'v', ARGV[a + 3], 'e', ARGV[a + 4], 'p', previous)
+  redis.call('PEXPIRE', log, ARGV[2])
+  redis.call('SPUBLISH', ARGV[a], ARGV[a + 2] .. '|' .. ARGV[a + 3] .. '|' .. ARGV[a + 4] ..
+    '|' .. offset .. '|' .. ARGV[a + 1] .. ',"' .. id .. '"]')
+end
+return string.format('%.0f', first)
 "#;
 
+/// The publish script, hashed once.
+static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH));
+
 impl Events for RedisBroker {
-    /// One pipeline of one script call per publication.
+    /// One script call for the whole batch: its events take consecutive
+    /// offsets, and all are refused when the call fails.
     async fn publish(
         &self,
         batch: &[Publication],
         limits: LogLimits,
     ) -> Vec<Result<u64, StoreError>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
         let redis = &self.redis;
-        let mut pipe = deadpool_redis::redis::pipe();
-        pipe.ignore_errors();
+        let mut script = PUBLISH_SCRIPT.key(offset_counter(redis.prefix()));
+        script
+            .arg(limits.max_len)
+            .arg(limits.ttl.as_millis() as u64);
         for event in batch {
-            pipe.cmd("EVAL")
-                .arg(PUBLISH)
-                .arg(3)
-                .arg(room_log(redis.prefix(), &event.room))
-                .arg(offset_counter(redis.prefix()))
-                .arg(room_last_offset(redis.prefix(), &event.room))
+            script
+                .key(room_log(redis.prefix(), &event.room))
+                .key(room_last_offset(redis.prefix(), &event.room))
                 .arg(room_channel(redis.prefix(), &event.room))
                 .arg(&event.head)
                 .arg(event.except.as_ref().map(UserId::as_str).unwrap_or(""))
                 .arg(event.version.map(|v| v.to_string()).unwrap_or_default())
-                .arg(limits.max_len)
-                .arg(limits.ttl.as_millis() as u64)
                 .arg(event.emission);
         }
-        let all_refused = |err: StoreError| batch.iter().map(|_| Err(err.clone())).collect();
-        let replies: Vec<RedisResult<RedisValue>> = match redis.connection().await {
-            Ok(mut conn) => match pipe.query_async(&mut *conn).await {
-                Ok(replies) => replies,
-                Err(err) => {
+        let first: Result<String, StoreError> = match redis.connection().await {
+            Ok(mut conn) => script.invoke_async(&mut *conn).await.map_err(|err| {
+                // A broken connection fails until its next check: take
+                // fresh ones. Redis's own refusals say nothing of the link.
+                if !matches!(err.kind(), ErrorKind::Server(_)) {
                     redis.reset_connections();
-                    return all_refused(err.into());
                 }
-            },
-            Err(err) => return all_refused(err),
+                StoreError::from(err)
+            }),
+            Err(err) => Err(err),
         };
-        let mut answers: Vec<Result<u64, StoreError>> = replies
-            .into_iter()
-            .map(|reply| match reply {
-                Ok(id) => text(&id)
-                    .and_then(|id| parse_offset(&id))
-                    .ok_or_else(|| StoreError::internal(format!("redis: offset {id:?}"))),
-                Err(err) => Err(err.into()),
-            })
-            .collect();
-        // A short reply (never seen) refuses the rest.
-        answers.resize_with(batch.len(), || {
-            Err(StoreError::unavailable("redis: no reply for the event"))
+        let first = first.and_then(|first| {
+            first
+                .parse::<u64>()
+                .map_err(|_| StoreError::internal(format!("redis: offset {first:?}")))
         });
-        answers
+        match first {
+            Ok(first) => (first..).take(batch.len()).map(Ok).collect(),
+            Err(err) => batch.iter().map(|_| Err(err.clone())).collect(),
+        }
     }
 
     async fn since(&self, room: &RoomKey, after: u64) -> Result<History, StoreError> {
@@ -252,7 +265,50 @@ fn stream_entries(reply: RedisValue) -> Vec<(String, Vec<String>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::broker::redis::fake::broker_without_scripts;
+
+    fn publication(room: &str) -> Publication {
+        Publication {
+            room: RoomKey::parse(room).unwrap_or_else(|| panic!("a room")),
+            emission: 7,
+            head: r#"42["x",{}"#.to_owned(),
+            except: None,
+            version: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_script_call_by_sha_loaded_on_noscript() {
+        let (broker, seen) = broker_without_scripts(&PUBLISH_SCRIPT, "$2\r\n41\r\n").await;
+        let limits = LogLimits {
+            ttl: Duration::from_secs(60),
+            max_len: 100,
+        };
+        let batch = [
+            publication("booking:b1"),
+            publication("user:u1"),
+            publication("user:u2"),
+        ];
+        let offsets: Vec<_> = broker
+            .publish(&batch, limits)
+            .await
+            .into_iter()
+            .map(|offset| offset.unwrap_or_else(|err| panic!("published: {err}")))
+            .collect();
+        assert_eq!(offsets, vec![41, 42, 43]);
+        let again = broker.publish(&batch[..1], limits).await;
+        assert!(matches!(again.as_slice(), [Ok(41)]), "{again:?}");
+        // The counter and each event's log and last offset: 7 keys.
+        let seen = seen();
+        assert_eq!(
+            seen,
+            ["EVALSHA 7", "SCRIPT LOAD", "EVALSHA 7", "EVALSHA 3"],
+            "one call per batch, by SHA; loaded once where it was missing"
+        );
+    }
 
     #[test]
     fn messages_carry_except_version_emission_and_frame() {

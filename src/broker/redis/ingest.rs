@@ -10,9 +10,10 @@
 //! multiplexed connections (`conn.rs`), and a blocked command would hold
 //! one of them for every other command of the node. The reader polls.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use deadpool_redis::redis::{cmd, pipe, RedisError, Value};
+use deadpool_redis::redis::{cmd, pipe, RedisError, Script, Value};
 
 use super::RedisBroker;
 use crate::broker::{Ingest, Mark, Next, QueueEntry};
@@ -120,16 +121,19 @@ redis.call('XACK', KEYS[1], 'souk', ARGV[1])
 return 0
 "#;
 
+/// The scripts, hashed once and sent by their SHA.
+static LEAD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEAD));
+static RESIGN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESIGN));
+static DEAD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DEAD));
+
 impl Ingest for RedisBroker {
     async fn lead(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut conn = self.redis.connection().await?;
-        let held: i64 = cmd("EVAL")
-            .arg(LEAD)
-            .arg(1)
-            .arg(self.ingest_key(Key::Lease))
+        let held: i64 = LEAD_SCRIPT
+            .key(self.ingest_key(Key::Lease))
             .arg(holder)
             .arg(ttl.as_millis() as u64)
-            .query_async(&mut *conn)
+            .invoke_async(&mut *conn)
             .await
             .inspect_err(|_| self.redis.reset_connections())?;
         Ok(held == 1)
@@ -137,12 +141,10 @@ impl Ingest for RedisBroker {
 
     async fn resign(&self, holder: &str) -> Result<(), StoreError> {
         let mut conn = self.redis.connection().await?;
-        let _: Value = cmd("EVAL")
-            .arg(RESIGN)
-            .arg(1)
-            .arg(self.ingest_key(Key::Lease))
+        let _: Value = RESIGN_SCRIPT
+            .key(self.ingest_key(Key::Lease))
             .arg(holder)
-            .query_async(&mut *conn)
+            .invoke_async(&mut *conn)
             .await?;
         Ok(())
     }
@@ -268,12 +270,9 @@ impl Ingest for RedisBroker {
     }
 
     async fn dead(&self, entry: &QueueEntry, reason: &str) -> Result<(), StoreError> {
-        let mut script = cmd("EVAL");
+        let mut script = DEAD_SCRIPT.key(self.ingest_key(Key::Stream));
         script
-            .arg(DEAD)
-            .arg(2)
-            .arg(self.ingest_key(Key::Stream))
-            .arg(self.ingest_key(Key::Dead))
+            .key(self.ingest_key(Key::Dead))
             .arg(&entry.entry)
             .arg(DEAD_LEN);
         for (name, value) in &entry.fields {
@@ -285,7 +284,7 @@ impl Ingest for RedisBroker {
             .arg("entry")
             .arg(&entry.entry);
         let mut conn = self.redis.connection().await?;
-        let _: Value = script.query_async(&mut *conn).await?;
+        let _: Value = script.invoke_async(&mut *conn).await?;
         Ok(())
     }
 
@@ -431,6 +430,18 @@ fn number(value: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::redis::fake::broker_without_scripts;
+
+    #[tokio::test]
+    async fn the_lease_goes_by_its_scripts_sha() {
+        let (broker, seen) = broker_without_scripts(&LEAD_SCRIPT, ":1\r\n").await;
+        for _ in 0..2 {
+            let held = broker.lead("n1", Duration::from_secs(5)).await;
+            assert!(matches!(held, Ok(true)), "{held:?}");
+        }
+        let seen = seen();
+        assert_eq!(seen, ["EVALSHA 1", "SCRIPT LOAD", "EVALSHA 1", "EVALSHA 1"]);
+    }
 
     fn bulk(text: &str) -> Value {
         Value::BulkString(text.as_bytes().to_vec())

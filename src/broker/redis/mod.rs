@@ -29,6 +29,8 @@ mod auctions;
 mod catchup;
 pub mod conn;
 mod events;
+#[cfg(test)]
+mod fake;
 mod ingest;
 mod nodes;
 mod presence;

@@ -12,6 +12,7 @@
 //! the expiry set that lists them share one Redis Cluster hash tag, so each
 //! script touches one slot, and the sweep takes the buckets one by one.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -80,6 +81,10 @@ end
 return gone
 ";
 
+/// The scripts, hashed once (SHA-1 over the text) rather than per call.
+static REFRESH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFRESH));
+static SWEEP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SWEEP));
+
 impl Presence for RedisBroker {
     async fn refresh(
         &self,
@@ -91,7 +96,7 @@ impl Presence for RedisBroker {
         let mut conn = redis.connection().await?;
         let seen = rfc3339(now);
         let expires_ms = now.timestamp_millis() + ttl.as_millis() as i64;
-        let script = Script::new(REFRESH);
+        let script = &*REFRESH_SCRIPT;
         let mut arrived = Vec::new();
         for user in users {
             let existed: Result<i64, _> = script
@@ -128,7 +133,7 @@ impl Presence for RedisBroker {
     async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<(UserId, Option<String>)>, StoreError> {
         let redis = &self.redis;
         let mut conn = redis.connection().await?;
-        let script = Script::new(SWEEP);
+        let script = &*SWEEP_SCRIPT;
         let mut left = Vec::new();
         for bucket in 0..BUCKETS {
             let gone: Result<Vec<String>, _> = script
@@ -197,6 +202,7 @@ impl Presence for RedisBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::redis::fake::broker_at;
 
     /// The text between the first `{` and the next `}`: what Redis Cluster
     /// hashes to pick a key's slot.
@@ -223,12 +229,7 @@ mod tests {
     /// standalone `INFO`, or `+PONG`).
     async fn redis_answering(replies: &'static [&'static str]) -> String {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|err| panic!("bind: {err}"));
-        let address = listener
-            .local_addr()
-            .unwrap_or_else(|err| panic!("address: {err}"));
+        let (listener, url) = crate::broker::redis::fake::fake_redis_listener().await;
         let scripts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -266,17 +267,11 @@ mod tests {
                 });
             }
         });
-        format!("redis://{address}")
+        url
     }
 
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap_or_else(|| panic!("a user id"))
-    }
-
-    fn broker_at(url: &str) -> RedisBroker {
-        let metrics = crate::metrics::Metrics::new().unwrap_or_else(|_| panic!("metrics"));
-        let redis = Redis::new(url, "souk:", 1, metrics).unwrap_or_else(|_| panic!("a handle"));
-        RedisBroker::new(redis, url, "test").unwrap_or_else(|_| panic!("a broker"))
     }
 
     #[tokio::test]
