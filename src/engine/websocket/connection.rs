@@ -28,9 +28,14 @@ const READS_PER_WAKE: usize = 16;
 /// Frames one vectored write carries at most (two slices each, well under
 /// the kernel's 1024).
 const FRAMES_PER_WRITE: usize = 64;
-/// How long a closing connection may take to write its last frames, and
-/// then to see the client's end.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Messages one wake-up may handle before letting the thread's other
+/// connections run (a client sending many small frames at once).
+const MESSAGES_PER_WAKE: usize = 64;
+/// How long a closing connection may take to write its last frames (a
+/// client that stopped reading gets this long to take its close frame).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long a closed connection waits for the client to end its side.
+const LINGER: Duration = Duration::from_secs(1);
 /// What a closing connection reads at most while waiting for the client's end.
 const LINGER_BYTES: usize = 1 << 20;
 
@@ -139,9 +144,16 @@ enum Read {
 impl Connection {
     async fn run<U: Upper>(&mut self, upper: &mut U) -> Ended {
         let mut taking: Option<Pin<Box<dyn Future<Output = bool>>>> = None;
+        let mut handled = 0;
         loop {
             if self.transport.closing() {
-                return self.close_requested().await;
+                // Boxed, as every closing path: its state would otherwise
+                // be part of every connection's task, idle or not.
+                return Box::pin(self.close_requested()).await;
+            }
+            if handled >= MESSAGES_PER_WAKE {
+                handled = 0;
+                tokio::task::yield_now().await;
             }
             if self.writing.is_none() {
                 let frames = self.transport.take();
@@ -157,6 +169,7 @@ impl Connection {
                 }
             }
             if taking.is_none() {
+                handled += 1;
                 match self.read() {
                     Read::Message(Message::Text(text)) => {
                         taking = Some(upper.text(text));
@@ -175,7 +188,7 @@ impl Connection {
                     }
                     Read::Message(Message::Pong) => continue,
                     Read::Message(Message::Close(_)) => {
-                        self.finish(code::NORMAL, reason::TRANSPORT_CLOSE).await;
+                        Box::pin(self.finish(code::NORMAL, reason::TRANSPORT_CLOSE)).await;
                         return Ended::Closed;
                     }
                     Read::Violation(violation) => {
@@ -183,11 +196,11 @@ impl Connection {
                             Violation::Protocol => Ended::Failed,
                             Violation::TooLarge | Violation::NotUtf8 => Ended::Malformed,
                         };
-                        self.finish(violation.code(), how.reason()).await;
+                        Box::pin(self.finish(violation.code(), how.reason())).await;
                         return how;
                     }
                     Read::Yield => {
-                        tokio::task::yield_now().await;
+                        handled = MESSAGES_PER_WAKE;
                         continue;
                     }
                     Read::Eof => return Ended::Closed,
@@ -195,6 +208,7 @@ impl Connection {
                     Read::Blocked => {}
                 }
             }
+            handled = 0;
             let taken = poll_fn(|cx| self.poll_wake(cx, &mut taking)).await;
             if taken == Some(false) {
                 return Ended::Closed; // the session is gone
@@ -268,12 +282,15 @@ impl Connection {
         })
     }
 
-    /// The session asked to close: a connection whose writes are blocked is
-    /// dropped at once (a slow consumer, a client gone); otherwise what
-    /// waits is written, then the close frame.
+    /// The session asked to close: what waits is written, then the close
+    /// frame. A connection whose writes are blocked (a slow consumer, a
+    /// client gone) drops at once everything not yet begun: it keeps only
+    /// the frame it is halfway through, then the close frame, for as long
+    /// as [`CLOSE_GRACE`].
     async fn close_requested(&mut self) -> Ended {
-        if self.writing.is_some() {
-            return Ended::Closed;
+        if let Some(writing) = &mut self.writing {
+            writing.frames.truncate(usize::from(writing.done > 0));
+            drop(self.transport.take());
         }
         let (code, reason) = self
             .transport
@@ -322,7 +339,7 @@ impl Connection {
                 }
             }
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, drained).await;
+        let _ = tokio::time::timeout(LINGER, drained).await;
     }
 }
 
