@@ -191,8 +191,8 @@ fn load_public_key(path: &Path) -> Result<(Algorithm, DecodingKey), KeyError> {
 }
 
 /// The token of a request's `Authorization: Bearer` header, if any.
-pub fn bearer_token(req: &actix_web::HttpRequest) -> Option<&str> {
-    req.headers()
+pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    headers
         .get(actix_web::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?

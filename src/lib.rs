@@ -11,6 +11,7 @@ pub mod auth;
 pub mod beacon;
 pub mod broker;
 pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod handlers;
 pub mod ids;
@@ -29,10 +30,14 @@ pub mod time;
 pub mod timers;
 
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, AsyncContext};
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
+use actix_http::{HttpService, KeepAlive};
+use actix_service::map_config;
+use actix_web::dev::{fn_service, AppConfig, Server, ServerHandle};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 
 use crate::broker::Events;
 use crate::rooms::registry::ShutdownAll;
@@ -218,25 +223,22 @@ impl Application {
         // there); the session layer's own, so the state does not know it.
         let directory = web::Data::new(session::Directory::default());
         let user_timeout = state.settings.guard.tcp_user_timeout;
-        let server = HttpServer::new(move || {
-            App::new()
+        let server = serve(listener, threads, grace, move || {
+            let (upgrade_state, upgrade_directory) = (app_state.clone(), directory.clone());
+            let (app_state, directory) = (app_state.clone(), directory.clone());
+            let upgrades = fn_service(move |request| {
+                session::upgrade(request, upgrade_state.clone(), upgrade_directory.clone())
+            });
+            let app = App::new()
                 .app_data(app_state.clone())
-                .app_data(directory.clone())
-                .configure(|cfg| api::configure(cfg, &app_state.settings))
+                .app_data(directory)
+                .configure(|cfg| api::configure(cfg, &app_state.settings));
+            (upgrades, app, user_timeout)
         })
-        .workers(threads)
-        // Acks are small frames: without this, Nagle holds each behind the
-        // client's delayed ACK (about 35 ms an ack, measured by souk-bench).
-        .tcp_nodelay(true)
-        .on_connect(move |conn, _| session::on_accept(conn, user_timeout))
-        .disable_signals()
-        .shutdown_timeout(grace.as_secs().max(1))
-        .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: address.to_string(),
             source,
-        })?
-        .run();
+        })?;
         Ok(Application {
             server,
             address,
@@ -289,6 +291,72 @@ impl Application {
         drop(only_node);
         result
     }
+}
+
+/// Serves HTTP as actix-web's `HttpServer` does (its timeouts and
+/// keep-alive), with one difference: a request to upgrade to a WebSocket
+/// goes to the upgrade service with its raw connection, so that a WebSocket
+/// keeps none of the HTTP layer's buffers. `parts` makes each worker's
+/// upgrade service, App and `TCP_USER_TIMEOUT`.
+fn serve<F, U, A>(
+    listener: TcpListener,
+    workers: usize,
+    grace: Duration,
+    parts: F,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> (U, App<A>, Option<Duration>) + Send + Clone + 'static,
+    U: actix_web::dev::ServiceFactory<
+            (
+                actix_http::Request,
+                actix_codec::Framed<TcpStream, actix_http::h1::Codec>,
+            ),
+            Config = (),
+            Response = (),
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+{
+    let address = listener.local_addr()?;
+    let builder = Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs().max(1))
+        .listen("souk", listener, move || {
+            let (upgrades, app, user_timeout) = parts();
+            let shutdown = shutdown.clone();
+            HttpService::build()
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(address)
+                // Acks are small frames: without this, Nagle holds each
+                // behind the client's delayed ACK (about 35 ms an ack,
+                // measured by souk-bench).
+                .tcp_nodelay(true)
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .on_connect_ext(move |stream: &TcpStream, _: &mut _| {
+                    session::on_accept(stream, user_timeout)
+                })
+                .upgrade(upgrades)
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
+    Ok(server)
 }
 
 /// Starts reading the backend's queue, unless it is off or the broker has

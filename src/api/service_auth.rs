@@ -68,7 +68,7 @@ pub(super) fn bearer_identity(req: &HttpRequest) -> Result<Identity, Failure> {
     let app = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| Failure::new(Code::Internal, "no app state"))?;
-    let token = crate::auth::bearer_token(req)
+    let token = crate::auth::bearer_token(req.headers())
         .ok_or_else(|| Failure::new(Code::Unauthorized, "missing bearer token"))?;
     app.auth
         .verify(token)

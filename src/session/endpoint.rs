@@ -1,16 +1,27 @@
 //! `/socket.io/`: checks the Engine.IO query and hands the request to its
 //! transport: a new WebSocket session, a WebSocket upgrading a polling
-//! session, or a long-polling GET or POST.
+//! session, or a long-polling GET or POST. WebSockets arrive through the
+//! HTTP server's upgrade hook ([`upgrade`]), which hands over the raw
+//! connection; the rest through the App.
 
 use std::collections::HashMap;
 
-use actix::Actor;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix::{Actor, Addr};
+use actix_codec::Framed;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::{h1, ws, ConnectionType, Request};
+use actix_web::dev::RequestHead;
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::SinkExt;
 
 use super::guard::{self, HandshakeSlot};
 use super::{polling, reason, websocket, Directory, End, Session};
 use crate::error::{Code, Failure};
 use crate::state::AppState;
+
+/// Where Socket.IO is served.
+const PATH: &str = "/socket.io/";
 
 /// The Engine.IO protocol version souk speaks.
 const EIO_VERSION: &str = "4";
@@ -22,8 +33,8 @@ enum Transport {
 }
 
 /// Checks `EIO` and `transport`; answers them with the `sid`, if any.
-fn read_query(req: &HttpRequest) -> Result<(Transport, Option<String>), Failure> {
-    let mut query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+fn read_query(query: &str) -> Result<(Transport, Option<String>), Failure> {
+    let mut query = web::Query::<HashMap<String, String>>::from_query(query)
         .map_err(|_| Failure::new(Code::BadRequest, "malformed query string"))?
         .into_inner();
     if query.get("EIO").map(String::as_str) != Some(EIO_VERSION) {
@@ -47,8 +58,8 @@ fn read_query(req: &HttpRequest) -> Result<(Transport, Option<String>), Failure>
 }
 
 /// The token of an `Authorization: Bearer` header, for a CONNECT without one.
-fn header_token(req: &HttpRequest) -> Option<String> {
-    crate::auth::bearer_token(req).map(str::to_owned)
+fn header_token(head: &RequestHead) -> Option<String> {
+    crate::auth::bearer_token(head.headers()).map(str::to_owned)
 }
 
 /// Admits a new session, or refuses it: when its address opened too many
@@ -59,10 +70,10 @@ fn header_token(req: &HttpRequest) -> Option<String> {
 fn admit(
     app: &AppState,
     directory: &Directory,
-    req: &HttpRequest,
+    head: &RequestHead,
 ) -> Result<HandshakeSlot, Failure> {
     let guard = &app.settings.guard;
-    if let Some(addr) = guard::client_addr(req, &guard.trusted_proxies) {
+    if let Some(addr) = guard::client_addr(head, &guard.trusted_proxies) {
         if let Err(wait) = directory.opens.take(addr, guard.opens_per_addr) {
             trip(app, "opens_per_addr");
             return Err(guard::rate_limited(
@@ -98,48 +109,27 @@ fn trip(app: &AppState, limit: &str) {
 }
 
 /// The session a request names.
-fn find(directory: &Directory, sid: &str) -> Result<actix::Addr<Session>, Failure> {
+fn find(directory: &Directory, sid: &str) -> Result<Addr<Session>, Failure> {
     directory
         .get(sid)
         .ok_or_else(|| Failure::new(Code::BadRequest, "unknown sid: no such session here"))
 }
 
-/// `GET /socket.io/`: opens a session, upgrades one, or polls one.
+/// `GET /socket.io/` without an upgrade: opens a polling session or polls
+/// one (a WebSocket comes through [`upgrade`]).
 pub async fn socket_io(
     req: HttpRequest,
-    stream: web::Payload,
     app: web::Data<AppState>,
     directory: web::Data<Directory>,
 ) -> Result<HttpResponse, Failure> {
-    let (transport, sid) = read_query(&req)?;
-    let max_payload = app.settings.max_payload;
-    match (transport, sid) {
-        (Transport::WebSocket, None) => {
-            let slot = admit(&app, &directory, &req)?;
-            let session = Session::new(
-                app.into_inner(),
-                directory.into_inner(),
-                header_token(&req),
-                false,
-                slot,
-            )
-            .start();
-            let response = websocket::start(session.clone(), false, max_payload, &req, stream);
-            if response.is_err() {
-                session.do_send(End(reason::TRANSPORT_ERROR));
-            }
-            response
-        }
-        (Transport::WebSocket, Some(sid)) => {
-            let session = find(&directory, &sid)?;
-            websocket::start(session, true, max_payload, &req, stream)
-        }
+    match read_query(req.query_string())? {
+        (Transport::WebSocket, _) => Err(not_websocket(ws::handshake(req.head()).err())),
         (Transport::Polling, None) => {
-            let slot = admit(&app, &directory, &req)?;
+            let slot = admit(&app, &directory, req.head())?;
             let session = Session::new(
                 app.into_inner(),
                 directory.into_inner(),
-                header_token(&req),
+                header_token(req.head()),
                 true,
                 slot,
             )
@@ -150,6 +140,111 @@ pub async fn socket_io(
     }
 }
 
+fn not_websocket(err: Option<ws::HandshakeError>) -> Failure {
+    let why = err.map_or_else(|| "no Upgrade header".to_owned(), |err| err.to_string());
+    Failure::new(Code::BadRequest, format!("not a WebSocket upgrade: {why}"))
+}
+
+/// Any request asking to upgrade to a WebSocket, on any path (the HTTP
+/// server hands it over with its connection): a WebSocket session, or one
+/// upgrading a polling session, for `/socket.io/`; an HTTP error otherwise.
+/// Once the handshake is answered the HTTP layer's buffers are dropped: the
+/// engine's connection task keeps the socket and what was read past the
+/// request.
+pub async fn upgrade(
+    (req, mut framed): (Request, Framed<TcpStream, h1::Codec>),
+    app: web::Data<AppState>,
+    directory: web::Data<Directory>,
+) -> Result<(), actix_web::Error> {
+    let (session, upgrading) = match websocket_for(req.head(), &app, &directory) {
+        Ok(found) => found,
+        Err(failure) => {
+            refuse(framed, &failure).await;
+            return Ok(());
+        }
+    };
+    let response = ws::handshake_response(req.head()).finish().drop_body();
+    if framed
+        .send(h1::Message::Item((response, BodySize::None)))
+        .await
+        .is_err()
+    {
+        if !upgrading {
+            session.do_send(End(reason::TRANSPORT_ERROR));
+        }
+        return Ok(());
+    }
+    let parts = framed.into_parts();
+    let settings = &app.settings;
+    websocket::open(
+        session,
+        upgrading,
+        (parts.io, parts.read_buf),
+        settings.max_payload,
+        settings.max_outbound,
+    );
+    Ok(())
+}
+
+/// The session an upgrade is for, and whether it upgrades a polling one.
+fn websocket_for(
+    head: &RequestHead,
+    app: &web::Data<AppState>,
+    directory: &web::Data<Directory>,
+) -> Result<(Addr<Session>, bool), Failure> {
+    if head.uri.path() != PATH {
+        return Err(Failure::new(
+            Code::NotFound,
+            "no WebSocket here: Socket.IO is served at /socket.io/",
+        ));
+    }
+    let (Transport::WebSocket, sid) = read_query(head.uri.query().unwrap_or_default())? else {
+        return Err(Failure::new(
+            Code::BadRequest,
+            "only transport=websocket upgrades",
+        ));
+    };
+    ws::handshake(head).map_err(|err| not_websocket(Some(err)))?;
+    match sid {
+        None => {
+            let slot = admit(app, directory, head)?;
+            let session = Session::new(
+                app.clone().into_inner(),
+                directory.clone().into_inner(),
+                header_token(head),
+                false,
+                slot,
+            );
+            Ok((session.start(), false))
+        }
+        Some(sid) => Ok((find(directory, &sid)?, true)),
+    }
+}
+
+/// Answers an upgrade that is refused as the App answers the same failure
+/// (status, headers, JSON body), then closes the connection.
+async fn refuse(mut framed: Framed<TcpStream, h1::Codec>, failure: &Failure) {
+    let response: actix_http::Response<_> = failure.error_response().into();
+    let (mut response, body) = response.into_parts();
+    let Ok(body) = body.try_into_bytes() else {
+        return;
+    };
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    let size = BodySize::Sized(body.len() as u64);
+    let sent = async {
+        framed.feed(h1::Message::Item((response, size))).await?;
+        framed.feed(h1::Message::Chunk(Some(body))).await?;
+        // `close` alone does not write what was fed.
+        framed.send(h1::Message::Chunk(None)).await?;
+        framed.close().await
+    };
+    if let Err(err) = sent.await {
+        log::debug!("refusing an upgrade: {err}");
+    }
+}
+
 /// `POST /socket.io/`: packets from a long-polling client.
 pub async fn socket_io_post(
     req: HttpRequest,
@@ -157,7 +252,7 @@ pub async fn socket_io_post(
     app: web::Data<AppState>,
     directory: web::Data<Directory>,
 ) -> Result<HttpResponse, Failure> {
-    let (transport, sid) = read_query(&req)?;
+    let (transport, sid) = read_query(req.query_string())?;
     let Transport::Polling = transport else {
         return Err(Failure::new(
             Code::BadRequest,

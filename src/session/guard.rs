@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::HttpRequest;
+use actix_web::dev::RequestHead;
+use actix_web::rt::net::TcpStream;
 
 use crate::error::Failure;
 use crate::limits::TokenBucket;
@@ -74,11 +75,11 @@ impl OpenLimiter {
 /// peer is a trusted proxy the last address before the trusted ones in
 /// `X-Forwarded-For`. IPv6 clients are counted by their /64, which one
 /// host usually holds whole.
-pub fn client_addr(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
+pub fn client_addr(head: &RequestHead, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = head.peer_addr?.ip();
     let mut client = peer;
     if trusted.contains(&peer) {
-        let forwarded = req
+        let forwarded = head
             .headers()
             .get_all("x-forwarded-for")
             .filter_map(|value| value.to_str().ok())
@@ -113,15 +114,11 @@ fn counted(ip: IpAddr) -> IpAddr {
 
 /// Sets `TCP_USER_TIMEOUT` on an accepted connection: data written to a
 /// client that stopped reading (a zero window) or that vanished may stay
-/// unacknowledged that long before the kernel drops the connection. A
-/// stalled write is otherwise never given up on: the WebSocket actor only
-/// runs when its socket can be written, so it can neither see its session
-/// close nor free the packets it holds, and the descriptor stays open.
-pub fn on_accept(conn: &dyn std::any::Any, user_timeout: Option<Duration>) {
+/// unacknowledged that long before the kernel drops the connection: the
+/// WebSocket's task drops a blocked write when its session closes, and the
+/// kernel's bound covers a client that vanished with nothing more queued.
+pub fn on_accept(stream: &TcpStream, user_timeout: Option<Duration>) {
     let Some(timeout) = user_timeout else {
-        return;
-    };
-    let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
         return;
     };
     if let Err(err) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {

@@ -1,7 +1,7 @@
 //! One actor per connection: takes packets from its transport, decodes them,
 //! authorizes, routes events, and writes packets back through a bounded
-//! outbound queue. Transports: a WebSocket (websocket.rs, the only user of
-//! actix-web-actors, so a move to actix-ws touches that file alone) or
+//! outbound queue. Transports: a WebSocket (websocket.rs links the engine's
+//! connection task, [`crate::engine::websocket`], to the session) or
 //! long-polling (polling.rs), which can upgrade to a WebSocket. endpoint.rs
 //! reads the `/socket.io/` query and picks the transport.
 
@@ -38,13 +38,13 @@ use crate::state::{random_id, AppState};
 use crate::timers::{Due, Kind, Timers};
 
 pub use directory::Directory;
-pub use endpoint::{socket_io, socket_io_post};
+pub use endpoint::{socket_io, socket_io_post, upgrade};
 pub use guard::on_accept;
 
+use crate::engine::websocket::Transport;
 use crate::limits::TokenBucket;
 use guard::{rate_limited, retry_after_ms, HandshakeSlot};
-use outbound::{Ending, Outbound, Pipe, PollAnswer};
-use websocket::WsTransport;
+use outbound::{Ending, Outbound, PollAnswer};
 
 /// Bad frames in a row that close a connection (contract §1).
 const MAX_BAD_FRAMES_IN_ROW: u32 = 10;
@@ -78,9 +78,7 @@ const LINGER: Kind = Kind::new(4);
 
 /// Why a connection closed, as the `souk_disconnects_total{reason}` label.
 pub mod reason {
-    pub const TRANSPORT_CLOSE: &str = "transport close";
-    pub const TRANSPORT_ERROR: &str = "transport error";
-    pub const PARSE_ERROR: &str = "parse error";
+    pub use crate::engine::reason::{PARSE_ERROR, TRANSPORT_CLOSE, TRANSPORT_ERROR};
     pub const PING_TIMEOUT: &str = "ping timeout";
     pub const CONNECT_TIMEOUT: &str = "connect timeout";
     pub const CLIENT_DISCONNECT: &str = "client namespace disconnect";
@@ -1001,7 +999,7 @@ impl Handler<FlushPoll> for Session {
 /// A WebSocket answered the upgrade probe of a polling session.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Probe(Addr<WsTransport>);
+struct Probe(Transport);
 
 impl Handler<Probe> for Session {
     type Result = ();
@@ -1014,12 +1012,12 @@ impl Handler<Probe> for Session {
 /// client completes an upgrade from polling.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Attach(Pipe);
+struct Attach(Transport);
 
 impl Handler<Attach> for Session {
     type Result = ();
-    fn handle(&mut self, Attach(pipe): Attach, ctx: &mut Self::Context) {
-        if self.out.attach(pipe).is_err() {
+    fn handle(&mut self, Attach(transport): Attach, ctx: &mut Self::Context) {
+        if self.out.attach(transport).is_err() {
             self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
         }
     }
@@ -1041,7 +1039,7 @@ impl Handler<End> for Session {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct TransportClosed {
-    transport: Addr<WsTransport>,
+    transport: Transport,
     reason: &'static str,
 }
 

@@ -8,22 +8,17 @@
 //! reconnects.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 
-use actix::Addr;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
 
-use super::websocket::{Close, Drain, WsTransport};
+use crate::engine::websocket::{frame::code, Transport};
+pub use crate::engine::Full as SlowConsumer;
+use crate::engine::PACKET_OVERHEAD;
 use crate::error::Failure;
 use crate::protocol::engine;
 
-/// What each queued packet costs beyond its bytes, counted against the
-/// limit: its place in the queue, its allocation, its frame header. Without
-/// it a client could queue half a million 1-byte pongs within a 1 MB bound.
-pub const PACKET_OVERHEAD: usize = 128;
-
-/// How a transport ends; the WebSocket module maps these to close codes.
+/// How a transport ends; a WebSocket says it with its close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Normal,
@@ -35,6 +30,20 @@ pub enum Ending {
     Overloaded,
 }
 
+impl Ending {
+    /// The WebSocket close code that says it.
+    pub fn code(self) -> u16 {
+        match self {
+            Ending::Normal => code::NORMAL,
+            Ending::Away => code::AWAY,
+            Ending::Policy => code::POLICY,
+            Ending::Protocol => code::PROTOCOL,
+            Ending::Restart => code::RESTART,
+            Ending::Overloaded => code::AGAIN,
+        }
+    }
+}
+
 /// The answer to a long-polling GET.
 pub enum PollAnswer {
     /// Packets joined with the record separator.
@@ -42,22 +51,10 @@ pub enum PollAnswer {
     Refused(Failure),
 }
 
-/// More bytes waiting than the connection may have.
-#[derive(Debug)]
-pub struct SlowConsumer;
-
-/// A WebSocket transport and the packets waiting for it to write them.
-pub struct Pipe {
-    pub transport: Addr<WsTransport>,
-    pub backlog: Arc<Mutex<Backlog>>,
-}
-
-/// Packets waiting for their transport: a long-polling GET, or a WebSocket
-/// (which shares its backlog with the session: the session adds, the
-/// transport takes all at once when it runs, and is told only when the
-/// backlog was empty, so a burst costs one message).
+/// Packets waiting for a long-polling GET, or for a WebSocket to take over
+/// (a WebSocket has its own queue, in its [`Transport`]).
 #[derive(Default)]
-pub struct Backlog {
+struct Backlog {
     frames: VecDeque<ByteString>,
     /// The bytes that count against the limit (replays do not).
     counted: usize,
@@ -80,18 +77,15 @@ impl Backlog {
         Ok(())
     }
 
-    /// Moves everything waiting in `other` behind what waits here.
-    fn append(&mut self, other: &mut Backlog) {
-        self.frames.append(&mut other.frames);
-        self.counted += std::mem::take(&mut other.counted);
-    }
-
     /// Everything waiting, oldest first.
-    pub fn take(&mut self) -> VecDeque<ByteString> {
+    fn take(&mut self) -> VecDeque<ByteString> {
         self.counted = 0;
         std::mem::take(&mut self.frames)
     }
 }
+
+/// Why a WebSocket that would take over from long-polling is closed.
+const UPGRADE_REFUSED: &str = "upgrade refused";
 
 pub struct Outbound {
     limit: usize,
@@ -101,7 +95,7 @@ pub struct Outbound {
 enum Way {
     /// No WebSocket (yet): packets wait for a GET, or for a WebSocket to attach.
     Held(Held),
-    WebSocket(Pipe),
+    WebSocket(Transport),
     Closed,
 }
 
@@ -110,7 +104,7 @@ struct Held {
     waiting: Backlog,
     poll: Option<oneshot::Sender<PollAnswer>>,
     /// A WebSocket that answered the upgrade probe and may take over.
-    probing: Option<Addr<WsTransport>>,
+    probing: Option<Transport>,
     /// The close packet is queued: nothing more is.
     closing: bool,
 }
@@ -125,29 +119,11 @@ impl Outbound {
 
     /// Queues one packet for the client.
     pub fn push(&mut self, frame: ByteString) -> Result<(), SlowConsumer> {
-        self.queue(frame, true)
-    }
-
-    fn queue(&mut self, frame: ByteString, counted: bool) -> Result<(), SlowConsumer> {
         // Checked before the packet is queued, so one packet larger than the
         // limit is a slow consumer too.
-        let len = if counted {
-            frame.len() + PACKET_OVERHEAD
-        } else {
-            0
-        };
+        let len = frame.len() + PACKET_OVERHEAD;
         match &mut self.way {
-            Way::WebSocket(pipe) => {
-                let Ok(mut backlog) = pipe.backlog.lock() else {
-                    return Err(SlowConsumer); // a transport panicked holding it
-                };
-                let wake = backlog.frames.is_empty();
-                backlog.push(frame, len, self.limit)?;
-                drop(backlog);
-                if wake {
-                    pipe.transport.do_send(Drain);
-                }
-            }
+            Way::WebSocket(transport) => transport.push(frame)?,
             // Once closing, the close packet is the last one.
             Way::Held(held) if held.closing => {}
             Way::Held(held) => held.waiting.push(frame, len, self.limit)?,
@@ -193,7 +169,7 @@ impl Outbound {
     /// How many packets wait for the WebSocket to take them.
     pub fn unwritten(&self) -> usize {
         match &self.way {
-            Way::WebSocket(pipe) => pipe.backlog.lock().map_or(0, |b| b.frames.len()),
+            Way::WebSocket(transport) => transport.unwritten(),
             _ => 0,
         }
     }
@@ -235,39 +211,34 @@ impl Outbound {
     /// A WebSocket answered the probe: the polling loop is told to pause.
     /// Refused (the WebSocket is closed) unless this is a polling session
     /// with no other upgrade under way.
-    pub fn probe(&mut self, transport: Addr<WsTransport>) {
+    pub fn probe(&mut self, transport: Transport) {
         match &mut self.way {
             Way::Held(held) if held.probing.is_none() => {
                 held.probing = Some(transport);
                 held.release_poll();
             }
-            _ => transport.do_send(Close(Ending::Policy, "upgrade refused")),
+            _ => transport.close(Ending::Policy.code(), UPGRADE_REFUSED),
         }
     }
 
     /// The WebSocket is the transport from now on: what waited goes to it,
     /// counted as it was.
-    pub fn attach(&mut self, pipe: Pipe) -> Result<(), SlowConsumer> {
+    pub fn attach(&mut self, transport: Transport) -> Result<(), SlowConsumer> {
         let Way::Held(held) = &mut self.way else {
-            pipe.transport
-                .do_send(Close(Ending::Policy, "upgrade refused"));
+            transport.close(Ending::Policy.code(), UPGRADE_REFUSED);
             return Ok(());
         };
         held.release_poll();
-        if !held.waiting.frames.is_empty() {
-            let mut backlog = pipe.backlog.lock().map_err(|_| SlowConsumer)?;
-            backlog.append(&mut held.waiting);
-            drop(backlog);
-            pipe.transport.do_send(Drain);
-        }
-        self.way = Way::WebSocket(pipe);
+        let counted = held.waiting.counted;
+        transport.append(held.waiting.take(), counted)?;
+        self.way = Way::WebSocket(transport);
         Ok(())
     }
 
     /// A WebSocket ended. True when it was the connection's transport.
-    pub fn transport_closed(&mut self, transport: &Addr<WsTransport>) -> bool {
+    pub fn transport_closed(&mut self, transport: &Transport) -> bool {
         match &mut self.way {
-            Way::WebSocket(pipe) => pipe.transport == *transport,
+            Way::WebSocket(current) => current == transport,
             Way::Held(held) => {
                 if held.probing.as_ref() == Some(transport) {
                     held.probing = None;
@@ -286,10 +257,10 @@ impl Outbound {
     /// nothing more meanwhile).
     pub fn close(&mut self, ending: Ending, reason: &'static str) -> bool {
         match &mut self.way {
-            Way::WebSocket(pipe) => pipe.transport.do_send(Close(ending, reason)),
+            Way::WebSocket(transport) => transport.close(ending.code(), reason),
             Way::Held(held) => {
                 if let Some(probing) = held.probing.take() {
-                    probing.do_send(Close(ending, reason));
+                    probing.close(ending.code(), reason);
                 }
                 held.closing = true;
                 return self.flush_poll();

@@ -18,6 +18,7 @@ mod client_types;
 mod cluster;
 mod connect;
 mod dashboards;
+mod engine;
 mod heartbeat;
 mod hostile;
 mod hostile_limits;

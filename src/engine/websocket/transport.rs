@@ -1,0 +1,195 @@
+//! The handle a session holds on its WebSocket: it queues frames (bounded),
+//! wakes the connection's task when the queue was empty, and asks it to
+//! close. The task takes everything waiting at once, so a burst costs one
+//! wake-up and one write.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
+
+use crate::engine::{Full, PACKET_OVERHEAD};
+
+/// A frame waiting to be written.
+pub(super) enum Outgoing {
+    /// A text frame: its header is made when it is written.
+    Text(ByteString),
+    /// A whole control frame (pong, close).
+    Control(Bytes),
+}
+
+/// What waits for the connection's task.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Outgoing>,
+    /// The bytes that count against the bound.
+    counted: usize,
+    /// The session asked to close, with this code and reason.
+    close: Option<(u16, &'static str)>,
+    /// The connection is gone: frames are dropped.
+    ended: bool,
+    /// How many frames it left unwritten when it went.
+    left: usize,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    waker: AtomicWaker,
+    /// The bytes that may wait, counted with [`PACKET_OVERHEAD`] each.
+    limit: usize,
+}
+
+/// One WebSocket connection, as its session sees it. Clones are the same
+/// connection (`==` says whether two handles are).
+#[derive(Clone)]
+pub struct Transport(Arc<Shared>);
+
+impl PartialEq for Transport {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Transport {}
+
+impl Transport {
+    /// A connection whose queue holds at most `limit` counted bytes.
+    pub fn new(limit: usize) -> Self {
+        Transport(Arc::new(Shared {
+            queue: Mutex::default(),
+            waker: AtomicWaker::new(),
+            limit,
+        }))
+    }
+
+    fn lock(&self) -> Option<MutexGuard<'_, Queue>> {
+        self.0.queue.lock().ok()
+    }
+
+    /// Queues a text frame, counted against the bound (its bytes and
+    /// [`PACKET_OVERHEAD`]). Refused when that would pass the bound: the
+    /// client does not read fast enough.
+    pub fn push(&self, text: ByteString) -> Result<(), Full> {
+        let cost = text.len() + PACKET_OVERHEAD;
+        self.queue(Outgoing::Text(text), cost)
+    }
+
+    /// Queues a text frame that does not count (the upgrade probe's answer).
+    pub fn push_uncounted(&self, text: ByteString) {
+        let _ = self.queue(Outgoing::Text(text), 0);
+    }
+
+    /// Queues frames that waited elsewhere, `counted` bytes of them
+    /// counting, behind what waits here. Refused past the bound.
+    pub fn append(&self, frames: VecDeque<ByteString>, counted: usize) -> Result<(), Full> {
+        let Some(mut queue) = self.lock() else {
+            return Err(Full);
+        };
+        if queue.ended || queue.close.is_some() || frames.is_empty() {
+            return Ok(());
+        }
+        if queue.counted + counted > self.0.limit {
+            return Err(Full);
+        }
+        let wake = queue.frames.is_empty();
+        queue.counted += counted;
+        queue.frames.extend(frames.into_iter().map(Outgoing::Text));
+        drop(queue);
+        if wake {
+            self.0.waker.wake();
+        }
+        Ok(())
+    }
+
+    pub(super) fn push_control(&self, frame: Bytes) -> Result<(), Full> {
+        let cost = frame.len() + PACKET_OVERHEAD;
+        self.queue(Outgoing::Control(frame), cost)
+    }
+
+    fn queue(&self, frame: Outgoing, cost: usize) -> Result<(), Full> {
+        let Some(mut queue) = self.lock() else {
+            return Err(Full); // the task panicked holding it
+        };
+        // Once closing, the close frame is the last one.
+        if queue.ended || queue.close.is_some() {
+            return Ok(());
+        }
+        // Checked before the frame is queued, so one frame larger than the
+        // bound is refused too.
+        if queue.counted + cost > self.0.limit {
+            return Err(Full);
+        }
+        let wake = queue.frames.is_empty();
+        queue.frames.push_back(frame);
+        queue.counted += cost;
+        drop(queue);
+        if wake {
+            self.0.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Asks the connection to write what waits, then a close frame with
+    /// `code` and `reason`, and end. A connection whose writes are blocked
+    /// ends at once.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        if let Some(mut queue) = self.lock() {
+            if queue.close.is_none() && !queue.ended {
+                queue.close = Some((code, reason));
+            }
+        }
+        self.0.waker.wake();
+    }
+
+    /// How many frames wait to be written; once the connection is gone,
+    /// how many it left unwritten.
+    pub fn unwritten(&self) -> usize {
+        self.lock()
+            .map_or(0, |queue| queue.frames.len().max(queue.left))
+    }
+
+    /// Everything waiting, oldest first: its bytes no longer count (as
+    /// they leave the queue they are the connection's to write).
+    pub(super) fn take(&self) -> VecDeque<Outgoing> {
+        match self.lock() {
+            Some(mut queue) => {
+                queue.counted = 0;
+                std::mem::take(&mut queue.frames)
+            }
+            None => VecDeque::new(),
+        }
+    }
+
+    /// Whether frames or a close request wait.
+    pub(super) fn has_work(&self) -> bool {
+        self.lock()
+            .is_none_or(|queue| !queue.frames.is_empty() || queue.close.is_some())
+    }
+
+    /// The close the session asked for, if it did.
+    pub(super) fn close_request(&self) -> Option<(u16, &'static str)> {
+        self.lock().and_then(|queue| queue.close)
+    }
+
+    /// Whether the session asked to close.
+    pub(super) fn closing(&self) -> bool {
+        self.lock().is_none_or(|queue| queue.close.is_some())
+    }
+
+    /// The connection is gone, `unwritten` frames of its own unwritten:
+    /// what waits is dropped, nothing more is kept.
+    pub(super) fn end(&self, unwritten: usize) {
+        if let Some(mut queue) = self.lock() {
+            queue.left = unwritten + queue.frames.len();
+            queue.ended = true;
+            queue.counted = 0;
+            queue.frames = VecDeque::new();
+        }
+    }
+
+    pub(super) fn register(&self, waker: &std::task::Waker) {
+        self.0.waker.register(waker);
+    }
+}
