@@ -144,9 +144,10 @@ impl Scenario for Fanout {
 
     fn title(&self, common: &Common) -> String {
         format!(
-            "souk-bench fanout: {} rooms x {} members, {} publishers, {} events/s, {:.0} s, via {}, against {}",
+            "souk-bench fanout: {} rooms x {} members ({}), {} publishers, {} events/s, {:.0} s, via {}, against {}",
             self.rooms,
             self.members,
+            common.target.transport.name(),
             self.publishers,
             self.rate,
             self.duration.as_secs_f64(),
@@ -432,6 +433,7 @@ fn fill_report(
             "publishers": settings.publishers,
             "rate": settings.rate,
             "via": settings.via.name(),
+            "transport": common.target.transport.name(),
             "durationSecs": secs,
             "drainSecs": settings.drain.as_secs_f64(),
         })),
