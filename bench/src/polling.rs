@@ -91,11 +91,10 @@ impl Polling {
         // A kept-alive connection may have been closed by the server
         // since its last use: then one more try on a new connection.
         for attempt in 0..2 {
-            let conn = match self.post.take() {
+            let mut conn = match self.post.take() {
                 Some(conn) => conn,
                 None => HttpConn::connect(&self.target, self.source).await?,
             };
-            let mut conn = conn;
             match conn.post(&path, packet).await {
                 Ok(_) => {
                     self.post = Some(conn);
@@ -373,6 +372,67 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
+
+    /// Reads one request with its body (Content-Length) from `stream`.
+    async fn read_request(stream: &mut TcpStream) -> Result<String> {
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some(end) = find(&raw, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_string();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .map_or(Ok(0), |n| n.trim().parse::<usize>())?;
+                if raw.len() >= end + 4 + length {
+                    return Ok(String::from_utf8_lossy(&raw).to_string());
+                }
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return fail("client closed mid-request");
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_on_a_connection_the_server_closed_is_sent_again() -> Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            // The first connection answers one POST, then the server
+            // closes it (as actix does after its keep-alive).
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().await?;
+                bodies.push(read_request(&mut conn).await?);
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                conn.write_all(ok).await?;
+            }
+            Ok::<_, crate::error::Error>(bodies)
+        });
+        let target = Target::parse(&format!("http://127.0.0.1:{port}"))?;
+        let (_tx, packets) = mpsc::channel(1);
+        let mut polling = Polling {
+            target,
+            source: IpAddr::from([127, 0, 0, 1]),
+            sid: "s1".into(),
+            post: None,
+            packets,
+            poller: tokio::spawn(async {}),
+        };
+        polling.send("40").await?;
+        // Let the close arrive before the connection is used again.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        polling.send("3").await?;
+        let bodies = server.await??;
+        assert!(bodies[0].starts_with("POST /socket.io/?EIO=4&transport=polling&sid=s1 HTTP/1.1"));
+        assert!(bodies[0].ends_with("\r\n\r\n40"), "{}", bodies[0]);
+        assert!(bodies[1].ends_with("\r\n\r\n3"), "{}", bodies[1]);
+        Ok(())
+    }
 
     #[test]
     fn payloads_split_on_the_record_separator() {
