@@ -35,6 +35,11 @@ options every scenario takes:
                              (comma-separated; default 127.0.0.1)
   --threads N                generator threads (default: one per core)
   --connect-concurrency N    connections being opened at once (default 200)
+  --transport websocket|polling
+                             Engine.IO transport of every connection (default
+                             websocket); polling: long-polling, one GET outstanding
+                             and POSTs for what the client sends, on two keep-alive
+                             HTTP/1.1 connections per client
 
 auction options:
   --bidders N                bidder connections (default 100)
@@ -128,6 +133,36 @@ pub struct Target {
     /// `host:port` as written, for the Host header.
     pub authority: String,
     pub addr: SocketAddr,
+    /// How Socket.IO connections reach it.
+    pub transport: Transport,
+}
+
+/// The Engine.IO transport the connections use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transport {
+    WebSocket,
+    Polling,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Polling => "polling",
+        }
+    }
+}
+
+impl FromStr for Transport {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Transport, String> {
+        match text {
+            "websocket" => Ok(Transport::WebSocket),
+            "polling" => Ok(Transport::Polling),
+            other => Err(format!("websocket or polling, not {other:?}")),
+        }
+    }
 }
 
 impl Target {
@@ -153,7 +188,11 @@ impl Target {
             .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
             .next()
             .ok_or_else(|| format!("{with_port} resolves to nothing"))?;
-        Ok(Target { authority, addr })
+        Ok(Target {
+            authority,
+            addr,
+            transport: Transport::WebSocket,
+        })
     }
 
     /// The WebSocket URL of the Engine.IO endpoint.
@@ -252,7 +291,8 @@ pub fn parse(args: &[String]) -> Result<Command> {
     let url = options
         .take_text("url")
         .ok_or("--url is required (see --help)")?;
-    let target = Target::parse(&url)?;
+    let mut target = Target::parse(&url)?;
+    target.transport = options.take("transport", Transport::WebSocket)?;
     let secret = options
         .take_text("secret")
         .ok_or("--secret is required (see --help)")?;

@@ -68,11 +68,8 @@ fn parse_response(raw: &[u8]) -> Result<Response> {
         .ok_or("HTTP response without a header end")?;
     let head = std::str::from_utf8(&raw[..split])?;
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or("HTTP response without a status")?;
+    let status =
+        status_code(lines.next().unwrap_or_default()).ok_or("HTTP response without a status")?;
     let chunked = lines.any(|line| {
         line.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
@@ -87,6 +84,11 @@ fn parse_response(raw: &[u8]) -> Result<Response> {
         status,
         body: String::from_utf8(body)?,
     })
+}
+
+/// The status code of an HTTP/1.1 status line (`HTTP/1.1 200 OK`).
+pub fn status_code(line: &str) -> Option<u16> {
+    line.split(' ').nth(1).and_then(|code| code.parse().ok())
 }
 
 fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {

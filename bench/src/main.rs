@@ -1,9 +1,9 @@
-//! `souk-bench`: a load generator that speaks Socket.IO v5 (WebSocket
-//! transport) and the souk contract's events and server API to any server,
+//! `souk-bench`: a load generator that speaks Socket.IO v5 (WebSocket or
+//! long-polling transport) and the souk contract's events and server API to any server,
 //! runs a scenario, prints a summary table and writes JSON.
 //!
 //! Layout: `cli` (options), `ws` (the Socket.IO client, the only code that
-//! knows frames), `http` (the server API), `token` (JWTs), `shard` (the
+//! knows frames), `polling` (its long-polling transport), `http` (the server API), `token` (JWTs), `shard` (the
 //! generator's threads), `runner` (the life every scenario but `idle`
 //! shares: phases, threads, progress, the measured window, the report),
 //! `stats` (HDR histograms), `procs` (CPU and RSS from /proc), `progress`,
@@ -15,6 +15,7 @@ mod cli;
 mod compare;
 mod error;
 mod http;
+mod polling;
 mod procs;
 mod progress;
 mod queue;

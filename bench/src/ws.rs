@@ -1,6 +1,6 @@
-//! The Socket.IO v5 client over a WebSocket (Engine.IO v4, namespace `/`):
-//! the only place that knows how a connection is opened and how frames
-//! look. Each connection binds its local end to a chosen source address
+//! The Socket.IO v5 client over a WebSocket or long-polling (Engine.IO
+//! v4, namespace `/`; `polling` carries the latter): the only place that
+//! knows how a connection is opened and how frames look. Each connection binds its local end to a chosen source address
 //! before connecting, so connections can be spread over several loopback
 //! addresses (each gives its own range of ephemeral ports).
 
@@ -13,8 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::cli::Target;
+use crate::cli::{Target, Transport};
 use crate::error::{fail, Result};
+use crate::polling::Polling;
 
 /// One packet from the server, as the scenarios see it. Engine.IO pings
 /// never show: `recv` answers them.
@@ -51,14 +52,35 @@ impl Packet {
 
 /// One Socket.IO connection.
 pub struct Socket {
-    ws: WebSocketStream<TcpStream>,
+    link: Link,
     /// The Engine.IO open packet's JSON.
     pub open: Value,
 }
 
-/// Opens a TCP connection from `source` (port chosen by the kernel),
-/// upgrades it to a WebSocket and reads the Engine.IO open packet.
+/// The Engine.IO transport under a socket.
+enum Link {
+    Ws(Box<WebSocketStream<TcpStream>>),
+    Polling(Box<Polling>),
+}
+
+/// Opens a connection from `source` (port chosen by the kernel) with the
+/// target's transport and reads the Engine.IO open packet.
 pub async fn open(target: &Target, source: IpAddr) -> Result<Socket> {
+    match target.transport {
+        Transport::WebSocket => open_ws(target, source).await,
+        Transport::Polling => {
+            let (polling, open) = Polling::open(target, source).await?;
+            Ok(Socket {
+                open: serde_json::from_str(&open[1..])?,
+                link: Link::Polling(Box::new(polling)),
+            })
+        }
+    }
+}
+
+/// A TCP connection to the target from `source` (port chosen by the
+/// kernel), without Nagle.
+pub async fn connect_from(target: &Target, source: IpAddr) -> Result<TcpStream> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -71,6 +93,13 @@ pub async fn open(target: &Target, source: IpAddr) -> Result<Socket> {
         .await
         .map_err(|e| format!("connect {} from {source}: {e}", target.addr))?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens a TCP connection from `source`, upgrades it to a WebSocket and
+/// reads the Engine.IO open packet.
+async fn open_ws(target: &Target, source: IpAddr) -> Result<Socket> {
+    let stream = connect_from(target, source).await?;
     // Small buffers: thousands of these live at once, and frames are small.
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
@@ -81,7 +110,7 @@ pub async fn open(target: &Target, source: IpAddr) -> Result<Socket> {
             .await
             .map_err(|e| format!("websocket upgrade: {e}"))?;
     let mut socket = Socket {
-        ws,
+        link: Link::Ws(Box::new(ws)),
         open: Value::Null,
     };
     match socket.recv_text().await? {
@@ -138,7 +167,10 @@ impl Socket {
 
     /// Sends one text frame as written.
     pub async fn send_text(&mut self, text: String) -> Result<()> {
-        self.ws.send(Message::text(text)).await?;
+        match &mut self.link {
+            Link::Ws(ws) => ws.send(Message::text(text)).await?,
+            Link::Polling(polling) => polling.send(&text).await?,
+        }
         Ok(())
     }
 
@@ -194,10 +226,15 @@ impl Socket {
         }
     }
 
-    /// The next text frame (`None` once closed); answers WebSocket pings.
+    /// The next text frame or polled packet (`None` once closed);
+    /// answers WebSocket pings.
     async fn recv_text(&mut self) -> Result<Option<String>> {
+        let ws = match &mut self.link {
+            Link::Ws(ws) => ws,
+            Link::Polling(polling) => return polling.recv().await,
+        };
         loop {
-            match self.ws.next().await {
+            match ws.next().await {
                 None => return Ok(None),
                 Some(Err(e)) => return fail(format!("websocket: {e}")),
                 Some(Ok(Message::Text(text))) => return Ok(Some(text.as_str().to_owned())),
@@ -209,14 +246,26 @@ impl Socket {
 
     /// Drops the TCP connection with no close at all: no WebSocket close
     /// frame, no FIN; the kernel sends a reset (`SO_LINGER` 0), as when a
-    /// phone loses its network and the connection is torn down.
+    /// phone loses its network and the connection is torn down. Polling:
+    /// both HTTP connections are dropped (the server notices the missed
+    /// pings).
     pub fn abort(self) {
-        let _ = self.ws.get_ref().set_zero_linger();
+        match self.link {
+            Link::Ws(ws) => {
+                let _ = ws.get_ref().set_zero_linger();
+            }
+            Link::Polling(polling) => polling.abort(),
+        }
     }
 
-    /// Closes the WebSocket (best effort).
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+    /// Closes the WebSocket, or the polling session (best effort).
+    pub async fn close(self) {
+        match self.link {
+            Link::Ws(mut ws) => {
+                let _ = WebSocketStream::close(&mut ws, None).await;
+            }
+            Link::Polling(polling) => polling.close().await,
+        }
     }
 }
 

@@ -8,13 +8,19 @@
 //! round-robin over the rooms, where `t` is the send time in microseconds
 //! since the epoch. Every member records receive time − `t` (same machine,
 //! same clock) into a histogram and counts its deliveries; the room offset
-//! (the event's last argument) is ignored.
+//! (the event's last argument) is ignored. Each thread also keeps, per
+//! event (`t`, `n`), how many members got it and the latest of their
+//! latencies, so the report gives the time an event takes to reach all
+//! of its room's members (one histogram entry per event that did), what
+//! "one event reaches a 10,000-member room" asks (`--rooms 1 --members
+//! 10000`).
 //!
 //! With `--via stream`, publishers `XADD` the same events to souk's queue
 //! (`<prefix>{ingest}`, §8b) instead of posting them, each over its own
 //! Redis connection, and the POST latency becomes the XADD latency: the
 //! same delivery report for both ways in.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +34,7 @@ use crate::cli::{Common, Options};
 use crate::error::{fail, Result};
 use crate::queue::Queue;
 use crate::report::Report;
-use crate::runner::{self, Ctx, Found, Pacer, Phase, Run, Scenario, Stage};
+use crate::runner::{self, Ctx, Found, Merge, Pacer, Phase, Run, Scenario, Stage};
 use crate::stats::{per_sec, Latency};
 use crate::ws::{self, Packet, Socket};
 
@@ -70,6 +76,55 @@ impl Via {
     }
 }
 
+/// What a thread's members found: every delivery's latency, and per event
+/// (its `t` and `n`) how many members got it and the latest latency.
+pub struct Deliveries {
+    latency: Latency,
+    events: HashMap<(i64, i64), (u64, Duration)>,
+}
+
+impl Deliveries {
+    fn new() -> Result<Deliveries> {
+        Ok(Deliveries {
+            latency: Latency::new()?,
+            events: HashMap::new(),
+        })
+    }
+
+    fn record(&mut self, event: (i64, i64), took: Duration) {
+        self.latency.record(took);
+        let (count, last) = self.events.entry(event).or_insert((0, Duration::ZERO));
+        *count += 1;
+        *last = (*last).max(took);
+    }
+
+    /// The time to the last member of each event that reached `members`
+    /// members, and how many did.
+    fn to_all(&self, members: u64) -> Result<(Latency, u64)> {
+        let mut to_all = Latency::new()?;
+        let mut complete = 0;
+        for (count, last) in self.events.values() {
+            if *count >= members {
+                to_all.record(*last);
+                complete += 1;
+            }
+        }
+        Ok((to_all, complete))
+    }
+}
+
+impl Merge for Deliveries {
+    fn merge(&mut self, other: Deliveries) -> Result<()> {
+        self.latency.merge(&other.latency)?;
+        for (event, (count, last)) in other.events {
+            let (all, latest) = self.events.entry(event).or_insert((0, Duration::ZERO));
+            *all += count;
+            *latest = (*latest).max(last);
+        }
+        Ok(())
+    }
+}
+
 /// Counters every thread adds to; read by the progress line and the report.
 #[derive(Default)]
 pub struct Shared {
@@ -86,8 +141,8 @@ impl Scenario for Fanout {
     const NAME: &'static str = "fanout";
     const UNITS: &'static str = "members";
     type Shared = Shared;
-    /// Delivery latencies.
-    type Out = Latency;
+    /// Delivery latencies, per member and per event.
+    type Out = Deliveries;
     /// POST latencies.
     type Window = Latency;
     type After = ();
@@ -138,15 +193,16 @@ impl Scenario for Fanout {
         super::create_rooms(common, service, Self::NAME, &self.run, self.rooms).await
     }
 
-    fn out(&self) -> Result<Latency> {
-        Latency::new()
+    fn out(&self) -> Result<Deliveries> {
+        Deliveries::new()
     }
 
     fn title(&self, common: &Common) -> String {
         format!(
-            "souk-bench fanout: {} rooms x {} members, {} publishers, {} events/s, {:.0} s, via {}, against {}",
+            "souk-bench fanout: {} rooms x {} members ({}), {} publishers, {} events/s, {:.0} s, via {}, against {}",
             self.rooms,
             self.members,
+            common.target.transport.name(),
             self.publishers,
             self.rate,
             self.duration.as_secs_f64(),
@@ -189,11 +245,10 @@ impl Scenario for Fanout {
     async fn report(
         run: &Run<Fanout>,
         report: &mut Report,
-        latency: Latency,
+        deliveries: Deliveries,
         found: Found<Fanout>,
     ) -> Result<()> {
-        fill_report(report, run, found.settle_secs, &latency, &found.window);
-        Ok(())
+        fill_report(report, run, found.settle_secs, &deliveries, &found.window)
     }
 }
 
@@ -293,7 +348,8 @@ fn handle(ctx: &Ctx<Fanout>, packet: Result<Packet>) -> bool {
                 Some(t) => {
                     let took = now_micros().saturating_sub(t).max(0);
                     let took = Duration::from_micros(u64::try_from(took).unwrap_or(0));
-                    ctx.out.borrow_mut().record(took);
+                    let n = ws::int_field(array, "n").unwrap_or(-1);
+                    ctx.out.borrow_mut().record((t, n), took);
                     shared.delivered.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {
@@ -353,9 +409,11 @@ fn fill_report(
     report: &mut Report,
     run: &Run<Fanout>,
     connect_secs: f64,
-    latency: &Latency,
+    deliveries: &Deliveries,
     post_latency: &Latency,
-) {
+) -> Result<()> {
+    let latency = &deliveries.latency;
+    let (to_all, complete) = deliveries.to_all(run.settings.members as u64)?;
     let (common, settings, shared) = (&run.common, &run.settings, &run.shared);
     let secs = settings.duration.as_secs_f64();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -413,6 +471,12 @@ fn fill_report(
         ),
     );
     report.item("delivery latency", lat.line());
+    let all = to_all.summary();
+    report.item(
+        "events that reached every member",
+        format!("{complete} of {posted}"),
+    );
+    report.item("time to the last member", all.line());
     let (unreadable, server_errors) = (load(&shared.unreadable), load(&shared.server_errors));
     if unreadable + server_errors > 0 {
         report.item(
@@ -432,6 +496,7 @@ fn fill_report(
             "publishers": settings.publishers,
             "rate": settings.rate,
             "via": settings.via.name(),
+            "transport": common.target.transport.name(),
             "durationSecs": secs,
             "drainSecs": settings.drain.as_secs_f64(),
         })),
@@ -457,9 +522,39 @@ fn fill_report(
             "delivered": delivered,
             "expected": expected,
             "latencyMs": lat.json(),
+            "eventsToAll": complete,
+            "toLastMemberMs": all.json(),
             "unreadable": unreadable,
             "serverErrors": server_errors,
         }),
     );
     report.set("problems", json!(problems));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_counts_once_every_member_got_it() -> Result<()> {
+        let ms = Duration::from_millis;
+        let (mut one, mut two) = (Deliveries::new()?, Deliveries::new()?);
+        one.record((1, 0), ms(5));
+        one.record((1, 0), ms(40));
+        two.record((1, 0), ms(9));
+        one.record((2, 1), ms(3));
+        two.record((2, 1), ms(4));
+        two.record((3, 2), ms(1));
+        one.merge(two)?;
+        // Event 1 reached three members and 2 two: both reached the two a
+        // room has here; event 3 reached one.
+        let (to_all, complete) = one.to_all(2)?;
+        assert_eq!(complete, 2);
+        let summary = to_all.summary();
+        assert_eq!(summary.count, 2);
+        assert!((summary.max - 40.0).abs() < 0.1, "{}", summary.max);
+        assert_eq!(one.latency.summary().count, 6);
+        Ok(())
+    }
 }

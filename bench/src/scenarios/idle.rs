@@ -387,6 +387,7 @@ fn spawn_children(common: &Common, settings: &Settings) -> Result<Children> {
             ])
             .args(["--child", &index.to_string(), "--run", &settings.run])
             .args(["--sources", &sources.join(",")])
+            .args(["--transport", common.target.transport.name()])
             .args(["--threads", &common.threads.to_string()])
             .args(["--connect-concurrency", &concurrency.to_string()])
             .stdin(Stdio::piped())
@@ -516,8 +517,9 @@ async fn conduct(
     let mut report = Report::new(
         "idle",
         format!(
-            "souk-bench idle: {} connections held {:.0} s, {} generator process{}, against {}",
+            "souk-bench idle: {} connections ({}) held {:.0} s, {} generator process{}, against {}",
             settings.connections,
+            common.target.transport.name(),
             settings.hold.as_secs_f64(),
             settings.processes,
             if settings.processes == 1 { "" } else { "es" },
@@ -681,6 +683,7 @@ fn fill_report(
             "connectTimeoutSecs": settings.connect_timeout.as_secs_f64(),
             "processes": settings.processes,
             "sources": sources,
+            "transport": common.target.transport.name(),
             "threads": common.threads,
             "connectConcurrency": common.connect_concurrency,
         }),
