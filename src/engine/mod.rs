@@ -21,4 +21,6 @@ pub mod reason {
     pub const TRANSPORT_CLOSE: &str = "transport close";
     pub const TRANSPORT_ERROR: &str = "transport error";
     pub const PARSE_ERROR: &str = "parse error";
+    /// The outbound bound tripped: the client does not read fast enough.
+    pub const SLOW_CONSUMER: &str = "slow consumer";
 }

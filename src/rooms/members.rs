@@ -1,9 +1,9 @@
 //! The local members of one room.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use actix::Recipient;
-
+use super::mailslot::{Delivered, Mailslot};
 use super::{Deliver, SessionId};
 use crate::ids::UserId;
 use crate::metrics::Metrics;
@@ -11,12 +11,12 @@ use crate::metrics::Metrics;
 /// The connections on this node that are in a room, and whose they are.
 #[derive(Default)]
 pub struct Members {
-    members: HashMap<SessionId, (UserId, Recipient<Deliver>)>,
+    members: HashMap<SessionId, (UserId, Arc<Mailslot>)>,
 }
 
 impl Members {
-    pub fn insert(&mut self, session: SessionId, user: UserId, recipient: Recipient<Deliver>) {
-        self.members.insert(session, (user, recipient));
+    pub fn insert(&mut self, session: SessionId, user: UserId, mailslot: Arc<Mailslot>) {
+        self.members.insert(session, (user, mailslot));
     }
 
     pub fn remove(&mut self, session: SessionId) {
@@ -35,15 +35,17 @@ impl Members {
         self.members.is_empty()
     }
 
-    /// Hands every member (but `except`'s connections) the same frame.
+    /// Hands every member (but `except`'s connections) the same frame:
+    /// into its WebSocket's queue directly when it can (see [`Mailslot`]).
     pub fn deliver(&self, frame: &Deliver, except: Option<&UserId>, metrics: &Metrics) {
         let mut delivered = 0;
-        for (user, recipient) in self.members.values() {
+        for (user, mailslot) in self.members.values() {
             if except == Some(user) {
                 continue;
             }
-            recipient.do_send(frame.clone());
-            delivered += 1;
+            if mailslot.deliver(frame) != Delivered::Dropped {
+                delivered += 1;
+            }
         }
         metrics.deliveries.inc_by(delivered);
     }

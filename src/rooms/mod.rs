@@ -6,6 +6,7 @@
 
 pub mod booking;
 pub mod listing;
+pub mod mailslot;
 pub mod members;
 pub mod presence;
 pub mod registry;

@@ -7,12 +7,14 @@
 //! versions) is the kind's: the registry only routes them ([`ToRoom`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::booking::BookingRoom;
 use super::listing::ListingRoom;
+use super::mailslot::Mailslot;
 use super::room::{AddMember, Broadcast, GetMembers, RemoveMember, Retire, Room, RoomState};
 use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
 use crate::broker::records::RecordKeeper;
@@ -66,7 +68,7 @@ pub enum KindAddr {
 }
 
 struct SessionEntry {
-    deliver: Recipient<Deliver>,
+    mailslot: Arc<Mailslot>,
     shutdown: Recipient<Shutdown>,
     left: Recipient<RoomLeft>,
     /// Whether the socket's token is an admin's (as of its last join or
@@ -255,7 +257,8 @@ impl Handler<Bind> for Registry {
 #[rtype(result = "()")]
 pub struct Register {
     pub session: SessionId,
-    pub deliver: Recipient<Deliver>,
+    /// Where rooms put the connection's frames.
+    pub mailslot: Arc<Mailslot>,
     pub shutdown: Recipient<Shutdown>,
     pub left: Recipient<RoomLeft>,
 }
@@ -365,7 +368,7 @@ impl Handler<Register> for Registry {
         self.sessions.insert(
             msg.session,
             SessionEntry {
-                deliver: msg.deliver,
+                mailslot: msg.mailslot,
                 shutdown: msg.shutdown,
                 left: msg.left,
                 admin: false,
@@ -434,7 +437,7 @@ impl Handler<JoinRooms> for Registry {
             let max = self.max_rooms;
             return Box::pin(async move { Err(JoinRefused::TooManyRooms { max }) });
         }
-        let recipient = session.deliver.clone();
+        let mailslot = session.mailslot.clone();
         session.admin = msg.admin;
         for room in &msg.rooms {
             let Some(session) = self.sessions.get_mut(&msg.session) else {
@@ -451,7 +454,7 @@ impl Handler<JoinRooms> for Registry {
             entry.join.do_send(AddMember {
                 session: msg.session,
                 user: msg.user.clone(),
-                recipient: recipient.clone(),
+                mailslot: mailslot.clone(),
             });
         }
         let followed: Vec<_> = msg

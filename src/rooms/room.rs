@@ -1,10 +1,12 @@
 //! The room actor every kind shares: members, broadcasts, and retiring when
 //! idle. Kind-specific state (a booking's typing timers) rides in `S`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::mailslot::Mailslot;
 use super::members::Members;
 use super::registry::{Registry, RoomIdle};
 use super::{Deliver, RoomKey, SessionId};
@@ -105,7 +107,7 @@ impl<S: RoomState> Actor for Room<S> {
 pub struct AddMember {
     pub session: SessionId,
     pub user: UserId,
-    pub recipient: Recipient<Deliver>,
+    pub mailslot: Arc<Mailslot>,
 }
 
 /// Removes a connection from the room.
@@ -133,7 +135,7 @@ pub struct Retire;
 impl<S: RoomState> Handler<AddMember> for Room<S> {
     type Result = ();
     fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
-        self.members.insert(msg.session, msg.user, msg.recipient);
+        self.members.insert(msg.session, msg.user, msg.mailslot);
         self.check_idle(ctx);
     }
 }

@@ -126,14 +126,13 @@ pub async fn socket_io(
         (Transport::WebSocket, _) => Err(not_websocket(ws::handshake(req.head()).err())),
         (Transport::Polling, None) => {
             let slot = admit(&app, &directory, req.head())?;
-            let session = Session::new(
+            let (app, directory, token) = (
                 app.into_inner(),
                 directory.into_inner(),
                 header_token(req.head()),
-                true,
-                slot,
-            )
-            .start();
+            );
+            let session =
+                Session::create(move |ctx| Session::new(app, directory, token, true, slot, ctx));
             polling::get(session).await
         }
         (Transport::Polling, Some(sid)) => polling::get(find(&directory, &sid)?).await,
@@ -208,14 +207,14 @@ fn websocket_for(
     match sid {
         None => {
             let slot = admit(app, directory, head)?;
-            let session = Session::new(
+            let (app, directory, token) = (
                 app.clone().into_inner(),
                 directory.clone().into_inner(),
                 header_token(head),
-                false,
-                slot,
             );
-            Ok((session.start(), false))
+            let session =
+                Session::create(move |ctx| Session::new(app, directory, token, false, slot, ctx));
+            Ok((session, false))
         }
         Some(sid) => Ok((find(directory, &sid)?, true)),
     }

@@ -31,6 +31,7 @@ use crate::limits;
 use crate::protocol::events::{self, ClientEvent, ServerEvent, KNOWN_EVENTS};
 use crate::protocol::socket::{self, Packet, PacketType};
 use crate::protocol::{engine, DecodeError};
+use crate::rooms::mailslot::{Mailslot, Overflowed};
 use crate::rooms::presence;
 use crate::rooms::registry::{Bind, JoinRoom, JoinRooms, LeaveRoom, Register, Unregister};
 use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
@@ -56,8 +57,6 @@ const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 const MAX_QUEUED_EVENTS: usize = 256;
 /// What a refused event is told to wait.
 const QUEUE_RETRY_AFTER_MS: u64 = 100;
-/// How many recent emissions a connection remembers to drop repeats.
-const RECENT_EMISSIONS: usize = 32;
 /// How long a closed polling session waits for the GET that takes its
 /// close packet.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -78,14 +77,13 @@ const LINGER: Kind = Kind::new(4);
 
 /// Why a connection closed, as the `souk_disconnects_total{reason}` label.
 pub mod reason {
-    pub use crate::engine::reason::{PARSE_ERROR, TRANSPORT_CLOSE, TRANSPORT_ERROR};
+    pub use crate::engine::reason::{PARSE_ERROR, SLOW_CONSUMER, TRANSPORT_CLOSE, TRANSPORT_ERROR};
     pub const PING_TIMEOUT: &str = "ping timeout";
     pub const CONNECT_TIMEOUT: &str = "connect timeout";
     pub const CLIENT_DISCONNECT: &str = "client namespace disconnect";
     pub const TOKEN_EXPIRED: &str = "token expired";
     pub const UNAUTHORIZED: &str = "too many refused connects";
     pub const SHUTDOWN: &str = "server shutting down";
-    pub const SLOW_CONSUMER: &str = "slow consumer";
     /// Every reason above: their series exist from the start (alerts and
     /// dashboards query some by name). Add a new reason here too.
     pub const ALL: &[&str] = &[
@@ -127,10 +125,13 @@ pub struct Session {
     out: Outbound,
     /// Events waiting for the one running to finish.
     queue: VecDeque<WaitingEvent>,
-    /// Emission ids of the latest deliveries, to drop repeats.
-    recent: VecDeque<u64>,
-    /// The last offset replayed on recovery; live events up to it are repeats.
-    replayed_upto: u64,
+    /// Where rooms put this connection's frames: straight into its
+    /// WebSocket once it may, through the mailbox otherwise. It holds the
+    /// window of recent emissions that drops repeats.
+    mailslot: Arc<Mailslot>,
+    /// The CONNECT is answered (and what was missed replayed): room frames
+    /// may go to the WebSocket directly.
+    answered: bool,
     /// The pid this socket is recovering, until its restore ends: a socket
     /// that goes meanwhile releases its claim on the pid's record.
     recovering: Option<String>,
@@ -167,6 +168,7 @@ impl Session {
         header_token: Option<String>,
         polling: bool,
         handshake: HandshakeSlot,
+        ctx: &mut Context<Self>,
     ) -> Self {
         let max_outbound = app.settings.max_outbound;
         let token_checks = TokenBucket::full(app.settings.guard.token_checks, Instant::now());
@@ -187,8 +189,11 @@ impl Session {
             handshake: Some(handshake),
             out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
-            recent: VecDeque::with_capacity(RECENT_EMISSIONS),
-            replayed_upto: 0,
+            mailslot: Arc::new(Mailslot::new(
+                ctx.address().recipient(),
+                ctx.address().recipient(),
+            )),
+            answered: false,
             recovering: None,
             running: false,
             closing: false,
@@ -203,6 +208,7 @@ impl Session {
             return;
         }
         self.closing = true;
+        self.direct_delivery();
         self.close_reason = reason;
         // A closing session may linger for its last GET; it no longer
         // holds a handshake place meanwhile.
@@ -219,6 +225,7 @@ impl Session {
     /// The client closed: nothing more goes to it, not even a close packet.
     fn closed_by_client(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
         self.closing = true;
+        self.direct_delivery();
         self.close_reason = reason;
         self.count_disconnect();
         self.out.close(Ending::Normal, reason);
@@ -412,11 +419,15 @@ impl Session {
             // Replayed packets count against the outbound bound like any
             // other: a client that does not read them is a slow consumer.
             for missed in &restored.missed {
-                session.remember(missed.emission);
                 session.send(ctx, missed.frame.clone());
             }
-            session.replayed_upto = restored.missed.last().map_or(0, |m| m.offset);
+            session.mailslot.replayed(
+                restored.missed.iter().map(|m| m.emission),
+                restored.missed.last().map_or(0, |m| m.offset),
+            );
             session.recovering = None;
+            session.answered = true;
+            session.direct_delivery();
         }));
         self.app
             .presence
@@ -644,12 +655,12 @@ impl Session {
         self.send_server_error(&failure, None, ctx);
     }
 
-    /// Notes a delivered emission, to drop its other copies.
-    fn remember(&mut self, emission: u64) {
-        if self.recent.len() == RECENT_EMISSIONS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(emission);
+    /// Lets rooms put frames straight into the WebSocket once one carries
+    /// the session and its CONNECT is answered; stops them when it closes.
+    fn direct_delivery(&self) {
+        let direct = self.answered && !self.closing;
+        self.mailslot
+            .direct_to(self.out.websocket().filter(|_| direct).cloned());
     }
 
     fn identity(&self) -> Option<&Identity> {
@@ -826,7 +837,7 @@ impl Actor for Session {
         self.directory.insert(&self.engine_sid, ctx.address());
         self.app.registry.do_send(Register {
             session: self.id,
-            deliver: ctx.address().recipient(),
+            mailslot: self.mailslot.clone(),
             shutdown: ctx.address().recipient(),
             left: ctx.address().recipient(),
         });
@@ -853,6 +864,7 @@ impl Actor for Session {
                 let _ = app.broker.release(&pid, &owner).await;
             });
         }
+        self.mailslot.direct_to(None);
         self.out.close(Ending::Normal, self.close_reason);
         self.directory.remove(&self.engine_sid);
         self.app.registry.do_send(Unregister { session: self.id });
@@ -1020,6 +1032,7 @@ impl Handler<Attach> for Session {
         if self.out.attach(transport).is_err() {
             self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
         }
+        self.direct_delivery();
     }
 }
 
@@ -1084,12 +1097,21 @@ impl Handler<Deliver> for Session {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         // Already replayed on recovery, or sent to several rooms this
-        // connection is in: delivered once.
-        if msg.offset <= self.replayed_upto || self.recent.contains(&msg.emission) {
-            return;
+        // connection is in: delivered once (the mailslot keeps the window).
+        if self.mailslot.take(&msg) {
+            self.send(ctx, msg.frame);
         }
-        self.remember(msg.emission);
-        self.send(ctx, msg.frame);
+    }
+}
+
+impl Handler<Overflowed> for Session {
+    type Result = ();
+    fn handle(&mut self, _: Overflowed, ctx: &mut Self::Context) {
+        // A room's frame tripped the bound: the WebSocket is closing (1013).
+        if !self.closing {
+            self.trip("outbound_bytes");
+        }
+        self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
     }
 }
 

@@ -174,6 +174,14 @@ impl Outbound {
         }
     }
 
+    /// The WebSocket that carries the packets now, if one does.
+    pub fn websocket(&self) -> Option<&Transport> {
+        match &self.way {
+            Way::WebSocket(transport) => Some(transport),
+            _ => None,
+        }
+    }
+
     /// Whether a WebSocket carries the packets now.
     pub fn on_websocket(&self) -> bool {
         matches!(self.way, Way::WebSocket(_))

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -228,4 +228,71 @@ async fn offsets_keep_increasing_after_redis_loses_the_counter() {
     let (args, after) = watcher.wait_event_with_offset("tick").await;
     assert_eq!(args[0], 2);
     assert!(offset(after) > before, "offsets increase across the loss");
+}
+
+/// A connection in several rooms: every event reaches it once and in the
+/// order it was sent, whichever rooms carry it (rooms put frames straight
+/// into its WebSocket's queue, see `rooms::mailslot`).
+#[actix_web::test]
+async fn a_member_of_several_rooms_gets_each_event_once_and_in_order() {
+    let (app, mut bob, _seller, booking) = crate::bookings::booked().await;
+    let ack = bob
+        .emit_ack("booking:join", json!({"bookingId": booking}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = bob
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+
+    let rooms = [
+        "user:bob".to_owned(),
+        format!("booking:{booking}"),
+        "listing:l1".to_owned(),
+    ];
+    const TICKS: i64 = 30;
+    for n in 0..TICKS {
+        if n == TICKS / 2 {
+            // One emission to the booking room and both users' rooms: bob
+            // is in two of them.
+            let path = format!("/api/v1/bookings/{booking}/transitions");
+            let (status, body) = app
+                .api("POST", &path, Some(json!({"to": "confirmed", "by": "ops"})))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let room = &rooms[n as usize % rooms.len()];
+        let (status, body) = app.room_event(room, "tick", json!({"n": n})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+
+    let mut seen = Vec::new();
+    let mut last_offset = 0u64;
+    while seen.last() != Some(&format!("tick {}", TICKS - 1)) {
+        let text = bob.recv_text().await;
+        let Some(body) = text.strip_prefix("42") else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(body).unwrap();
+        let (args, offset) = split_offset(&event);
+        match event[0].as_str() {
+            Some("tick") => seen.push(format!("tick {}", args[0]["n"])),
+            Some("booking:statusChanged") => seen.push("changed".to_owned()),
+            _ => continue,
+        }
+        let offset = offset.expect("a room event's offset");
+        let offset: u64 = offset.split('-').next().unwrap().parse().unwrap();
+        assert!(
+            offset > last_offset,
+            "offsets increase: {offset} after {last_offset}"
+        );
+        last_offset = offset;
+    }
+    let mut expected: Vec<String> = (0..TICKS).map(|n| format!("tick {n}")).collect();
+    expected.insert(TICKS as usize / 2, "changed".to_owned());
+    assert_eq!(seen, expected);
+    bob.assert_no_event("booking:statusChanged", Duration::from_millis(300))
+        .await;
+    bob.assert_no_event("tick", Duration::from_millis(100))
+        .await;
 }

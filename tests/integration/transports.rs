@@ -162,8 +162,8 @@ async fn several_packets_in_one_post_run_in_order() {
     assert!(malformed.contains("malformed frame"), "{malformed}");
 }
 
-#[actix_web::test]
-async fn a_polling_session_upgrades_to_websocket() {
+/// A node with listing `l1`, and ann watching it by long-polling.
+async fn polling_watcher() -> (TestApp, Poller) {
     let app = TestApp::spawn().await;
     app.listing("l1", "sella").await;
     let poller = Poller::open(&app).await;
@@ -171,6 +171,12 @@ async fn a_polling_session_upgrades_to_websocket() {
     let watch = json!(["listing:watch", {"listingId": "l1"}]);
     assert_eq!(poller.post(&format!("421{watch}")).await.0, 200);
     poller.wait_for(|p| p.starts_with("431")).await;
+    (app, poller)
+}
+
+#[actix_web::test]
+async fn a_polling_session_upgrades_to_websocket() {
+    let (app, poller) = polling_watcher().await;
     let pending = actix_web::rt::spawn({
         let url = poller.url();
         async move { get(&url).await }
@@ -467,4 +473,90 @@ async fn a_node_at_its_connection_limit_refuses_new_ones_until_one_closes() {
             == 200
     })
     .await;
+}
+
+/// The ticks (`n`) among the packets of a polling payload.
+fn ticks_in(payload: &str) -> Vec<i64> {
+    payload
+        .split('\x1e')
+        .filter_map(|packet| packet.strip_prefix("42"))
+        .filter_map(|body| serde_json::from_str::<Value>(body).ok())
+        .filter(|event| event[0] == "tick")
+        .filter_map(|event| event[1]["n"].as_i64())
+        .collect()
+}
+
+#[actix_web::test]
+async fn an_upgrade_in_the_middle_of_a_stream_loses_nothing_and_keeps_order() {
+    let (app, poller) = polling_watcher().await;
+
+    const TICKS: i64 = 60;
+    let ticker = async {
+        for n in 0..TICKS {
+            tick(&app, n, "").await;
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let client = async {
+        let mut seen = Vec::new();
+        // Some ticks by polling,
+        while seen.len() < 5 {
+            let (status, body) = poller.get().await;
+            assert_eq!(status, 200, "{body}");
+            seen.extend(ticks_in(&body));
+        }
+        // an upgrade while they keep coming,
+        let pending = actix_web::rt::spawn({
+            let url = poller.url();
+            async move { get(&url).await }
+        });
+        let ws_url = format!("{}&sid={}", app.ws_url(), poller.sid);
+        let (_, framed) = awc::Client::new().ws(ws_url).connect().await.unwrap();
+        let mut ws = Client::from_framed(framed);
+        ws.send("2probe").await;
+        assert_eq!(ws.recv_text().await, "3probe");
+        let (status, body) = pending.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        seen.extend(ticks_in(&body));
+        ws.send("5").await;
+        // and the rest on the WebSocket.
+        while seen.last() != Some(&(TICKS - 1)) {
+            seen.push(ws.wait_event("tick").await[0]["n"].as_i64().unwrap());
+        }
+        (seen, ws)
+    };
+    let ((), (seen, mut ws)) = tokio::join!(ticker, client);
+    assert_eq!(
+        seen,
+        (0..TICKS).collect::<Vec<_>>(),
+        "each tick once, in order"
+    );
+    ws.assert_no_event("tick", Duration::from_millis(200)).await;
+}
+
+#[actix_web::test]
+async fn a_room_frame_past_the_bound_closes_the_websocket_with_1013() {
+    let app = TestApp::spawn_with(|s| s.max_outbound = 20_000).await;
+    app.listing("l1", "sella").await;
+    let mut ann = app.connect("ann").await;
+    let ack = ann
+        .emit_ack("listing:watch", json!({"listingId": "l1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    tick(&app, 0, "").await;
+    assert_eq!(ann.wait_event("tick").await[0]["n"], 0);
+    // Larger than all the bound lets wait: the node closes it as a slow
+    // consumer, with "try again later".
+    tick(&app, 1, &"x".repeat(30_000)).await;
+    let reason = ann.expect_close().await.expect("a close frame");
+    assert_eq!(u16::from(reason.code), 1013, "{reason:?}");
+    let slow = r#"souk_disconnects_total{reason="slow consumer"} 1"#;
+    eventually("the slow consumer counted", || async {
+        app.metrics().await.contains(slow)
+    })
+    .await;
+    assert!(app
+        .metrics()
+        .await
+        .contains(r#"souk_limits_tripped_total{limit="outbound_bytes"} 1"#));
 }

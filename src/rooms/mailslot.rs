@@ -1,0 +1,303 @@
+//! A member's delivery handle, shared by every room it is in: a room puts
+//! an event's frame straight into the connection's WebSocket queue (and
+//! wakes its writer), with no actor message per member. Only when no
+//! WebSocket carries the session (long-polling, mid-upgrade, before its
+//! CONNECT is answered) does the frame go through the session's mailbox as
+//! a [`Deliver`], as before.
+//!
+//! Order: a frame pushed directly must not overtake one still in the
+//! session's mailbox, so while a fallback message is in flight every frame
+//! falls back, until the session has handled them all.
+//!
+//! Repeats (an emission sent to several rooms the connection is in, or
+//! replayed on recovery) are dropped here, under the same lock, on either
+//! path.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use actix::prelude::*;
+
+use super::Deliver;
+use crate::engine::reason::SLOW_CONSUMER;
+use crate::engine::websocket::frame::code::AGAIN;
+use crate::engine::websocket::Transport;
+
+/// How many recent emissions a connection remembers to drop repeats.
+pub const RECENT_EMISSIONS: usize = 32;
+
+/// The session's WebSocket refused a frame pushed directly (its bound
+/// tripped): the transport is already closing as a slow consumer; the
+/// session counts it and ends.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Overflowed;
+
+/// What a delivery to a member did (for the rooms' metric and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Queued on the WebSocket, no message.
+    Direct,
+    /// Sent to the session's mailbox.
+    Mailbox,
+    /// A repeat, or the connection has overflowed: dropped.
+    Dropped,
+}
+
+/// One connection's delivery handle.
+pub struct Mailslot {
+    slot: Mutex<Slot>,
+    fallback: Recipient<Deliver>,
+    overflow: Recipient<Overflowed>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Emission ids of the latest deliveries, to drop repeats.
+    recent: VecDeque<u64>,
+    /// The last offset replayed on recovery; live events up to it are repeats.
+    replayed_upto: u64,
+    /// The WebSocket frames go to directly, when the session allows it.
+    transport: Option<Transport>,
+    /// Fallback messages sent and not yet handled by the session.
+    in_flight: usize,
+    /// The bound tripped on a direct push: nothing more is delivered.
+    overflowed: bool,
+}
+
+impl Slot {
+    fn repeat(&self, msg: &Deliver) -> bool {
+        msg.offset <= self.replayed_upto || self.recent.contains(&msg.emission)
+    }
+
+    fn remember(&mut self, emission: u64) {
+        if self.recent.len() == RECENT_EMISSIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(emission);
+    }
+}
+
+impl Mailslot {
+    pub fn new(fallback: Recipient<Deliver>, overflow: Recipient<Overflowed>) -> Self {
+        Mailslot {
+            slot: Mutex::default(),
+            fallback,
+            overflow,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A panic while holding it leaves plain data behind: keep going.
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands a room's frame to the connection: straight into its WebSocket
+    /// queue when it may, otherwise through the session's mailbox.
+    pub fn deliver(&self, msg: &Deliver) -> Delivered {
+        let mut slot = self.lock();
+        if slot.overflowed {
+            return Delivered::Dropped;
+        }
+        let direct = match &slot.transport {
+            Some(transport) if slot.in_flight == 0 => transport.clone(),
+            _ => {
+                slot.in_flight += 1;
+                drop(slot);
+                self.fallback.do_send(msg.clone());
+                return Delivered::Mailbox;
+            }
+        };
+        if slot.repeat(msg) {
+            return Delivered::Dropped;
+        }
+        slot.remember(msg.emission);
+        if direct.push(msg.frame.clone()).is_err() {
+            // As the session would: the connection closes at once as a slow
+            // consumer, so nothing queued after the refused frame goes out.
+            slot.overflowed = true;
+            slot.transport = None;
+            drop(slot);
+            direct.close(AGAIN, SLOW_CONSUMER);
+            self.overflow.do_send(Overflowed);
+        }
+        Delivered::Direct
+    }
+
+    /// The session takes a fallback message out of its mailbox: whether to
+    /// send it (false for a repeat). Once none is left in flight, frames go
+    /// directly again.
+    pub fn take(&self, msg: &Deliver) -> bool {
+        let mut slot = self.lock();
+        slot.in_flight = slot.in_flight.saturating_sub(1);
+        if slot.repeat(msg) {
+            return false;
+        }
+        slot.remember(msg.emission);
+        true
+    }
+
+    /// Frames replayed on recovery: their emissions are remembered, and
+    /// live events up to `upto` are repeats.
+    pub fn replayed(&self, emissions: impl IntoIterator<Item = u64>, upto: u64) {
+        let mut slot = self.lock();
+        for emission in emissions {
+            slot.remember(emission);
+        }
+        slot.replayed_upto = upto;
+    }
+
+    /// Sets (or clears) the WebSocket frames may go to directly. The session
+    /// sets it once a WebSocket carries it and its CONNECT is answered, and
+    /// clears it when it closes.
+    pub fn direct_to(&self, transport: Option<Transport>) {
+        self.lock().transport = transport;
+    }
+
+    /// Whether frames go to the WebSocket directly now (for tests).
+    pub fn is_direct(&self) -> bool {
+        let slot = self.lock();
+        slot.transport.is_some() && slot.in_flight == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use actix::prelude::*;
+
+    use super::{Delivered, Mailslot, Overflowed};
+    use crate::engine::websocket::Transport;
+    use crate::rooms::Deliver;
+
+    /// Stands for a session: records what reaches its mailbox.
+    #[derive(Default, Clone)]
+    struct Seen(Arc<Mutex<(Vec<u64>, usize)>>);
+
+    impl Seen {
+        fn get(&self) -> std::sync::MutexGuard<'_, (Vec<u64>, usize)> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+
+    struct Sink(Seen);
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver> for Sink {
+        type Result = ();
+        fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+            self.0.get().0.push(msg.emission);
+        }
+    }
+
+    impl Handler<Overflowed> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Overflowed, _: &mut Context<Self>) {
+            self.0.get().1 += 1;
+        }
+    }
+
+    fn slot() -> (Mailslot, Seen) {
+        let seen = Seen::default();
+        let sink = Sink(seen.clone()).start();
+        (
+            Mailslot::new(sink.clone().recipient(), sink.recipient()),
+            seen,
+        )
+    }
+
+    fn event(emission: u64, offset: u64) -> Deliver {
+        Deliver {
+            frame: format!("42[\"tick\",{emission}]").into(),
+            emission,
+            offset,
+        }
+    }
+
+    async fn settle() {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    #[actix_web::test]
+    async fn without_a_websocket_frames_go_through_the_mailbox() {
+        let (slot, seen) = slot();
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Mailbox);
+        settle().await;
+        assert_eq!(seen.get().0, vec![1]);
+    }
+
+    #[actix_web::test]
+    async fn with_a_websocket_frames_are_queued_with_no_message_and_once() {
+        let (slot, seen) = slot();
+        let transport = Transport::new(1 << 20);
+        slot.direct_to(Some(transport.clone()));
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
+        // The same emission from another room the connection is in.
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Dropped);
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Direct);
+        settle().await;
+        assert!(seen.get().0.is_empty(), "no actor message");
+        assert_eq!(transport.unwritten(), 2);
+    }
+
+    #[actix_web::test]
+    async fn no_frame_overtakes_one_still_in_the_mailbox() {
+        let (slot, seen) = slot();
+        // Sent before the WebSocket was attached: still in the mailbox.
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Mailbox);
+        let transport = Transport::new(1 << 20);
+        slot.direct_to(Some(transport.clone()));
+        assert!(!slot.is_direct());
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Mailbox);
+        // Its repeat falls back too, and is dropped when the session takes it.
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Mailbox);
+        assert!(slot.take(&event(1, 1)));
+        assert!(slot.take(&event(2, 2)));
+        assert!(!slot.take(&event(2, 2)));
+        // All handled: direct again, repeats still dropped.
+        assert!(slot.is_direct());
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Dropped);
+        assert_eq!(slot.deliver(&event(3, 3)), Delivered::Direct);
+        settle().await;
+        assert_eq!(seen.get().0, vec![1, 2, 2]);
+        assert_eq!(transport.unwritten(), 1);
+    }
+
+    #[actix_web::test]
+    async fn replayed_events_are_repeats() {
+        let (slot, _) = slot();
+        slot.direct_to(Some(Transport::new(1 << 20)));
+        slot.replayed([7], 10);
+        assert_eq!(slot.deliver(&event(8, 9)), Delivered::Dropped);
+        assert_eq!(slot.deliver(&event(7, 11)), Delivered::Dropped);
+        assert_eq!(slot.deliver(&event(12, 12)), Delivered::Direct);
+    }
+
+    #[actix_web::test]
+    async fn a_frame_past_the_bound_closes_the_connection_and_tells_the_session() {
+        let (slot, seen) = slot();
+        let transport = Transport::new(200);
+        slot.direct_to(Some(transport.clone()));
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
+        // Refused by the bound: the connection is closing, told once.
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Direct);
+        assert_eq!(slot.deliver(&event(3, 3)), Delivered::Dropped);
+        settle().await;
+        assert_eq!(seen.get().1, 1);
+        assert!(seen.get().0.is_empty());
+        assert_eq!(
+            transport.unwritten(),
+            1,
+            "nothing queued past the refused frame"
+        );
+    }
+}
