@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix::WeakAddr;
 
 use super::members::Members;
 use super::registry::{Registry, RoomIdle};
@@ -33,7 +34,7 @@ pub struct Room<S: RoomState> {
     pub(super) metrics: Metrics,
     pub(super) state: S,
     pub(super) fanout: Fanout,
-    registry: Addr<Registry>,
+    registry: WeakAddr<Registry>,
     generation: u64,
     idle_after: Duration,
     idle_timer: Option<SpawnHandle>,
@@ -42,7 +43,7 @@ pub struct Room<S: RoomState> {
 impl<S: RoomState> Room<S> {
     pub fn new(
         key: RoomKey,
-        registry: Addr<Registry>,
+        registry: WeakAddr<Registry>,
         generation: u64,
         idle_after: Duration,
         metrics: Metrics,
@@ -69,10 +70,12 @@ impl<S: RoomState> Room<S> {
                 let handle = ctx.run_later(self.idle_after, |room, _| {
                     room.idle_timer = None;
                     if room.members.is_empty() && !room.state.busy() {
-                        room.registry.do_send(RoomIdle {
-                            room: room.key.clone(),
-                            generation: room.generation,
-                        });
+                        if let Some(registry) = room.registry.upgrade() {
+                            registry.do_send(RoomIdle {
+                                room: room.key.clone(),
+                                generation: room.generation,
+                            });
+                        }
                     }
                 });
                 self.idle_timer = Some(handle);
