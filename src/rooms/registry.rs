@@ -7,6 +7,7 @@
 //! versions) is the kind's: the registry only routes them ([`ToRoom`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -43,7 +44,8 @@ pub struct Registry {
     idle_after: Duration,
     rooms: HashMap<RoomKey, RoomEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
-    metrics: Metrics,
+    /// Shared with every room: a room holds one pointer, not the struct.
+    metrics: Arc<Metrics>,
     /// Rooms one socket may be in.
     max_rooms: usize,
 }
@@ -128,7 +130,7 @@ impl Registry {
             idle_after,
             rooms: HashMap::new(),
             sessions: HashMap::new(),
-            metrics,
+            metrics: Arc::new(metrics),
             max_rooms: usize::MAX,
         }
     }
@@ -182,7 +184,7 @@ struct RoomParts {
     registry: WeakAddr<Registry>,
     generation: u64,
     idle: Duration,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     fanout: Fanout,
 }
 
