@@ -10,6 +10,7 @@ mod endpoint;
 mod guard;
 mod outbound;
 mod polling;
+mod recent;
 mod websocket;
 
 use std::collections::VecDeque;
@@ -45,6 +46,7 @@ use crate::engine::websocket::Transport;
 use crate::limits::TokenBucket;
 use guard::{rate_limited, retry_after_ms, HandshakeSlot};
 use outbound::{Ending, Outbound, PollAnswer};
+use recent::Recent;
 
 /// Bad frames in a row that close a connection (contract §1).
 const MAX_BAD_FRAMES_IN_ROW: u32 = 10;
@@ -56,8 +58,6 @@ const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 const MAX_QUEUED_EVENTS: usize = 256;
 /// What a refused event is told to wait.
 const QUEUE_RETRY_AFTER_MS: u64 = 100;
-/// How many recent emissions a connection remembers to drop repeats.
-const RECENT_EMISSIONS: usize = 32;
 /// How long a closed polling session waits for the GET that takes its
 /// close packet.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -128,7 +128,7 @@ pub struct Session {
     /// Events waiting for the one running to finish.
     queue: VecDeque<WaitingEvent>,
     /// Emission ids of the latest deliveries, to drop repeats.
-    recent: VecDeque<u64>,
+    recent: Recent,
     /// The last offset replayed on recovery; live events up to it are repeats.
     replayed_upto: u64,
     /// The pid this socket is recovering, until its restore ends: a socket
@@ -187,7 +187,7 @@ impl Session {
             handshake: Some(handshake),
             out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
-            recent: VecDeque::with_capacity(RECENT_EMISSIONS),
+            recent: Recent::default(),
             replayed_upto: 0,
             recovering: None,
             running: false,
@@ -646,10 +646,7 @@ impl Session {
 
     /// Notes a delivered emission, to drop its other copies.
     fn remember(&mut self, emission: u64) {
-        if self.recent.len() == RECENT_EMISSIONS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(emission);
+        self.recent.remember(emission);
     }
 
     fn identity(&self) -> Option<&Identity> {
@@ -1085,7 +1082,7 @@ impl Handler<Deliver> for Session {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         // Already replayed on recovery, or sent to several rooms this
         // connection is in: delivered once.
-        if msg.offset <= self.replayed_upto || self.recent.contains(&msg.emission) {
+        if msg.offset <= self.replayed_upto || self.recent.contains(msg.emission) {
             return;
         }
         self.remember(msg.emission);
