@@ -5,7 +5,7 @@
 //! kept record a few times a window. And [`missed`]: what a recovering
 //! socket missed, read from the rooms' logs.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -29,7 +29,7 @@ enum Change {
         pid: String,
         owner: String,
         user: String,
-        rooms: BTreeSet<String>,
+        rooms: RoomSet,
     },
     Join(u64, String),
     Leave(u64, String),
@@ -65,7 +65,7 @@ impl RecordKeeper {
         user: String,
         rooms: impl Iterator<Item = String>,
     ) {
-        let rooms = rooms.collect();
+        let rooms = RoomSet::of(rooms);
         let _ = self.changes.send(Change::Bind {
             socket,
             pid,
@@ -92,12 +92,43 @@ impl RecordKeeper {
     }
 }
 
+/// A record's rooms: a set in a vector sized to what it holds. Every
+/// connected socket has a record, most in one room or a few, where a
+/// `BTreeSet<String>`'s first node alone takes ~280 bytes (issue 13).
+#[derive(Debug, Default)]
+struct RoomSet(Vec<String>);
+
+impl RoomSet {
+    fn of(rooms: impl Iterator<Item = String>) -> Self {
+        let mut rooms: Vec<String> = rooms.collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        // `collect` from a set's iterator starts at four places.
+        rooms.shrink_to_fit();
+        RoomSet(rooms)
+    }
+
+    fn insert(&mut self, room: String) {
+        if !self.0.contains(&room) {
+            self.0.push(room);
+        }
+    }
+
+    fn remove(&mut self, room: &str) {
+        self.0.retain(|kept| kept != room);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+}
+
 /// A bound socket's record.
 struct Kept {
     pid: String,
     owner: String,
     user: String,
-    rooms: BTreeSet<String>,
+    rooms: RoomSet,
     /// What changed since the last save.
     changes: Changes,
 }
@@ -289,6 +320,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use chrono::{DateTime, Utc};
+
+    use std::collections::BTreeSet;
 
     use super::*;
     use crate::broker::{Arrival, Claim, LogLimits, Publication, Subscription};
@@ -512,5 +545,21 @@ mod tests {
         max_bytes: usize,
     ) -> Result<Missed, StoreError> {
         missed(logs, rooms, 0, user, max_bytes).await
+    }
+
+    #[test]
+    fn a_records_rooms_take_what_they_hold() {
+        let names = ["user:u1", "listing:a", "user:u1"];
+        // An iterator of unknown length, as the registry's set gives.
+        let given = names.iter().map(|name| name.to_string()).filter(|_| true);
+        let mut rooms = RoomSet::of(given);
+        assert_eq!(rooms.0, ["listing:a", "user:u1"]);
+        assert_eq!(rooms.0.capacity(), 2);
+        rooms.insert("listing:a".to_owned());
+        rooms.insert("booking:b".to_owned());
+        rooms.remove("user:u1");
+        let kept: BTreeSet<&String> = rooms.iter().collect();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.contains(&"booking:b".to_owned()) && kept.contains(&"listing:a".to_owned()));
     }
 }

@@ -13,18 +13,16 @@
 //! replayed on recovery) are dropped here, under the same lock, on either
 //! path.
 
-use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 
+use super::recent::Recent;
 use super::Deliver;
 use crate::engine::reason::SLOW_CONSUMER;
 use crate::engine::websocket::frame::code::AGAIN;
 use crate::engine::websocket::Transport;
-
-/// How many recent emissions a connection remembers to drop repeats.
-pub const RECENT_EMISSIONS: usize = 32;
 
 /// The session's WebSocket refused a frame pushed directly (its bound
 /// tripped): the transport is already closing as a slow consumer; the
@@ -48,13 +46,16 @@ pub enum Delivered {
 pub struct Mailslot {
     slot: Mutex<Slot>,
     fallback: Recipient<Deliver>,
-    overflow: Recipient<Overflowed>,
+    /// Weak: rarely used, and a strong recipient allocates its own sender
+    /// state (`fallback` keeps the connection reachable).
+    overflow: WeakRecipient<Overflowed>,
 }
 
 #[derive(Default)]
 struct Slot {
-    /// Emission ids of the latest deliveries, to drop repeats.
-    recent: VecDeque<u64>,
+    /// Emission ids of the latest deliveries, to drop repeats (allocated
+    /// on the first).
+    recent: Recent,
     /// The last offset replayed on recovery; live events up to it are repeats.
     replayed_upto: u64,
     /// The WebSocket frames go to directly, when the session allows it.
@@ -67,14 +68,7 @@ struct Slot {
 
 impl Slot {
     fn repeat(&self, msg: &Deliver) -> bool {
-        msg.offset <= self.replayed_upto || self.recent.contains(&msg.emission)
-    }
-
-    fn remember(&mut self, emission: u64) {
-        if self.recent.len() == RECENT_EMISSIONS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(emission);
+        msg.offset <= self.replayed_upto || self.recent.contains(msg.emission)
     }
 }
 
@@ -83,7 +77,7 @@ impl Mailslot {
         Mailslot {
             slot: Mutex::default(),
             fallback,
-            overflow,
+            overflow: overflow.downgrade(),
         }
     }
 
@@ -113,7 +107,7 @@ impl Mailslot {
         if slot.repeat(msg) {
             return Delivered::Dropped;
         }
-        slot.remember(msg.emission);
+        slot.recent.remember(msg.emission);
         if direct.push(msg.frame.clone()).is_err() {
             // As the session would: the connection closes at once as a slow
             // consumer, so nothing queued after the refused frame goes out.
@@ -121,7 +115,9 @@ impl Mailslot {
             slot.transport = None;
             drop(slot);
             direct.close(AGAIN, SLOW_CONSUMER);
-            self.overflow.do_send(Overflowed);
+            if let Some(session) = self.overflow.upgrade() {
+                session.do_send(Overflowed);
+            }
         }
         Delivered::Direct
     }
@@ -135,7 +131,7 @@ impl Mailslot {
         if slot.repeat(msg) {
             return false;
         }
-        slot.remember(msg.emission);
+        slot.recent.remember(msg.emission);
         true
     }
 
@@ -144,7 +140,7 @@ impl Mailslot {
     pub fn replayed(&self, emissions: impl IntoIterator<Item = u64>, upto: u64) {
         let mut slot = self.lock();
         for emission in emissions {
-            slot.remember(emission);
+            slot.recent.remember(emission);
         }
         slot.replayed_upto = upto;
     }

@@ -9,6 +9,7 @@ pub mod listing;
 pub mod mailslot;
 pub mod members;
 pub mod presence;
+mod recent;
 pub mod registry;
 pub mod room;
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix::{WeakAddr, WeakRecipient};
 
 use super::booking::BookingRoom;
 use super::listing::ListingRoom;
@@ -44,33 +45,56 @@ pub struct Registry {
     idle_after: Duration,
     rooms: HashMap<RoomKey, RoomEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
-    metrics: Metrics,
+    /// Shared with every room: a room holds one pointer, not the struct.
+    metrics: Arc<Metrics>,
     /// Rooms one socket may be in.
     max_rooms: usize,
 }
 
-/// A live room: how to reach it, and how many local members it has.
+/// A live room: how to reach it, and how many local members it has. One
+/// address per room (each actix address clone allocates its own sender
+/// state, ~100 bytes with the allocator's overhead, and every connected
+/// user has a room: docs/BENCHMARKS.md, issue 13).
 struct RoomEntry {
     generation: u64,
     members: usize,
-    join: Recipient<AddMember>,
-    leave: Recipient<RemoveMember>,
-    broadcast: Recipient<Broadcast>,
-    retire: Recipient<Retire>,
     kind: KindAddr,
 }
 
-/// The typed address of rooms that take kind-specific messages.
+/// The typed address of a room: every kind takes the messages of [`Room`],
+/// and bookings and listings their own.
 pub enum KindAddr {
     Booking(Addr<BookingRoom>),
     Listing(Addr<ListingRoom>),
-    Plain,
+    Plain(Addr<Room<()>>),
+}
+
+impl KindAddr {
+    /// Sends a message every room kind takes.
+    fn do_send<M>(&self, msg: M)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Room<()>: Handler<M>,
+        BookingRoom: Handler<M>,
+        ListingRoom: Handler<M>,
+    {
+        match self {
+            KindAddr::Booking(addr) => addr.do_send(msg),
+            KindAddr::Listing(addr) => addr.do_send(msg),
+            KindAddr::Plain(addr) => addr.do_send(msg),
+        }
+    }
 }
 
 struct SessionEntry {
+    /// Where rooms put the connection's frames; it keeps the connection
+    /// reachable.
     mailslot: Arc<Mailslot>,
-    shutdown: Recipient<Shutdown>,
-    left: Recipient<RoomLeft>,
+    /// Weak, as `left`: rarely used, and a strong recipient allocates its
+    /// own sender state (`mailslot` keeps the connection reachable).
+    shutdown: WeakRecipient<Shutdown>,
+    left: WeakRecipient<RoomLeft>,
     /// Whether the socket's token is an admin's (as of its last join or
     /// `auth:refresh`): admins may watch private listings.
     admin: bool,
@@ -109,7 +133,7 @@ impl Registry {
             idle_after,
             rooms: HashMap::new(),
             sessions: HashMap::new(),
-            metrics,
+            metrics: Arc::new(metrics),
             max_rooms: usize::MAX,
         }
     }
@@ -139,7 +163,7 @@ impl Registry {
             *next_arbiter = next_arbiter.wrapping_add(1);
             let room = RoomParts {
                 key: key.clone(),
-                registry,
+                registry: registry.downgrade(),
                 generation: *next_generation,
                 idle: *idle_after,
                 metrics: metrics.clone(),
@@ -151,7 +175,7 @@ impl Registry {
 
     fn leave_room(&mut self, session: SessionId, key: &RoomKey) {
         if let Some(entry) = self.rooms.get_mut(key) {
-            entry.leave.do_send(RemoveMember { session });
+            entry.kind.do_send(RemoveMember { session });
             entry.members = entry.members.saturating_sub(1);
         }
     }
@@ -160,10 +184,10 @@ impl Registry {
 /// What a new room actor is made of.
 struct RoomParts {
     key: RoomKey,
-    registry: Addr<Registry>,
+    registry: WeakAddr<Registry>,
     generation: u64,
     idle: Duration,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     fanout: Fanout,
 }
 
@@ -190,7 +214,7 @@ fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
                 Some(arbiter) => BookingRoom::start_in_arbiter(&arbiter, make),
                 None => BookingRoom::create(make),
             };
-            entry(generation, &addr, KindAddr::Booking(addr.clone()))
+            entry(generation, KindAddr::Booking(addr))
         }
         RoomKey::Listing(_) => {
             let make = move |_: &mut Context<ListingRoom>| parts.build();
@@ -198,7 +222,7 @@ fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
                 Some(arbiter) => ListingRoom::start_in_arbiter(&arbiter, make),
                 None => ListingRoom::create(make),
             };
-            entry(generation, &addr, KindAddr::Listing(addr.clone()))
+            entry(generation, KindAddr::Listing(addr))
         }
         _ => {
             let make = move |_: &mut Context<Room<()>>| parts.build();
@@ -206,19 +230,15 @@ fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
                 Some(arbiter) => Room::<()>::start_in_arbiter(&arbiter, make),
                 None => Room::<()>::create(make),
             };
-            entry(generation, &addr, KindAddr::Plain)
+            entry(generation, KindAddr::Plain(addr))
         }
     }
 }
 
-fn entry<S: RoomState>(generation: u64, addr: &Addr<Room<S>>, kind: KindAddr) -> RoomEntry {
+fn entry(generation: u64, kind: KindAddr) -> RoomEntry {
     RoomEntry {
         generation,
         members: 0,
-        join: addr.clone().recipient(),
-        leave: addr.clone().recipient(),
-        broadcast: addr.clone().recipient(),
-        retire: addr.clone().recipient(),
         kind,
     }
 }
@@ -369,8 +389,8 @@ impl Handler<Register> for Registry {
             msg.session,
             SessionEntry {
                 mailslot: msg.mailslot,
-                shutdown: msg.shutdown,
-                left: msg.left,
+                shutdown: msg.shutdown.downgrade(),
+                left: msg.left.downgrade(),
                 admin: false,
                 rooms: HashSet::new(),
                 bound: false,
@@ -451,7 +471,7 @@ impl Handler<JoinRooms> for Registry {
             }
             let entry = self.room(room, ctx.address());
             entry.members += 1;
-            entry.join.do_send(AddMember {
+            entry.kind.do_send(AddMember {
                 session: msg.session,
                 user: msg.user.clone(),
                 mailslot: mailslot.clone(),
@@ -543,8 +563,8 @@ impl Registry {
     /// Takes a socket out of a room and sends it `room:left`.
     fn evict(&mut self, session: SessionId, room: RoomKey, reason: &'static str) {
         if self.remove_member(session, &room) {
-            if let Some(entry) = self.sessions.get(&session) {
-                entry.left.do_send(RoomLeft { room, reason });
+            if let Some(left) = self.sessions.get(&session).and_then(|e| e.left.upgrade()) {
+                left.do_send(RoomLeft { room, reason });
             }
         }
     }
@@ -635,7 +655,7 @@ impl Registry {
             _ => None,
         };
         if let Some(entry) = self.rooms.get(&event.room) {
-            entry.broadcast.do_send(Broadcast {
+            entry.kind.do_send(Broadcast {
                 frame: Deliver {
                     frame: event.frame.into(),
                     emission: event.emission,
@@ -660,7 +680,7 @@ impl Handler<RoomIdle> for Registry {
             .is_some_and(|e| e.generation == msg.generation && e.members == 0);
         if idle {
             if let Some(entry) = self.rooms.remove(&msg.room) {
-                entry.retire.do_send(Retire);
+                entry.kind.do_send(Retire);
                 self.subscription.unfollow(msg.room.clone());
                 self.metrics
                     .rooms
@@ -685,7 +705,9 @@ impl Handler<ShutdownAll> for Registry {
     type Result = usize;
     fn handle(&mut self, _: ShutdownAll, _: &mut Context<Self>) -> usize {
         for session in self.sessions.values() {
-            session.shutdown.do_send(Shutdown);
+            if let Some(shutdown) = session.shutdown.upgrade() {
+                shutdown.do_send(Shutdown);
+            }
         }
         self.sessions.len()
     }
@@ -693,7 +715,7 @@ impl Handler<ShutdownAll> for Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::made_private;
+    use super::{made_private, RoomEntry};
     use crate::protocol::socket::encode_event_head;
     use serde_json::json;
 
@@ -714,5 +736,18 @@ mod tests {
             "tick",
             &listing("private")
         )));
+    }
+
+    /// Every connected user has a room, so its entry is kept lean: one
+    /// address (an actix address or recipient clone allocates its own
+    /// sender state), not one recipient per message kind.
+    #[test]
+    fn a_room_entry_holds_one_address() {
+        let one_address = std::mem::size_of::<actix::Addr<super::Room<()>>>();
+        assert!(
+            std::mem::size_of::<RoomEntry>() <= 2 * std::mem::size_of::<u64>() + one_address + 8,
+            "RoomEntry is {} bytes",
+            std::mem::size_of::<RoomEntry>()
+        );
     }
 }
