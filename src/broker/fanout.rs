@@ -35,6 +35,12 @@ enum Queued {
         since: u64,
         reply: oneshot::Sender<bool>,
     },
+    /// Several events, then a barrier for everything before it, queued
+    /// with one send (one wake of the publisher).
+    Several {
+        events: Vec<Publish>,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// How often a publication the broker refused is tried again, and the pause before
@@ -107,6 +113,30 @@ impl Fanout {
         self.send(RoomKey::Listing(listing), event, None, Some(version));
     }
 
+    /// Emits each event to its rooms (as [`Fanout::emit_to`]) and resolves
+    /// as [`Fanout::published`] does, with one send to the publisher for all
+    /// of them instead of one per room and one for the barrier: a chat
+    /// message's three publications and its ack's wait.
+    pub async fn emit_all_published(&self, emissions: Vec<(&[RoomKey], ServerEvent)>) {
+        let mut events = Vec::new();
+        for (rooms, event) in emissions {
+            let (emission, head) = (rand::random(), event.head());
+            events.extend(rooms.iter().map(|room| {
+                self.numbered(Publication {
+                    room: room.clone(),
+                    emission,
+                    head: head.clone(),
+                    except: None,
+                    version: None,
+                })
+            }));
+        }
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Queued::Several { events, reply }).is_ok() {
+            let _ = done.await;
+        }
+    }
+
     /// Resolves once every event emitted before the call is published, so
     /// that a request is answered only after the events it caused left.
     /// Those that could not be are logged; see [`Fanout::emit_published`].
@@ -165,10 +195,15 @@ impl Fanout {
     }
 
     fn queue_publication(&self, event: Publication) {
-        let _ = self.queue.send(Queued::Publish(Publish {
+        let _ = self.queue.send(Queued::Publish(self.numbered(event)));
+    }
+
+    /// `event` with its place among everything this node queues.
+    fn numbered(&self, event: Publication) -> Publish {
+        Publish {
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             event,
-        }));
+        }
     }
 }
 
@@ -189,6 +224,10 @@ async fn publish(broker: Broker, limits: LogLimits, mut rx: mpsc::UnboundedRecei
             match queued {
                 Queued::Publish(event) => pending.push(event),
                 Queued::Barrier { since, reply } => barriers.push((since, reply)),
+                Queued::Several { events, reply } => {
+                    pending.extend(events);
+                    barriers.push((u64::MAX, reply));
+                }
             }
         }
         let mut error = String::new();
@@ -225,4 +264,61 @@ async fn send(broker: &Broker, limits: LogLimits, events: Vec<Publish>) -> (Vec<
         }
     }
     (refused, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::memory::MemoryBroker;
+    use crate::broker::History;
+    use crate::ids::{BookingId, MessageId};
+
+    #[actix_web::test]
+    async fn events_emitted_all_at_once_are_in_their_logs_when_it_resolves() {
+        // A chat message's ack waits on this: whoever joins a room after
+        // the ack must find the events in the room's log.
+        let broker = Broker::Memory(MemoryBroker::new());
+        let limits = LogLimits {
+            ttl: Duration::from_secs(60),
+            max_len: 100,
+        };
+        let fanout = Fanout::start(broker.clone(), limits);
+        let booking = BookingId::from_db("b1".to_owned());
+        let users = ["u1", "u2"].map(|u| RoomKey::User(UserId::from_db(u.to_owned())));
+        let activity = ServerEvent::BookingActivity {
+            booking_id: booking.clone(),
+            message_id: MessageId(1),
+            sender_id: UserId::from_db("u1".to_owned()),
+        };
+        let typing = ServerEvent::Typing {
+            booking_id: booking.clone(),
+            user_id: UserId::from_db("u1".to_owned()),
+            typing: true,
+        };
+        let room = [RoomKey::Booking(booking)];
+        fanout
+            .emit_all_published(vec![(&room, typing.clone()), (&users, activity.clone())])
+            .await;
+        let logged = |room: RoomKey| {
+            let broker = broker.clone();
+            async move {
+                match broker.since(&room, 0).await {
+                    Ok(History::Events(events)) => events,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let in_booking = logged(room[0].clone()).await;
+        assert_eq!(in_booking.len(), 1);
+        assert!(in_booking[0].frame.starts_with(&typing.head()));
+        // One emission for both user rooms: a connection in both takes it once.
+        let (first, second) = (
+            logged(users[0].clone()).await,
+            logged(users[1].clone()).await,
+        );
+        assert_eq!((first.len(), second.len()), (1, 1));
+        assert!(first[0].frame.starts_with(&activity.head()));
+        assert_eq!(first[0].emission, second[0].emission);
+        assert_ne!(first[0].emission, in_booking[0].emission);
+    }
 }

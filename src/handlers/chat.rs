@@ -24,7 +24,8 @@ use crate::time::rfc3339;
 /// How long one typist's `typing: true` broadcasts are throttled (§5).
 const TYPING_THROTTLE: Duration = Duration::from_millis(3000);
 
-/// Sends a message; acked after commit. A repeated `(booking, sender,
+/// Sends a message; acked after commit and once its events are published
+/// (so [`super::handle`] does not wait again). A repeated `(booking, sender,
 /// clientMsgId)` answers the first message and announces nothing.
 pub async fn send(
     app: &AppState,
@@ -54,9 +55,13 @@ pub async fn send(
         let new = ServerEvent::MessageNew {
             message: message.clone(),
         };
-        app.fanout.emit(RoomKey::Booking(booking), new);
+        let room = [RoomKey::Booking(booking)];
         let rooms = [sent.buyer_id, sent.seller_id].map(|u| RoomKey::User(UserId::from_db(u)));
-        app.fanout.emit_to(&rooms, activity);
+        app.fanout
+            .emit_all_published(vec![(&room, new), (&rooms, activity)])
+            .await;
+    } else {
+        app.fanout.published().await;
     }
     Ok(json!({ "message": message }))
 }

@@ -182,10 +182,14 @@ pub async fn handle(
     caller: Caller,
     event: ClientEvent,
 ) -> Result<Value, Failure> {
+    // A message waits for its own events (one send to the publisher).
+    let waits_itself = matches!(event, ClientEvent::MessageSend { .. });
     let outcome = run(&app, &caller, event).await;
     // Answer only once the events this one caused are published: whoever
     // joins a room after the answer will not get them late.
-    app.fanout.published().await;
+    if !waits_itself || outcome.is_err() {
+        app.fanout.published().await;
+    }
     outcome
 }
 

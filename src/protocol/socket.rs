@@ -188,6 +188,32 @@ pub fn encode_event_head(name: &str, payload: &Value) -> String {
     format!("42[{name},{payload}")
 }
 
+/// [`encode_event_head`] of a payload serialized straight into the frame,
+/// without building a [`Value`] first; `close` appends `]` for an event
+/// outside any room log. A payload whose serialization fails (none of
+/// souk's: every map key is a string) is sent as `null`.
+pub fn encode_serialized<T: serde::Serialize + ?Sized>(
+    name: &str,
+    payload: &T,
+    close: bool,
+) -> String {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"42[");
+    // A `&str` always serializes.
+    let _ = serde_json::to_writer(&mut out, name);
+    out.push(b',');
+    let start = out.len();
+    if serde_json::to_writer(&mut out, payload).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    }
+    if close {
+        out.push(b']');
+    }
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// `43<id>[reply]`: the answer to a client event's ack id.
 pub fn encode_ack(ack_id: u64, reply: &Value) -> String {
     format!("43{ack_id}[{reply}]")

@@ -124,10 +124,11 @@ fn send_batch(
         .filter(|(_, check)| check.is_ok())
         .map(|(row, _)| row.message.clone())
         .collect();
+    // Already in the batch's transaction: no savepoint (two round trips).
     let mut stored = if allowed.is_empty() {
         Vec::new()
     } else {
-        insert_batch(conn, &allowed)?
+        insert_rows(conn, &allowed)?
     }
     .into_iter();
     let mut sent = Vec::with_capacity(checked.len());
@@ -170,43 +171,49 @@ pub fn insert_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
 ) -> Result<Vec<(MessageRow, bool)>, StoreError> {
-    conn.transaction(|conn| {
-        let created: Vec<MessageRow> = diesel::insert_into(messages::table)
-            .values(batch)
-            .on_conflict((
-                messages::booking_id,
-                messages::sender_id,
-                messages::client_msg_id,
-            ))
-            .do_nothing()
-            .returning(MessageRow::as_returning())
-            .get_results(conn)?;
-        let mut fresh: HashMap<IdempotencyKey, MessageRow> = created
-            .into_iter()
-            .map(|row| (IdempotencyKey::of_row(&row), row))
-            .collect();
-        let mut out = Vec::with_capacity(batch.len());
-        let mut seen = HashMap::new();
-        for message in batch {
-            let key = IdempotencyKey::of(message);
-            if let Some(row) = fresh.remove(&key) {
-                seen.insert(key, row.clone());
-                out.push((row, true));
-            } else if let Some(row) = seen.get(&key) {
-                out.push((row.clone(), false));
-            } else {
-                let row = messages::table
-                    .filter(messages::booking_id.eq(&message.booking_id))
-                    .filter(messages::sender_id.eq(&message.sender_id))
-                    .filter(messages::client_msg_id.eq(&message.client_msg_id))
-                    .select(MessageRow::as_select())
-                    .first(conn)?;
-                seen.insert(key, row.clone());
-                out.push((row, false));
-            }
+    conn.transaction(|conn| insert_rows(conn, batch))
+}
+
+/// [`insert_batch`] in the caller's transaction.
+fn insert_rows(
+    conn: &mut PgConnection,
+    batch: &[NewMessage],
+) -> Result<Vec<(MessageRow, bool)>, StoreError> {
+    let created: Vec<MessageRow> = diesel::insert_into(messages::table)
+        .values(batch)
+        .on_conflict((
+            messages::booking_id,
+            messages::sender_id,
+            messages::client_msg_id,
+        ))
+        .do_nothing()
+        .returning(MessageRow::as_returning())
+        .get_results(conn)?;
+    let mut fresh: HashMap<IdempotencyKey, MessageRow> = created
+        .into_iter()
+        .map(|row| (IdempotencyKey::of_row(&row), row))
+        .collect();
+    let mut out = Vec::with_capacity(batch.len());
+    let mut seen = HashMap::new();
+    for message in batch {
+        let key = IdempotencyKey::of(message);
+        if let Some(row) = fresh.remove(&key) {
+            seen.insert(key, row.clone());
+            out.push((row, true));
+        } else if let Some(row) = seen.get(&key) {
+            out.push((row.clone(), false));
+        } else {
+            let row = messages::table
+                .filter(messages::booking_id.eq(&message.booking_id))
+                .filter(messages::sender_id.eq(&message.sender_id))
+                .filter(messages::client_msg_id.eq(&message.client_msg_id))
+                .select(MessageRow::as_select())
+                .first(conn)?;
+            seen.insert(key, row.clone());
+            out.push((row, false));
         }
-        Ok(out)
-    })
+    }
+    Ok(out)
 }
 
 /// What makes a send a repeat (§5): its booking, sender and `clientMsgId`.

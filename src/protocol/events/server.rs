@@ -151,13 +151,14 @@ impl ServerEvent {
 
     /// `42["name",payload`: a room event, for the room log to close with
     /// its offset.
+    /// Serialized straight from the event, with no [`Value`] in between.
     pub fn head(&self) -> String {
-        socket::encode_event_head(self.name(), &self.payload())
+        socket::encode_serialized(self.name(), self, false)
     }
 
     /// `42["name",payload]`: an event to one socket, outside any room log.
     pub fn frame(&self) -> String {
-        socket::encode_event(self.name(), &self.payload(), None)
+        socket::encode_serialized(self.name(), self, true)
     }
 }
 
@@ -455,6 +456,32 @@ mod tests {
             let name = event.name();
             assert_eq!(frame, format!("42[\"{name}\",{expected}]"), "{name}");
             assert_eq!(event.head(), format!("42[\"{name}\",{expected}"), "{name}");
+        }
+    }
+
+    #[test]
+    fn frames_serialized_straight_match_those_made_through_a_value() {
+        // `head` and `frame` no longer build a `Value`; the bytes must not
+        // change, escapes and non-ASCII text included.
+        let mut events: Vec<ServerEvent> = samples().into_iter().map(|(e, _)| e).collect();
+        events.push(ServerEvent::MessageNew {
+            message: Message {
+                id: MessageId(i64::MAX),
+                booking_id: bid(),
+                sender_id: uid(),
+                body: "quote \" slash \\ newline \n tab \t nul \u{0} é 😀 </script>".into(),
+                client_msg_id: "c\u{1f}".into(),
+                created_at: "t".into(),
+            },
+        });
+        let custom = CustomEvent::new("a\"b".into(), json!({"z": 1, "a": [1.5, null]}));
+        events.push(ServerEvent::Custom(
+            custom.unwrap_or_else(|err| panic!("{err}")),
+        ));
+        for event in events {
+            let (name, payload) = (event.name(), event.payload());
+            assert_eq!(event.head(), socket::encode_event_head(name, &payload));
+            assert_eq!(event.frame(), socket::encode_event(name, &payload, None));
         }
     }
 
