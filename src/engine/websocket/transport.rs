@@ -73,56 +73,46 @@ impl Transport {
     /// client does not read fast enough.
     pub fn push(&self, text: ByteString) -> Result<(), Full> {
         let cost = text.len() + PACKET_OVERHEAD;
-        self.queue(Outgoing::Text(text), cost)
+        self.queue(std::iter::once(Outgoing::Text(text)), cost)
     }
 
     /// Queues a text frame that does not count (the upgrade probe's answer).
     pub fn push_uncounted(&self, text: ByteString) {
-        let _ = self.queue(Outgoing::Text(text), 0);
+        let _ = self.queue(std::iter::once(Outgoing::Text(text)), 0);
     }
 
     /// Queues frames that waited elsewhere, `counted` bytes of them
     /// counting, behind what waits here. Refused past the bound.
     pub fn append(&self, frames: VecDeque<ByteString>, counted: usize) -> Result<(), Full> {
-        let Some(mut queue) = self.lock() else {
-            return Err(Full);
-        };
-        if queue.ended || queue.close.is_some() || frames.is_empty() {
-            return Ok(());
-        }
-        if queue.counted + counted > self.0.limit {
-            return Err(Full);
-        }
-        let wake = queue.frames.is_empty();
-        queue.counted += counted;
-        queue.frames.extend(frames.into_iter().map(Outgoing::Text));
-        drop(queue);
-        if wake {
-            self.0.waker.wake();
-        }
-        Ok(())
+        self.queue(frames.into_iter().map(Outgoing::Text), counted)
     }
 
     pub(super) fn push_control(&self, frame: Bytes) -> Result<(), Full> {
         let cost = frame.len() + PACKET_OVERHEAD;
-        self.queue(Outgoing::Control(frame), cost)
+        self.queue(std::iter::once(Outgoing::Control(frame)), cost)
     }
 
-    fn queue(&self, frame: Outgoing, cost: usize) -> Result<(), Full> {
+    /// Queues `frames` behind what waits, `cost` counted bytes in all, and
+    /// wakes the writer when the queue was empty.
+    fn queue(
+        &self,
+        frames: impl ExactSizeIterator<Item = Outgoing>,
+        cost: usize,
+    ) -> Result<(), Full> {
         let Some(mut queue) = self.lock() else {
             return Err(Full); // the task panicked holding it
         };
         // Once closing, the close frame is the last one.
-        if queue.ended || queue.close.is_some() {
+        if queue.ended || queue.close.is_some() || frames.len() == 0 {
             return Ok(());
         }
-        // Checked before the frame is queued, so one frame larger than the
+        // Checked before the frames are queued, so one frame larger than the
         // bound is refused too.
         if queue.counted + cost > self.0.limit {
             return Err(Full);
         }
         let wake = queue.frames.is_empty();
-        queue.frames.push_back(frame);
+        queue.frames.extend(frames);
         queue.counted += cost;
         drop(queue);
         if wake {
