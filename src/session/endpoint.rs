@@ -108,6 +108,25 @@ fn trip(app: &AppState, limit: &str) {
     app.metrics.limits_tripped.with_label_values(&[limit]).inc();
 }
 
+/// Admits and starts a new session, opened by long-polling (`polling`) or
+/// on a WebSocket.
+fn open_session(
+    app: &web::Data<AppState>,
+    directory: &web::Data<Directory>,
+    head: &RequestHead,
+    polling: bool,
+) -> Result<Addr<Session>, Failure> {
+    let slot = admit(app, directory, head)?;
+    let (app, directory, token) = (
+        app.clone().into_inner(),
+        directory.clone().into_inner(),
+        header_token(head),
+    );
+    Ok(Session::create(move |ctx| {
+        Session::new(app, directory, token, polling, slot, ctx)
+    }))
+}
+
 /// The session a request names.
 fn find(directory: &Directory, sid: &str) -> Result<Addr<Session>, Failure> {
     directory
@@ -125,15 +144,7 @@ pub async fn socket_io(
     match read_query(req.query_string())? {
         (Transport::WebSocket, _) => Err(not_websocket(ws::handshake(req.head()).err())),
         (Transport::Polling, None) => {
-            let slot = admit(&app, &directory, req.head())?;
-            let (app, directory, token) = (
-                app.into_inner(),
-                directory.into_inner(),
-                header_token(req.head()),
-            );
-            let session =
-                Session::create(move |ctx| Session::new(app, directory, token, true, slot, ctx));
-            polling::get(session).await
+            polling::get(open_session(&app, &directory, req.head(), true)?).await
         }
         (Transport::Polling, Some(sid)) => polling::get(find(&directory, &sid)?).await,
     }
@@ -205,17 +216,7 @@ fn websocket_for(
     };
     ws::handshake(head).map_err(|err| not_websocket(Some(err)))?;
     match sid {
-        None => {
-            let slot = admit(app, directory, head)?;
-            let (app, directory, token) = (
-                app.clone().into_inner(),
-                directory.clone().into_inner(),
-                header_token(head),
-            );
-            let session =
-                Session::create(move |ctx| Session::new(app, directory, token, false, slot, ctx));
-            Ok((session, false))
-        }
+        None => Ok((open_session(app, directory, head, false)?, false)),
         Some(sid) => Ok((find(directory, &sid)?, true)),
     }
 }
