@@ -91,15 +91,8 @@ impl Fanout {
         event: ServerEvent,
         version: Option<i64>,
     ) {
-        let head = event.head();
-        for room in rooms {
-            self.queue_publication(Publication {
-                room: room.clone(),
-                emission,
-                head: head.clone(),
-                except: None,
-                version,
-            });
+        for publication in publications(emission, rooms, &event, version) {
+            self.queue_publication(publication);
         }
     }
 
@@ -120,16 +113,8 @@ impl Fanout {
     pub async fn emit_all_published(&self, emissions: Vec<(&[RoomKey], ServerEvent)>) {
         let mut events = Vec::new();
         for (rooms, event) in emissions {
-            let (emission, head) = (rand::random(), event.head());
-            events.extend(rooms.iter().map(|room| {
-                self.numbered(Publication {
-                    room: room.clone(),
-                    emission,
-                    head: head.clone(),
-                    except: None,
-                    version: None,
-                })
-            }));
+            let each = publications(rand::random(), rooms, &event, None);
+            events.extend(each.map(|publication| self.numbered(publication)));
         }
         let (reply, done) = oneshot::channel();
         if self.queue.send(Queued::Several { events, reply }).is_ok() {
@@ -264,6 +249,24 @@ async fn send(broker: &Broker, limits: LogLimits, events: Vec<Publish>) -> (Vec<
         }
     }
     (refused, error)
+}
+
+/// One event's publication to each of `rooms`, under one emission id (a
+/// connection in several of them takes it once), encoded once.
+fn publications<'a>(
+    emission: u64,
+    rooms: &'a [RoomKey],
+    event: &ServerEvent,
+    version: Option<i64>,
+) -> impl Iterator<Item = Publication> + 'a {
+    let head = event.head();
+    rooms.iter().map(move |room| Publication {
+        room: room.clone(),
+        emission,
+        head: head.clone(),
+        except: None,
+        version,
+    })
 }
 
 #[cfg(test)]
