@@ -95,26 +95,29 @@ impl Mailslot {
         if slot.overflowed {
             return Delivered::Dropped;
         }
-        let direct = match &slot.transport {
-            Some(transport) if slot.in_flight == 0 => transport.clone(),
-            _ => {
-                slot.in_flight += 1;
-                drop(slot);
-                self.fallback.do_send(msg.clone());
-                return Delivered::Mailbox;
-            }
-        };
+        if slot.transport.is_none() || slot.in_flight > 0 {
+            slot.in_flight += 1;
+            drop(slot);
+            self.fallback.do_send(msg.clone());
+            return Delivered::Mailbox;
+        }
         if slot.repeat(msg) {
             return Delivered::Dropped;
         }
         slot.recent.remember(msg.emission);
-        if direct.push(msg.frame.clone()).is_err() {
+        let refused = match &slot.transport {
+            Some(transport) => transport.push(msg.frame.clone()).is_err(),
+            None => false,
+        };
+        if refused {
             // As the session would: the connection closes at once as a slow
             // consumer, so nothing queued after the refused frame goes out.
             slot.overflowed = true;
-            slot.transport = None;
+            let transport = slot.transport.take();
             drop(slot);
-            direct.close(AGAIN, SLOW_CONSUMER);
+            if let Some(transport) = transport {
+                transport.close(AGAIN, SLOW_CONSUMER);
+            }
             if let Some(session) = self.overflow.upgrade() {
                 session.do_send(Overflowed);
             }
