@@ -91,12 +91,20 @@ impl Schedule for Timers {
     }
 }
 
+/// The session's kind for one of the engine's timers.
 fn kind_of(timer: Timer) -> Kind {
     match timer {
         Timer::Ping => PING,
         Timer::PongDeadline => PONG_DEADLINE,
         Timer::Linger => LINGER,
     }
+}
+
+/// The engine's timer of that kind, if it is one of the engine's.
+fn engine_timer(kind: Kind) -> Option<Timer> {
+    [Timer::Ping, Timer::PongDeadline, Timer::Linger]
+        .into_iter()
+        .find(|timer| kind_of(*timer) == kind)
 }
 
 /// Why a connection closed, as the `souk_disconnects_total{reason}` label.
@@ -1059,17 +1067,12 @@ impl Handler<TransportClosed> for Session {
 impl Handler<Due> for Session {
     type Result = ();
     fn handle(&mut self, Due { kind, token }: Due, ctx: &mut Self::Context) {
+        if let Some(timer) = engine_timer(kind) {
+            let config = engine_config(&self.app);
+            let step = self.engine.on_timer(timer, token, &config, &self.timers);
+            return self.apply(step, ctx);
+        }
         match kind {
-            PING | PONG_DEADLINE | LINGER => {
-                let timer = match kind {
-                    PING => Timer::Ping,
-                    PONG_DEADLINE => Timer::PongDeadline,
-                    _ => Timer::Linger,
-                };
-                let config = engine_config(&self.app);
-                let step = self.engine.on_timer(timer, token, &config, &self.timers);
-                self.apply(step, ctx);
-            }
             CONNECT_DEADLINE if matches!(self.state, State::Handshake) => {
                 self.trip("connect_timeout");
                 self.close(ctx, reason::CONNECT_TIMEOUT, Ending::Policy);
@@ -1137,5 +1140,16 @@ mod tests {
         let (session, engine) = (size_of::<Session>(), size_of::<Engine>());
         println!("size_of::<Session>() = {session}, of its Engine = {engine}");
         assert!(session <= 400, "Session is {session} bytes");
+    }
+
+    /// The engine's timers and the session's own share one kind space:
+    /// each of the engine's maps to a kind of its own and back.
+    #[test]
+    fn the_engine_timers_have_kinds_of_their_own() {
+        for timer in [Timer::Ping, Timer::PongDeadline, Timer::Linger] {
+            assert_eq!(engine_timer(kind_of(timer)), Some(timer));
+        }
+        assert_eq!(engine_timer(CONNECT_DEADLINE), None);
+        assert_eq!(engine_timer(EXPIRY), None);
     }
 }
