@@ -1139,7 +1139,8 @@ mod tests {
     fn a_session_and_its_engine_stay_small() {
         let (session, engine) = (size_of::<Session>(), size_of::<Engine>());
         println!("size_of::<Session>() = {session}, of its Engine = {engine}");
-        assert!(session <= 400, "Session is {session} bytes");
+        // 352 on main before the split (2026-12-04), 328 after.
+        assert!(session <= 328, "Session is {session} bytes");
     }
 
     /// The engine's timers and the session's own share one kind space:
