@@ -1,14 +1,17 @@
-//! One actor per connection: takes packets from its transport, decodes them,
-//! authorizes, routes events, and writes packets back through a bounded
-//! outbound queue. Transports: a WebSocket (websocket.rs links the engine's
-//! connection task, [`crate::engine::websocket`], to the session) or
-//! long-polling (polling.rs), which can upgrade to a WebSocket. endpoint.rs
-//! reads the `/socket.io/` query and picks the transport.
+//! Socket.IO: one actor per connection. It owns the connection's Engine.IO
+//! layer ([`crate::engine::eio::Engine`]: sid, heartbeat, transports,
+//! upgrade, the bounded outbound queue, close) as a plain struct, feeds it
+//! what arrives and the timers it armed, and does what it answers. Above
+//! it, the session takes the Socket.IO packets: CONNECT with its token and
+//! the token's expiry, the pre-CONNECT deadline, acks, the queue of events
+//! (routed to the handlers and room actors), recovery and its rooms.
+//! websocket.rs and polling.rs carry the transports' messages from the
+//! engine's tasks and requests to the actor; endpoint.rs reads the
+//! `/socket.io/` query and picks the transport.
 
 mod directory;
 mod endpoint;
 mod guard;
-mod outbound;
 mod polling;
 mod websocket;
 
@@ -30,7 +33,7 @@ use crate::ids::{UserId, MAX_ID_LEN};
 use crate::limits;
 use crate::protocol::events::{self, ClientEvent, ServerEvent, KNOWN_EVENTS};
 use crate::protocol::socket::{self, Packet, PacketType};
-use crate::protocol::{engine, DecodeError};
+use crate::protocol::DecodeError;
 use crate::rooms::mailslot::{Mailslot, Overflowed};
 use crate::rooms::presence;
 use crate::rooms::registry::{Bind, JoinRoom, JoinRooms, LeaveRoom, Register, Unregister};
@@ -42,10 +45,12 @@ pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post, upgrade};
 pub use guard::on_accept;
 
+use crate::engine::eio::{
+    self, Closed, Ending, Engine, PollAnswer, PostRefused, Schedule, Step, Timer,
+};
 use crate::engine::websocket::Transport;
 use crate::limits::TokenBucket;
 use guard::{rate_limited, retry_after_ms, HandshakeSlot};
-use outbound::{Ending, Outbound, PollAnswer};
 
 /// Bad frames in a row that close a connection (contract §1).
 const MAX_BAD_FRAMES_IN_ROW: u32 = 10;
@@ -57,28 +62,56 @@ const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 const MAX_QUEUED_EVENTS: usize = 256;
 /// What a refused event is told to wait.
 const QUEUE_RETRY_AFTER_MS: u64 = 100;
-/// How long a closed polling session waits for the GET that takes its
-/// close packet.
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Length of generated sids and pids.
 const ID_LEN: usize = 20;
 
-// The session's timers, in its thread's queue (crate::timers).
-/// Engine.IO's ping, every `ping_interval`.
+// The session's timers, in its thread's queue (crate::timers): the
+// engine's three, then the session's own.
+/// Engine.IO's ping ([`Timer::Ping`]).
 const PING: Kind = Kind::new(0);
-/// The unanswered ping's deadline; its token is the ping's sequence number.
+/// The unanswered ping's deadline ([`Timer::PongDeadline`]).
 const PONG_DEADLINE: Kind = Kind::new(1);
 /// The pre-CONNECT deadline.
 const CONNECT_DEADLINE: Kind = Kind::new(2);
 /// The token's expiry.
 const EXPIRY: Kind = Kind::new(3);
-/// The wait of a closed poller for its last GET.
+/// A closed poller's wait for its last GET ([`Timer::Linger`]).
 const LINGER: Kind = Kind::new(4);
+
+/// The engine arms its timers in the session's.
+impl Schedule for Timers {
+    fn every(&self, timer: Timer, period: Duration) {
+        Timers::every(self, kind_of(timer), period);
+    }
+    fn after(&self, timer: Timer, token: u32, delay: Duration) {
+        self.after_with(kind_of(timer), token, delay);
+    }
+    fn cancel(&self, timer: Timer) {
+        Timers::cancel(self, kind_of(timer));
+    }
+}
+
+/// The session's kind for one of the engine's timers.
+fn kind_of(timer: Timer) -> Kind {
+    match timer {
+        Timer::Ping => PING,
+        Timer::PongDeadline => PONG_DEADLINE,
+        Timer::Linger => LINGER,
+    }
+}
+
+/// The engine's timer of that kind, if it is one of the engine's.
+fn engine_timer(kind: Kind) -> Option<Timer> {
+    [Timer::Ping, Timer::PongDeadline, Timer::Linger]
+        .into_iter()
+        .find(|timer| kind_of(*timer) == kind)
+}
 
 /// Why a connection closed, as the `souk_disconnects_total{reason}` label.
 pub mod reason {
-    pub use crate::engine::reason::{PARSE_ERROR, SLOW_CONSUMER, TRANSPORT_CLOSE, TRANSPORT_ERROR};
-    pub const PING_TIMEOUT: &str = "ping timeout";
+    pub use crate::engine::reason::{
+        PARSE_ERROR, PING_TIMEOUT, SLOW_CONSUMER, TRANSPORT_CLOSE, TRANSPORT_ERROR,
+    };
     pub const CONNECT_TIMEOUT: &str = "connect timeout";
     pub const CLIENT_DISCONNECT: &str = "client namespace disconnect";
     pub const TOKEN_EXPIRED: &str = "token expired";
@@ -100,29 +133,24 @@ pub mod reason {
     ];
 }
 
-/// One Engine.IO connection, on whichever transport.
+/// One Socket.IO connection, over its Engine.IO layer.
 pub struct Session {
     id: SessionId,
-    engine_sid: String,
+    /// Engine.IO: sid, heartbeat, transports, the outbound queue.
+    engine: Engine,
     app: Arc<AppState>,
     /// The node's open sessions, where this one is found by its sid.
     directory: Arc<Directory>,
     /// The token of an `Authorization: Bearer` upgrade header, if any.
     header_token: Option<String>,
     state: State,
-    ping_seq: u64,
-    awaiting_pong: Option<u64>,
+    /// Frames that did not decode, as Engine.IO or as Socket.IO, in a row.
     bad_frames_in_row: u32,
     failed_connects: u32,
-    /// Opened by long-polling (and so may upgrade), not on a WebSocket.
-    polling: bool,
-    /// A long-polling POST is under way.
-    posting: bool,
     /// CONNECT attempts and `auth:refresh` calls left (each checks a token).
     token_checks: TokenBucket,
     /// Its place among the sessions that have not CONNECTed, until it does.
     handshake: Option<HandshakeSlot>,
-    out: Outbound,
     /// Events waiting for the one running to finish.
     queue: VecDeque<WaitingEvent>,
     /// Where rooms put this connection's frames: straight into its
@@ -136,8 +164,6 @@ pub struct Session {
     /// that goes meanwhile releases its claim on the pid's record.
     recovering: Option<String>,
     running: bool,
-    /// Closed: the session takes nothing more in and ends soon.
-    closing: bool,
     close_reason: &'static str,
     disconnect_counted: bool,
     timers: Timers,
@@ -170,24 +196,19 @@ impl Session {
         handshake: HandshakeSlot,
         ctx: &mut Context<Self>,
     ) -> Self {
-        let max_outbound = app.settings.max_outbound;
+        let engine = Engine::new(&random_id(ID_LEN), polling, app.settings.max_outbound);
         let token_checks = TokenBucket::full(app.settings.guard.token_checks, Instant::now());
         Session {
             id: app.next_session_id(),
-            engine_sid: random_id(ID_LEN),
+            engine,
             app,
             directory,
             header_token,
             state: State::Handshake,
-            ping_seq: 0,
-            awaiting_pong: None,
             bad_frames_in_row: 0,
             failed_connects: 0,
-            polling,
-            posting: false,
             token_checks,
             handshake: Some(handshake),
-            out: Outbound::new(max_outbound),
             queue: VecDeque::new(),
             mailslot: Arc::new(Mailslot::new(
                 ctx.address().recipient(),
@@ -196,7 +217,6 @@ impl Session {
             answered: false,
             recovering: None,
             running: false,
-            closing: false,
             disconnect_counted: false,
             close_reason: reason::TRANSPORT_CLOSE,
             timers: Timers::detached(), // registered once started
@@ -204,32 +224,46 @@ impl Session {
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, reason: &'static str, ending: Ending) {
-        if self.closing {
+        if self.engine.is_closing() {
             return;
         }
-        self.closing = true;
-        self.direct_delivery();
+        self.mailslot.direct_to(None);
         self.close_reason = reason;
         // A closing session may linger for its last GET; it no longer
         // holds a handshake place meanwhile.
         self.handshake = None;
         self.count_disconnect();
-        if self.out.close(ending, reason) {
+        if self.engine.close(ending, reason, &self.timers) == Some(Closed::Now) {
             ctx.stop();
-        } else {
-            // A poller's close packet waits for its next GET, briefly.
-            self.timers.after(LINGER, CLOSE_LINGER);
         }
     }
 
     /// The client closed: nothing more goes to it, not even a close packet.
     fn closed_by_client(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
-        self.closing = true;
-        self.direct_delivery();
+        self.mailslot.direct_to(None);
         self.close_reason = reason;
         self.count_disconnect();
-        self.out.close(Ending::Normal, reason);
+        self.engine.end(reason);
         ctx.stop();
+    }
+
+    /// Does what the engine asked for. A Socket.IO packet is handled by
+    /// the caller ([`Session::on_text`]); here it is ignored.
+    fn apply(&mut self, step: Step<'_>, ctx: &mut Context<Self>) {
+        match step {
+            Step::Done | Step::Message(_) => {}
+            Step::FlushPoll => ctx.notify(FlushPoll),
+            Step::Overflow => {
+                if !self.engine.is_closing() {
+                    self.trip("outbound_bytes");
+                }
+                self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
+            }
+            Step::Malformed(err) => self.bad_frame(err, ctx),
+            Step::ClientClosed => self.closed_by_client(ctx, reason::TRANSPORT_CLOSE),
+            Step::Close(reason, ending) => self.close(ctx, reason, ending),
+            Step::Stop => ctx.stop(),
+        }
     }
 
     /// Counts a tripped bound (`souk_limits_tripped_total{limit}`).
@@ -255,63 +289,26 @@ impl Session {
 
     /// Queues a packet for the client; one that lets too much pile up is closed.
     fn send(&mut self, ctx: &mut Context<Self>, frame: impl Into<ByteString>) {
-        if self.out.push(frame.into()).is_err() {
-            if !self.closing {
-                self.trip("outbound_bytes");
-            }
-            self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
-        } else if self.polling && !self.out.on_websocket() {
-            // Answer a waiting GET once this turn has queued all it will
-            // (not after an upgrade: the WebSocket is woken by its backlog).
-            ctx.notify(FlushPoll);
-        }
+        let step = self.engine.send(frame.into());
+        self.apply(step, ctx);
     }
 
-    fn ping(&mut self, ctx: &mut Context<Self>) {
-        if self.awaiting_pong.is_some() {
-            return; // the previous ping's timeout is still running
-        }
-        self.ping_seq += 1;
-        let seq = self.ping_seq;
-        self.awaiting_pong = Some(seq);
-        self.send(ctx, engine::PING);
-        let timeout = self.app.settings.ping_timeout;
-        self.timers.after_with(PONG_DEADLINE, seq as u32, timeout);
-    }
-
-    /// An unanswered ping's deadline has passed.
-    fn pong_overdue(&mut self, seq: u32, ctx: &mut Context<Self>) {
-        if self.awaiting_pong.map(|awaited| awaited as u32) == Some(seq) {
-            self.close(ctx, reason::PING_TIMEOUT, Ending::Away);
-        }
-    }
-
+    /// A frame from the client: Engine.IO's, handled by the engine, or a
+    /// Socket.IO packet.
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let packet = match engine::decode(text) {
-            Ok(packet) => packet,
-            Err(err) => return self.bad_frame(err, ctx),
-        };
-        match packet {
-            engine::ClientPacket::Close => self.closed_by_client(ctx, reason::TRANSPORT_CLOSE),
-            engine::ClientPacket::Ping(data) => {
-                self.bad_frames_in_row = 0;
-                self.send(ctx, engine::encode_pong(data));
-            }
-            engine::ClientPacket::Pong(_) => {
-                self.bad_frames_in_row = 0;
-                self.awaiting_pong = None;
-                self.timers.cancel(PONG_DEADLINE);
-            }
-            engine::ClientPacket::Upgrade | engine::ClientPacket::Noop => {
-                self.bad_frames_in_row = 0;
-            }
-            engine::ClientPacket::Message(data) => match socket::decode(data) {
+        match self.engine.on_text(text, &self.timers) {
+            Step::Message(data) => match socket::decode(data) {
                 Ok(packet) => {
                     self.bad_frames_in_row = 0;
                     self.on_packet(packet, ctx);
                 }
                 Err(err) => self.bad_frame(err, ctx),
             },
+            step @ (Step::Malformed(_) | Step::ClientClosed) => self.apply(step, ctx),
+            step => {
+                self.bad_frames_in_row = 0;
+                self.apply(step, ctx);
+            }
         }
     }
 
@@ -434,7 +431,7 @@ impl Session {
             .do_send(presence::Connected(identity.user_id.clone()));
         log::debug!(
             "session {} connected as {}",
-            self.engine_sid,
+            self.engine.sid(),
             identity.user_id
         );
         self.state = State::Connected(Connected { identity });
@@ -658,9 +655,9 @@ impl Session {
     /// Lets rooms put frames straight into the WebSocket once one carries
     /// the session and its CONNECT is answered; stops them when it closes.
     fn direct_delivery(&self) {
-        let direct = self.answered && !self.closing;
+        let direct = self.answered && !self.engine.is_closing();
         self.mailslot
-            .direct_to(self.out.websocket().filter(|_| direct).cloned());
+            .direct_to(self.engine.websocket().filter(|_| direct).cloned());
     }
 
     fn identity(&self) -> Option<&Identity> {
@@ -698,6 +695,16 @@ impl EventName {
             text: None,
             label: "unknown",
         }
+    }
+}
+
+/// The node's Engine.IO settings.
+fn engine_config(app: &AppState) -> eio::Config {
+    let settings = &app.settings;
+    eio::Config {
+        ping_interval: settings.ping_interval,
+        ping_timeout: settings.ping_timeout,
+        max_payload: settings.max_payload,
     }
 }
 
@@ -834,27 +841,18 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.app.metrics.connections.inc();
-        self.directory.insert(&self.engine_sid, ctx.address());
+        self.directory.insert(self.engine.sid(), ctx.address());
         self.app.registry.do_send(Register {
             session: self.id,
             mailslot: self.mailslot.clone(),
             shutdown: ctx.address().recipient(),
             left: ctx.address().recipient(),
         });
-        let settings = &self.app.settings;
-        let upgrades: &[&str] = if self.polling { &["websocket"] } else { &[] };
-        let open = engine::encode_open(&engine::Open {
-            sid: &self.engine_sid,
-            upgrades,
-            ping_interval: settings.ping_interval.as_millis() as u64,
-            ping_timeout: settings.ping_timeout.as_millis() as u64,
-            max_payload: settings.max_payload,
-        });
-        let (ping_interval, connect_timeout) = (settings.ping_interval, settings.connect_timeout);
-        self.send(ctx, open);
         self.timers = Timers::register(ctx.address().downgrade().recipient());
-        self.timers.every(PING, ping_interval);
-        self.timers.after(CONNECT_DEADLINE, connect_timeout);
+        let step = self.engine.open(&engine_config(&self.app), &self.timers);
+        self.apply(step, ctx);
+        self.timers
+            .after(CONNECT_DEADLINE, self.app.settings.connect_timeout);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -865,8 +863,8 @@ impl Actor for Session {
             });
         }
         self.mailslot.direct_to(None);
-        self.out.close(Ending::Normal, self.close_reason);
-        self.directory.remove(&self.engine_sid);
+        self.engine.end(self.close_reason);
+        self.directory.remove(self.engine.sid());
         self.app.registry.do_send(Unregister { session: self.id });
         if let Some(identity) = self.identity() {
             self.app
@@ -877,7 +875,7 @@ impl Actor for Session {
         self.count_disconnect();
         log::debug!(
             "session {} ({:?}) closed: {}",
-            self.engine_sid,
+            self.engine.sid(),
             self.identity().map(|i| i.user_id.to_string()),
             self.close_reason
         );
@@ -910,28 +908,28 @@ struct Posted(String);
 impl Handler<Posted> for Session {
     type Result = Result<(), Failure>;
     fn handle(&mut self, Posted(body): Posted, ctx: &mut Self::Context) -> Self::Result {
-        if self.closing {
-            return Err(Failure::new(Code::BadRequest, "the session is closed"));
-        }
-        if !self.polling || self.out.on_websocket() {
-            return Err(Failure::new(
-                Code::BadRequest,
-                "this session does not poll: it has upgraded or was opened on a WebSocket",
-            ));
-        }
         let max = self.app.settings.guard.max_post_packets;
-        if engine::split_payload(&body).nth(max).is_some() {
-            self.trip("post_packets");
-            self.close(ctx, reason::PARSE_ERROR, Ending::Protocol);
-            return Err(Failure::new(
-                Code::PayloadTooLarge,
-                format!("a POST may carry at most {max} packets"),
-            ));
-        }
-        for packet in engine::split_payload(&body) {
+        let packets = match self.engine.posted(&body, max) {
+            Ok(packets) => packets,
+            Err(PostRefused::TooManyPackets) => {
+                self.trip("post_packets");
+                self.close(ctx, reason::PARSE_ERROR, Ending::Protocol);
+                return Err(Failure::new(
+                    Code::PayloadTooLarge,
+                    format!("a POST may carry at most {max} packets"),
+                ));
+            }
+            Err(PostRefused::Closed) => {
+                return Err(Failure::new(Code::BadRequest, "the session is closed"))
+            }
+            Err(PostRefused::NotPolling | PostRefused::Overlapping) => {
+                return Err(Failure::new(Code::BadRequest, eio::outbound::NOT_POLLING))
+            }
+        };
+        for packet in packets {
             // Nothing more is read once the session closes (a lingering
             // poller's session still runs, waiting for its last GET).
-            if self.closing || ctx.state() != ActorState::Running {
+            if self.engine.is_closing() || ctx.state() != ActorState::Running {
                 break;
             }
             self.on_text(packet, ctx);
@@ -950,7 +948,7 @@ struct PostStarted;
 impl Handler<PostStarted> for Session {
     type Result = Result<(), Failure>;
     fn handle(&mut self, _: PostStarted, ctx: &mut Self::Context) -> Self::Result {
-        if self.posting && !self.closing {
+        if self.engine.post_started().is_err() {
             self.trip("overlapping_post");
             self.close(ctx, reason::TRANSPORT_ERROR, Ending::Protocol);
             return Err(Failure::new(
@@ -958,7 +956,6 @@ impl Handler<PostStarted> for Session {
                 "overlapping POSTs on one sid: the session is closed",
             ));
         }
-        self.posting = true;
         Ok(())
     }
 }
@@ -971,7 +968,7 @@ struct PostEnded;
 impl Handler<PostEnded> for Session {
     type Result = ();
     fn handle(&mut self, _: PostEnded, _: &mut Self::Context) {
-        self.posting = false;
+        self.engine.post_ended();
     }
 }
 
@@ -983,14 +980,8 @@ struct Poll(tokio::sync::oneshot::Sender<PollAnswer>);
 impl Handler<Poll> for Session {
     type Result = ();
     fn handle(&mut self, Poll(answer): Poll, ctx: &mut Self::Context) {
-        match self.out.poll(answer) {
-            Ok(true) => ctx.stop(), // the close packet went out
-            Ok(false) => {}
-            Err(failure) => {
-                log::debug!("session {}: {}", self.engine_sid, failure.message);
-                self.close(ctx, reason::TRANSPORT_ERROR, Ending::Protocol);
-            }
-        }
+        let step = self.engine.poll(answer);
+        self.apply(step, ctx);
     }
 }
 
@@ -1002,9 +993,8 @@ struct FlushPoll;
 impl Handler<FlushPoll> for Session {
     type Result = ();
     fn handle(&mut self, _: FlushPoll, ctx: &mut Self::Context) {
-        if self.out.flush_poll() {
-            ctx.stop(); // the close packet went out
-        }
+        let step = self.engine.flush_poll();
+        self.apply(step, ctx);
     }
 }
 
@@ -1016,7 +1006,7 @@ struct Probe(Transport);
 impl Handler<Probe> for Session {
     type Result = ();
     fn handle(&mut self, Probe(transport): Probe, _: &mut Self::Context) {
-        self.out.probe(transport);
+        self.engine.probe(transport);
     }
 }
 
@@ -1029,9 +1019,8 @@ struct Attach(Transport);
 impl Handler<Attach> for Session {
     type Result = ();
     fn handle(&mut self, Attach(transport): Attach, ctx: &mut Self::Context) {
-        if self.out.attach(transport).is_err() {
-            self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
-        }
+        let step = self.engine.attach(transport);
+        self.apply(step, ctx);
         self.direct_delivery();
     }
 }
@@ -1059,15 +1048,14 @@ struct TransportClosed {
 impl Handler<TransportClosed> for Session {
     type Result = ();
     fn handle(&mut self, msg: TransportClosed, ctx: &mut Self::Context) {
-        let unwritten = self.out.unwritten();
-        if self.out.transport_closed(&msg.transport) {
+        if let Some(unwritten) = self.engine.transport_closed(&msg.transport) {
             if unwritten > 0 {
                 // The client stopped reading until the kernel gave up on
                 // the connection (TCP_USER_TIMEOUT), or vanished meanwhile.
                 self.trip("stalled_write");
                 log::info!(
                     "session {}: its WebSocket ended with {unwritten} packets unwritten",
-                    self.engine_sid
+                    self.engine.sid()
                 );
             }
             self.close_reason = msg.reason;
@@ -1079,15 +1067,17 @@ impl Handler<TransportClosed> for Session {
 impl Handler<Due> for Session {
     type Result = ();
     fn handle(&mut self, Due { kind, token }: Due, ctx: &mut Self::Context) {
+        if let Some(timer) = engine_timer(kind) {
+            let config = engine_config(&self.app);
+            let step = self.engine.on_timer(timer, token, &config, &self.timers);
+            return self.apply(step, ctx);
+        }
         match kind {
-            PING => self.ping(ctx),
-            PONG_DEADLINE => self.pong_overdue(token, ctx),
             CONNECT_DEADLINE if matches!(self.state, State::Handshake) => {
                 self.trip("connect_timeout");
                 self.close(ctx, reason::CONNECT_TIMEOUT, Ending::Policy);
             }
             EXPIRY => self.check_expiry(ctx),
-            LINGER => ctx.stop(),
             _ => {}
         }
     }
@@ -1108,7 +1098,7 @@ impl Handler<Overflowed> for Session {
     type Result = ();
     fn handle(&mut self, _: Overflowed, ctx: &mut Self::Context) {
         // A room's frame tripped the bound: the WebSocket is closing (1013).
-        if !self.closing {
+        if !self.engine.is_closing() {
             self.trip("outbound_bytes");
         }
         self.close(ctx, reason::SLOW_CONSUMER, Ending::Overloaded);
@@ -1136,5 +1126,31 @@ impl Handler<Shutdown> for Session {
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         // A transport close (not a Socket.IO DISCONNECT) makes clients reconnect.
         self.close(ctx, reason::SHUTDOWN, Ending::Restart);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection holds one: a field added here costs memory at
+    /// every connection (issue 13's idle target).
+    #[test]
+    fn a_session_and_its_engine_stay_small() {
+        let (session, engine) = (size_of::<Session>(), size_of::<Engine>());
+        println!("size_of::<Session>() = {session}, of its Engine = {engine}");
+        // 352 on main before the split (2026-12-04), 328 after.
+        assert!(session <= 328, "Session is {session} bytes");
+    }
+
+    /// The engine's timers and the session's own share one kind space:
+    /// each of the engine's maps to a kind of its own and back.
+    #[test]
+    fn the_engine_timers_have_kinds_of_their_own() {
+        for timer in [Timer::Ping, Timer::PongDeadline, Timer::Linger] {
+            assert_eq!(engine_timer(kind_of(timer)), Some(timer));
+        }
+        assert_eq!(engine_timer(CONNECT_DEADLINE), None);
+        assert_eq!(engine_timer(EXPIRY), None);
     }
 }

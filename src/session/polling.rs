@@ -7,8 +7,7 @@ use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use super::outbound::PollAnswer;
-use super::{reason, End, PostEnded, PostStarted, Posted, Session};
+use super::{reason, End, PollAnswer, PostEnded, PostStarted, Posted, Session};
 use crate::error::{Code, Failure};
 
 /// Answers a GET once the session has something to send.
@@ -19,7 +18,7 @@ pub async fn get(session: Addr<Session>) -> Result<HttpResponse, Failure> {
         Ok(PollAnswer::Payload(payload)) => Ok(HttpResponse::Ok()
             .content_type(ContentType::plaintext())
             .body(payload)),
-        Ok(PollAnswer::Refused(failure)) => Err(failure),
+        Ok(PollAnswer::Refused(why)) => Err(Failure::new(Code::BadRequest, why)),
         Err(_) => Err(session_ended()),
     }
 }

@@ -1,4 +1,4 @@
-//! What a session writes, bounded, on whichever transport it has now.
+//! What a connection writes, bounded, on whichever transport it has now.
 //!
 //! A connection's packets wait here until its transport takes them: a
 //! long-polling GET, or a WebSocket each time it runs, takes everything
@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 use crate::engine::websocket::{frame::code, Transport};
 pub use crate::engine::Full as SlowConsumer;
 use crate::engine::PACKET_OVERHEAD;
-use crate::error::Failure;
 use crate::protocol::engine;
 
 /// How a transport ends; a WebSocket says it with its close code.
@@ -48,8 +47,15 @@ impl Ending {
 pub enum PollAnswer {
     /// Packets joined with the record separator.
     Payload(String),
-    Refused(Failure),
+    /// The GET is refused (a bad request): why.
+    Refused(&'static str),
 }
+
+/// Why a GET is refused on a connection that does not poll.
+pub const NOT_POLLING: &str =
+    "this session does not poll: it has upgraded or was opened on a WebSocket";
+/// Why a second GET is refused while one waits.
+pub const OVERLAPPING_POLL: &str = "overlapping polling requests";
 
 /// Packets waiting for a long-polling GET, or for a WebSocket to take over
 /// (a WebSocket has its own queue, in its [`Transport`]).
@@ -191,9 +197,10 @@ impl Outbound {
     /// when the next one comes. During an upgrade it gets a noop, so that
     /// the client's polling loop can pause.
     /// True when this GET took the close packet: the session is over.
-    pub fn poll(&mut self, answer: oneshot::Sender<PollAnswer>) -> Result<bool, Failure> {
+    /// Refused, and the connection is to close, when another GET waits.
+    pub fn poll(&mut self, answer: oneshot::Sender<PollAnswer>) -> Result<bool, &'static str> {
         let Way::Held(held) = &mut self.way else {
-            let _ = answer.send(PollAnswer::Refused(transport_gone()));
+            let _ = answer.send(PollAnswer::Refused(NOT_POLLING));
             return Ok(false);
         };
         if held
@@ -201,12 +208,8 @@ impl Outbound {
             .as_ref()
             .is_some_and(|waiting| !waiting.is_closed())
         {
-            let failure = Failure::new(
-                crate::error::Code::BadRequest,
-                "overlapping polling requests",
-            );
-            let _ = answer.send(PollAnswer::Refused(failure.clone()));
-            return Err(failure);
+            let _ = answer.send(PollAnswer::Refused(OVERLAPPING_POLL));
+            return Err(OVERLAPPING_POLL);
         }
         held.poll = Some(answer);
         if held.probing.is_some() {
@@ -311,11 +314,4 @@ impl Held {
             self.waiting.take();
         }
     }
-}
-
-fn transport_gone() -> Failure {
-    Failure::new(
-        crate::error::Code::BadRequest,
-        "this session does not poll: it has upgraded or was opened on a WebSocket",
-    )
 }
