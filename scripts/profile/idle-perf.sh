@@ -16,7 +16,7 @@ SOUK_OPENS_PER_ADDR_BURST=0 SOUK_DATABASE_URL="postgres://postgres@127.0.0.1:543
 SPID=$!
 until curl -fsS -o /dev/null http://127.0.0.1:$PORT/readyz 2>/dev/null; do sleep 0.1; done
 sleep 1
-perf record -F 1999 -e cpu-clock --call-graph dwarf,16384 -p $SPID -o $OUT/idle-$LABEL.perf -- sleep 6 > $OUT/idle-perf-$LABEL.log 2>&1 &
+perf record -F 499 -e cpu-clock --call-graph dwarf,16384 -p $SPID -o $OUT/idle-$LABEL.perf -- sleep 6 > $OUT/idle-perf-$LABEL.log 2>&1 &
 PERF=$!
 ${SOUK_BENCH_BIN:-target/release/souk-bench} idle --connections $N --hold 5 --url http://127.0.0.1:$PORT --secret $SECRET --server-pid $SPID --watch-procs redis-server,postgres > $OUT/idle-perf-$LABEL.txt 2>&1
 wait $PERF
