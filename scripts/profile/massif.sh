@@ -5,7 +5,7 @@
 set -u
 N=$1; HOLD=$2; OUT=${PROFILE_OUT:-/tmp/profile-run}/$3$N
 mkdir -p $OUT
-PORT=18184; DB=souk_bench_profile; SECRET=bench-secret-0123456789abcdef0123456789
+PORT=${SOUK_BENCH_PORT:-18184}; DB=${SOUK_BENCH_DB:-souk_bench_profile}; SECRET=bench-secret-0123456789abcdef0123456789
 psql -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE $DB" >/dev/null
 ulimit -n $(ulimit -Hn)

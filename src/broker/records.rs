@@ -92,45 +92,60 @@ impl RecordKeeper {
     }
 }
 
-/// A record's rooms: a set in a vector sized to what it holds. Every
+/// A record's rooms: a set in a slice sized to what it holds. Every
 /// connected socket has a record, most in one room or a few, where a
 /// `BTreeSet<String>`'s first node alone takes ~280 bytes (issue 13).
 #[derive(Debug, Default)]
-struct RoomSet(Vec<String>);
+struct RoomSet(Box<[Box<str>]>);
 
 impl RoomSet {
     fn of(rooms: impl Iterator<Item = String>) -> Self {
-        let mut rooms: Vec<String> = rooms.collect();
+        let mut rooms: Vec<Box<str>> = rooms.map(String::into_boxed_str).collect();
         rooms.sort_unstable();
         rooms.dedup();
-        // `collect` from a set's iterator starts at four places.
-        rooms.shrink_to_fit();
-        RoomSet(rooms)
+        RoomSet(rooms.into_boxed_slice())
     }
 
     fn insert(&mut self, room: String) {
-        if !self.0.contains(&room) {
-            self.0.push(room);
+        if !self.0.iter().any(|kept| **kept == *room) {
+            let mut rooms = std::mem::take(&mut self.0).into_vec();
+            rooms.push(room.into_boxed_str());
+            self.0 = rooms.into_boxed_slice();
         }
     }
 
     fn remove(&mut self, room: &str) {
-        self.0.retain(|kept| kept != room);
+        let mut rooms = std::mem::take(&mut self.0).into_vec();
+        rooms.retain(|kept| &**kept != room);
+        self.0 = rooms.into_boxed_slice();
     }
 
-    fn iter(&self) -> impl Iterator<Item = &String> {
-        self.0.iter()
+    fn strings(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.iter().map(|room| room.to_string())
     }
 }
 
-/// A bound socket's record.
+/// A bound socket's record: one per connected socket, kept in a map whose
+/// table holds it inline, so it is kept small (issue 13): boxed strings,
+/// and changes only while some wait for a save.
 struct Kept {
-    pid: String,
-    owner: String,
-    user: String,
+    pid: Box<str>,
+    owner: Box<str>,
+    user: Box<str>,
     rooms: RoomSet,
     /// What changed since the last save.
-    changes: Changes,
+    changes: Option<Box<Changes>>,
+}
+
+impl Kept {
+    fn changes(&mut self) -> &mut Changes {
+        self.changes.get_or_insert_with(Box::default)
+    }
+
+    /// The whole record, to write again.
+    fn whole(&self) -> Changes {
+        Changes::whole(self.user.to_string(), self.rooms.strings())
+    }
 }
 
 struct Keeper<R> {
@@ -176,28 +191,28 @@ impl<R: Records> Keeper<R> {
                 user,
                 rooms,
             } => {
-                let changes = Changes::whole(user.clone(), rooms.iter().cloned());
-                let kept = Kept {
-                    pid,
-                    owner,
-                    user,
+                let mut kept = Kept {
+                    pid: pid.into_boxed_str(),
+                    owner: owner.into_boxed_str(),
+                    user: user.into_boxed_str(),
                     rooms,
-                    changes,
+                    changes: None,
                 };
+                kept.changes = Some(Box::new(kept.whole()));
                 self.kept.insert(socket, kept);
                 self.dirty.insert(socket);
             }
             Change::Join(socket, room) => {
                 if let Some(kept) = self.kept.get_mut(&socket) {
                     kept.rooms.insert(room.clone());
-                    kept.changes.join(room);
+                    kept.changes().join(room);
                     self.dirty.insert(socket);
                 }
             }
             Change::Leave(socket, room) => {
                 if let Some(kept) = self.kept.get_mut(&socket) {
                     kept.rooms.remove(&room);
-                    kept.changes.leave(room);
+                    kept.changes().leave(room);
                     self.dirty.insert(socket);
                 }
             }
@@ -240,10 +255,10 @@ impl<R: Records> Keeper<R> {
             let Some(kept) = self.kept.get_mut(socket) else {
                 continue;
             };
-            if saved.taken.contains(&kept.pid) {
+            if saved.taken.iter().any(|pid| **pid == *kept.pid) {
                 self.kept.remove(socket);
-            } else if saved.gone.contains(&kept.pid) {
-                kept.changes = Changes::whole(kept.user.clone(), kept.rooms.iter().cloned());
+            } else if saved.gone.iter().any(|pid| **pid == *kept.pid) {
+                kept.changes = Some(Box::new(kept.whole()));
                 self.dirty.insert(*socket);
             }
         }
@@ -253,9 +268,13 @@ impl<R: Records> Keeper<R> {
 /// What to save of a record now.
 fn take_save(kept: &mut Kept) -> Save {
     Save {
-        pid: kept.pid.clone(),
-        owner: kept.owner.clone(),
-        changes: std::mem::take(&mut kept.changes),
+        pid: kept.pid.to_string(),
+        owner: kept.owner.to_string(),
+        changes: kept
+            .changes
+            .take()
+            .map(|changes| *changes)
+            .unwrap_or_default(),
     }
 }
 
@@ -553,13 +572,24 @@ mod tests {
         // An iterator of unknown length, as the registry's set gives.
         let given = names.iter().map(|name| name.to_string()).filter(|_| true);
         let mut rooms = RoomSet::of(given);
-        assert_eq!(rooms.0, ["listing:a", "user:u1"]);
-        assert_eq!(rooms.0.capacity(), 2);
+        assert_eq!(
+            rooms.strings().collect::<Vec<_>>(),
+            ["listing:a", "user:u1"]
+        );
         rooms.insert("listing:a".to_owned());
         rooms.insert("booking:b".to_owned());
         rooms.remove("user:u1");
-        let kept: BTreeSet<&String> = rooms.iter().collect();
+        let kept: BTreeSet<String> = rooms.strings().collect();
         assert_eq!(kept.len(), 2);
-        assert!(kept.contains(&"booking:b".to_owned()) && kept.contains(&"listing:a".to_owned()));
+        assert!(kept.contains("booking:b") && kept.contains("listing:a"));
+    }
+
+    /// One record per connected socket, held inline in the keeper's map:
+    /// boxed strings and changes only while some wait (issue 13).
+    #[test]
+    fn a_kept_record_is_small() {
+        let size = std::mem::size_of::<Kept>();
+        // 168 bytes with three `String`s, a `Vec` and `Changes` inline.
+        assert!(size <= 72, "Kept is {size} bytes");
     }
 }

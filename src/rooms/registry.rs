@@ -6,6 +6,7 @@
 //! room kind does with its own messages (a booking's typing, a listing's
 //! versions) is the kind's: the registry only routes them ([`ToRoom`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,17 +33,12 @@ use crate::protocol::events::server::LISTING_UPDATED;
 pub struct Registry {
     /// Follows the rooms with members here.
     subscription: Subscription,
-    /// Rooms announce (typing) through it.
-    fanout: Fanout,
     /// Keeps what each socket is in, for recovery.
     records: RecordKeeper,
     /// Checks who may still watch a listing that was made private.
     db: Db,
-    /// Room actors are spread over these threads.
-    arbiters: Vec<ArbiterHandle>,
-    next_arbiter: usize,
-    next_generation: u64,
-    idle_after: Duration,
+    /// Starts rooms' actors.
+    starter: Starter,
     rooms: HashMap<RoomKey, RoomEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
     /// Shared with every room: a room holds one pointer, not the struct.
@@ -53,12 +49,34 @@ pub struct Registry {
 
 /// A live room: how to reach it, and how many local members it has. One
 /// address per room (each actix address clone allocates its own sender
-/// state, ~100 bytes with the allocator's overhead, and every connected
-/// user has a room: docs/BENCHMARKS.md, issue 13).
+/// state, ~100 bytes with the allocator's overhead: docs/BENCHMARKS.md,
+/// issue 13).
 struct RoomEntry {
     generation: u64,
     members: usize,
-    kind: KindAddr,
+    actor: RoomActor,
+}
+
+/// A room's actor, or the members of a user room that has no actor yet.
+///
+/// Every connected user has a user room, and most never receive anything
+/// while connected: the actor of a user room (a task, its context, its
+/// mailbox, its members map and the address here: ~1.2 KiB) starts with
+/// the room's first event, and until then the registry keeps its members
+/// in a slice sized to them (one, mostly). Once started, the actor stays
+/// until the room retires, as every room's does.
+enum RoomActor {
+    Started(KindAddr),
+    Waiting(Box<[(SessionId, Arc<Mailslot>)]>),
+}
+
+impl RoomActor {
+    fn started(&self) -> Option<&KindAddr> {
+        match self {
+            RoomActor::Started(kind) => Some(kind),
+            RoomActor::Waiting(_) => None,
+        }
+    }
 }
 
 /// The typed address of a room: every kind takes the messages of [`Room`],
@@ -98,9 +116,90 @@ struct SessionEntry {
     /// Whether the socket's token is an admin's (as of its last join or
     /// `auth:refresh`): admins may watch private listings.
     admin: bool,
-    rooms: HashSet<RoomKey>,
+    rooms: SocketRooms,
     /// Set on CONNECT: the socket keeps a recovery record.
     bound: bool,
+}
+
+/// The rooms one socket is in. Every connected socket has an entry, and
+/// most are in their user room alone: a slice sized to them while they are
+/// few (a set's table for one room takes ~150 bytes), a set when many.
+enum SocketRooms {
+    Few(Box<[RoomKey]>),
+    Many(HashSet<RoomKey>),
+}
+
+/// Past this many rooms a socket's rooms are a set.
+const FEW_ROOMS: usize = 8;
+
+impl Default for SocketRooms {
+    fn default() -> Self {
+        SocketRooms::Few(Box::default())
+    }
+}
+
+impl SocketRooms {
+    fn contains(&self, room: &RoomKey) -> bool {
+        match self {
+            SocketRooms::Few(rooms) => rooms.contains(room),
+            SocketRooms::Many(rooms) => rooms.contains(room),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SocketRooms::Few(rooms) => rooms.len(),
+            SocketRooms::Many(rooms) => rooms.len(),
+        }
+    }
+
+    /// Adds a room; says whether it was not there.
+    fn insert(&mut self, room: RoomKey) -> bool {
+        if self.contains(&room) {
+            return false;
+        }
+        match self {
+            SocketRooms::Few(rooms) if rooms.len() < FEW_ROOMS => {
+                let mut grown = std::mem::take(rooms).into_vec();
+                grown.push(room);
+                *rooms = grown.into_boxed_slice();
+            }
+            SocketRooms::Few(rooms) => {
+                let mut set: HashSet<RoomKey> =
+                    std::mem::take(rooms).into_vec().into_iter().collect();
+                set.insert(room);
+                *self = SocketRooms::Many(set);
+            }
+            SocketRooms::Many(rooms) => {
+                rooms.insert(room);
+            }
+        }
+        true
+    }
+
+    /// Takes a room out; says whether it was there.
+    fn remove(&mut self, room: &RoomKey) -> bool {
+        match self {
+            SocketRooms::Few(rooms) => {
+                let Some(at) = rooms.iter().position(|kept| kept == room) else {
+                    return false;
+                };
+                let mut shrunk = std::mem::take(rooms).into_vec();
+                shrunk.swap_remove(at);
+                *rooms = shrunk.into_boxed_slice();
+                true
+            }
+            SocketRooms::Many(rooms) => rooms.remove(room),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RoomKey> {
+        let (few, many) = match self {
+            SocketRooms::Few(rooms) => (rooms.iter(), None),
+            SocketRooms::Many(rooms) => ([].iter(), Some(rooms.iter())),
+        };
+        few.chain(many.into_iter().flatten())
+    }
 }
 
 /// What the registry needs of the broker.
@@ -122,18 +221,22 @@ impl Registry {
         metrics: Metrics,
         broker: BrokerParts,
     ) -> Self {
+        let metrics = Arc::new(metrics);
         Registry {
             subscription: broker.subscription,
-            fanout: broker.fanout,
             records: broker.records,
             db: broker.db,
-            arbiters,
-            next_arbiter: 0,
-            next_generation: 0,
-            idle_after,
+            starter: Starter {
+                fanout: broker.fanout,
+                arbiters,
+                next_arbiter: 0,
+                next_generation: 0,
+                idle_after,
+                metrics: metrics.clone(),
+            },
             rooms: HashMap::new(),
             sessions: HashMap::new(),
-            metrics: Arc::new(metrics),
+            metrics,
             max_rooms: usize::MAX,
         }
     }
@@ -144,40 +247,129 @@ impl Registry {
         self
     }
 
-    /// The entry of a room, starting its actor when there is none.
-    fn room(&mut self, key: &RoomKey, registry: Addr<Registry>) -> &mut RoomEntry {
-        let Registry {
-            fanout,
-            arbiters,
-            next_arbiter,
-            next_generation,
-            idle_after,
-            rooms,
-            metrics,
-            ..
-        } = self;
-        rooms.entry(key.clone()).or_insert_with(|| {
-            metrics.rooms.with_label_values(&[key.kind()]).inc();
-            *next_generation += 1;
-            let arbiter = arbiters.get(*next_arbiter % arbiters.len().max(1)).cloned();
-            *next_arbiter = next_arbiter.wrapping_add(1);
-            let room = RoomParts {
-                key: key.clone(),
-                registry: registry.downgrade(),
-                generation: *next_generation,
-                idle: *idle_after,
-                metrics: metrics.clone(),
-                fanout: fanout.clone(),
-            };
-            start_room(room, arbiter)
-        })
+    /// The entry of a room, made when there is none: with its actor
+    /// started, but for a user room (whose actor waits for its first event).
+    fn room(&mut self, key: &RoomKey, ctx: &Context<Self>) -> &mut RoomEntry {
+        let Registry { rooms, starter, .. } = self;
+        match rooms.entry(key.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(vacant) => {
+                starter.metrics.rooms.with_label_values(&[key.kind()]).inc();
+                let generation = starter.generation();
+                let actor = match key {
+                    RoomKey::User(_) => RoomActor::Waiting(Box::default()),
+                    _ => RoomActor::Started(starter.start(key, generation, ctx)),
+                };
+                vacant.insert(RoomEntry {
+                    generation,
+                    members: 0,
+                    actor,
+                })
+            }
+        }
     }
 
-    fn leave_room(&mut self, session: SessionId, key: &RoomKey) {
-        if let Some(entry) = self.rooms.get_mut(key) {
-            entry.kind.do_send(RemoveMember { session });
-            entry.members = entry.members.saturating_sub(1);
+    /// The actor of a room, started when the room was waiting for it (its
+    /// members handed over first); `None` when the room is not live here,
+    /// or waits with no member to hand anything to.
+    fn actor(&mut self, key: &RoomKey, ctx: &Context<Self>) -> Option<&KindAddr> {
+        let entry = self.rooms.get_mut(key)?;
+        if let RoomActor::Waiting(waiting) = &mut entry.actor {
+            if waiting.is_empty() {
+                return None;
+            }
+            let waiting = std::mem::take(waiting);
+            let kind = self.starter.start(key, entry.generation, ctx);
+            if let RoomKey::User(user) = key {
+                for (session, mailslot) in waiting.into_vec() {
+                    kind.do_send(AddMember {
+                        session,
+                        user: user.clone(),
+                        mailslot,
+                    });
+                }
+            }
+            entry.actor = RoomActor::Started(kind);
         }
+        entry.actor.started()
+    }
+
+    /// Adds a connection to a room's members.
+    fn join_room(&mut self, key: &RoomKey, member: AddMember, ctx: &Context<Self>) {
+        let entry = self.room(key, ctx);
+        entry.members += 1;
+        match &mut entry.actor {
+            RoomActor::Started(kind) => kind.do_send(member),
+            RoomActor::Waiting(waiting) => {
+                let mut members = std::mem::take(waiting).into_vec();
+                members.push((member.session, member.mailslot));
+                *waiting = members.into_boxed_slice();
+            }
+        }
+    }
+
+    fn leave_room(&mut self, session: SessionId, key: &RoomKey, ctx: &mut Context<Self>) {
+        let Some(entry) = self.rooms.get_mut(key) else {
+            return;
+        };
+        entry.members = entry.members.saturating_sub(1);
+        match &mut entry.actor {
+            RoomActor::Started(kind) => kind.do_send(RemoveMember { session }),
+            RoomActor::Waiting(waiting) => {
+                let mut members = std::mem::take(waiting).into_vec();
+                members.retain(|(member, _)| *member != session);
+                *waiting = members.into_boxed_slice();
+                if entry.members == 0 {
+                    // As a room's actor does: retire after the idle period
+                    // unless someone joins meanwhile (a join or another
+                    // emptying makes this generation stale).
+                    entry.generation = self.starter.generation();
+                    let idle = RoomIdle {
+                        room: key.clone(),
+                        generation: entry.generation,
+                    };
+                    ctx.notify_later(idle, self.starter.idle_after);
+                }
+            }
+        }
+    }
+}
+
+/// What starting a room's actor takes.
+struct Starter {
+    /// Rooms announce (typing) through it.
+    fanout: Fanout,
+    /// Room actors are spread over these threads.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    next_generation: u64,
+    idle_after: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Starter {
+    /// A number no room's entry has had yet.
+    fn generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    /// Starts the actor of a room on the next arbiter.
+    fn start(&mut self, key: &RoomKey, generation: u64, ctx: &Context<Registry>) -> KindAddr {
+        let arbiter = self
+            .arbiters
+            .get(self.next_arbiter % self.arbiters.len().max(1))
+            .cloned();
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let room = RoomParts {
+            key: key.clone(),
+            registry: ctx.address().downgrade(),
+            generation,
+            idle: self.idle_after,
+            metrics: self.metrics.clone(),
+            fanout: self.fanout.clone(),
+        };
+        start_room(room, arbiter)
     }
 }
 
@@ -205,8 +397,7 @@ impl RoomParts {
 }
 
 /// Starts the actor of a room on `arbiter` (or the current thread).
-fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
-    let generation = parts.generation;
+fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> KindAddr {
     match parts.key {
         RoomKey::Booking(_) => {
             let make = move |_: &mut Context<BookingRoom>| parts.build();
@@ -214,7 +405,7 @@ fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
                 Some(arbiter) => BookingRoom::start_in_arbiter(&arbiter, make),
                 None => BookingRoom::create(make),
             };
-            entry(generation, KindAddr::Booking(addr))
+            KindAddr::Booking(addr)
         }
         RoomKey::Listing(_) => {
             let make = move |_: &mut Context<ListingRoom>| parts.build();
@@ -222,7 +413,7 @@ fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
                 Some(arbiter) => ListingRoom::start_in_arbiter(&arbiter, make),
                 None => ListingRoom::create(make),
             };
-            entry(generation, KindAddr::Listing(addr))
+            KindAddr::Listing(addr)
         }
         _ => {
             let make = move |_: &mut Context<Room<()>>| parts.build();
@@ -230,16 +421,8 @@ fn start_room(parts: RoomParts, arbiter: Option<ArbiterHandle>) -> RoomEntry {
                 Some(arbiter) => Room::<()>::start_in_arbiter(&arbiter, make),
                 None => Room::<()>::create(make),
             };
-            entry(generation, KindAddr::Plain(addr))
+            KindAddr::Plain(addr)
         }
-    }
-}
-
-fn entry(generation: u64, kind: KindAddr) -> RoomEntry {
-    RoomEntry {
-        generation,
-        members: 0,
-        kind,
     }
 }
 
@@ -348,12 +531,10 @@ impl<M: ForRoom> Handler<ToRoom<M>> for Registry {
     type Result = ();
     fn handle(&mut self, ToRoom(msg): ToRoom<M>, ctx: &mut Context<Self>) {
         let key = msg.room();
-        let room = if msg.starts_room() {
-            Some(&self.room(&key, ctx.address()).kind)
-        } else {
-            self.rooms.get(&key).map(|entry| &entry.kind)
-        };
-        msg.deliver(room);
+        if msg.starts_room() {
+            self.room(&key, ctx);
+        }
+        msg.deliver(self.actor(&key, ctx));
     }
 }
 
@@ -375,6 +556,8 @@ pub struct GetStats;
 pub struct Stats {
     pub sessions: usize,
     pub rooms: usize,
+    /// Rooms whose actor runs (a user room's starts with its first event).
+    pub actors: usize,
 }
 
 /// Tells every connection that the node is shutting down; returns how many.
@@ -392,7 +575,7 @@ impl Handler<Register> for Registry {
                 shutdown: msg.shutdown.downgrade(),
                 left: msg.left.downgrade(),
                 admin: false,
-                rooms: HashSet::new(),
+                rooms: SocketRooms::default(),
                 bound: false,
             },
         );
@@ -401,14 +584,14 @@ impl Handler<Register> for Registry {
 
 impl Handler<Unregister> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
         if let Some(entry) = self.sessions.remove(&msg.session) {
             // The record lives one window from now, for a reconnect.
             if entry.bound {
                 self.records.closed(msg.session);
             }
-            for room in &entry.rooms {
-                self.leave_room(msg.session, room);
+            for room in entry.rooms.iter() {
+                self.leave_room(msg.session, room, ctx);
             }
         }
     }
@@ -469,13 +652,12 @@ impl Handler<JoinRooms> for Registry {
             if session.bound {
                 self.records.joined(msg.session, room.to_string());
             }
-            let entry = self.room(room, ctx.address());
-            entry.members += 1;
-            entry.kind.do_send(AddMember {
+            let member = AddMember {
                 session: msg.session,
                 user: msg.user.clone(),
                 mailslot: mailslot.clone(),
-            });
+            };
+            self.join_room(room, member, ctx);
         }
         let followed: Vec<_> = msg
             .rooms
@@ -501,8 +683,8 @@ impl Handler<JoinRooms> for Registry {
 
 impl Handler<LeaveRoom> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: LeaveRoom, _: &mut Context<Self>) {
-        self.remove_member(msg.session, &msg.room);
+    fn handle(&mut self, msg: LeaveRoom, ctx: &mut Context<Self>) {
+        self.remove_member(msg.session, &msg.room, ctx);
     }
 }
 
@@ -537,16 +719,21 @@ pub struct Evict {
 
 impl Handler<Evict> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: Evict, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Evict, ctx: &mut Context<Self>) {
         for room in msg.rooms {
-            self.evict(msg.session, room, msg.reason);
+            self.evict(msg.session, room, msg.reason, ctx);
         }
     }
 }
 
 impl Registry {
     /// Takes a socket out of a room; says whether it was in it.
-    fn remove_member(&mut self, session: SessionId, room: &RoomKey) -> bool {
+    fn remove_member(
+        &mut self,
+        session: SessionId,
+        room: &RoomKey,
+        ctx: &mut Context<Self>,
+    ) -> bool {
         let Some(entry) = self.sessions.get_mut(&session) else {
             return false;
         };
@@ -556,13 +743,19 @@ impl Registry {
         if entry.bound {
             self.records.left(session, room.to_string());
         }
-        self.leave_room(session, room);
+        self.leave_room(session, room, ctx);
         true
     }
 
     /// Takes a socket out of a room and sends it `room:left`.
-    fn evict(&mut self, session: SessionId, room: RoomKey, reason: &'static str) {
-        if self.remove_member(session, &room) {
+    fn evict(
+        &mut self,
+        session: SessionId,
+        room: RoomKey,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.remove_member(session, &room, ctx) {
             if let Some(left) = self.sessions.get(&session).and_then(|e| e.left.upgrade()) {
                 left.do_send(RoomLeft { room, reason });
             }
@@ -576,7 +769,8 @@ impl Registry {
     /// evicted. A watcher who joins meanwhile is checked by its join.
     fn check_watchers(&mut self, listing: ListingId, ctx: &mut Context<Self>) {
         let key = RoomKey::Listing(listing.clone());
-        let Some(KindAddr::Listing(addr)) = self.rooms.get(&key).map(|e| &e.kind) else {
+        let Some(KindAddr::Listing(addr)) = self.rooms.get(&key).and_then(|e| e.actor.started())
+        else {
             return;
         };
         let (addr, db) = (addr.clone(), self.db.clone());
@@ -602,7 +796,7 @@ impl Registry {
             };
             allowed
                 .into_actor(registry)
-                .map(move |allowed, registry, _| {
+                .map(move |allowed, registry, ctx| {
                     // Unchecked watchers go (fail closed); those who may
                     // watch it get back in with their next `listing:watch`.
                     let allowed = allowed.unwrap_or_else(|err| {
@@ -613,7 +807,7 @@ impl Registry {
                     });
                     for (session, user) in others {
                         if !allowed.contains(&user) {
-                            registry.evict(session, key.clone(), left::LISTING_PRIVATE);
+                            registry.evict(session, key.clone(), left::LISTING_PRIVATE, ctx);
                         }
                     }
                 })
@@ -654,8 +848,8 @@ impl Registry {
             RoomKey::Listing(id) if made_private(&event.frame) => Some(id.clone()),
             _ => None,
         };
-        if let Some(entry) = self.rooms.get(&event.room) {
-            entry.kind.do_send(Broadcast {
+        if let Some(room) = self.actor(&event.room, ctx) {
+            room.do_send(Broadcast {
                 frame: Deliver {
                     frame: event.frame.into(),
                     emission: event.emission,
@@ -680,7 +874,9 @@ impl Handler<RoomIdle> for Registry {
             .is_some_and(|e| e.generation == msg.generation && e.members == 0);
         if idle {
             if let Some(entry) = self.rooms.remove(&msg.room) {
-                entry.kind.do_send(Retire);
+                if let Some(room) = entry.actor.started() {
+                    room.do_send(Retire);
+                }
                 self.subscription.unfollow(msg.room.clone());
                 self.metrics
                     .rooms
@@ -697,6 +893,11 @@ impl Handler<GetStats> for Registry {
         Stats {
             sessions: self.sessions.len(),
             rooms: self.rooms.len(),
+            actors: self
+                .rooms
+                .values()
+                .filter(|e| e.actor.started().is_some())
+                .count(),
         }
     }
 }
@@ -715,7 +916,8 @@ impl Handler<ShutdownAll> for Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::{made_private, RoomEntry};
+    use super::{made_private, RoomEntry, SocketRooms, FEW_ROOMS};
+    use crate::ids::{ListingId, RoomKey, UserId};
     use crate::protocol::socket::encode_event_head;
     use serde_json::json;
 
@@ -738,9 +940,37 @@ mod tests {
         )));
     }
 
+    /// A socket's rooms stay a slice while few, become a set past
+    /// `FEW_ROOMS`, and answer alike either way.
+    #[test]
+    fn a_sockets_rooms_are_a_set_in_either_form() {
+        let listing = |n: usize| RoomKey::Listing(ListingId::from_db(format!("l{n}")));
+        let user = RoomKey::User(UserId::from_db("u1".to_owned()));
+        let mut rooms = SocketRooms::default();
+        assert!(rooms.insert(user.clone()));
+        assert!(!rooms.insert(user.clone()), "already in");
+        assert!(matches!(&rooms, SocketRooms::Few(few) if few.len() == 1));
+        for n in 0..FEW_ROOMS {
+            assert!(rooms.insert(listing(n)));
+        }
+        assert!(matches!(rooms, SocketRooms::Many(_)));
+        assert_eq!(rooms.len(), FEW_ROOMS + 1);
+        assert!(rooms.contains(&user) && rooms.contains(&listing(0)));
+        assert!(rooms.remove(&listing(0)));
+        assert!(!rooms.remove(&listing(0)), "already out");
+        assert_eq!(rooms.iter().count(), FEW_ROOMS);
+
+        let mut few = SocketRooms::default();
+        few.insert(user.clone());
+        few.insert(listing(1));
+        assert!(few.remove(&user) && !few.contains(&user));
+        assert_eq!(few.iter().collect::<Vec<_>>(), vec![&listing(1)]);
+    }
+
     /// Every connected user has a room, so its entry is kept lean: one
     /// address (an actix address or recipient clone allocates its own
-    /// sender state), not one recipient per message kind.
+    /// sender state), not one recipient per message kind, or the members
+    /// of a user room that waits for its first event.
     #[test]
     fn a_room_entry_holds_one_address() {
         let one_address = std::mem::size_of::<actix::Addr<super::Room<()>>>();

@@ -164,6 +164,61 @@ async fn every_tab_of_a_user_is_in_its_user_room() {
         .await;
 }
 
+/// An idle connection starts no room actor (issue 13): a user room's actor
+/// starts with the room's first event, and takes over the members who
+/// joined before it; one who left before it is not among them, and one who
+/// joins after it joins the actor. The room retires once all have gone.
+#[actix_web::test]
+async fn a_user_rooms_actor_starts_with_its_first_event() {
+    let app = TestApp::spawn_with(|s| s.room_idle = Duration::from_millis(50)).await;
+    let mut tab1 = app.connect("carol").await;
+    let tab2 = app.connect("carol").await;
+    let _other = app.connect("dave").await;
+    eventually("three sessions in two rooms", || async {
+        let stats = app.registry_stats().await;
+        stats.sessions == 3 && stats.rooms == 2
+    })
+    .await;
+    assert_eq!(app.registry_stats().await.actors, 0, "no actor while idle");
+    drop(tab2);
+    eventually("the second tab left", || async {
+        app.registry_stats().await.sessions == 2
+    })
+    .await;
+
+    let app = &app;
+    let notify = |amount: u32| async move {
+        let resp = awc::Client::new()
+            .post(app.http("/api/v1/users/carol/notifications"))
+            .bearer_auth(app.token_with_role("backend", "service"))
+            .send_json(&json!({"kind": "payout", "data": {"amount": amount}}))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+    };
+    notify(1).await;
+    assert_eq!(
+        tab1.wait_event("notification").await,
+        vec![json!({"kind": "payout", "data": {"amount": 1}})]
+    );
+    let stats = app.registry_stats().await;
+    assert_eq!((stats.rooms, stats.actors), (2, 1), "carol's room started");
+
+    let mut tab3 = app.connect("carol").await;
+    notify(2).await;
+    let expected = vec![json!({"kind": "payout", "data": {"amount": 2}})];
+    assert_eq!(tab1.wait_event("notification").await, expected);
+    assert_eq!(tab3.wait_event("notification").await, expected);
+    assert_eq!(app.registry_stats().await.actors, 1);
+
+    drop((tab1, tab3, _other));
+    eventually("every room retired", || async {
+        let stats = app.registry_stats().await;
+        (stats.sessions, stats.rooms, stats.actors) == (0, 0, 0)
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn auth_refresh_moves_the_expiry_for_the_same_user_only() {
     let app = TestApp::spawn().await;

@@ -31,6 +31,8 @@ use crate::store::StoreError;
 
 /// How long to wait before connecting again after a failure.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// Commands that queued together go in one write, up to about this many bytes.
+const MAX_BATCH: usize = 64 * 1024;
 
 /// Where the subscriber connects, and how it authenticates.
 #[derive(Debug, Clone)]
@@ -88,8 +90,7 @@ pub(super) fn start(
         name: target.name,
         prefix,
         arrivals,
-        wanted: HashSet::new(),
-        confirmed: HashSet::new(),
+        followed: HashMap::new(),
         waiting: HashMap::new(),
         last_offset: None,
         to_resume: HashSet::new(),
@@ -144,8 +145,11 @@ struct Task {
     name: String,
     prefix: String,
     arrivals: mpsc::UnboundedSender<Relayed>,
-    wanted: HashSet<String>,
-    confirmed: HashSet<String>,
+    /// The channels followed, and whether Redis confirmed each on this
+    /// connection. One entry per room with members here, and every
+    /// connected user has a room: one map, not a set of the followed and
+    /// another of the confirmed (each its own copy of the name; issue 13).
+    followed: HashMap<String, bool>,
     waiting: HashMap<String, Vec<oneshot::Sender<()>>>,
     /// The offset of the last event passed on, or before the first one,
     /// the offset counter when the first connection was made: events after
@@ -176,7 +180,11 @@ impl Task {
                 }
             };
             // Whatever was followed must be followed again, and caught up.
-            self.to_resume.extend(self.confirmed.drain());
+            for (channel, confirmed) in &mut self.followed {
+                if std::mem::take(confirmed) {
+                    self.to_resume.insert(channel.clone());
+                }
+            }
             let pause = match ended {
                 Ended::Closed => return,
                 Ended::Moved(address) => {
@@ -214,24 +222,24 @@ impl Task {
         match command {
             Follow::Room(room, reply) => {
                 let channel = room_channel(&self.prefix, &room);
-                if self.confirmed.contains(&channel) {
+                if self.followed.get(&channel) == Some(&true) {
                     let _ = reply.send(());
                     return None;
                 }
-                self.waiting.entry(channel.clone()).or_default().push(reply);
-                self.wanted
-                    .insert(channel.clone())
-                    .then(|| resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]))
+                let command = (!self.followed.contains_key(&channel))
+                    .then(|| resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]));
+                self.followed.entry(channel.clone()).or_insert(false);
+                self.waiting.entry(channel).or_default().push(reply);
+                command
             }
             Follow::Drop(room) => {
                 let channel = room_channel(&self.prefix, &room);
                 let _ = self.arrivals.send(Relayed::Dropped(room));
-                self.confirmed.remove(&channel);
                 self.waiting.remove(&channel);
                 self.to_resume.remove(&channel);
-                self.wanted
+                self.followed
                     .remove(&channel)
-                    .then(|| resp::encode(&[b"SUNSUBSCRIBE", channel.as_bytes()]))
+                    .map(|_| resp::encode(&[b"SUNSUBSCRIBE", channel.as_bytes()]))
             }
         }
     }
@@ -253,7 +261,7 @@ impl Task {
         // string; on a cluster it also finds the right node.
         let counter = offset_counter(&self.prefix);
         hello.extend(resp::encode(&[b"GET", counter.as_bytes()]));
-        for channel in &self.wanted {
+        for channel in self.followed.keys() {
             hello.extend(resp::encode(&[b"SSUBSCRIBE", channel.as_bytes()]));
         }
         if let Err(err) = stream.write_all(&hello).await {
@@ -265,10 +273,18 @@ impl Task {
             tokio::select! {
                 command = rx.recv() => {
                     let Some(command) = command else { return Ended::Closed };
-                    if let Some(bytes) = self.take(command) {
-                        if let Err(err) = stream.write_all(&bytes).await {
-                            return Ended::Failed(err.to_string());
-                        }
+                    let mut bytes = self.take(command).unwrap_or_default();
+                    // What queued meanwhile (a burst of connects, each
+                    // following its user room) goes in the same write.
+                    while bytes.len() < MAX_BATCH {
+                        let Ok(command) = rx.try_recv() else { break };
+                        bytes.extend(self.take(command).unwrap_or_default());
+                    }
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    if let Err(err) = stream.write_all(&bytes).await {
+                        return Ended::Failed(err.to_string());
                     }
                 }
                 read = stream.read_buf(&mut buf) => {
@@ -322,8 +338,8 @@ impl Task {
             items.get(1).and_then(Value::text),
         ) {
             (Some("ssubscribe"), Some(channel)) => {
-                if self.wanted.contains(channel) {
-                    self.confirmed.insert(channel.to_owned());
+                if let Some(confirmed) = self.followed.get_mut(channel) {
+                    *confirmed = true;
                 }
                 if self.to_resume.remove(channel) {
                     if let Some(room) = room_from_channel(&self.prefix, channel) {
@@ -336,7 +352,7 @@ impl Task {
                 }
             }
             // Redis unsubscribed a channel we still follow: its slot moved.
-            (Some("sunsubscribe"), Some(channel)) if self.confirmed.contains(channel) => {
+            (Some("sunsubscribe"), Some(channel)) if self.followed.get(channel) == Some(&true) => {
                 return Some(Ended::Failed(format!(
                     "{channel} was unsubscribed by Redis"
                 )));
