@@ -89,7 +89,7 @@ mod tests {
 
     #[actix_web::test]
     async fn deliveries_through_a_mailbox_are_counted_apart() {
-        let metrics = Metrics::new().unwrap();
+        let metrics = Metrics::new().unwrap_or_else(|err| panic!("metrics: {err}"));
         let mut members = Members::default();
         for session in 0..3 {
             let sink = Sink.start();
