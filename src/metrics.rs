@@ -23,6 +23,10 @@ pub struct Metrics {
     pub event_duration: HistogramVec,
     /// `souk_deliveries_total`: frames handed to connections by rooms.
     pub deliveries: IntCounter,
+    /// `souk_deliveries_mailbox_total`: of those, frames that went through
+    /// a session's mailbox because no WebSocket could take them directly
+    /// (long-polling, before CONNECT is answered, mid-upgrade).
+    pub mailbox_deliveries: IntCounter,
     /// `souk_disconnects_total{reason}`: closed connections by reason.
     pub disconnects: IntCounterVec,
     /// `souk_redis_ops_total`: Redis round trips.
@@ -77,6 +81,10 @@ impl Metrics {
             &["event"],
         )?;
         let deliveries = IntCounter::new("souk_deliveries_total", "Frames delivered by rooms")?;
+        let mailbox_deliveries = IntCounter::new(
+            "souk_deliveries_mailbox_total",
+            "Frames delivered by rooms through a session's mailbox (no WebSocket to take them)",
+        )?;
         let disconnects = IntCounterVec::new(
             Opts::new("souk_disconnects_total", "Closed connections by reason"),
             &["reason"],
@@ -90,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(event_duration.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
+        registry.register(Box::new(mailbox_deliveries.clone()))?;
         registry.register(Box::new(disconnects.clone()))?;
         registry.register(Box::new(redis_ops.clone()))?;
         registry.register(Box::new(db_ops.clone()))?;
@@ -134,6 +143,7 @@ impl Metrics {
             events,
             event_duration,
             deliveries,
+            mailbox_deliveries,
             disconnects,
             redis_ops,
             db_ops,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# fanout-perf.sh BIN LABEL [perf]: scripts/bench's server env, fanout 10x500 at 400/s for 15 s;
+# fanout-perf.sh BIN LABEL [perf]: scripts/bench's server env (SOUK_BENCH_PORT, SOUK_BENCH_DB), fanout 10x500 at 400/s for 15 s;
 # with "perf": perf record (cpu-clock, dwarf call graphs) on the server during the run.
 set -u
 BIN=$1; LABEL=$2; MODE=${3:-}
-PORT=18184; DB=souk_bench_profile; SECRET=bench-secret-0123456789abcdef0123456789
+PORT=${SOUK_BENCH_PORT:-18184}; DB=${SOUK_BENCH_DB:-souk_bench_profile}; SECRET=bench-secret-0123456789abcdef0123456789
 psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" 2>/dev/null
 psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $DB"
 ulimit -n $(ulimit -Hn)
@@ -19,7 +19,9 @@ if [ "$MODE" = perf ]; then
   # wait for the members to be in (the bench prints "publishing" when it starts)
   until grep -qi "publish\|sending\|events/s" ${PROFILE_OUT:-/tmp/profile-run}/fanout-$LABEL.txt 2>/dev/null; do sleep 0.2; done
   sleep 2
-  timeout -s INT 12 perf record -F 1999 -e cpu-clock --call-graph dwarf,16384 -p $SPID -o ${PROFILE_OUT:-/tmp/profile-run}/fanout-$LABEL.perf > ${PROFILE_OUT:-/tmp/profile-run}/perf-$LABEL.log 2>&1
+  # `-- sleep 12` rather than `timeout -s INT`: on a loaded machine the
+  # interrupted perf sometimes left its file unfinished (no samples).
+  perf record -F ${PERF_FREQ:-1999} -e cpu-clock --call-graph dwarf,16384 -p $SPID -o ${PROFILE_OUT:-/tmp/profile-run}/fanout-$LABEL.perf -- sleep 12 > ${PROFILE_OUT:-/tmp/profile-run}/perf-$LABEL.log 2>&1
 fi
 wait $BPID
 kill -TERM $SPID; wait $SPID

@@ -34,7 +34,8 @@ def work(stack):
     return 'other: ' + top[:80]
 def under(stack):
     s = stack
-    if has(s, 'Handler<souk::rooms::room::Broadcast>'): return 'room actor: Broadcast (do_send to each member)'
+    if has(s, 'Handler<souk::rooms::room::Broadcast>'): return 'room actor: Broadcast (each member: mailslot, queue push, wake)'
+    if has(s, 'souk::engine::websocket::connection'): return 'WebSocket connection task (take the queue, vectored write, read)'
     if has(s, 'Handler<souk::rooms::Deliver>'): return 'session actor: Deliver (dedupe, queue, wake transport)'
     if has(s, 'WsTransport'): return 'WsTransport actor (Drain: frame encode into actix-http write buffer)'
     if has(s, 'h1::dispatcher'): return 'actix-http h1 dispatcher (poll_flush: sendto; reads)'

@@ -106,7 +106,7 @@ impl Mailslot {
         }
         slot.recent.remember(msg.emission);
         let refused = match &slot.transport {
-            Some(transport) => transport.push(msg.frame.clone()).is_err(),
+            Some(transport) => transport.push_shared(&msg.frame).is_err(),
             None => false,
         };
         if refused {

@@ -14,9 +14,10 @@ pub mod registry;
 pub mod room;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 
 pub use crate::ids::RoomKey;
+
+use crate::engine::websocket::frame::SharedText;
 
 pub use registry::Registry;
 pub use room::Room;
@@ -24,13 +25,14 @@ pub use room::Room;
 /// A connection's id, unique within a node.
 pub type SessionId = u64;
 
-/// A frame for one connection, encoded once and shared by every recipient.
+/// A frame for one connection, encoded once (its whole WebSocket frame, and
+/// its text for a session's queue) and shared by every recipient.
 /// `emission` is the same for every copy of an event sent to several rooms,
 /// so a connection in more than one of them takes it once.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Deliver {
-    pub frame: ByteString,
+    pub frame: SharedText,
     pub emission: u64,
     /// The event's offset (the `n` of `n-0`), increasing across all rooms.
     pub offset: u64,

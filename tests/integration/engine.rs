@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use souk::engine::websocket::frame::{self, client_frame, OP_CONTINUATION, OP_TEXT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -247,4 +247,36 @@ async fn a_refused_websocket_gets_the_status_awc_reads() {
     let answer =
         read_to_end(request(&app, "/socket.io/?EIO=4&transport=websocket", &headers).await).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+}
+
+/// The value of a counter line of the node's metrics (0 when absent).
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Room events reach a WebSocket member through its queue directly, with
+/// no message to its session per event (issue 13): every delivery counts,
+/// none goes through a mailbox. (A long-polling member's do: see
+/// transports.rs.)
+#[actix_web::test]
+async fn room_events_go_into_a_websocket_member_s_queue_with_no_message() {
+    let app = TestApp::spawn().await;
+    app.listing("l1", "sam").await;
+    let mut ann = app.watching("ann", "l1").await;
+    let mut bob = app.watching("bob", "l1").await;
+    let before = counter(&app, "souk_deliveries_total").await;
+    for n in 0..5 {
+        let (status, body) = app.room_event("listing:l1", "tick", json!(n)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    for n in 0..5 {
+        assert_eq!(ann.wait_event("tick").await, vec![json!(n)]);
+        assert_eq!(bob.wait_event("tick").await, vec![json!(n)]);
+    }
+    assert_eq!(counter(&app, "souk_deliveries_total").await - before, 10);
+    assert_eq!(counter(&app, "souk_deliveries_mailbox_total").await, 0);
 }

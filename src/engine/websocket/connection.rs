@@ -146,20 +146,28 @@ impl Connection {
         let mut taking: Option<Pin<Box<dyn Future<Output = bool>>>> = None;
         let mut handled = 0;
         loop {
-            if self.transport.closing() {
+            // One look at the queue: what waits, and whether to close.
+            let blocked = self.writing.is_some();
+            let closing = if blocked {
+                self.transport.closing()
+            } else {
+                let taken = self.transport.take();
+                if !taken.frames.is_empty() {
+                    self.writing = Some(Writing {
+                        frames: taken.frames,
+                        done: 0,
+                    });
+                }
+                taken.closing
+            };
+            if closing {
                 // Boxed, as every closing path: its state would otherwise
                 // be part of every connection's task, idle or not.
-                return Box::pin(self.close_requested()).await;
+                return Box::pin(self.close_requested(blocked)).await;
             }
             if handled >= MESSAGES_PER_WAKE {
                 handled = 0;
                 tokio::task::yield_now().await;
-            }
-            if self.writing.is_none() {
-                let frames = self.transport.take();
-                if !frames.is_empty() {
-                    self.writing = Some(Writing { frames, done: 0 });
-                }
             }
             if let Some(writing) = &mut self.writing {
                 match writing.write(&self.stream) {
@@ -225,7 +233,6 @@ impl Connection {
         cx: &mut Context<'_>,
         taking: &mut Option<Pin<Box<dyn Future<Output = bool>>>>,
     ) -> Poll<Option<bool>> {
-        self.transport.register(cx.waker());
         if let Some(future) = taking {
             if let Poll::Ready(taken) = future.as_mut().poll(cx) {
                 *taking = None;
@@ -233,7 +240,9 @@ impl Connection {
             }
         }
         let blocked = self.writing.is_some();
-        if (!blocked && self.transport.has_work()) || self.transport.closing() {
+        // Frames matter only when none are being written; a close request
+        // always does. One lock, which also leaves the waker for a push.
+        if self.transport.poll_work(!blocked, cx.waker()) {
             return Poll::Ready(None);
         }
         if blocked && self.stream.poll_write_ready(cx).is_ready() {
@@ -283,12 +292,12 @@ impl Connection {
     }
 
     /// The session asked to close: what waits is written, then the close
-    /// frame. A connection whose writes are blocked (a slow consumer, a
+    /// frame. A connection whose writes were `blocked` (a slow consumer, a
     /// client gone) drops at once everything not yet begun: it keeps only
     /// the frame it is halfway through, then the close frame, for as long
     /// as [`CLOSE_GRACE`].
-    async fn close_requested(&mut self) -> Ended {
-        if let Some(writing) = &mut self.writing {
+    async fn close_requested(&mut self, blocked: bool) -> Ended {
+        if let (true, Some(writing)) = (blocked, &mut self.writing) {
             writing.frames.truncate(usize::from(writing.done > 0));
             drop(self.transport.take());
         }
@@ -305,10 +314,10 @@ impl Connection {
     /// connection, and the client could lose the close frame).
     async fn finish(&mut self, code: u16, reason: &str) {
         let mut writing = self.writing.take().unwrap_or_default();
-        writing.frames.extend(self.transport.take());
+        writing.frames.extend(self.transport.take().frames);
         writing
             .frames
-            .push_back(Outgoing::Control(frame::close(code, reason)));
+            .push_back(Outgoing::Whole(frame::close(code, reason)));
         let flushed = async {
             loop {
                 match writing.write(&self.stream) {
@@ -368,7 +377,7 @@ impl Writing {
             for (frame, (head, head_len)) in self.frames.iter().take(count).zip(heads.iter()) {
                 let parts: [&[u8]; 2] = match frame {
                     Outgoing::Text(text) => [&head[..*head_len], text.as_bytes()],
-                    Outgoing::Control(bytes) => [bytes, &[]],
+                    Outgoing::Whole(bytes) => [bytes, &[]],
                 };
                 for part in parts {
                     if skip >= part.len() {
@@ -405,6 +414,6 @@ impl Writing {
 fn wire_len(frame: &Outgoing) -> usize {
     match frame {
         Outgoing::Text(text) => frame::header(frame::OP_TEXT, text.len()).1 + text.len(),
-        Outgoing::Control(bytes) => bytes.len(),
+        Outgoing::Whole(bytes) => bytes.len(),
     }
 }

@@ -6,7 +6,8 @@
 //! what it must between reads: the bytes of an unfinished frame and of an
 //! unfinished fragmented message, `None` when there are none. Server frames
 //! are encoded with [`header`] (their payloads are written as they are,
-//! beside it) or whole with [`control`].
+//! beside it), whole with [`control`], or once for many connections as a
+//! [`SharedText`].
 
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
@@ -325,6 +326,65 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     control(OP_CLOSE, &payload)
 }
 
+/// A text message encoded once as a whole server frame, for every
+/// connection it goes to: header and payload in one shared buffer, written
+/// as it is (each connection holds a reference count, nothing is copied or
+/// encoded per connection), and the message's text as a view of the same
+/// bytes, for the layers that queue packets rather than frames (polling).
+#[derive(Clone, Debug)]
+pub struct SharedText {
+    wire: Bytes,
+    text: ByteString,
+}
+
+impl SharedText {
+    pub fn new(text: &str) -> Self {
+        let (head, used) = header(OP_TEXT, text.len());
+        let mut wire = BytesMut::with_capacity(used + text.len());
+        wire.extend_from_slice(&head[..used]);
+        wire.extend_from_slice(text.as_bytes());
+        let wire = wire.freeze();
+        // The view is `text`'s own bytes, so it is UTF-8: the copy below is
+        // never made.
+        let text = ByteString::try_from(wire.slice(used..))
+            .unwrap_or_else(|_| ByteString::from(text.to_owned()));
+        SharedText { wire, text }
+    }
+
+    /// The whole frame, header included.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The message's text.
+    pub fn text(&self) -> &ByteString {
+        &self.text
+    }
+
+    /// The text's length in bytes (what the outbound bound counts).
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+}
+
+impl From<&str> for SharedText {
+    fn from(text: &str) -> Self {
+        SharedText::new(text)
+    }
+}
+
+impl From<String> for SharedText {
+    fn from(text: String) -> Self {
+        SharedText::new(&text)
+    }
+}
+
+impl From<SharedText> for ByteString {
+    fn from(frame: SharedText) -> Self {
+        frame.text
+    }
+}
+
 /// A client's frame: masked with `mask` (tests and tools speak as clients).
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let (head, used) = header(opcode, payload.len());
@@ -520,6 +580,24 @@ mod tests {
         ) {
             let whole = decode_in_pieces(&bytes, &[]);
             prop_assert_eq!(decode_in_pieces(&bytes, &cuts), whole);
+        }
+    }
+
+    #[test]
+    fn a_shared_text_frame_is_the_header_and_the_text_in_one_buffer() {
+        for len in [0, 125, 126, 0xFFFF, 0x10000] {
+            let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let shared = SharedText::new(&text);
+            let (head, used) = header(OP_TEXT, text.len());
+            assert_eq!(&shared.wire()[..used], &head[..used]);
+            assert_eq!(&shared.wire()[used..], text.as_bytes());
+            assert_eq!(&**shared.text(), text.as_str());
+            assert_eq!(shared.text_len(), text.len());
+            // The text is a view of the frame's bytes, not a copy.
+            assert_eq!(
+                shared.text().as_bytes().as_ptr(),
+                shared.wire()[used..].as_ptr()
+            );
         }
     }
 }

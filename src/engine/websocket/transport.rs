@@ -2,22 +2,28 @@
 //! wakes the connection's task when the queue was empty, and asks it to
 //! close. The task takes everything waiting at once, so a burst costs one
 //! wake-up and one write.
+//!
+//! One mutex holds the queue and the task's waker: a push is one lock, and
+//! a wake-up of the task costs it one lock to take what waits and one to
+//! go back to sleep (no atomic waker beside the lock).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use futures_util::task::AtomicWaker;
 
+use super::frame::SharedText;
 use crate::engine::{Full, PACKET_OVERHEAD};
 
 /// A frame waiting to be written.
 pub(super) enum Outgoing {
     /// A text frame: its header is made when it is written.
     Text(ByteString),
-    /// A whole control frame (pong, close).
-    Control(Bytes),
+    /// A whole frame, header included: a room's event encoded once for all
+    /// its members, a pong, a close.
+    Whole(Bytes),
 }
 
 /// What waits for the connection's task.
@@ -32,13 +38,22 @@ struct Queue {
     ended: bool,
     /// How many frames it left unwritten when it went.
     left: usize,
+    /// The task, waiting for frames or a close request.
+    waker: Option<Waker>,
 }
 
 struct Shared {
     queue: Mutex<Queue>,
-    waker: AtomicWaker,
     /// The bytes that may wait, counted with [`PACKET_OVERHEAD`] each.
     limit: usize,
+}
+
+/// What the connection's task found when it looked at its queue.
+pub(super) struct Taken {
+    /// Everything that waited, oldest first.
+    pub frames: VecDeque<Outgoing>,
+    /// Whether the session asked to close.
+    pub closing: bool,
 }
 
 /// One WebSocket connection, as its session sees it. Clones are the same
@@ -59,7 +74,6 @@ impl Transport {
     pub fn new(limit: usize) -> Self {
         Transport(Arc::new(Shared {
             queue: Mutex::default(),
-            waker: AtomicWaker::new(),
             limit,
         }))
     }
@@ -76,6 +90,14 @@ impl Transport {
         self.queue(std::iter::once(Outgoing::Text(text)), cost)
     }
 
+    /// Queues a text frame encoded once for many connections: this one
+    /// writes its bytes as they are (a reference count, no copy, no header
+    /// to make). Counted and bounded as [`Transport::push`].
+    pub fn push_shared(&self, frame: &SharedText) -> Result<(), Full> {
+        let cost = frame.text_len() + PACKET_OVERHEAD;
+        self.queue(std::iter::once(Outgoing::Whole(frame.wire().clone())), cost)
+    }
+
     /// Queues a text frame that does not count (the upgrade probe's answer).
     pub fn push_uncounted(&self, text: ByteString) {
         let _ = self.queue(std::iter::once(Outgoing::Text(text)), 0);
@@ -89,7 +111,7 @@ impl Transport {
 
     pub(super) fn push_control(&self, frame: Bytes) -> Result<(), Full> {
         let cost = frame.len() + PACKET_OVERHEAD;
-        self.queue(std::iter::once(Outgoing::Control(frame)), cost)
+        self.queue(std::iter::once(Outgoing::Whole(frame)), cost)
     }
 
     /// Queues `frames` behind what waits, `cost` counted bytes in all, and
@@ -111,12 +133,15 @@ impl Transport {
         if queue.counted + cost > self.0.limit {
             return Err(Full);
         }
-        let wake = queue.frames.is_empty();
+        let waker = match queue.frames.is_empty() {
+            true => queue.waker.take(),
+            false => None,
+        };
         queue.frames.extend(frames);
         queue.counted += cost;
         drop(queue);
-        if wake {
-            self.0.waker.wake();
+        if let Some(waker) = waker {
+            waker.wake();
         }
         Ok(())
     }
@@ -125,12 +150,15 @@ impl Transport {
     /// `code` and `reason`, and end. A connection whose writes are blocked
     /// ends at once.
     pub fn close(&self, code: u16, reason: &'static str) {
-        if let Some(mut queue) = self.lock() {
+        let waker = self.lock().and_then(|mut queue| {
             if queue.close.is_none() && !queue.ended {
                 queue.close = Some((code, reason));
             }
+            queue.waker.take()
+        });
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        self.0.waker.wake();
     }
 
     /// How many frames wait to be written; once the connection is gone,
@@ -140,22 +168,38 @@ impl Transport {
             .map_or(0, |queue| queue.frames.len().max(queue.left))
     }
 
-    /// Everything waiting, oldest first: its bytes no longer count (as
-    /// they leave the queue they are the connection's to write).
-    pub(super) fn take(&self) -> VecDeque<Outgoing> {
+    /// Everything waiting, oldest first (its bytes no longer count: as
+    /// they leave the queue they are the connection's to write), and
+    /// whether the session asked to close.
+    pub(super) fn take(&self) -> Taken {
         match self.lock() {
             Some(mut queue) => {
                 queue.counted = 0;
-                std::mem::take(&mut queue.frames)
+                Taken {
+                    frames: std::mem::take(&mut queue.frames),
+                    closing: queue.close.is_some(),
+                }
             }
-            None => VecDeque::new(),
+            None => Taken {
+                frames: VecDeque::new(),
+                closing: true,
+            },
         }
     }
 
-    /// Whether frames or a close request wait.
-    pub(super) fn has_work(&self) -> bool {
-        self.lock()
-            .is_none_or(|queue| !queue.frames.is_empty() || queue.close.is_some())
+    /// Whether frames (`frames`) or a close request wait; when neither
+    /// does, `waker` is woken once one does.
+    pub(super) fn poll_work(&self, frames: bool, waker: &Waker) -> bool {
+        let Some(mut queue) = self.lock() else {
+            return true;
+        };
+        if queue.close.is_some() || (frames && !queue.frames.is_empty()) {
+            return true;
+        }
+        if !queue.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            queue.waker = Some(waker.clone());
+        }
+        false
     }
 
     /// The close the session asked for, if it did.
@@ -176,10 +220,7 @@ impl Transport {
             queue.ended = true;
             queue.counted = 0;
             queue.frames = VecDeque::new();
+            queue.waker = None;
         }
-    }
-
-    pub(super) fn register(&self, waker: &std::task::Waker) {
-        self.0.waker.register(waker);
     }
 }
