@@ -45,11 +45,14 @@ impl Bid {
 
 type Reply = oneshot::Sender<Result<Placed, StoreError>>;
 
+/// The bids waiting, by listing.
+type Queues = HashMap<ListingId, Vec<(Bid, Reply)>>;
+
 /// The bids waiting, by listing; a listing is here while a task places its
 /// batches. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Bidding {
-    waiting: Arc<Mutex<HashMap<ListingId, Vec<(Bid, Reply)>>>>,
+    waiting: Arc<Mutex<Queues>>,
 }
 
 impl Bidding {
@@ -93,7 +96,7 @@ impl Bidding {
             .map_err(|err| StoreError::internal_by("the bid's batch was dropped", err))?
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ListingId, Vec<(Bid, Reply)>>> {
+    fn lock(&self) -> MutexGuard<'_, Queues> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -221,10 +221,11 @@ impl Scenario for Auction {
         .await
         .map(|r| r.json()["listing"]["auction"].clone())
         .unwrap_or(Value::Null);
-        let stored = match &run.settings.database_url {
-            Some(url) => Some(stored_versions(url, &run.settings.listing)),
-            None => None,
-        };
+        let stored = run
+            .settings
+            .database_url
+            .as_ref()
+            .map(|url| stored_versions(url, &run.settings.listing));
         fill_report(report, run, found.settle_secs, &out, &server_view, stored);
         Ok(())
     }
