@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::Addr;
 
 use crate::auth::Authenticator;
+use crate::broker::bidding::Bidding;
 use crate::broker::Broker;
 use crate::broker::Fanout;
 use crate::metrics::Metrics;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub db: Db,
     /// What this node shares with the others.
     pub broker: Broker,
+    /// Bids waiting for their listing's next batch.
+    pub bidding: Bidding,
     pub registry: Addr<Registry>,
     pub fanout: Fanout,
     pub messages: Addr<Writer<Messages>>,
@@ -59,6 +62,7 @@ impl AppState {
             auth,
             db,
             broker,
+            bidding: Bidding::new(),
             fanout: actors.fanout,
             registry: actors.registry,
             messages: actors.messages,

@@ -60,6 +60,9 @@ auction options:
                              so the server never counts more (0: no such wait)
   --drain SECS               how long to wait for the last acks (default 5)
   --listing ID               listing id (default: a fresh random one)
+  --database-url URL         afterwards, check with psql that every accepted bid's
+                             version is in souk's bid log (table bids) in this
+                             database; scripts/bench gives it when it runs souk
 
 fanout options:
   --rooms R                  listings, one room each (default 10)

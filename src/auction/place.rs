@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use diesel::PgConnection;
 
-use crate::broker::{Accepted, Auctions, BidRequest, LiveState, Outcome, Placed, RateLimit};
+use crate::broker::bidding::Bid;
+use crate::broker::{Accepted, Auctions, LiveState, Outcome, Placed, RateLimit};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
@@ -46,17 +47,15 @@ where
 {
     let now = Utc::now().timestamp_millis();
     let place = |vouched| {
-        app.broker.place(
-            BidRequest {
-                listing: &listing,
-                bidder,
-                amount,
-                key: key.as_deref(),
-                now_ms: now,
-                vouched,
-            },
-            RATE_LIMIT,
-        )
+        let bid = Bid {
+            listing: listing.clone(),
+            bidder: bidder.clone(),
+            amount,
+            key: key.clone(),
+            now_ms: now,
+            vouched,
+        };
+        app.bidding.place(&app.broker, bid, RATE_LIMIT)
     };
     let mut vouched = false;
     let mut may_see = Some(may_see);

@@ -83,6 +83,9 @@ on_both!(
     a_private_auction_tells_strangers_nothing,
     a_closing_auction_takes_no_bid,
     load_keeps_a_state_already_there_and_forget_drops_it,
+    a_batch_is_decided_in_order_each_bid_on_the_state_before_it,
+    a_batch_counts_each_bid_against_its_bidders_rate_window,
+    a_key_repeated_inside_a_batch_answers_its_first_outcome,
     nodes_are_live_until_they_leave_or_expire,
 );
 
@@ -728,21 +731,33 @@ impl<'a> Bid<'a> {
 }
 
 async fn place<B: Conformant>(broker: &B, bid: Bid<'_>, limit: RateLimit) -> Placed {
-    let (id, bidder) = (listing(bid.listing), user(bid.bidder));
+    let mut placed = place_all(broker, vec![bid], limit).await;
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    placed.remove(0)
+}
+
+/// Places `bids` in one batch.
+async fn place_all<B: Conformant>(broker: &B, bids: Vec<Bid<'_>>, limit: RateLimit) -> Vec<Placed> {
+    let ids: Vec<(ListingId, UserId)> = bids
+        .iter()
+        .map(|bid| (listing(bid.listing), user(bid.bidder)))
+        .collect();
+    let requests: Vec<BidRequest<'_>> = bids
+        .iter()
+        .zip(&ids)
+        .map(|(bid, (id, bidder))| BidRequest {
+            listing: id,
+            bidder,
+            amount: bid.amount,
+            key: bid.key,
+            now_ms: bid.now_ms,
+            vouched: bid.vouched,
+        })
+        .collect();
     broker
-        .place(
-            BidRequest {
-                listing: &id,
-                bidder: &bidder,
-                amount: bid.amount,
-                key: bid.key,
-                now_ms: bid.now_ms,
-                vouched: bid.vouched,
-            },
-            limit,
-        )
+        .place_all(&requests, limit)
         .await
-        .unwrap_or_else(|err| panic!("place: {err}"))
+        .unwrap_or_else(|err| panic!("place_all: {err}"))
 }
 
 fn accepted(placed: &Placed) -> Option<&Accepted> {
@@ -1063,6 +1078,153 @@ async fn load_keeps_a_state_already_there_and_forget_drops_it<B: Conformant>(bro
     assert_eq!(
         accepted(&next).map(|a| (a.version, a.prev_leader.as_str(), a.bid_count)),
         Some((5, "ana", 2))
+    );
+}
+
+async fn a_batch_is_decided_in_order_each_bid_on_the_state_before_it<B: Conformant>(broker: &B) {
+    let now = Utc::now().timestamp_millis();
+    assert!(place_all(broker, Vec::new(), GENEROUS).await.is_empty());
+    let mut state = open_auction(now);
+    state.extend_ms = 60_000;
+    state.ends_ms = now + 600_000;
+    load(broker, "b1", &state).await;
+    let late = state.ends_ms - 10_000;
+    let placed = place_all(
+        broker,
+        vec![
+            Bid::new("b1", "ana", 100, now),
+            Bid::new("b1", "bo", 105, now),
+            Bid::new("b1", "bo", 110, now),
+            Bid::new("b1", "cy", 110, now),
+            Bid::new("b1", "ana", 150, late),
+            Bid::new("b1", "seller", 500, late),
+        ],
+        GENEROUS,
+    )
+    .await;
+    let accepted =
+        |version, amount, (ends, extended), prev_leader: &str, prev_amount, bid_count| {
+            Placed::Decided(Outcome::Accepted(Accepted {
+                version,
+                amount,
+                ends,
+                extended,
+                prev_leader: prev_leader.to_owned(),
+                prev_amount,
+                bid_count,
+            }))
+        };
+    assert_eq!(
+        placed,
+        vec![
+            accepted(4, 100, (state.ends_ms, false), "", -1, 1),
+            // Lost to the bid before it in the same batch.
+            Placed::Decided(Outcome::TooLow { min: 110 }),
+            accepted(5, 110, (state.ends_ms, false), "ana", 100, 2),
+            Placed::Decided(Outcome::TooLow { min: 120 }),
+            // Within the extension: the end moves for the bids after it.
+            accepted(6, 150, (late + 60_000, true), "bo", 110, 3),
+            Placed::Decided(Outcome::Seller),
+        ]
+    );
+    // The batch's last state is the live state.
+    assert_eq!(
+        place(broker, Bid::new("b1", "dan", 160, late), GENEROUS).await,
+        accepted(7, 160, (late + 60_000, false), "ana", 150, 4)
+    );
+}
+
+async fn a_batch_counts_each_bid_against_its_bidders_rate_window<B: Conformant>(broker: &B) {
+    let now = Utc::now().timestamp_millis();
+    let limit = RateLimit {
+        per_window: 2,
+        window_ms: 60_000,
+    };
+    // Nothing is counted while there is no state.
+    let missing = place_all(
+        broker,
+        vec![
+            Bid::new("b2", "ana", 100, now),
+            Bid::new("b2", "ana", 110, now),
+        ],
+        limit,
+    )
+    .await;
+    assert_eq!(missing, vec![Placed::Missing, Placed::Missing]);
+    load(broker, "b2", &open_auction(now)).await;
+    let mut vouched = Bid::new("b2", "ana", 130, now);
+    vouched.vouched = true;
+    let placed = place_all(
+        broker,
+        vec![
+            Bid::new("b2", "ana", 100, now),
+            Bid::new("b2", "ana", 110, now),
+            Bid::new("b2", "ana", 120, now),
+            Bid::new("b2", "bo", 120, now),
+            vouched,
+        ],
+        limit,
+    )
+    .await;
+    let versions: Vec<Option<i64>> = placed
+        .iter()
+        .map(|placed| accepted(placed).map(|a| a.version))
+        .collect();
+    assert_eq!(versions, vec![Some(4), Some(5), None, Some(6), Some(7)]);
+    assert!(
+        matches!(placed[2], Placed::RateLimited { retry_after_ms } if retry_after_ms > 0),
+        "{placed:?}"
+    );
+}
+
+async fn a_key_repeated_inside_a_batch_answers_its_first_outcome<B: Conformant>(broker: &B) {
+    let now = Utc::now().timestamp_millis();
+    load(broker, "b3", &open_auction(now)).await;
+    let keyed = |bidder, amount, key| {
+        let mut bid = Bid::new("b3", bidder, amount, now);
+        bid.key = Some(key);
+        bid
+    };
+    let placed = place_all(
+        broker,
+        vec![
+            keyed("ana", 100, "k1"),
+            keyed("ana", 900, "k1"),
+            keyed("bo", 105, "k2"),
+            keyed("bo", 500, "k2"),
+            Bid::new("b3", "bo", 110, now),
+        ],
+        GENEROUS,
+    )
+    .await;
+    let Placed::Decided(first) = placed[0].clone() else {
+        panic!("expected a decision, got {placed:?}");
+    };
+    assert!(matches!(first, Outcome::Accepted(_)), "{placed:?}");
+    let too_low = Outcome::TooLow { min: 110 };
+    assert_eq!(
+        placed[1..4],
+        [
+            Placed::Repeat(first.clone()),
+            Placed::Decided(too_low.clone()),
+            Placed::Repeat(too_low),
+        ][..]
+    );
+    assert_eq!(accepted(&placed[4]).map(|a| a.version), Some(5));
+    // Without a live state, a key still answers; the others wait for the
+    // rebuild.
+    broker
+        .forget(&listing("b3"), &[])
+        .await
+        .unwrap_or_else(|err| panic!("forget: {err}"));
+    assert_eq!(
+        place_all(
+            broker,
+            vec![keyed("ana", 900, "k1"), Bid::new("b3", "cy", 500, now)],
+            GENEROUS
+        )
+        .await,
+        vec![Placed::Repeat(first), Placed::Missing]
     );
 }
 

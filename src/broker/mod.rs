@@ -12,6 +12,7 @@
 //! implementation lives in its own module, and key names and scripts never
 //! leave the implementation that uses them.
 
+pub mod bidding;
 #[cfg(test)]
 mod conformance;
 pub mod fanout;
@@ -437,20 +438,23 @@ pub enum CloseCheck {
 /// A remembered bid outcome: bidder, idempotency key, outcome (JSON).
 pub type Remembered = (String, String, String);
 
-/// Auctions' live state, decided on in one step per bid.
+/// Auctions' live state, decided on in one step per batch of bids.
 ///
-/// Rules: each `place` sees and moves one consistent state (of any number
-/// of concurrent bids at one amount, one wins); a bid is counted against
-/// the bidder's rate window before anything else, except when `vouched`;
-/// a private auction tells a bidder not vouched for nothing but `Private`;
-/// a bidder's key answers the first outcome again for 24 h; after
-/// `begin_close`, every bid is `Closed`.
+/// Rules: each `place_all` sees and moves one consistent state (of any
+/// number of concurrent bids at one amount, one wins), and decides its
+/// bids in order, each against the state the one before it left; a bid is
+/// counted against the bidder's rate window before anything else, except
+/// when `vouched`; a private auction tells a bidder not vouched for nothing
+/// but `Private`; a bidder's key answers the first outcome again for 24 h
+/// (a later bid of the same batch included); after `begin_close`, every
+/// bid is `Closed`.
 pub trait Auctions {
-    fn place(
+    /// Decides `bids`, all on one listing, in order: one answer per bid.
+    fn place_all(
         &self,
-        bid: BidRequest<'_>,
+        bids: &[BidRequest<'_>],
         limit: RateLimit,
-    ) -> impl Future<Output = Result<Placed, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Placed>, StoreError>> + Send;
 
     /// Writes a rebuilt state unless one is there, with the outcomes
     /// remembered under bidders' keys.
@@ -591,8 +595,12 @@ impl Records for Broker {
 }
 
 impl Auctions for Broker {
-    async fn place(&self, bid: BidRequest<'_>, limit: RateLimit) -> Result<Placed, StoreError> {
-        dispatch!(self, b => b.place(bid, limit).await)
+    async fn place_all(
+        &self,
+        bids: &[BidRequest<'_>],
+        limit: RateLimit,
+    ) -> Result<Vec<Placed>, StoreError> {
+        dispatch!(self, b => b.place_all(bids, limit).await)
     }
 
     async fn load(

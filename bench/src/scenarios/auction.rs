@@ -11,7 +11,7 @@
 //! is skipped and counted (so slow acks show instead of hiding). Every
 //! ack's latency goes into a histogram, by outcome.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,6 +58,8 @@ pub struct Auction {
     listing: String,
     /// The listing id as a JSON string, ready to paste into frames.
     listing_json: String,
+    /// Where souk's bid log is, to check every accepted bid is in it.
+    database_url: Option<String>,
     run: String,
 }
 
@@ -90,6 +92,8 @@ pub struct ShardOut {
     accepted: Latency,
     all: Latency,
     other_codes: BTreeMap<String, u64>,
+    /// The auction version of every accepted bid (its id).
+    versions: Vec<i64>,
 }
 
 impl Merge for ShardOut {
@@ -97,6 +101,7 @@ impl Merge for ShardOut {
         self.accepted.merge(&other.accepted)?;
         self.all.merge(&other.all)?;
         super::add_counts(&mut self.other_codes, other.other_codes);
+        self.versions.extend(other.versions);
         Ok(())
     }
 }
@@ -129,6 +134,7 @@ impl Scenario for Auction {
             drain: Duration::from_secs_f64(options.take("drain", 5.0f64)?.max(0.0)),
             listing: listing.unwrap_or_else(|| format!("bench-auction-{run}")),
             listing_json: String::new(),
+            database_url: options.take_text("database-url"),
             run,
         };
         Ok(Auction {
@@ -154,6 +160,7 @@ impl Scenario for Auction {
             accepted: Latency::new()?,
             all: Latency::new()?,
             other_codes: BTreeMap::new(),
+            versions: Vec::new(),
         })
     }
 
@@ -214,7 +221,12 @@ impl Scenario for Auction {
         .await
         .map(|r| r.json()["listing"]["auction"].clone())
         .unwrap_or(Value::Null);
-        fill_report(report, run, found.settle_secs, &out, &server_view);
+        let stored = run
+            .settings
+            .database_url
+            .as_ref()
+            .map(|url| stored_versions(url, &run.settings.listing));
+        fill_report(report, run, found.settle_secs, &out, &server_view, stored);
         Ok(())
     }
 }
@@ -305,7 +317,13 @@ async fn join(ctx: &Ctx<Auction>, index: usize) -> Result<(Socket, i64)> {
 struct Reply {
     ok: bool,
     error: Option<ReplyError>,
+    bid: Option<BidState>,
     auction: Option<AuctionState>,
+}
+
+#[derive(Deserialize)]
+struct BidState {
+    version: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -513,10 +531,16 @@ impl Bidder {
             .and_then(|mut replies| (!replies.is_empty()).then(|| replies.swap_remove(0)));
         match reply {
             Some(Reply {
-                ok: true, auction, ..
+                ok: true,
+                auction,
+                bid,
+                ..
             }) => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 out.accepted.record(took);
+                // An ack without a version counts as missing from the log.
+                out.versions
+                    .push(bid.and_then(|bid| bid.version).unwrap_or(-1));
                 if let Some(current) = auction.and_then(|a| a.current_amount) {
                     self.known = self.known.max(current);
                 }
@@ -586,6 +610,7 @@ fn fill_report(
     connect_secs: f64,
     out: &ShardOut,
     server_view: &Value,
+    stored: Option<std::result::Result<BTreeSet<i64>, String>>,
 ) {
     let (common, settings, shared) = (&run.common, &run.settings, &run.shared);
     let (accepted, all, other_codes) = (&out.accepted, &out.all, &out.other_codes);
@@ -671,6 +696,39 @@ fn fill_report(
         },
     );
 
+    let persisted = stored.map(|stored| {
+        stored.map(|stored| {
+            let acked: BTreeSet<i64> = out.versions.iter().copied().collect();
+            let missing = out
+                .versions
+                .iter()
+                .filter(|version| !stored.contains(version))
+                .count();
+            let repeated = out.versions.len() - acked.len();
+            let unacked = stored.difference(&acked).count();
+            (missing, repeated, unacked)
+        })
+    });
+    report.section("persisted (souk's bid log in Postgres afterwards)");
+    match &persisted {
+        None => report.item("checked", "no (no --database-url)".to_owned()),
+        Some(Err(why)) => report.item("checked", format!("failed: {why}")),
+        Some(Ok((missing, repeated, unacked))) => {
+            report.item(
+                "acked but missing",
+                format!("{missing}{}", if *missing == 0 { "" } else { "  << LOST" }),
+            );
+            report.item(
+                "one version acked twice",
+                format!(
+                    "{repeated}{}",
+                    if *repeated == 0 { "" } else { "  << DUPLICATE" }
+                ),
+            );
+            report.item("stored, not acked", unacked.to_string());
+        }
+    }
+
     let problems = run.problems.report(report);
 
     let mut params = run.params(json!({
@@ -721,5 +779,56 @@ fn fill_report(
         json!({ "bidNew": bid_new, "bidNewPerSec": per_sec(bid_new, secs), "serverErrors": server_errors }),
     );
     report.set("serverView", server_view.clone());
+    report.set(
+        "persisted",
+        match &persisted {
+            None => Value::Null,
+            Some(Err(why)) => json!({ "error": why }),
+            Some(Ok((missing, repeated, unacked))) => json!({
+                "missing": missing,
+                "ackedTwice": repeated,
+                "storedNotAcked": unacked,
+            }),
+        },
+    );
     report.set("problems", json!(problems));
+}
+
+/// The versions of the listing's bids in souk's bid log, read with psql
+/// (the generator has no Postgres client of its own).
+fn stored_versions(url: &str, listing: &str) -> std::result::Result<BTreeSet<i64>, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut psql = Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-v"])
+        .arg(format!("listing={listing}"))
+        .arg(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("psql: {e}"))?;
+    // From stdin, not -c: psql fills in :'listing' (quoted) only there.
+    let query = "SELECT auction_version FROM bids WHERE listing_id = :'listing';\n";
+    if let Some(mut stdin) = psql.stdin.take() {
+        stdin
+            .write_all(query.as_bytes())
+            .map_err(|e| format!("psql: {e}"))?;
+    }
+    let output = psql.wait_with_output().map_err(|e| format!("psql: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            line.trim()
+                .parse::<i64>()
+                .map_err(|e| format!("psql answered {line:?}: {e}"))
+        })
+        .collect()
 }

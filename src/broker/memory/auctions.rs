@@ -61,7 +61,11 @@ struct Fields {
 }
 
 impl Auctions for MemoryBroker {
-    async fn place(&self, bid: BidRequest<'_>, limit: RateLimit) -> Result<Placed, StoreError> {
+    async fn place_all(
+        &self,
+        bids: &[BidRequest<'_>],
+        limit: RateLimit,
+    ) -> Result<Vec<Placed>, StoreError> {
         let now = Instant::now();
         let mut guard = lock(&self.inner.auctions);
         let state = &mut *guard;
@@ -69,55 +73,35 @@ impl Auctions for MemoryBroker {
             state.outcomes.retain(|_, outcome| outcome.alive(now));
             state.rates.retain(|_, count| count.alive(now));
         }
-        let remembered = bid
-            .key
-            .map(|key| (bid.listing.clone(), bid.bidder.to_string(), key.to_owned()));
-        let Some(live) = state.auctions.get_mut(bid.listing) else {
-            return prior(state, remembered.as_ref(), now).map_or(Ok(Placed::Missing), |json| {
-                Ok(Placed::Repeat(decode(&json)?))
-            });
+        let Some(listing) = bids.first().map(|bid| bid.listing) else {
+            return Ok(Vec::new());
+        };
+        let State {
+            auctions,
+            outcomes,
+            rates,
+            ..
+        } = state;
+        let Some(live) = auctions.get_mut(listing) else {
+            // As the script does: nothing counted, only keys looked up.
+            return bids
+                .iter()
+                .map(|bid| {
+                    prior_in(outcomes, remembered(bid).as_ref(), now)
+                        .map_or(Ok(Placed::Missing), |json| {
+                            Ok(Placed::Repeat(decode(&json)?))
+                        })
+                })
+                .collect();
         };
         let Some(fields) = live.fields.as_mut() else {
-            state.auctions.remove(bid.listing);
-            return Ok(Placed::Missing);
+            auctions.remove(listing);
+            return Ok(vec![Placed::Missing; bids.len()]);
         };
-        let bidder = bid.bidder.as_str();
-        if !bid.vouched {
-            let window = (bid.listing.clone(), bidder.to_owned());
-            let counted = match alive(&mut state.rates, &window, now) {
-                Some(count) => {
-                    *count += 1;
-                    *count
-                }
-                None => {
-                    let ttl = Duration::from_millis(u64::try_from(limit.window_ms).unwrap_or(0));
-                    state
-                        .rates
-                        .insert(window.clone(), Expiring::new(1, ttl, now));
-                    1
-                }
-            };
-            if counted > limit.per_window {
-                let until = state.rates.get(&window).map_or(now, |count| count.until);
-                return Ok(Placed::RateLimited {
-                    retry_after_ms: millis_left(until, now),
-                });
-            }
-            if fields.private && bidder != fields.seller {
-                return Ok(Placed::Private);
-            }
-        }
-        if let Some(json) = prior_in(&mut state.outcomes, remembered.as_ref(), now) {
-            return Ok(Placed::Repeat(decode(&json)?));
-        }
-        let outcome = decide(fields, live.status, bidder, bid.amount, bid.now_ms);
-        if let Some(remembered) = remembered {
-            state.outcomes.insert(
-                remembered,
-                Expiring::new(encode(&outcome), BID_KEY_KEPT, now),
-            );
-        }
-        Ok(Placed::Decided(outcome))
+        let status = live.status;
+        bids.iter()
+            .map(|bid| place(fields, status, outcomes, rates, bid, limit, now))
+            .collect()
     }
 
     async fn load(
@@ -216,13 +200,59 @@ impl Auctions for MemoryBroker {
     }
 }
 
-/// The outcome remembered under the bidder's key, if any.
-fn prior(
-    state: &mut State,
-    remembered: Option<&(ListingId, String, String)>,
+/// One bid of a batch, on a listing with a live state: the Redis bid
+/// script's steps for one bid, in its order.
+fn place(
+    fields: &mut Fields,
+    status: &str,
+    outcomes: &mut HashMap<(ListingId, String, String), Expiring<String>>,
+    rates: &mut HashMap<(ListingId, String), Expiring<i64>>,
+    bid: &BidRequest<'_>,
+    limit: RateLimit,
     now: Instant,
-) -> Option<String> {
-    prior_in(&mut state.outcomes, remembered, now)
+) -> Result<Placed, StoreError> {
+    let bidder = bid.bidder.as_str();
+    if !bid.vouched {
+        let window = (bid.listing.clone(), bidder.to_owned());
+        let counted = match alive(rates, &window, now) {
+            Some(count) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                let ttl = Duration::from_millis(u64::try_from(limit.window_ms).unwrap_or(0));
+                rates.insert(window.clone(), Expiring::new(1, ttl, now));
+                1
+            }
+        };
+        if counted > limit.per_window {
+            let until = rates.get(&window).map_or(now, |count| count.until);
+            return Ok(Placed::RateLimited {
+                retry_after_ms: millis_left(until, now),
+            });
+        }
+        if fields.private && bidder != fields.seller {
+            return Ok(Placed::Private);
+        }
+    }
+    let remembered = remembered(bid);
+    if let Some(json) = prior_in(outcomes, remembered.as_ref(), now) {
+        return Ok(Placed::Repeat(decode(&json)?));
+    }
+    let outcome = decide(fields, status, bidder, bid.amount, bid.now_ms);
+    if let Some(remembered) = remembered {
+        outcomes.insert(
+            remembered,
+            Expiring::new(encode(&outcome), BID_KEY_KEPT, now),
+        );
+    }
+    Ok(Placed::Decided(outcome))
+}
+
+/// Where the outcome of a bid with a key is remembered.
+fn remembered(bid: &BidRequest<'_>) -> Option<(ListingId, String, String)> {
+    bid.key
+        .map(|key| (bid.listing.clone(), bid.bidder.to_string(), key.to_owned()))
 }
 
 fn prior_in(

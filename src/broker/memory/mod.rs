@@ -263,15 +263,16 @@ mod tests {
             per_window: 100,
             window_ms: 1000,
         };
-        let first = broker.place(bid(100), limit).await;
-        assert!(matches!(first, Ok(Placed::Decided(Outcome::Accepted(_)))));
+        let one = |placed: Result<Vec<Placed>, StoreError>| placed.ok()?.into_iter().next();
+        let first = one(broker.place_all(&[bid(100)], limit).await);
+        assert!(matches!(first, Some(Placed::Decided(Outcome::Accepted(_)))));
         tokio::time::advance(Duration::from_secs(23 * 3600)).await;
-        let again = broker.place(bid(500), limit).await;
-        assert!(matches!(again, Ok(Placed::Repeat(Outcome::Accepted(_)))));
+        let again = one(broker.place_all(&[bid(500)], limit).await);
+        assert!(matches!(again, Some(Placed::Repeat(Outcome::Accepted(_)))));
         tokio::time::advance(Duration::from_secs(3600)).await;
-        let after_a_day = broker.place(bid(105), limit).await;
+        let after_a_day = one(broker.place_all(&[bid(105)], limit).await);
         assert_eq!(
-            after_a_day.ok(),
+            after_a_day,
             Some(Placed::Decided(Outcome::TooLow { min: 110 }))
         );
         // One key and one rate window are left.

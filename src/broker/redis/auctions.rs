@@ -51,26 +51,36 @@ fn in_auction_slot(redis: &Redis, listing: &str, rest: &[&str]) -> String {
     redis.key(&parts)
 }
 
-/// Decides one bid, after counting it against the bidder's rate limit, in
-/// one round trip. KEYS: the auction hash, the idempotency key ('' none),
-/// the bidder's rate window. ARGV: bidder, amount, now (ms), has key (0/1),
-/// key TTL (ms), bids allowed per window, window (ms), vouched (0/1: the
-/// bidder may see the listing, and this try was counted already).
-/// Returns {'missing'} (not counted, so the retry after a rebuild counts
-/// once) | {'rate_limited', ms left in the window} | {'private'} (a private
-/// listing and a bidder not vouched for: nothing else is looked at, so a
-/// stranger learns nothing of the auction) | {'repeat', json} | {outcome,
-/// json}; every outcome but those is remembered under the idempotency key.
+/// Decides a batch of bids on one auction, in order, each after counting
+/// it against its bidder's rate limit, in one round trip: the hash is read
+/// once and written once, each bid judged against the state the one before
+/// it left. KEYS: the auction hash, then per bid its idempotency key (the
+/// hash's own key when it has none) and its bidder's rate window. ARGV: key
+/// TTL (ms), bids allowed per window, window (ms), then per bid: bidder,
+/// amount, now (ms), has key (0/1), vouched (0/1: the bidder may see the
+/// listing, and this try was counted already).
+/// Returns one reply per bid: {'missing'} (not counted, so the retry after
+/// a rebuild counts once) | {'rate_limited', ms left in the window} |
+/// {'private'} (a private listing and a bidder not vouched for: nothing
+/// else is looked at, so a stranger learns nothing of the auction) |
+/// {'repeat', json} | {outcome, json}; every outcome but those is
+/// remembered under the idempotency key.
 const PLACE: &str = r#"
-local function prior()
-  if ARGV[4] == '1' then return redis.call('GET', KEYS[2]) end
+local n = (#ARGV - 3) / 5
+local replies = {}
+local function arg(i, field) return ARGV[3 + (i - 1) * 5 + field] end
+local function prior(i)
+  if arg(i, 4) == '1' then return redis.call('GET', KEYS[2 * i]) end
   return false
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  local answer = prior()
-  if answer then return {'repeat', answer} end
-  return {'missing'}
+local function all_missing(look)
+  for i = 1, n do
+    local answer = look and prior(i)
+    if answer then replies[i] = {'repeat', answer} else replies[i] = {'missing'} end
+  end
+  return replies
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return all_missing(true) end
 local a = redis.call('HMGET', KEYS[1], 'starts', 'ends', 'startPrice', 'minIncrement',
   'extendMs', 'seller', 'current', 'leader', 'bidCount', 'version', 'status', 'visibility',
   'availability')
@@ -78,49 +88,66 @@ if not a[13] or not a[1] then
   -- Written before visibility and availability were kept, or only a
   -- status left behind: rebuild it from Postgres.
   redis.call('DEL', KEYS[1])
-  return {'missing'}
+  return all_missing(false)
 end
-if ARGV[8] ~= '1' then
-  local n = redis.call('INCR', KEYS[3])
-  if n == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
-  if n > tonumber(ARGV[6]) then
-    return {'rate_limited', tostring(redis.call('PTTL', KEYS[3]))}
-  end
-  if a[12] == 'private' and ARGV[1] ~= a[6] then return {'private'} end
-end
-local answer = prior()
-if answer then return {'repeat', answer} end
-local now, amount = tonumber(ARGV[3]), tonumber(ARGV[2])
 local starts, ends = tonumber(a[1]), tonumber(a[2])
-local outcome
-if a[11] ~= 'open' or now >= ends then
-  outcome = {outcome = 'closed', ends = ends}
-elseif a[13] ~= 'available' then
-  outcome = {outcome = 'unavailable'}
-elseif now < starts then
-  outcome = {outcome = 'not_open', starts = starts}
-elseif ARGV[1] == a[6] then
-  outcome = {outcome = 'seller'}
-else
-  local current = tonumber(a[7])
-  local min = current < 0 and tonumber(a[3]) or current + tonumber(a[4])
-  if amount < min then
-    outcome = {outcome = 'too_low', min = min}
-  else
-    local version = tonumber(a[10]) + 1
-    local count = tonumber(a[9]) + 1
-    local extend = tonumber(a[5])
-    local new_ends = ends
-    if extend > 0 and ends - now <= extend then new_ends = now + extend end
-    redis.call('HSET', KEYS[1], 'current', amount, 'leader', ARGV[1], 'bidCount', count,
-      'version', version, 'ends', new_ends)
-    outcome = {outcome = 'accepted', version = version, amount = amount, ends = new_ends,
-      extended = new_ends ~= ends, prevLeader = a[8], prevAmount = current, bidCount = count}
+local start_price, increment, extend = tonumber(a[3]), tonumber(a[4]), tonumber(a[5])
+local seller, current, leader = a[6], tonumber(a[7]), a[8]
+local count, version = tonumber(a[9]), tonumber(a[10])
+local open, private, available = a[11] == 'open', a[12] == 'private', a[13] == 'available'
+local per_window = tonumber(ARGV[2])
+local moved = false
+for i = 1, n do
+  local bidder, amount, now = arg(i, 1), tonumber(arg(i, 2)), tonumber(arg(i, 3))
+  if arg(i, 5) ~= '1' then
+    local rate = KEYS[2 * i + 1]
+    local counted = redis.call('INCR', rate)
+    if counted == 1 then redis.call('PEXPIRE', rate, ARGV[3]) end
+    if counted > per_window then
+      replies[i] = {'rate_limited', tostring(redis.call('PTTL', rate))}
+    elseif private and bidder ~= seller then
+      replies[i] = {'private'}
+    end
+  end
+  if not replies[i] then
+    local answer = prior(i)
+    if answer then
+      replies[i] = {'repeat', answer}
+    else
+      local outcome
+      if not open or now >= ends then
+        outcome = {outcome = 'closed', ends = ends}
+      elseif not available then
+        outcome = {outcome = 'unavailable'}
+      elseif now < starts then
+        outcome = {outcome = 'not_open', starts = starts}
+      elseif bidder == seller then
+        outcome = {outcome = 'seller'}
+      else
+        local min = current < 0 and start_price or current + increment
+        if amount < min then
+          outcome = {outcome = 'too_low', min = min}
+        else
+          local new_ends = ends
+          if extend > 0 and ends - now <= extend then new_ends = now + extend end
+          outcome = {outcome = 'accepted', version = version + 1, amount = amount,
+            ends = new_ends, extended = new_ends ~= ends, prevLeader = leader,
+            prevAmount = current, bidCount = count + 1}
+          version, count, current, leader, ends = version + 1, count + 1, amount, bidder, new_ends
+          moved = true
+        end
+      end
+      local encoded = cjson.encode(outcome)
+      if arg(i, 4) == '1' then redis.call('SET', KEYS[2 * i], encoded, 'PX', ARGV[1]) end
+      replies[i] = {outcome.outcome, encoded}
+    end
   end
 end
-local encoded = cjson.encode(outcome)
-if ARGV[4] == '1' then redis.call('SET', KEYS[2], encoded, 'PX', ARGV[5]) end
-return {outcome.outcome, encoded}
+if moved then
+  redis.call('HSET', KEYS[1], 'current', current, 'leader', leader, 'bidCount', count,
+    'version', version, 'ends', ends)
+end
+return replies
 "#;
 
 /// Writes a rebuilt state unless another node already did. KEYS: the hash.
@@ -143,55 +170,54 @@ return {'closing', a[2]}
 ";
 
 impl Auctions for RedisBroker {
-    /// Runs the bid script: one round trip.
-    async fn place(&self, bid: BidRequest<'_>, limit: RateLimit) -> Result<Placed, StoreError> {
+    /// Runs the bid script once for the whole batch: one round trip.
+    async fn place_all(
+        &self,
+        bids: &[BidRequest<'_>],
+        limit: RateLimit,
+    ) -> Result<Vec<Placed>, StoreError> {
         let redis = &self.redis;
-        let BidRequest {
-            listing,
-            bidder,
-            amount,
-            key,
-            now_ms,
-            vouched,
-        } = bid;
-        let (listing, bidder) = (listing.as_str(), bidder.as_str());
-        let mut conn = redis.connection().await?;
-        let idem = key.map(|k| idempotency_key(redis, listing, bidder, k));
-        let reply: Vec<String> = PLACE_SCRIPT
-            .key(auction_key(redis, listing))
-            // Without a key, the auction's own key stands in: every key a
-            // script is given must be in its slot.
-            .key(idem.clone().unwrap_or_else(|| auction_key(redis, listing)))
-            .key(rate_key(redis, listing, bidder))
-            .arg(bidder)
-            .arg(amount)
-            .arg(now_ms)
-            .arg(if idem.is_some() { 1 } else { 0 })
+        let Some(listing) = bids.first().map(|bid| bid.listing.as_str()) else {
+            return Ok(Vec::new());
+        };
+        if let Some(other) = bids.iter().find(|bid| bid.listing.as_str() != listing) {
+            return Err(StoreError::internal(format!(
+                "one bid script call for {listing} and {}",
+                other.listing
+            )));
+        }
+        let hash = auction_key(redis, listing);
+        let mut script = PLACE_SCRIPT.key(&hash);
+        script
             .arg(BID_KEY_KEPT.as_millis() as u64)
             .arg(limit.per_window)
-            .arg(limit.window_ms)
-            .arg(if vouched { 1 } else { 0 })
-            .invoke_async(&mut *conn)
-            .await?;
-        match reply.as_slice() {
-            [missing] if missing == "missing" => Ok(Placed::Missing),
-            [private] if private == "private" => Ok(Placed::Private),
-            [limited, left] if limited == "rate_limited" => Ok(Placed::RateLimited {
-                retry_after_ms: left.parse::<i64>().unwrap_or(1).max(1),
-            }),
-            [kind, json] => {
-                let outcome: Outcome = serde_json::from_str(json)
-                    .map_err(|err| StoreError::internal_by(format!("bid outcome {json}"), err))?;
-                Ok(if kind == "repeat" {
-                    Placed::Repeat(outcome)
-                } else {
-                    Placed::Decided(outcome)
-                })
-            }
-            other => Err(StoreError::internal(format!(
-                "bid script answered {other:?}"
-            ))),
+            .arg(limit.window_ms);
+        for bid in bids {
+            let bidder = bid.bidder.as_str();
+            // Without a key, the auction's own key stands in: every key a
+            // script is given must be in its slot.
+            match bid.key {
+                Some(key) => script.key(idempotency_key(redis, listing, bidder, key)),
+                None => script.key(&hash),
+            };
+            script
+                .key(rate_key(redis, listing, bidder))
+                .arg(bidder)
+                .arg(bid.amount)
+                .arg(bid.now_ms)
+                .arg(if bid.key.is_some() { 1 } else { 0 })
+                .arg(if bid.vouched { 1 } else { 0 });
         }
+        let mut conn = redis.connection().await?;
+        let replies: Vec<Vec<String>> = script.invoke_async(&mut *conn).await?;
+        if replies.len() != bids.len() {
+            return Err(StoreError::internal(format!(
+                "bid script answered {} replies for {} bids",
+                replies.len(),
+                bids.len()
+            )));
+        }
+        replies.iter().map(|reply| placed(reply)).collect()
     }
 
     async fn load(
@@ -300,6 +326,29 @@ impl Auctions for RedisBroker {
             .query_async(&mut *conn)
             .await?;
         Ok(())
+    }
+}
+
+/// What the bid script answered for one bid.
+fn placed(reply: &[String]) -> Result<Placed, StoreError> {
+    match reply {
+        [missing] if missing == "missing" => Ok(Placed::Missing),
+        [private] if private == "private" => Ok(Placed::Private),
+        [limited, left] if limited == "rate_limited" => Ok(Placed::RateLimited {
+            retry_after_ms: left.parse::<i64>().unwrap_or(1).max(1),
+        }),
+        [kind, json] => {
+            let outcome: Outcome = serde_json::from_str(json)
+                .map_err(|err| StoreError::internal_by(format!("bid outcome {json}"), err))?;
+            Ok(if kind == "repeat" {
+                Placed::Repeat(outcome)
+            } else {
+                Placed::Decided(outcome)
+            })
+        }
+        other => Err(StoreError::internal(format!(
+            "bid script answered {other:?}"
+        ))),
     }
 }
 
