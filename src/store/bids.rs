@@ -74,7 +74,9 @@ impl super::writer::Batch for Bids {
     type Written = Appended;
 
     fn write(conn: &mut PgConnection, rows: &[ToStore]) -> Result<Vec<Appended>, StoreError> {
-        conn.transaction(|conn| {
+        // In the writer's transaction (the block keeps the diff small
+        // while the bids' writer is worked on elsewhere).
+        {
             let mut ids: Vec<&str> = rows.iter().map(|row| row.bid.listing_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
@@ -148,7 +150,7 @@ impl super::writer::Batch for Bids {
                     })
                 })
                 .collect())
-        })
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::{sql_query, Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -16,6 +16,10 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// How long a request waits for a pooled connection before the store counts as down.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pooled connection that a writer keeps from one transaction to the
+/// next (see [`Db::transaction_kept`]).
+pub type Kept = PooledConnection<ConnectionManager<PgConnection>>;
 
 /// A handle on Postgres; cheap to clone.
 #[derive(Clone)]
@@ -53,22 +57,69 @@ impl Db {
         F: FnOnce(&mut PgConnection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let outcome = self
+            .blocking(move || {
+                let mut conn = pool
+                    .get()
+                    .map_err(|err| StoreError::unavailable_by("postgres pool", err))?;
+                work(&mut conn)
+            })
+            .await
+            .and_then(|outcome| outcome);
+        self.count_timeout(&outcome);
+        outcome
+    }
+
+    /// Runs `work` in a transaction on `kept`, the connection of the
+    /// caller's last transaction, or else on one from the pool; gives back
+    /// the connection to keep once the transaction committed. A writer
+    /// keeps its connection so that a batch costs no checkout, whose check
+    /// is a round trip (`SELECT 1`). A kept connection that cannot even
+    /// `BEGIN` (Postgres restarted meanwhile) is dropped and `work` runs on
+    /// a fresh one: nothing of the transaction reached Postgres, so running
+    /// it is safe. Once it began, a failure is answered and the connection
+    /// dropped, never tried again (a lost `COMMIT` may have committed).
+    pub async fn transaction_kept<T, F>(
+        &self,
+        kept: Option<Kept>,
+        work: F,
+    ) -> (Option<Kept>, Result<T, StoreError>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let outcome = self
+            .blocking(move || transaction_kept(&pool, kept, work))
+            .await;
+        let (kept, outcome) = match outcome {
+            Ok((kept, outcome)) => (kept, outcome),
+            Err(err) => (None, Err(err)),
+        };
+        self.count_timeout(&outcome);
+        (kept, outcome)
+    }
+
+    /// Runs `work` on the blocking pool, counted as one operation.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
         self.metrics.db_ops.inc();
-        let outcome = actix_web::rt::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|err| StoreError::unavailable_by("postgres pool", err))?;
-            work(&mut conn)
-        })
-        .await
-        .map_err(|err| StoreError::internal_by("database task failed", err))?;
-        if let Err(StoreError::TimedOut(_)) = &outcome {
+        actix_web::rt::task::spawn_blocking(work)
+            .await
+            .map_err(|err| StoreError::internal_by("database task failed", err))
+    }
+
+    /// Counts a statement that ran past `statement_timeout`.
+    fn count_timeout<T>(&self, outcome: &Result<T, StoreError>) {
+        if let Err(StoreError::TimedOut(_)) = outcome {
             self.metrics
                 .limits_tripped
                 .with_label_values(&["statement_timeout"])
                 .inc();
         }
-        outcome
     }
 
     /// Whether Postgres answers.
@@ -78,6 +129,53 @@ impl Db {
             Ok(())
         })
         .await
+    }
+}
+
+/// [`Db::transaction_kept`] on the blocking pool.
+fn transaction_kept<T, F>(
+    pool: &Pool<ConnectionManager<PgConnection>>,
+    kept: Option<Kept>,
+    work: F,
+) -> (Option<Kept>, Result<T, StoreError>)
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, StoreError>,
+{
+    // Taken when the transaction began; still here if `BEGIN` failed.
+    let mut work = Some(work);
+    if let Some(mut conn) = kept {
+        let outcome = in_transaction(&mut conn, &mut work);
+        if work.is_none() {
+            return settle(conn, outcome);
+        }
+        if let Err(err) = &outcome {
+            log::info!("a kept Postgres connection is gone ({err}); taking another");
+        }
+    }
+    let mut conn = match pool.get() {
+        Ok(conn) => conn,
+        Err(err) => return (None, Err(StoreError::unavailable_by("postgres pool", err))),
+    };
+    let outcome = in_transaction(&mut conn, &mut work);
+    settle(conn, outcome)
+}
+
+/// Runs `work`, if it is still there, in a transaction on `conn`.
+fn in_transaction<T, F>(conn: &mut PgConnection, work: &mut Option<F>) -> Result<T, StoreError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, StoreError>,
+{
+    conn.transaction(|conn| match work.take() {
+        Some(work) => work(conn),
+        None => Err(StoreError::internal("a transaction's work ran twice")),
+    })
+}
+
+/// The connection to keep after a transaction: only one that committed.
+fn settle<T>(conn: Kept, outcome: Result<T, StoreError>) -> (Option<Kept>, Result<T, StoreError>) {
+    match outcome {
+        Ok(value) => (Some(conn), Ok(value)),
+        Err(err) => (None, Err(err)),
     }
 }
 

@@ -1,7 +1,10 @@
 //! Chat messages in Postgres, written in batches.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Bool, Text, Untyped};
 
 use std::collections::HashMap;
 
@@ -14,7 +17,7 @@ use crate::time::rfc3339;
 use serde_json::json;
 
 /// A `messages` row.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = messages, check_for_backend(diesel::pg::Pg))]
 pub struct MessageRow {
     pub id: i64,
@@ -80,87 +83,197 @@ impl super::writer::Batch for Messages {
         conn: &mut PgConnection,
         rows: &[Outgoing],
     ) -> Result<Vec<Result<Sent, StoreError>>, StoreError> {
-        conn.transaction(|conn| send_batch(conn, rows))
+        send_batch(conn, rows)
     }
 }
 
-/// Checks each message's sender against its booking (one query for the
-/// batch) and writes those that may be sent.
+/// Writes a batch with one statement, the parties' check folded into the
+/// insert, which returns each message it wrote with its booking's parties.
+/// What it did not write (refused, or a repeated `clientMsgId`) is sorted
+/// out afterwards: the bookings are read once and each repeat's stored row
+/// looked up, which the usual batch, new messages from parties, never needs.
+/// In the caller's transaction: no admin's message without its audit entry.
 fn send_batch(
     conn: &mut PgConnection,
     rows: &[Outgoing],
 ) -> Result<Vec<Result<Sent, StoreError>>, StoreError> {
+    let column = |field: fn(&NewMessage) -> &str| -> Vec<&str> {
+        rows.iter().map(|row| field(&row.message)).collect()
+    };
+    let written: Vec<Written> = SendBatch {
+        booking_ids: column(|m| &m.booking_id),
+        sender_ids: column(|m| &m.sender_id),
+        bodies: column(|m| &m.body),
+        client_msg_ids: column(|m| &m.client_msg_id),
+        admins: rows.iter().map(|row| row.admin).collect(),
+    }
+    .load(conn)?;
+    let mut fresh: HashMap<IdempotencyKey, Written> = written
+        .into_iter()
+        .map(|written| (IdempotencyKey::of_row(&written.message), written))
+        .collect();
+    // Read only once something was not written.
+    let mut bookings: Option<HashMap<String, BookingRow>> = None;
+    let mut seen: HashMap<IdempotencyKey, Sent> = HashMap::new();
+    let mut sent = Vec::with_capacity(rows.len());
+    for outgoing in rows {
+        let key = IdempotencyKey::of(&outgoing.message);
+        let answer = if let Some(written) = fresh.remove(&key) {
+            Sent {
+                row: written.message,
+                created: true,
+                buyer_id: written.buyer_id,
+                seller_id: written.seller_id,
+            }
+        } else if let Some(earlier) = seen.get(&key) {
+            Sent {
+                created: false,
+                ..earlier.clone()
+            }
+        } else {
+            let found = match &mut bookings {
+                Some(found) => found,
+                None => bookings.insert(parties_of(conn, rows)?),
+            };
+            match check(found, outgoing) {
+                Ok((buyer_id, seller_id)) => Sent {
+                    row: stored(conn, &outgoing.message)?,
+                    created: false,
+                    buyer_id,
+                    seller_id,
+                },
+                Err(refused) => {
+                    sent.push(Err(refused));
+                    continue;
+                }
+            }
+        };
+        let party = [&answer.buyer_id, &answer.seller_id].contains(&&answer.row.sender_id);
+        if outgoing.admin && !party {
+            audit::admin_access(
+                conn,
+                &answer.row.sender_id,
+                "message:send",
+                &answer.row.booking_id,
+                json!({ "messageId": answer.row.id.to_string(), "created": answer.created }),
+            )?;
+        }
+        seen.entry(key).or_insert_with(|| answer.clone());
+        sent.push(Ok(answer));
+    }
+    Ok(sent)
+}
+
+/// Inserts, in order, each message whose sender is its booking's buyer or
+/// seller, or an admin; a repeated `(booking, sender, clientMsgId)` is not
+/// inserted. Returns the rows inserted, each with its booking's parties.
+/// The batch comes as five arrays, so the statement's text is the same for
+/// every batch: diesel prepares it once per connection (`sql_query` would
+/// have Postgres parse and plan it for each batch).
+struct SendBatch<'a> {
+    booking_ids: Vec<&'a str>,
+    sender_ids: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    client_msg_ids: Vec<&'a str>,
+    admins: Vec<bool>,
+}
+
+impl QueryFragment<Pg> for SendBatch<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH input AS (SELECT * FROM unnest(");
+        for column in [
+            &self.booking_ids,
+            &self.sender_ids,
+            &self.bodies,
+            &self.client_msg_ids,
+        ] {
+            out.push_bind_param::<Array<Text>, _>(column)?;
+            out.push_sql(", ");
+        }
+        out.push_bind_param::<Array<Bool>, _>(&self.admins)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS input(booking_id, sender_id, body, client_msg_id, admin, n)
+), written AS (
+    INSERT INTO messages (booking_id, sender_id, body, client_msg_id)
+    SELECT input.booking_id, input.sender_id, input.body, input.client_msg_id
+    FROM input JOIN bookings ON bookings.id = input.booking_id
+    WHERE input.admin OR input.sender_id IN (bookings.buyer_id, bookings.seller_id)
+    ORDER BY input.n
+    ON CONFLICT (booking_id, sender_id, client_msg_id) DO NOTHING
+    RETURNING id, booking_id, sender_id, body, client_msg_id, created_at
+)
+SELECT written.*, bookings.buyer_id, bookings.seller_id
+FROM written JOIN bookings ON bookings.id = written.booking_id",
+        );
+        Ok(())
+    }
+}
+
+impl QueryId for SendBatch<'_> {
+    type QueryId = ();
+    // Cached by its text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for SendBatch<'_> {
+    type SqlType = Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for SendBatch<'_> {}
+
+/// A message [`SendBatch`] wrote, and its booking's parties.
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(embed)]
+    message: MessageRow,
+    #[diesel(sql_type = Text)]
+    buyer_id: String,
+    #[diesel(sql_type = Text)]
+    seller_id: String,
+}
+
+/// The bookings of a batch's messages, by id.
+fn parties_of(
+    conn: &mut PgConnection,
+    rows: &[Outgoing],
+) -> Result<HashMap<String, BookingRow>, StoreError> {
     let ids: Vec<&str> = rows
         .iter()
         .map(|row| row.message.booking_id.as_str())
         .collect();
-    let found: HashMap<String, BookingRow> = booking_rows::table
+    Ok(booking_rows::table
         .filter(booking_rows::id.eq_any(&ids))
         .select(BookingRow::as_select())
         .load::<BookingRow>(conn)?
         .into_iter()
         .map(|booking| (booking.id.clone(), booking))
-        .collect();
-    // Each message's buyer and seller and whether an admin who is not a
-    // party sends it, or why it may not be sent.
-    let checked: Vec<Result<(String, String, bool), StoreError>> = rows
-        .iter()
-        .map(|row| {
-            let booking = found
-                .get(&row.message.booking_id)
-                .ok_or(StoreError::NotFound)?;
-            let sender = UserId::from_db(row.message.sender_id.clone());
-            let party = booking.is_party(&sender);
-            if party || row.admin {
-                Ok((booking.buyer_id.clone(), booking.seller_id.clone(), !party))
-            } else {
-                Err(bookings::not_a_party())
-            }
-        })
-        .collect();
-    let allowed: Vec<NewMessage> = rows
-        .iter()
-        .zip(&checked)
-        .filter(|(_, check)| check.is_ok())
-        .map(|(row, _)| row.message.clone())
-        .collect();
-    // Already in the batch's transaction: no savepoint (two round trips).
-    let mut stored = if allowed.is_empty() {
-        Vec::new()
+        .collect())
+}
+
+/// A message's booking's buyer and seller, if its sender may send it.
+fn check(
+    bookings: &HashMap<String, BookingRow>,
+    outgoing: &Outgoing,
+) -> Result<(String, String), StoreError> {
+    let booking = bookings
+        .get(&outgoing.message.booking_id)
+        .ok_or(StoreError::NotFound)?;
+    let sender = UserId::from_db(outgoing.message.sender_id.clone());
+    if booking.is_party(&sender) || outgoing.admin {
+        Ok((booking.buyer_id.clone(), booking.seller_id.clone()))
     } else {
-        insert_rows(conn, &allowed)?
+        Err(bookings::not_a_party())
     }
-    .into_iter();
-    let mut sent = Vec::with_capacity(checked.len());
-    for check in checked {
-        let (buyer_id, seller_id, audited) = match check {
-            Ok(parties) => parties,
-            Err(refused) => {
-                sent.push(Err(refused));
-                continue;
-            }
-        };
-        let (row, created) = stored
-            .next()
-            .ok_or_else(|| StoreError::internal("a message was not written"))?;
-        if audited {
-            // In the batch's transaction: no admin's message without its entry.
-            audit::admin_access(
-                conn,
-                &row.sender_id,
-                "message:send",
-                &row.booking_id,
-                json!({ "messageId": row.id.to_string(), "created": created }),
-            )?;
-        }
-        sent.push(Ok(Sent {
-            row,
-            created,
-            buyer_id,
-            seller_id,
-        }));
-    }
-    Ok(sent)
+}
+
+/// The stored message that `message` repeats.
+fn stored(conn: &mut PgConnection, message: &NewMessage) -> Result<MessageRow, StoreError> {
+    Ok(messages::table
+        .filter(messages::booking_id.eq(&message.booking_id))
+        .filter(messages::sender_id.eq(&message.sender_id))
+        .filter(messages::client_msg_id.eq(&message.client_msg_id))
+        .select(MessageRow::as_select())
+        .first(conn)?)
 }
 
 /// Writes a batch in one transaction. For each input, in order: the stored
@@ -174,7 +287,7 @@ pub fn insert_batch(
     conn.transaction(|conn| insert_rows(conn, batch))
 }
 
-/// [`insert_batch`] in the caller's transaction.
+/// [`insert_batch`] in its transaction.
 fn insert_rows(
     conn: &mut PgConnection,
     batch: &[NewMessage],
@@ -203,12 +316,7 @@ fn insert_rows(
         } else if let Some(row) = seen.get(&key) {
             out.push((row.clone(), false));
         } else {
-            let row = messages::table
-                .filter(messages::booking_id.eq(&message.booking_id))
-                .filter(messages::sender_id.eq(&message.sender_id))
-                .filter(messages::client_msg_id.eq(&message.client_msg_id))
-                .select(MessageRow::as_select())
-                .first(conn)?;
+            let row = stored(conn, message)?;
             seen.insert(key, row.clone());
             out.push((row, false));
         }

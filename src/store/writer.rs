@@ -7,6 +7,7 @@ use actix::prelude::*;
 use diesel::PgConnection;
 use tokio::sync::oneshot;
 
+use super::db::Kept;
 use super::{Db, StoreError};
 
 /// The most rows one transaction writes.
@@ -16,7 +17,8 @@ const MAX_BATCH: usize = 512;
 pub trait Batch: Unpin + 'static {
     type Row: Send + Unpin + 'static;
     type Written: Send + Unpin + 'static;
-    /// Writes `rows` in one transaction; one answer per row, in order.
+    /// Writes `rows` in the writer's transaction (the writer begins and
+    /// commits it); one answer per row, in order.
     fn write(conn: &mut PgConnection, rows: &[Self::Row])
         -> Result<Vec<Self::Written>, StoreError>;
 }
@@ -27,6 +29,9 @@ pub type Answer<B> = Result<<B as Batch>::Written, StoreError>;
 /// Batches writes of one kind.
 pub struct Writer<B: Batch> {
     db: Db,
+    /// The connection of the last batch that committed: the next batch
+    /// needs no checkout from the pool (see [`Db::transaction_kept`]).
+    kept: Option<Kept>,
     queue: Vec<(B::Row, oneshot::Sender<Answer<B>>)>,
     writing: bool,
     /// Answered when the queue is empty and nothing is being written.
@@ -37,6 +42,7 @@ impl<B: Batch> Writer<B> {
     pub fn new(db: Db) -> Self {
         Writer {
             db,
+            kept: None,
             queue: Vec::new(),
             writing: false,
             drained: Vec::new(),
@@ -58,24 +64,33 @@ impl<B: Batch> Writer<B> {
             self.queue.drain(..take).unzip();
         self.writing = true;
         let db = self.db.clone();
-        let write = async move { db.run(move |conn| B::write(conn, &rows)).await };
-        ctx.spawn(write.into_actor(self).map(move |result, writer, ctx| {
-            match result {
-                Ok(written) => {
-                    for (reply, row) in replies.into_iter().zip(written) {
-                        let _ = reply.send(Ok(row));
+        let kept = self.kept.take();
+        let write = async move {
+            db.transaction_kept(kept, move |conn| B::write(conn, &rows))
+                .await
+        };
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |(kept, result), writer, ctx| {
+                    writer.kept = kept;
+                    match result {
+                        Ok(written) => {
+                            for (reply, row) in replies.into_iter().zip(written) {
+                                let _ = reply.send(Ok(row));
+                            }
+                        }
+                        Err(err) => {
+                            log::warn!("batch of {take} failed: {err}");
+                            for reply in replies {
+                                let _ = reply.send(Err(err.clone()));
+                            }
+                        }
                     }
-                }
-                Err(err) => {
-                    log::warn!("batch of {take} failed: {err}");
-                    for reply in replies {
-                        let _ = reply.send(Err(err.clone()));
-                    }
-                }
-            }
-            writer.writing = false;
-            writer.flush(ctx);
-        }));
+                    writer.writing = false;
+                    writer.flush(ctx);
+                }),
+        );
     }
 }
 

@@ -312,53 +312,258 @@ async fn a_stranger_refused_in_the_same_batch_does_not_fail_the_others() {
 }
 
 /// Every statement a batch of messages sends to Postgres, as text.
-fn statements_of_a_batch(app: &TestApp, rows: &[souk::store::messages::Outgoing]) -> Vec<String> {
+/// A connection to `app`'s database that records what it sends: each
+/// statement, and `PREPARE <sql>` when it prepares one for its cache.
+fn recording_connection(
+    app: &TestApp,
+) -> (
+    diesel::PgConnection,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     use diesel::connection::{Instrumentation, InstrumentationEvent};
     use diesel::Connection;
-    use souk::store::writer::Batch;
-    use std::sync::{Arc, Mutex};
 
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     let mut conn = diesel::PgConnection::establish(&app.database_url()).unwrap();
-    let record = move |event: InstrumentationEvent<'_>| {
-        if let InstrumentationEvent::StartQuery { query, .. } = event {
+    let record = move |event: InstrumentationEvent<'_>| match event {
+        InstrumentationEvent::StartQuery { query, .. } => {
             log.lock().unwrap().push(query.to_string());
         }
+        InstrumentationEvent::CacheQuery { sql, .. } => {
+            log.lock().unwrap().push(format!("PREPARE {sql}"));
+        }
+        _ => {}
     };
     conn.set_instrumentation(Box::new(record) as Box<dyn Instrumentation>);
-    let written = souk::store::messages::Messages::write(&mut conn, rows).unwrap();
+    (conn, seen)
+}
+
+/// Writes `rows` as the writer does, in a transaction of its own.
+fn write_batch(
+    conn: &mut diesel::PgConnection,
+    rows: &[souk::store::messages::Outgoing],
+) -> Vec<Result<souk::store::messages::Sent, souk::store::StoreError>> {
+    use diesel::Connection;
+    use souk::store::writer::Batch;
+    conn.transaction(|conn| souk::store::messages::Messages::write(conn, rows))
+        .unwrap()
+}
+
+/// Every statement a batch of messages sends to Postgres, as text.
+fn statements_of_a_batch(app: &TestApp, rows: &[souk::store::messages::Outgoing]) -> Vec<String> {
+    let (mut conn, seen) = recording_connection(app);
+    let written = write_batch(&mut conn, rows);
     assert!(written.iter().all(Result::is_ok), "{written:?}");
     let statements = seen.lock().unwrap().clone();
     statements
+        .into_iter()
+        .filter(|s| !s.starts_with("PREPARE "))
+        .collect()
 }
 
 #[actix_web::test]
-async fn a_batch_of_messages_costs_four_statements_and_no_savepoint() {
+async fn a_batch_of_messages_costs_three_statements_and_no_savepoint() {
     // Each round trip to Postgres costs souk and Postgres CPU per batch:
-    // BEGIN, the parties' check, the insert, COMMIT; no savepoint.
+    // BEGIN (the writer's), the insert with the parties' check folded in,
+    // COMMIT; no savepoint.
     let (app, _bob, _seller, booking) = joined().await;
     let rows: Vec<_> = (0..5)
-        .map(|i| souk::store::messages::Outgoing {
-            message: souk::store::messages::NewMessage {
-                booking_id: booking.clone(),
-                sender_id: "bob".into(),
-                body: format!("m{i}"),
-                client_msg_id: format!("batch-{i}"),
-            },
-            admin: false,
-        })
+        .map(|i| outgoing("bob", false, &booking, &format!("batch-{i}")))
         .collect();
     let statements = statements_of_a_batch(&app, &rows);
     assert!(
         !statements.iter().any(|s| s.contains("SAVEPOINT")),
         "{statements:#?}"
     );
-    assert_eq!(statements.len(), 4, "{statements:#?}");
+    assert_eq!(statements.len(), 3, "{statements:#?}");
     // Repeats within a batch and of an earlier one are still answered.
     let statements = statements_of_a_batch(&app, &rows);
     assert!(
         !statements.iter().any(|s| s.contains("SAVEPOINT")),
         "{statements:#?}"
     );
+}
+
+#[actix_web::test]
+async fn a_batchs_statement_is_prepared_once_per_connection() {
+    // Its text is the same for every batch size, so Postgres parses and
+    // plans it once per connection, not once per batch.
+    let (app, _bob, _seller, booking) = joined().await;
+    let (mut conn, seen) = recording_connection(&app);
+    for size in 1..=3 {
+        let rows: Vec<_> = (0..size)
+            .map(|i| outgoing("bob", false, &booking, &format!("size-{size}-{i}")))
+            .collect();
+        let written = write_batch(&mut conn, &rows);
+        assert!(written.iter().all(Result::is_ok), "{written:?}");
+    }
+    let seen = seen.lock().unwrap();
+    let prepared = seen
+        .iter()
+        .filter(|s| s.starts_with("PREPARE ") && s.contains("INSERT INTO messages"))
+        .count();
+    assert_eq!(prepared, 1, "{seen:#?}");
+}
+
+fn outgoing(sender: &str, admin: bool, booking: &str, id: &str) -> souk::store::messages::Outgoing {
+    souk::store::messages::Outgoing {
+        message: souk::store::messages::NewMessage {
+            booking_id: booking.into(),
+            sender_id: sender.into(),
+            body: format!("{sender} {id}"),
+            client_msg_id: id.into(),
+        },
+        admin,
+    }
+}
+
+#[actix_web::test]
+async fn each_message_of_a_mixed_batch_is_answered_on_its_own() {
+    use souk::store::{Refusal, StoreError};
+
+    let (app, _bob, _seller, booking) = joined().await;
+    let (mut conn, _) = recording_connection(&app);
+    let mut write = |rows: &[souk::store::messages::Outgoing]| write_batch(&mut conn, rows);
+    let earlier = write(&[outgoing("bob", false, &booking, "old")]);
+    let earlier = earlier[0].as_ref().unwrap().row.id;
+    let written = write(&[
+        outgoing("bob", false, &booking, "new"),
+        outgoing("bob", false, &booking, "new"),
+        outgoing("bob", false, &booking, "old"),
+        outgoing("eve", false, &booking, "stranger"),
+        outgoing("bob", false, "no-such-booking", "lost"),
+        outgoing("ada", true, &booking, "admin"),
+        outgoing("ada", true, &booking, "admin"),
+        // An admin who is a party is not audited.
+        outgoing("sella", true, &booking, "party"),
+    ]);
+    let answer = |n: usize| written[n].as_ref().map(|sent| (sent.row.id, sent.created));
+    let id = |n: usize| answer(n).unwrap().0;
+    assert!(answer(0).unwrap().1);
+    assert_eq!(answer(1).unwrap(), (id(0), false), "a repeat in the batch");
+    assert_eq!(
+        answer(2).unwrap(),
+        (earlier, false),
+        "a repeat of a batch before"
+    );
+    assert!(
+        matches!(written[3], Err(StoreError::Refused(Refusal::NotAParty))),
+        "{:?}",
+        written[3]
+    );
+    assert!(
+        matches!(written[4], Err(StoreError::NotFound)),
+        "{:?}",
+        written[4]
+    );
+    assert!(answer(5).unwrap().1);
+    assert_eq!(answer(6).unwrap(), (id(5), false));
+    assert!(answer(7).unwrap().1);
+    assert!(id(0) < id(5) && id(5) < id(7), "written in order");
+    for n in [0, 1, 2, 5, 6, 7] {
+        let sent = written[n].as_ref().unwrap();
+        assert_eq!(
+            (sent.buyer_id.as_str(), sent.seller_id.as_str()),
+            ("bob", "sella")
+        );
+        assert_eq!(
+            sent.row.body,
+            format!("{} {}", sent.row.sender_id, sent.row.client_msg_id)
+        );
+    }
+    assert_eq!(
+        app.audit_count("message:send").await,
+        2,
+        "both of ada's sends"
+    );
+}
+
+/// The statements of every connection to the databases in `WATCHED`,
+/// connection by connection, opened once [`watch_statements`] ran.
+static STATEMENTS: std::sync::Mutex<Vec<Vec<String>>> = std::sync::Mutex::new(Vec::new());
+static WATCHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records the statements of each connection souk opens to `app`'s
+/// database from now on (diesel's default instrumentation, which every
+/// connection of this test binary gets; those to other databases record
+/// nothing).
+fn watch_statements(app: &TestApp) {
+    use diesel::connection::{Instrumentation, InstrumentationEvent};
+    fn recorder() -> Option<Box<dyn Instrumentation>> {
+        let mut mine: Option<usize> = None;
+        let record = move |event: InstrumentationEvent<'_>| match event {
+            InstrumentationEvent::StartEstablishConnection { url, .. }
+                if WATCHED.lock().unwrap().iter().any(|db| db == url) =>
+            {
+                let mut all = STATEMENTS.lock().unwrap();
+                all.push(Vec::new());
+                mine = Some(all.len() - 1);
+            }
+            InstrumentationEvent::StartQuery { query, .. } => {
+                if let Some(n) = mine {
+                    STATEMENTS.lock().unwrap()[n].push(query.to_string());
+                }
+            }
+            _ => {}
+        };
+        Some(Box::new(record))
+    }
+    WATCHED.lock().unwrap().push(app.database_url());
+    diesel::connection::set_default_instrumentation(recorder).unwrap();
+}
+
+#[actix_web::test]
+async fn the_writer_keeps_its_connection_between_batches() {
+    // A checkout from the pool tests the connection first (`SELECT 1`, a
+    // round trip per batch); the writer keeps its connection instead.
+    let (app, mut bob, _seller, booking) = joined().await;
+    watch_statements(&app);
+    for n in 0..3 {
+        // One at a time: each message is a batch of its own.
+        let ack = send(&mut bob, &booking, "one by one", &format!("kept-{n}")).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    let all = STATEMENTS.lock().unwrap().clone();
+    let writers: Vec<&Vec<String>> = all
+        .iter()
+        .filter(|statements| {
+            statements
+                .iter()
+                .any(|s| s.contains("INSERT INTO messages"))
+        })
+        .collect();
+    assert_eq!(writers.len(), 1, "one connection wrote: {all:#?}");
+    let batches = writers[0].iter().filter(|s| s.contains("INSERT")).count();
+    assert_eq!(batches, 3, "{writers:#?}");
+    // The pool tests the connection at the first checkout only.
+    let first = writers[0].iter().position(|s| s == "BEGIN").unwrap();
+    assert!(
+        !writers[0][first..].iter().any(|s| s.contains("SELECT 1")),
+        "no check per batch: {writers:#?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_batch_after_postgres_dropped_the_writers_connection_is_written() {
+    let (app, mut bob, _seller, booking) = joined().await;
+    let first = send(&mut bob, &booking, "before", "r1").await;
+    assert_eq!(first["ok"], true, "{first}");
+    // As a Postgres restart does: the writer's kept connection is gone.
+    app.drop_postgres_connections();
+    let second = send(&mut bob, &booking, "after", "r2").await;
+    assert_eq!(
+        second["ok"], true,
+        "taken again on a fresh connection: {second}"
+    );
+    let page = bob
+        .emit_ack("message:history", json!({"bookingId": booking}))
+        .await;
+    let bodies: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["before", "after"], "{page}");
 }

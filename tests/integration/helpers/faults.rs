@@ -72,11 +72,52 @@ impl TestApp {
         diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
             .execute(&mut admin)
             .unwrap();
-        diesel::sql_query(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        self.drop_postgres_connections();
+    }
+
+    /// Terminates the node's open connections to its database, as a
+    /// Postgres restart does, and waits until they are gone; new ones may
+    /// be opened.
+    pub fn drop_postgres_connections(&self) {
+        use diesel::sql_types::{Array, BigInt, Integer};
+        #[derive(diesel::QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = Integer)]
+            pid: i32,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Left {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut admin = PgConnection::establish(&pg_url("postgres")).unwrap();
+        let name = &self.db.name;
+        // Two statements: in one, Postgres may call pg_terminate_backend
+        // before it filters on the database.
+        let pids: Vec<i32> = diesel::sql_query(format!(
+            "SELECT pid FROM pg_stat_activity WHERE datname = '{name}'"
         ))
-        .execute(&mut admin)
-        .unwrap();
+        .load::<Pid>(&mut admin)
+        .unwrap()
+        .into_iter()
+        .map(|row| row.pid)
+        .collect();
+        diesel::sql_query("SELECT pg_terminate_backend(pid) FROM unnest($1) AS pid")
+            .bind::<Array<Integer>, _>(&pids)
+            .execute(&mut admin)
+            .unwrap();
+        for _ in 0..500 {
+            let left: Left =
+                diesel::sql_query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = ANY($1)")
+                    .bind::<Array<Integer>, _>(&pids)
+                    .get_result(&mut admin)
+                    .unwrap();
+            if left.n == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the node's connections to {name} did not go");
     }
 
     /// Lets the node reach its database again.
