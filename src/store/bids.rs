@@ -74,83 +74,80 @@ impl super::writer::Batch for Bids {
     type Written = Appended;
 
     fn write(conn: &mut PgConnection, rows: &[ToStore]) -> Result<Vec<Appended>, StoreError> {
-        // In the writer's transaction (the block keeps the diff small
-        // while the bids' writer is worked on elsewhere).
-        {
-            let mut ids: Vec<&str> = rows.iter().map(|row| row.bid.listing_id.as_str()).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            // In id order, so two batches never wait on each other in turn.
-            let locked: Vec<ListingRow> = listings_table::table
-                .filter(listings_table::id.eq_any(&ids))
-                .order(listings_table::id)
-                .select(ListingRow::as_select())
-                .for_no_key_update()
-                .load(conn)?;
-            // A statement of its own, after the locks: it sees a result the
-            // closer committed while this batch waited.
-            let closed: HashSet<String> = auction_results::table
-                .filter(auction_results::listing_id.eq_any(&ids))
-                .select(auction_results::listing_id)
-                .load::<String>(conn)?
-                .into_iter()
-                .collect();
-            // Open auctions, and whether each is private now.
-            let open: HashMap<&str, bool> = locked
-                .iter()
-                .filter(|row| row.is_auction() && row.availability() == Availability::Available)
-                .map(|row| (row.id.as_str(), row.visibility() == Visibility::Private))
-                .collect();
-            let verdict = |row: &ToStore| match open.get(row.bid.listing_id.as_str()) {
-                _ if closed.contains(&row.bid.listing_id) => Some(Appended::Closed),
-                None => Some(Appended::Unavailable),
-                Some(true) if !row.may_see_private => Some(Appended::Private),
-                Some(_) => None,
-            };
-            let storable: Vec<&NewBid> = rows
-                .iter()
-                .filter(|row| verdict(row).is_none())
-                .map(|row| &row.bid)
-                .collect();
-            let stored: Vec<BidRow> = if storable.is_empty() {
-                Vec::new()
-            } else {
-                diesel::insert_into(bids::table)
-                    .values(storable)
-                    .on_conflict_do_nothing()
-                    .returning(BidRow::as_returning())
-                    .get_results(conn)?
-            };
-            // Anti-sniping moves the end: Postgres keeps the latest.
-            let mut ends: HashMap<&str, DateTime<Utc>> = HashMap::new();
-            for bid in &stored {
-                let end = ends.entry(bid.listing_id.as_str()).or_insert(bid.ends_at);
-                *end = (*end).max(bid.ends_at);
-            }
-            for (listing, end) in ends {
-                diesel::update(
-                    listings_table::table
-                        .filter(listings_table::id.eq(listing))
-                        .filter(listings_table::auction_ends_at.lt(end)),
-                )
-                .set(listings_table::auction_ends_at.eq(end))
-                .execute(conn)?;
-            }
-            let mut by_version: HashMap<(String, i64), BidRow> = stored
-                .into_iter()
-                .map(|bid| ((bid.listing_id.clone(), bid.auction_version), bid))
-                .collect();
-            Ok(rows
-                .iter()
-                .map(|row| {
-                    verdict(row).unwrap_or_else(|| {
-                        by_version
-                            .remove(&(row.bid.listing_id.clone(), row.bid.auction_version))
-                            .map_or(Appended::Duplicate, Appended::Stored)
-                    })
-                })
-                .collect())
+        // Runs inside the writer's transaction (`Writer` begins and commits it).
+        let mut ids: Vec<&str> = rows.iter().map(|row| row.bid.listing_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // In id order, so two batches never wait on each other in turn.
+        let locked: Vec<ListingRow> = listings_table::table
+            .filter(listings_table::id.eq_any(&ids))
+            .order(listings_table::id)
+            .select(ListingRow::as_select())
+            .for_no_key_update()
+            .load(conn)?;
+        // A statement of its own, after the locks: it sees a result the
+        // closer committed while this batch waited.
+        let closed: HashSet<String> = auction_results::table
+            .filter(auction_results::listing_id.eq_any(&ids))
+            .select(auction_results::listing_id)
+            .load::<String>(conn)?
+            .into_iter()
+            .collect();
+        // Open auctions, and whether each is private now.
+        let open: HashMap<&str, bool> = locked
+            .iter()
+            .filter(|row| row.is_auction() && row.availability() == Availability::Available)
+            .map(|row| (row.id.as_str(), row.visibility() == Visibility::Private))
+            .collect();
+        let verdict = |row: &ToStore| match open.get(row.bid.listing_id.as_str()) {
+            _ if closed.contains(&row.bid.listing_id) => Some(Appended::Closed),
+            None => Some(Appended::Unavailable),
+            Some(true) if !row.may_see_private => Some(Appended::Private),
+            Some(_) => None,
+        };
+        let storable: Vec<&NewBid> = rows
+            .iter()
+            .filter(|row| verdict(row).is_none())
+            .map(|row| &row.bid)
+            .collect();
+        let stored: Vec<BidRow> = if storable.is_empty() {
+            Vec::new()
+        } else {
+            diesel::insert_into(bids::table)
+                .values(storable)
+                .on_conflict_do_nothing()
+                .returning(BidRow::as_returning())
+                .get_results(conn)?
+        };
+        // Anti-sniping moves the end: Postgres keeps the latest.
+        let mut ends: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        for bid in &stored {
+            let end = ends.entry(bid.listing_id.as_str()).or_insert(bid.ends_at);
+            *end = (*end).max(bid.ends_at);
         }
+        for (listing, end) in ends {
+            diesel::update(
+                listings_table::table
+                    .filter(listings_table::id.eq(listing))
+                    .filter(listings_table::auction_ends_at.lt(end)),
+            )
+            .set(listings_table::auction_ends_at.eq(end))
+            .execute(conn)?;
+        }
+        let mut by_version: HashMap<(String, i64), BidRow> = stored
+            .into_iter()
+            .map(|bid| ((bid.listing_id.clone(), bid.auction_version), bid))
+            .collect();
+        Ok(rows
+            .iter()
+            .map(|row| {
+                verdict(row).unwrap_or_else(|| {
+                    by_version
+                        .remove(&(row.bid.listing_id.clone(), row.bid.auction_version))
+                        .map_or(Appended::Duplicate, Appended::Stored)
+                })
+            })
+            .collect())
     }
 }
 
