@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fanout-perf.sh BIN LABEL [perf]: scripts/bench's server env (SOUK_BENCH_PORT, SOUK_BENCH_DB), fanout 10x500 at 400/s for 15 s;
-# with "perf": perf record (cpu-clock, dwarf call graphs) on the server during the run.
+# with "perf": perf record (cpu-clock, dwarf call graphs, PERF_FREQ samples/s, default 1999) on the
+# server for 12 s of the run, into $PROFILE_OUT (default /tmp/profile-run).
 set -u
 BIN=$1; LABEL=$2; MODE=${3:-}
 PORT=${SOUK_BENCH_PORT:-18184}; DB=${SOUK_BENCH_DB:-souk_bench_profile}; SECRET=bench-secret-0123456789abcdef0123456789
