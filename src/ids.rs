@@ -2,6 +2,7 @@
 //! Every id follows one rule ([`ID_RULE`], contract §2), checked here only.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The longest id the contract allows.
 pub const MAX_ID_LEN: usize = 64;
@@ -17,22 +18,25 @@ pub fn is_valid_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// An id's text is shared by its clones: a connection's user id is kept by
+/// its session, its rooms, the registry and presence, and each copy of a
+/// `String` was a heap block of its own (docs/BENCHMARKS.md, issue 13: an
+/// idle connection's memory).
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Checks `text` against the contract's id format.
             pub fn parse(text: &str) -> Option<Self> {
-                is_valid_id(text).then(|| Self(text.to_owned()))
+                is_valid_id(text).then(|| Self(Arc::from(text)))
             }
 
             /// An id read back from Postgres, where it was checked on the way in.
             pub(crate) fn from_db(text: String) -> Self {
-                Self(text)
+                Self(Arc::from(text))
             }
 
             /// The id as text.
@@ -44,6 +48,12 @@ macro_rules! id_type {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
             }
         }
     };
@@ -152,6 +162,24 @@ impl fmt::Display for RoomKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_s_clones_share_its_text_and_it_serializes_as_a_string() {
+        let Some(user) = UserId::parse("u-1") else {
+            panic!("a valid id refused");
+        };
+        let kept = user.clone();
+        assert!(std::ptr::eq(user.as_str(), kept.as_str()));
+        assert_eq!(
+            serde_json::to_string(&kept).ok().as_deref(),
+            Some(r#""u-1""#)
+        );
+        let booking = BookingId::from_db("b_2".to_owned());
+        assert_eq!(
+            serde_json::to_string(&booking).ok().as_deref(),
+            Some(r#""b_2""#)
+        );
+    }
 
     #[test]
     fn the_rule_text_names_the_checked_length() {
