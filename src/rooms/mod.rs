@@ -44,10 +44,21 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// Tells a connection it was taken out of a room it may no longer be in,
-/// and why (`room:left {room, reason}`).
+/// What the registry tells a connection, rarely: one message type, so the
+/// registry keeps one (weak) recipient per connection rather than one per
+/// notice (each is a heap block: docs/BENCHMARKS.md, issue 13).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
+pub enum Notice {
+    /// Its node is going away.
+    Shutdown,
+    /// It was taken out of a room it may no longer be in.
+    Left(RoomLeft),
+}
+
+/// A connection was taken out of a room it may no longer be in, and why
+/// (`room:left {room, reason}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoomLeft {
     pub room: RoomKey,
     pub reason: &'static str,
@@ -60,8 +71,3 @@ pub mod left {
     /// The listing was made private and the user may not watch it.
     pub const LISTING_PRIVATE: &str = "listing_private";
 }
-
-/// Tells a connection that its node is going away.
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct Shutdown;

@@ -18,7 +18,7 @@ use super::booking::BookingRoom;
 use super::listing::ListingRoom;
 use super::mailslot::Mailslot;
 use super::room::{AddMember, Broadcast, GetMembers, RemoveMember, Retire, Room, RoomState};
-use super::{left, Deliver, RoomKey, RoomLeft, SessionId, Shutdown};
+use super::{left, Deliver, Notice, RoomKey, RoomLeft, SessionId};
 use crate::broker::records::RecordKeeper;
 use crate::broker::{Arrival, Fanout, RoomEvent, Subscription};
 use crate::ids::{ListingId, UserId};
@@ -109,10 +109,9 @@ struct SessionEntry {
     /// Where rooms put the connection's frames; it keeps the connection
     /// reachable.
     mailslot: Arc<Mailslot>,
-    /// Weak, as `left`: rarely used, and a strong recipient allocates its
-    /// own sender state (`mailslot` keeps the connection reachable).
-    shutdown: WeakRecipient<Shutdown>,
-    left: WeakRecipient<RoomLeft>,
+    /// Weak: rarely used, and a strong recipient allocates its own sender
+    /// state (`mailslot` keeps the connection reachable).
+    notices: WeakRecipient<Notice>,
     /// Whether the socket's token is an admin's (as of its last join or
     /// `auth:refresh`): admins may watch private listings.
     admin: bool,
@@ -126,7 +125,10 @@ struct SessionEntry {
 /// few (a set's table for one room takes ~150 bytes), a set when many.
 enum SocketRooms {
     Few(Box<[RoomKey]>),
-    Many(HashSet<RoomKey>),
+    /// Boxed: a set inline would make every socket's entry 32 bytes
+    /// larger, and few sockets are in many rooms.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<RoomKey>>),
 }
 
 /// Past this many rooms a socket's rooms are a set.
@@ -160,15 +162,13 @@ impl SocketRooms {
         }
         match self {
             SocketRooms::Few(rooms) if rooms.len() < FEW_ROOMS => {
-                let mut grown = std::mem::take(rooms).into_vec();
-                grown.push(room);
-                *rooms = grown.into_boxed_slice();
+                resize(rooms, |rooms| rooms.push(room));
             }
             SocketRooms::Few(rooms) => {
                 let mut set: HashSet<RoomKey> =
                     std::mem::take(rooms).into_vec().into_iter().collect();
                 set.insert(room);
-                *self = SocketRooms::Many(set);
+                *self = SocketRooms::Many(Box::new(set));
             }
             SocketRooms::Many(rooms) => {
                 rooms.insert(room);
@@ -184,9 +184,9 @@ impl SocketRooms {
                 let Some(at) = rooms.iter().position(|kept| kept == room) else {
                     return false;
                 };
-                let mut shrunk = std::mem::take(rooms).into_vec();
-                shrunk.swap_remove(at);
-                *rooms = shrunk.into_boxed_slice();
+                resize(rooms, |rooms| {
+                    rooms.swap_remove(at);
+                });
                 true
             }
             SocketRooms::Many(rooms) => rooms.remove(room),
@@ -200,6 +200,14 @@ impl SocketRooms {
         };
         few.chain(many.into_iter().flatten())
     }
+}
+
+/// Changes the length of a slice kept sized to its items (a `Vec` keeps
+/// room to grow, and there are as many of these as connections).
+fn resize<T>(slice: &mut Box<[T]>, change: impl FnOnce(&mut Vec<T>)) {
+    let mut items = std::mem::take(slice).into_vec();
+    change(&mut items);
+    *slice = items.into_boxed_slice();
 }
 
 /// What the registry needs of the broker.
@@ -301,9 +309,9 @@ impl Registry {
         match &mut entry.actor {
             RoomActor::Started(kind) => kind.do_send(member),
             RoomActor::Waiting(waiting) => {
-                let mut members = std::mem::take(waiting).into_vec();
-                members.push((member.session, member.mailslot));
-                *waiting = members.into_boxed_slice();
+                resize(waiting, |members| {
+                    members.push((member.session, member.mailslot))
+                });
             }
         }
     }
@@ -316,9 +324,9 @@ impl Registry {
         match &mut entry.actor {
             RoomActor::Started(kind) => kind.do_send(RemoveMember { session }),
             RoomActor::Waiting(waiting) => {
-                let mut members = std::mem::take(waiting).into_vec();
-                members.retain(|(member, _)| *member != session);
-                *waiting = members.into_boxed_slice();
+                resize(waiting, |members| {
+                    members.retain(|(member, _)| *member != session)
+                });
                 if entry.members == 0 {
                     // As a room's actor does: retire after the idle period
                     // unless someone joins meanwhile (a join or another
@@ -462,8 +470,8 @@ pub struct Register {
     pub session: SessionId,
     /// Where rooms put the connection's frames.
     pub mailslot: Arc<Mailslot>,
-    pub shutdown: Recipient<Shutdown>,
-    pub left: Recipient<RoomLeft>,
+    /// Where the registry's notices go (kept weak).
+    pub notices: Recipient<Notice>,
 }
 
 /// A connection has gone: it leaves every room.
@@ -572,8 +580,7 @@ impl Handler<Register> for Registry {
             msg.session,
             SessionEntry {
                 mailslot: msg.mailslot,
-                shutdown: msg.shutdown.downgrade(),
-                left: msg.left.downgrade(),
+                notices: msg.notices.downgrade(),
                 admin: false,
                 rooms: SocketRooms::default(),
                 bound: false,
@@ -756,8 +763,12 @@ impl Registry {
         ctx: &mut Context<Self>,
     ) {
         if self.remove_member(session, &room, ctx) {
-            if let Some(left) = self.sessions.get(&session).and_then(|e| e.left.upgrade()) {
-                left.do_send(RoomLeft { room, reason });
+            if let Some(notices) = self
+                .sessions
+                .get(&session)
+                .and_then(|e| e.notices.upgrade())
+            {
+                notices.do_send(Notice::Left(RoomLeft { room, reason }));
             }
         }
     }
@@ -906,8 +917,8 @@ impl Handler<ShutdownAll> for Registry {
     type Result = usize;
     fn handle(&mut self, _: ShutdownAll, _: &mut Context<Self>) -> usize {
         for session in self.sessions.values() {
-            if let Some(shutdown) = session.shutdown.upgrade() {
-                shutdown.do_send(Shutdown);
+            if let Some(notices) = session.notices.upgrade() {
+                notices.do_send(Notice::Shutdown);
             }
         }
         self.sessions.len()
@@ -916,7 +927,7 @@ impl Handler<ShutdownAll> for Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::{made_private, RoomEntry, SocketRooms, FEW_ROOMS};
+    use super::{made_private, RoomEntry, SessionEntry, SocketRooms, FEW_ROOMS};
     use crate::ids::{ListingId, RoomKey, UserId};
     use crate::protocol::socket::encode_event_head;
     use serde_json::json;
@@ -978,6 +989,19 @@ mod tests {
             std::mem::size_of::<RoomEntry>() <= 2 * std::mem::size_of::<u64>() + one_address + 8,
             "RoomEntry is {} bytes",
             std::mem::size_of::<RoomEntry>()
+        );
+    }
+
+    /// Every connection has an entry: its mailslot, one weak recipient for
+    /// every notice, its rooms (a set boxed, for the few in many rooms) and
+    /// two flags; 104 bytes with a recipient per notice and a set inline.
+    #[test]
+    fn a_socket_entry_stays_small() {
+        let size = std::mem::size_of::<SessionEntry>();
+        assert!(size <= 56, "SessionEntry is {size} bytes");
+        assert!(
+            std::mem::size_of::<RoomKey>() <= 24,
+            "a room key holds one id"
         );
     }
 }

@@ -6,14 +6,17 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use actix::Addr;
+use actix::{Addr, WeakAddr};
 
 use super::guard::{Handshakes, OpenLimiter};
 use super::Session;
 
 #[derive(Default)]
 pub struct Directory {
-    sessions: Mutex<HashMap<String, Addr<Session>>>,
+    /// Weak: each strong address allocates its own sender state (~80 bytes
+    /// a connection), and a session does not need this one to live (it
+    /// holds its own mailslot, whose recipient is strong, until it stops).
+    sessions: Mutex<HashMap<String, WeakAddr<Session>>>,
     /// Sessions that have not CONNECTed yet.
     pub(super) handshakes: Handshakes,
     /// Opens per client address.
@@ -21,7 +24,7 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub(super) fn insert(&self, sid: &str, session: Addr<Session>) {
+    pub(super) fn insert(&self, sid: &str, session: WeakAddr<Session>) {
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.insert(sid.to_owned(), session);
         }
@@ -34,7 +37,7 @@ impl Directory {
     }
 
     pub(super) fn get(&self, sid: &str) -> Option<Addr<Session>> {
-        self.sessions.lock().ok()?.get(sid).cloned()
+        self.sessions.lock().ok()?.get(sid)?.upgrade()
     }
 
     /// Sessions open that have not CONNECTed yet.

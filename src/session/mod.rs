@@ -37,7 +37,7 @@ use crate::protocol::DecodeError;
 use crate::rooms::mailslot::{Mailslot, Overflowed};
 use crate::rooms::presence;
 use crate::rooms::registry::{Bind, JoinRoom, JoinRooms, LeaveRoom, Register, Unregister};
-use crate::rooms::{Deliver, Flush, RoomKey, RoomLeft, SessionId, Shutdown};
+use crate::rooms::{Deliver, Flush, Notice, RoomKey, RoomLeft, SessionId};
 use crate::state::{random_id, AppState};
 use crate::timers::{Due, Kind, Timers};
 
@@ -841,12 +841,12 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.app.metrics.connections.inc();
-        self.directory.insert(self.engine.sid(), ctx.address());
+        self.directory
+            .insert(self.engine.sid(), ctx.address().downgrade());
         self.app.registry.do_send(Register {
             session: self.id,
             mailslot: self.mailslot.clone(),
-            shutdown: ctx.address().recipient(),
-            left: ctx.address().recipient(),
+            notices: ctx.address().recipient(),
         });
         self.timers = Timers::register(ctx.address().downgrade().recipient());
         let step = self.engine.open(&engine_config(&self.app), &self.timers);
@@ -1105,28 +1105,27 @@ impl Handler<Overflowed> for Session {
     }
 }
 
-impl Handler<RoomLeft> for Session {
+impl Handler<Notice> for Session {
     type Result = ();
-    fn handle(&mut self, msg: RoomLeft, ctx: &mut Self::Context) {
-        let left = ServerEvent::RoomLeft {
-            room: msg.room.to_string(),
-            reason: msg.reason,
-        };
-        self.send(ctx, left.frame());
+    fn handle(&mut self, notice: Notice, ctx: &mut Self::Context) {
+        match notice {
+            Notice::Left(RoomLeft { room, reason }) => {
+                let left = ServerEvent::RoomLeft {
+                    room: room.to_string(),
+                    reason,
+                };
+                self.send(ctx, left.frame());
+            }
+            // A transport close (not a Socket.IO DISCONNECT) makes clients
+            // reconnect.
+            Notice::Shutdown => self.close(ctx, reason::SHUTDOWN, Ending::Restart),
+        }
     }
 }
 
 impl Handler<Flush> for Session {
     type Result = ();
     fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
-}
-
-impl Handler<Shutdown> for Session {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        // A transport close (not a Socket.IO DISCONNECT) makes clients reconnect.
-        self.close(ctx, reason::SHUTDOWN, Ending::Restart);
-    }
 }
 
 #[cfg(test)]
