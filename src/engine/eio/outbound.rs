@@ -64,8 +64,9 @@ struct Held {
     probing: Option<Transport>,
 }
 
-/// Whoever drops the queue's last owner ends it, so that a waiting GET is
-/// told and nothing more waits there.
+/// The queue outlives its owner in the clones rooms and a GET hold: when
+/// the owner lets it go, it is ended, so that a waiting GET is told and
+/// nothing more waits there.
 impl Drop for Held {
     fn drop(&mut self) {
         self.queue.end();
