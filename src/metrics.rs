@@ -24,8 +24,8 @@ pub struct Metrics {
     /// `souk_deliveries_total`: frames handed to connections by rooms.
     pub deliveries: IntCounter,
     /// `souk_deliveries_mailbox_total`: of those, frames that went through
-    /// a session's mailbox because no WebSocket could take them directly
-    /// (long-polling, before CONNECT is answered, mid-upgrade).
+    /// a session's mailbox because no transport could take them directly
+    /// (before CONNECT is answered, behind one already in the mailbox).
     pub mailbox_deliveries: IntCounter,
     /// `souk_disconnects_total{reason}`: closed connections by reason.
     pub disconnects: IntCounterVec,
@@ -83,7 +83,7 @@ impl Metrics {
         let deliveries = IntCounter::new("souk_deliveries_total", "Frames delivered by rooms")?;
         let mailbox_deliveries = IntCounter::new(
             "souk_deliveries_mailbox_total",
-            "Frames delivered by rooms through a session's mailbox (no WebSocket to take them)",
+            "Frames delivered by rooms through a session's mailbox (no transport to take them)",
         )?;
         let disconnects = IntCounterVec::new(
             Opts::new("souk_disconnects_total", "Closed connections by reason"),

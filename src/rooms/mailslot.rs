@@ -1,9 +1,14 @@
 //! A member's delivery handle, shared by every room it is in: a room puts
-//! an event's frame straight into the connection's WebSocket queue (and
-//! wakes its writer), with no actor message per member. Only when no
-//! WebSocket carries the session (long-polling, mid-upgrade, before its
-//! CONNECT is answered) does the frame go through the session's mailbox as
-//! a [`Deliver`], as before.
+//! an event's frame straight into the connection's transport, with no
+//! actor message per member: a WebSocket's queue (waking its writer), or a
+//! long-polling connection's queue (its text, waking a waiting GET, which
+//! takes everything queued). Only when the session has not pointed it at
+//! a transport (before its CONNECT is answered, once it closes) does the
+//! frame go through the session's mailbox as a [`Deliver`].
+//!
+//! Upgrade: until the session points it at the WebSocket, frames go to the
+//! long-polling queue, which forwards them to the WebSocket once what
+//! waited moved there, so nothing is lost or reordered by the switch.
 //!
 //! Order: a frame pushed directly must not overtake one still in the
 //! session's mailbox, so while a fallback message is in flight every frame
@@ -20,13 +25,12 @@ use actix::WeakRecipient;
 
 use super::recent::Recent;
 use super::Deliver;
-use crate::engine::reason::SLOW_CONSUMER;
-use crate::engine::websocket::frame::code::AGAIN;
-use crate::engine::websocket::Transport;
+use crate::engine::eio::Outlet;
 
-/// The session's WebSocket refused a frame pushed directly (its bound
-/// tripped): the transport is already closing as a slow consumer; the
-/// session counts it and ends.
+/// The session's transport refused a frame pushed directly (its bound
+/// tripped): a WebSocket is already closing as a slow consumer, a
+/// long-polling queue takes nothing more; the session counts it and
+/// closes.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Overflowed;
@@ -34,7 +38,7 @@ pub struct Overflowed;
 /// What a delivery to a member did (for the rooms' metric and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivered {
-    /// Queued on the WebSocket, no message.
+    /// Queued on the transport (WebSocket or long-polling), no message.
     Direct,
     /// Sent to the session's mailbox.
     Mailbox,
@@ -58,8 +62,8 @@ struct Slot {
     recent: Recent,
     /// The last offset replayed on recovery; live events up to it are repeats.
     replayed_upto: u64,
-    /// The WebSocket frames go to directly, when the session allows it.
-    transport: Option<Transport>,
+    /// The transport frames go to directly, when the session allows it.
+    outlet: Option<Outlet>,
     /// Fallback messages sent and not yet handled by the session.
     in_flight: usize,
     /// The bound tripped on a direct push: nothing more is delivered.
@@ -88,14 +92,15 @@ impl Mailslot {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Hands a room's frame to the connection: straight into its WebSocket
-    /// queue when it may, otherwise through the session's mailbox.
+    /// Hands a room's frame to the connection: straight into its
+    /// transport's queue when it may, otherwise through the session's
+    /// mailbox.
     pub fn deliver(&self, msg: &Deliver) -> Delivered {
         let mut slot = self.lock();
         if slot.overflowed {
             return Delivered::Dropped;
         }
-        if slot.transport.is_none() || slot.in_flight > 0 {
+        if slot.outlet.is_none() || slot.in_flight > 0 {
             slot.in_flight += 1;
             drop(slot);
             self.fallback.do_send(msg.clone());
@@ -105,18 +110,18 @@ impl Mailslot {
             return Delivered::Dropped;
         }
         slot.recent.remember(msg.emission);
-        let refused = match &slot.transport {
-            Some(transport) => transport.push_shared(&msg.frame).is_err(),
+        let refused = match &slot.outlet {
+            Some(outlet) => outlet.push_shared(&msg.frame).is_err(),
             None => false,
         };
         if refused {
-            // As the session would: the connection closes at once as a slow
+            // As the session would: the connection closes as a slow
             // consumer, so nothing queued after the refused frame goes out.
             slot.overflowed = true;
-            let transport = slot.transport.take();
+            let outlet = slot.outlet.take();
             drop(slot);
-            if let Some(transport) = transport {
-                transport.close(AGAIN, SLOW_CONSUMER);
+            if let Some(outlet) = outlet {
+                outlet.overloaded();
             }
             if let Some(session) = self.overflow.upgrade() {
                 session.do_send(Overflowed);
@@ -148,17 +153,18 @@ impl Mailslot {
         slot.replayed_upto = upto;
     }
 
-    /// Sets (or clears) the WebSocket frames may go to directly. The session
-    /// sets it once a WebSocket carries it and its CONNECT is answered, and
-    /// clears it when it closes.
-    pub fn direct_to(&self, transport: Option<Transport>) {
-        self.lock().transport = transport;
+    /// Sets (or clears) the transport frames may go to directly. The
+    /// session sets it once its CONNECT is answered (the long-polling
+    /// queue, or the WebSocket) and again when a WebSocket takes over from
+    /// long-polling, and clears it when it closes.
+    pub fn direct_to(&self, outlet: Option<Outlet>) {
+        self.lock().outlet = outlet;
     }
 
-    /// Whether frames go to the WebSocket directly now (for tests).
+    /// Whether frames go to the transport directly now (for tests).
     pub fn is_direct(&self) -> bool {
         let slot = self.lock();
-        slot.transport.is_some() && slot.in_flight == 0
+        slot.outlet.is_some() && slot.in_flight == 0
     }
 }
 
@@ -169,7 +175,10 @@ mod tests {
 
     use actix::prelude::*;
 
+    use futures_util::FutureExt;
+
     use super::{Delivered, Mailslot, Overflowed};
+    use crate::engine::eio::{Engine, Outlet, PollAnswer};
     use crate::engine::websocket::Transport;
     use crate::rooms::Deliver;
 
@@ -238,7 +247,7 @@ mod tests {
     async fn with_a_websocket_frames_are_queued_with_no_message_and_once() {
         let (slot, seen) = slot();
         let transport = Transport::new(1 << 20);
-        slot.direct_to(Some(transport.clone()));
+        slot.direct_to(Some(Outlet::WebSocket(transport.clone())));
         assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
         // The same emission from another room the connection is in.
         assert_eq!(slot.deliver(&event(1, 1)), Delivered::Dropped);
@@ -254,7 +263,7 @@ mod tests {
         // Sent before the WebSocket was attached: still in the mailbox.
         assert_eq!(slot.deliver(&event(1, 1)), Delivered::Mailbox);
         let transport = Transport::new(1 << 20);
-        slot.direct_to(Some(transport.clone()));
+        slot.direct_to(Some(Outlet::WebSocket(transport.clone())));
         assert!(!slot.is_direct());
         assert_eq!(slot.deliver(&event(2, 2)), Delivered::Mailbox);
         // Its repeat falls back too, and is dropped when the session takes it.
@@ -274,7 +283,7 @@ mod tests {
     #[actix_web::test]
     async fn replayed_events_are_repeats() {
         let (slot, _) = slot();
-        slot.direct_to(Some(Transport::new(1 << 20)));
+        slot.direct_to(Some(Outlet::WebSocket(Transport::new(1 << 20))));
         slot.replayed([7], 10);
         assert_eq!(slot.deliver(&event(8, 9)), Delivered::Dropped);
         assert_eq!(slot.deliver(&event(7, 11)), Delivered::Dropped);
@@ -285,7 +294,7 @@ mod tests {
     async fn a_frame_past_the_bound_closes_the_connection_and_tells_the_session() {
         let (slot, seen) = slot();
         let transport = Transport::new(200);
-        slot.direct_to(Some(transport.clone()));
+        slot.direct_to(Some(Outlet::WebSocket(transport.clone())));
         assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
         // Refused by the bound: the connection is closing, told once.
         assert_eq!(slot.deliver(&event(2, 2)), Delivered::Direct);
@@ -298,5 +307,94 @@ mod tests {
             1,
             "nothing queued past the refused frame"
         );
+    }
+
+    /// A polling connection whose open packet a GET has taken, and the
+    /// outlet rooms push to.
+    fn poller(limit: usize) -> (Engine, Outlet) {
+        let mut engine = Engine::new("sid", true, limit);
+        let _ = engine.send("0{}".into());
+        let _ = engine.poll().0.now_or_never();
+        let Some(outlet) = engine.outlet() else {
+            panic!("a polling connection has an outlet");
+        };
+        (engine, outlet)
+    }
+
+    #[actix_web::test]
+    async fn a_polling_member_s_waiting_get_is_answered_with_no_message() {
+        let (slot, seen) = slot();
+        let (mut engine, outlet) = poller(1 << 20);
+        slot.direct_to(Some(outlet));
+        let (get, _) = engine.poll();
+        let get = actix_web::rt::spawn(get);
+        settle().await; // the GET waits
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Dropped);
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Direct);
+        let answer = get.await.unwrap_or_else(|err| panic!("GET: {err}"));
+        // Both events, in one payload: the GET ran after the burst.
+        assert_eq!(
+            answer,
+            PollAnswer::Payload("42[\"tick\",1]\u{1e}42[\"tick\",2]".into())
+        );
+        settle().await;
+        assert!(seen.get().0.is_empty(), "no actor message");
+    }
+
+    #[actix_web::test]
+    async fn a_polling_member_gets_no_frame_before_one_still_in_the_mailbox() {
+        let (slot, _) = slot();
+        let (mut engine, outlet) = poller(1 << 20);
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Mailbox);
+        slot.direct_to(Some(outlet));
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Mailbox);
+        // The session takes them in order and queues them.
+        for msg in [event(1, 1), event(2, 2)] {
+            assert!(slot.take(&msg));
+            let _ = engine.send(msg.frame.into());
+        }
+        assert_eq!(slot.deliver(&event(3, 3)), Delivered::Direct);
+        let answer = engine.poll().0.now_or_never();
+        let expected = "42[\"tick\",1]\u{1e}42[\"tick\",2]\u{1e}42[\"tick\",3]";
+        assert_eq!(answer, Some(PollAnswer::Payload(expected.into())));
+    }
+
+    #[actix_web::test]
+    async fn a_polling_member_past_the_bound_takes_nothing_more() {
+        let (slot, seen) = slot();
+        let (mut engine, outlet) = poller(200);
+        slot.direct_to(Some(outlet));
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Direct); // refused
+        assert_eq!(slot.deliver(&event(3, 3)), Delivered::Dropped);
+        settle().await;
+        assert_eq!(seen.get().1, 1, "the session is told once");
+        // Even the session's own packets wait behind nothing more.
+        let _ = engine.send("42[\"late\"]".into());
+        let answer = engine.poll().0.now_or_never();
+        assert_eq!(answer, Some(PollAnswer::Payload("42[\"tick\",1]".into())));
+    }
+
+    #[actix_web::test]
+    async fn an_upgrade_switches_the_member_with_nothing_lost_or_reordered() {
+        let (slot, seen) = slot();
+        let (mut engine, outlet) = poller(1 << 20);
+        slot.direct_to(Some(outlet));
+        let websocket = Transport::new(1 << 20);
+        engine.probe(websocket.clone());
+        assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
+        assert_eq!(websocket.unwritten(), 0, "it waits for the upgrade");
+        let _ = engine.attach(websocket.clone());
+        assert_eq!(websocket.unwritten(), 1, "what waited moved");
+        // Before the session points the mailslot at the WebSocket.
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Direct);
+        assert_eq!(websocket.unwritten(), 2);
+        slot.direct_to(engine.outlet());
+        assert_eq!(slot.deliver(&event(2, 2)), Delivered::Dropped);
+        assert_eq!(slot.deliver(&event(3, 3)), Delivered::Direct);
+        assert_eq!(websocket.unwritten(), 3);
+        settle().await;
+        assert!(seen.get().0.is_empty(), "no actor message");
     }
 }

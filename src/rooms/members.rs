@@ -64,6 +64,7 @@ mod tests {
     use actix::prelude::*;
 
     use super::Members;
+    use crate::engine::eio::Outlet;
     use crate::engine::websocket::Transport;
     use crate::ids::UserId;
     use crate::metrics::Metrics;
@@ -95,7 +96,7 @@ mod tests {
             let sink = Sink.start();
             let mailslot = Arc::new(Mailslot::new(sink.clone().recipient(), sink.recipient()));
             if session > 0 {
-                mailslot.direct_to(Some(Transport::new(1 << 20)));
+                mailslot.direct_to(Some(Outlet::WebSocket(Transport::new(1 << 20))));
             }
             members.insert(session, UserId::from_db(format!("u{session}")), mailslot);
         }

@@ -46,7 +46,7 @@ pub use endpoint::{socket_io, socket_io_post, upgrade};
 pub use guard::on_accept;
 
 use crate::engine::eio::{
-    self, Closed, Ending, Engine, PollAnswer, PostRefused, Schedule, Step, Timer,
+    self, Answer, Closed, Ending, Engine, PostRefused, Schedule, Step, Timer,
 };
 use crate::engine::websocket::Transport;
 use crate::limits::TokenBucket;
@@ -154,11 +154,12 @@ pub struct Session {
     /// Events waiting for the one running to finish.
     queue: VecDeque<WaitingEvent>,
     /// Where rooms put this connection's frames: straight into its
-    /// WebSocket once it may, through the mailbox otherwise. It holds the
-    /// window of recent emissions that drops repeats.
+    /// transport (WebSocket or long-polling queue) once it may, through the
+    /// mailbox otherwise. It holds the window of recent emissions that
+    /// drops repeats.
     mailslot: Arc<Mailslot>,
     /// The CONNECT is answered (and what was missed replayed): room frames
-    /// may go to the WebSocket directly.
+    /// may go to the transport directly.
     answered: bool,
     /// The pid this socket is recovering, until its restore ends: a socket
     /// that goes meanwhile releases its claim on the pid's record.
@@ -252,7 +253,6 @@ impl Session {
     fn apply(&mut self, step: Step<'_>, ctx: &mut Context<Self>) {
         match step {
             Step::Done | Step::Message(_) => {}
-            Step::FlushPoll => ctx.notify(FlushPoll),
             Step::Overflow => {
                 if !self.engine.is_closing() {
                     self.trip("outbound_bytes");
@@ -652,12 +652,13 @@ impl Session {
         self.send_server_error(&failure, None, ctx);
     }
 
-    /// Lets rooms put frames straight into the WebSocket once one carries
-    /// the session and its CONNECT is answered; stops them when it closes.
+    /// Lets rooms put frames straight into the transport (long-polling's
+    /// queue, or the WebSocket once one carries the session) once its
+    /// CONNECT is answered; stops them when it closes.
     fn direct_delivery(&self) {
         let direct = self.answered && !self.engine.is_closing();
         self.mailslot
-            .direct_to(self.engine.websocket().filter(|_| direct).cloned());
+            .direct_to(self.engine.outlet().filter(|_| direct));
     }
 
     fn identity(&self) -> Option<&Identity> {
@@ -972,29 +973,23 @@ impl Handler<PostEnded> for Session {
     }
 }
 
-/// A long-polling GET, answered when there is something to send.
+/// A long-polling GET: answered with the future its request awaits, which
+/// resolves once there is something to send (what the session and the
+/// rooms push wakes it, with no message here).
 #[derive(Message)]
-#[rtype(result = "()")]
-struct Poll(tokio::sync::oneshot::Sender<PollAnswer>);
+#[rtype(result = "Polled")]
+struct Poll;
+
+/// A GET's answer, to await.
+#[derive(MessageResponse)]
+struct Polled(Answer);
 
 impl Handler<Poll> for Session {
-    type Result = ();
-    fn handle(&mut self, Poll(answer): Poll, ctx: &mut Self::Context) {
-        let step = self.engine.poll(answer);
+    type Result = Polled;
+    fn handle(&mut self, _: Poll, ctx: &mut Self::Context) -> Polled {
+        let (answer, step) = self.engine.poll();
         self.apply(step, ctx);
-    }
-}
-
-/// Answers a waiting long-polling GET with what this turn queued.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct FlushPoll;
-
-impl Handler<FlushPoll> for Session {
-    type Result = ();
-    fn handle(&mut self, _: FlushPoll, ctx: &mut Self::Context) {
-        let step = self.engine.flush_poll();
-        self.apply(step, ctx);
+        Polled(answer)
     }
 }
 
@@ -1097,7 +1092,8 @@ impl Handler<Deliver> for Session {
 impl Handler<Overflowed> for Session {
     type Result = ();
     fn handle(&mut self, _: Overflowed, ctx: &mut Self::Context) {
-        // A room's frame tripped the bound: the WebSocket is closing (1013).
+        // A room's frame tripped the bound: a WebSocket is closing (1013),
+        // a long-polling queue takes nothing more but the close packet.
         if !self.engine.is_closing() {
             self.trip("outbound_bytes");
         }
@@ -1138,8 +1134,10 @@ mod tests {
     fn a_session_and_its_engine_stay_small() {
         let (session, engine) = (size_of::<Session>(), size_of::<Engine>());
         println!("size_of::<Session>() = {session}, of its Engine = {engine}");
-        // 352 on main before the split (2026-12-04), 328 after.
-        assert!(session <= 328, "Session is {session} bytes");
+        // 352 on main before the split (2026-12-04), 328 after, 272 once
+        // the long-polling queue moved behind a shared handle (`LongPoll`,
+        // allocated apart).
+        assert!(session <= 272, "Session is {session} bytes");
     }
 
     /// The engine's timers and the session's own share one kind space:

@@ -5,21 +5,24 @@ use actix::Addr;
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
 
-use super::{reason, End, PollAnswer, PostEnded, PostStarted, Posted, Session};
+use super::{reason, End, PostEnded, PostStarted, Posted, Session};
+use crate::engine::eio::PollAnswer;
 use crate::error::{Code, Failure};
 
-/// Answers a GET once the session has something to send.
+/// Answers a GET once the session has something to send: the session
+/// hands over the GET's answer, which this request then awaits on its own
+/// (packets pushed for it wake it, with no message to the session).
 pub async fn get(session: Addr<Session>) -> Result<HttpResponse, Failure> {
-    let (answer, answered) = oneshot::channel();
-    session.do_send(super::Poll(answer));
-    match answered.await {
-        Ok(PollAnswer::Payload(payload)) => Ok(HttpResponse::Ok()
+    let Ok(super::Polled(answer)) = session.send(super::Poll).await else {
+        return Err(session_ended());
+    };
+    match answer.await {
+        PollAnswer::Payload(payload) => Ok(HttpResponse::Ok()
             .content_type(ContentType::plaintext())
             .body(payload)),
-        Ok(PollAnswer::Refused(why)) => Err(Failure::new(Code::BadRequest, why)),
-        Err(_) => Err(session_ended()),
+        PollAnswer::Refused(why) => Err(Failure::new(Code::BadRequest, why)),
+        PollAnswer::Gone => Err(session_ended()),
     }
 }
 

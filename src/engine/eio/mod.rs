@@ -13,19 +13,21 @@
 //! It arms its timers through [`Schedule`] (the owner's per-thread timer
 //! queue) and is told of them through [`Engine::on_timer`].
 
+pub mod longpoll;
 pub mod outbound;
 pub mod websocket;
 
 use std::time::Duration;
 
 use bytestring::ByteString;
-use tokio::sync::oneshot;
 
 use crate::engine::reason;
+use crate::engine::websocket::frame::SharedText;
 use crate::engine::websocket::Transport;
 use crate::protocol::{engine, DecodeError};
+pub use longpoll::{Answer, LongPoll, PollAnswer};
 use outbound::Outbound;
-pub use outbound::{Ending, PollAnswer, SlowConsumer};
+pub use outbound::{Ending, SlowConsumer};
 
 /// How long a closed polling connection waits for the GET that takes its
 /// close packet.
@@ -65,10 +67,6 @@ pub trait Schedule {
 pub enum Step<'a> {
     /// Nothing.
     Done,
-    /// A packet was queued for a waiting long-polling GET: call
-    /// [`Engine::flush_poll`] once this turn has queued all it will, so
-    /// packets queued together travel together.
-    FlushPoll,
     /// The outbound queue's bound tripped: the client is a slow consumer;
     /// close with [`reason::SLOW_CONSUMER`] and [`Ending::Overloaded`].
     Overflow,
@@ -165,13 +163,11 @@ impl Engine {
         step
     }
 
-    /// Queues a packet for the client.
+    /// Queues a packet for the client. Its transport is woken by the
+    /// packet (a waiting GET takes everything queued by the time it runs).
     pub fn send(&mut self, frame: ByteString) -> Step<'static> {
         if self.out.push(frame).is_err() {
             Step::Overflow
-        } else if self.polling && !self.out.on_websocket() {
-            // Not after an upgrade: the WebSocket is woken by its backlog.
-            Step::FlushPoll
         } else {
             Step::Done
         }
@@ -251,25 +247,20 @@ impl Engine {
         self.out.close(Ending::Normal, reason);
     }
 
-    /// A long-polling GET, answered through `answer` when there is
-    /// something to send.
-    pub fn poll(&mut self, answer: oneshot::Sender<PollAnswer>) -> Step<'static> {
-        match self.out.poll(answer) {
-            Ok(true) => Step::Stop, // the close packet went out
-            Ok(false) => Step::Done,
-            Err(why) => {
+    /// A long-polling GET: its answer, a future the GET's request awaits
+    /// (it resolves once there is something to send; the owner is not
+    /// told of the packets it takes).
+    pub fn poll(&mut self) -> (Answer, Step<'static>) {
+        match self.out.poll() {
+            Ok((answer, true)) => (answer, Step::Stop), // it takes the close packet
+            Ok((answer, false)) => (answer, Step::Done),
+            Err((answer, why)) => {
                 log::debug!("session {}: {why}", self.sid);
-                Step::Close(reason::TRANSPORT_ERROR, Ending::Protocol)
+                (
+                    answer,
+                    Step::Close(reason::TRANSPORT_ERROR, Ending::Protocol),
+                )
             }
-        }
-    }
-
-    /// Answers a waiting GET with what was queued (see [`Step::FlushPoll`]).
-    pub fn flush_poll(&mut self) -> Step<'static> {
-        if self.out.flush_poll() {
-            Step::Stop // the close packet went out
-        } else {
-            Step::Done
         }
     }
 
@@ -334,6 +325,48 @@ impl Engine {
     /// The WebSocket that carries the connection now, if one does.
     pub fn websocket(&self) -> Option<&Transport> {
         self.out.websocket()
+    }
+
+    /// Where others (a room) may put the connection's packets directly:
+    /// its WebSocket, or its long-polling queue until a WebSocket attaches
+    /// (what is pushed there meanwhile follows what waits to it).
+    pub fn outlet(&self) -> Option<Outlet> {
+        match (self.out.websocket(), self.out.long_poll()) {
+            (Some(transport), _) => Some(Outlet::WebSocket(transport.clone())),
+            (None, Some(queue)) => Some(Outlet::Polling(queue.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A connection's transport as a shared handle, for packets put there by
+/// others than its owner with no message to it (a room's events).
+#[derive(Clone)]
+pub enum Outlet {
+    WebSocket(Transport),
+    Polling(LongPoll),
+}
+
+impl Outlet {
+    /// Queues an event encoded once for many connections. Refused past the
+    /// outbound bound: call [`Outlet::overloaded`] and tell the owner.
+    pub fn push_shared(&self, frame: &SharedText) -> Result<(), SlowConsumer> {
+        match self {
+            Outlet::WebSocket(transport) => transport.push_shared(frame),
+            Outlet::Polling(queue) => queue.push_shared(frame),
+        }
+    }
+
+    /// A push was refused: nothing more goes out after what waits. A
+    /// WebSocket closes at once as a slow consumer; long-polling queues
+    /// nothing more, and its owner, told, sends the close packet.
+    pub fn overloaded(&self) {
+        match self {
+            Outlet::WebSocket(transport) => {
+                transport.close(Ending::Overloaded.code(), reason::SLOW_CONSUMER)
+            }
+            Outlet::Polling(queue) => queue.overloaded(),
+        }
     }
 }
 

@@ -3,11 +3,15 @@
 //! queued and which timers it armed.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
-use tokio::sync::oneshot::{self, error::TryRecvError};
-
-use super::outbound::{NOT_POLLING, OVERLAPPING_POLL};
+use super::longpoll::OVERLAPPING_POLL;
+use super::outbound::NOT_POLLING;
 use super::*;
 use crate::engine::PACKET_OVERHEAD;
 
@@ -49,28 +53,70 @@ impl Clock {
 /// A polling connection, opened, whose open packet a GET has taken.
 fn polling(max_outbound: usize) -> (Engine, Clock) {
     let (mut engine, clock) = (Engine::new("sid1", true, max_outbound), Clock::default());
-    assert_eq!(engine.open(&CONFIG, &clock), Step::FlushPoll);
+    assert_eq!(engine.open(&CONFIG, &clock), Step::Done);
     assert!(get(&mut engine).starts_with("0{"));
     clock.take();
     (engine, clock)
 }
 
+/// Counts its wake-ups: a GET's task.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Wakes {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs a GET's answer once, as its task would when woken: `None` while
+/// it waits.
+fn ready(answer: &mut Answer, wakes: &Arc<Wakes>) -> Option<PollAnswer> {
+    let waker = Waker::from(wakes.clone());
+    match Pin::new(answer).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(answer) => Some(answer),
+        Poll::Pending => None,
+    }
+}
+
+/// A GET, and the first run of its answer.
+fn poll(engine: &mut Engine) -> (Answer, Step<'static>, Option<PollAnswer>) {
+    let (mut answer, step) = engine.poll();
+    let first = ready(&mut answer, &Arc::default());
+    (answer, step, first)
+}
+
 /// A GET answered at once.
 fn get(engine: &mut Engine) -> String {
-    let (answer, mut answered) = oneshot::channel();
-    assert_eq!(engine.poll(answer), Step::Done);
-    match answered.try_recv() {
-        Ok(PollAnswer::Payload(payload)) => payload,
-        Ok(PollAnswer::Refused(why)) => panic!("GET refused: {why}"),
-        Err(err) => panic!("GET not answered: {err:?}"),
+    match poll(engine) {
+        (_, Step::Done, Some(PollAnswer::Payload(payload))) => payload,
+        (_, step, answer) => panic!("GET not answered at once: {step:?}, {answer:?}"),
     }
+}
+
+/// A GET that waits (nothing to send yet).
+fn wait(engine: &mut Engine) -> Answer {
+    match poll(engine) {
+        (answer, Step::Done, None) => answer,
+        (_, step, answer) => panic!("GET answered: {step:?}, {answer:?}"),
+    }
+}
+
+fn payload(text: &str) -> Option<PollAnswer> {
+    Some(PollAnswer::Payload(text.to_owned()))
 }
 
 #[test]
 fn open_queues_the_open_packet_and_starts_the_heartbeat() {
     let clock = Clock::default();
     let mut engine = Engine::new("abc", true, 10_000);
-    assert_eq!(engine.open(&CONFIG, &clock), Step::FlushPoll);
+    assert_eq!(engine.open(&CONFIG, &clock), Step::Done);
     assert_eq!(
         clock.take(),
         vec![Armed::Every(Timer::Ping, CONFIG.ping_interval)]
@@ -97,10 +143,7 @@ fn open_queues_the_open_packet_and_starts_the_heartbeat() {
 #[test]
 fn an_unanswered_ping_closes_the_connection_at_its_deadline() {
     let (mut engine, clock) = polling(10_000);
-    assert_eq!(
-        engine.on_timer(Timer::Ping, 0, &CONFIG, &clock),
-        Step::FlushPoll
-    );
+    assert_eq!(engine.on_timer(Timer::Ping, 0, &CONFIG, &clock), Step::Done);
     assert_eq!(
         clock.take(),
         vec![Armed::After(Timer::PongDeadline, 1, CONFIG.ping_timeout)]
@@ -143,7 +186,7 @@ fn a_pong_cancels_the_deadline_and_the_next_ping_has_a_new_number() {
 fn client_frames_are_sorted_into_engine_io_and_socket_io() {
     let (mut engine, clock) = polling(10_000);
     assert_eq!(engine.on_text("40{}", &clock), Step::Message("0{}"));
-    assert_eq!(engine.on_text("2x", &clock), Step::FlushPoll);
+    assert_eq!(engine.on_text("2x", &clock), Step::Done);
     assert_eq!(get(&mut engine), "3x", "a client's ping is answered");
     assert_eq!(engine.on_text("6", &clock), Step::Done);
     assert!(matches!(engine.on_text("", &clock), Step::Malformed(_)));
@@ -155,26 +198,70 @@ fn client_frames_are_sorted_into_engine_io_and_socket_io() {
 fn a_get_takes_everything_queued_at_once_and_waits_when_nothing_is() {
     let (mut engine, _clock) = polling(10_000);
     for packet in ["42[\"a\"]", "42[\"b\"]", "3"] {
-        assert_eq!(engine.send(ByteString::from(packet)), Step::FlushPoll);
+        assert_eq!(engine.send(ByteString::from(packet)), Step::Done);
     }
     assert_eq!(get(&mut engine), "42[\"a\"]\u{1e}42[\"b\"]\u{1e}3");
     // Nothing waits: the GET is held until a packet comes.
-    let (answer, mut answered) = oneshot::channel();
-    assert_eq!(engine.poll(answer), Step::Done);
-    assert_eq!(answered.try_recv().err(), Some(TryRecvError::Empty));
+    let wakes = Arc::new(Wakes::default());
+    let mut answer = wait(&mut engine);
+    assert_eq!(ready(&mut answer, &wakes), None);
     // A second GET meanwhile is refused, and the connection is to close.
-    let (second, mut refused) = oneshot::channel();
-    assert_eq!(
-        engine.poll(second),
-        Step::Close(reason::TRANSPORT_ERROR, Ending::Protocol)
+    let (_, step, refused) = poll(&mut engine);
+    assert_eq!(step, Step::Close(reason::TRANSPORT_ERROR, Ending::Protocol));
+    assert_eq!(refused, Some(PollAnswer::Refused(OVERLAPPING_POLL)));
+    // Packets queued in one turn wake the GET once, and travel together.
+    assert_eq!(engine.send(ByteString::from("40")), Step::Done);
+    assert_eq!(engine.send(ByteString::from("42[\"c\"]")), Step::Done);
+    assert_eq!(wakes.count(), 1);
+    assert_eq!(ready(&mut answer, &wakes), payload("40\u{1e}42[\"c\"]"));
+}
+
+#[test]
+fn a_get_that_goes_away_leaves_the_packets_for_the_next() {
+    let (mut engine, _clock) = polling(10_000);
+    let answer = wait(&mut engine);
+    drop(answer); // the client went away
+    assert_eq!(engine.send(ByteString::from("40")), Step::Done);
+    // Not an overlapping GET: the first one is gone.
+    assert_eq!(get(&mut engine), "40");
+}
+
+#[test]
+fn a_push_by_another_holder_of_the_queue_answers_the_waiting_get() {
+    let (mut engine, _clock) = polling(10_000);
+    let Some(Outlet::Polling(queue)) = engine.outlet() else {
+        panic!("a polling connection's outlet is its long-polling queue");
+    };
+    let wakes = Arc::new(Wakes::default());
+    let mut answer = wait(&mut engine);
+    assert_eq!(ready(&mut answer, &wakes), None);
+    // A room's event: its text goes into the queue, the GET is woken,
+    // with no call to the engine.
+    let frame = SharedText::new("42[\"tick\",1]");
+    assert!(queue.push_shared(&frame).is_ok());
+    assert_eq!(wakes.count(), 1);
+    assert_eq!(ready(&mut answer, &wakes), payload("42[\"tick\",1]"));
+    // Past the bound, it is refused; then nothing more is queued, and the
+    // engine's close sends the close packet after what waits.
+    let (mut engine, clock) = polling(2 * (frame.text_len() + PACKET_OVERHEAD));
+    let Some(outlet) = engine.outlet() else {
+        panic!("no outlet");
+    };
+    assert!(outlet.push_shared(&frame).is_ok());
+    assert!(outlet.push_shared(&frame).is_ok());
+    assert!(outlet.push_shared(&frame).is_err());
+    outlet.overloaded();
+    assert!(
+        outlet.push_shared(&SharedText::new("42[]")).is_ok(),
+        "dropped"
     );
-    assert!(matches!(
-        refused.try_recv(),
-        Ok(PollAnswer::Refused(OVERLAPPING_POLL))
-    ));
-    assert_eq!(engine.send(ByteString::from("40")), Step::FlushPoll);
-    assert_eq!(engine.flush_poll(), Step::Done);
-    assert!(matches!(answered.try_recv(), Ok(PollAnswer::Payload(p)) if p == "40"));
+    assert_eq!(
+        engine.close(Ending::Overloaded, reason::SLOW_CONSUMER, &clock),
+        Some(Closed::Lingering)
+    );
+    assert_eq!(get(&mut engine), "42[\"tick\",1]\u{1e}42[\"tick\",1]");
+    let (_, step, answer) = poll(&mut engine);
+    assert_eq!((step, answer), (Step::Stop, payload("1")));
 }
 
 #[test]
@@ -183,12 +270,12 @@ fn the_outbound_bound_counts_each_packet_with_its_overhead() {
     let limit = 2 * (10 + PACKET_OVERHEAD);
     let (mut engine, _clock) = polling(limit);
     let packet = ByteString::from("4".repeat(10));
-    assert_eq!(engine.send(packet.clone()), Step::FlushPoll);
-    assert_eq!(engine.send(packet.clone()), Step::FlushPoll);
+    assert_eq!(engine.send(packet.clone()), Step::Done);
+    assert_eq!(engine.send(packet.clone()), Step::Done);
     assert_eq!(engine.send(packet.clone()), Step::Overflow);
     // What a GET took no longer counts.
     let _ = get(&mut engine);
-    assert_eq!(engine.send(packet), Step::FlushPoll);
+    assert_eq!(engine.send(packet), Step::Done);
     // One packet larger than the bound trips it by itself.
     let (mut engine, _clock) = polling(limit);
     assert_eq!(
@@ -205,18 +292,20 @@ fn the_outbound_bound_counts_each_packet_with_its_overhead() {
 #[test]
 fn the_upgrade_pauses_polling_and_hands_what_waits_to_the_websocket() {
     let (mut engine, clock) = polling(10_000);
-    let (answer, mut answered) = oneshot::channel();
-    assert_eq!(engine.poll(answer), Step::Done);
+    let Some(outlet) = engine.outlet() else {
+        panic!("no outlet");
+    };
+    let wakes = Arc::new(Wakes::default());
+    let mut answer = wait(&mut engine);
+    assert_eq!(ready(&mut answer, &wakes), None);
     let websocket = Transport::new(10_000);
     engine.probe(websocket.clone());
     // The waiting GET is let go with a noop, so the client can upgrade.
-    assert!(matches!(answered.try_recv(), Ok(PollAnswer::Payload(p)) if p == "6"));
+    assert_eq!(wakes.count(), 1);
+    assert_eq!(ready(&mut answer, &wakes), payload("6"));
     // Packets queued during the probe wait for the WebSocket.
-    assert_eq!(engine.send(ByteString::from("42[\"a\"]")), Step::FlushPoll);
-    assert_eq!(engine.flush_poll(), Step::Done);
-    let (answer, mut answered) = oneshot::channel();
-    let _ = engine.poll(answer);
-    assert!(matches!(answered.try_recv(), Ok(PollAnswer::Payload(p)) if p == "6"));
+    assert_eq!(engine.send(ByteString::from("42[\"a\"]")), Step::Done);
+    assert_eq!(get(&mut engine), "6");
     // A second probe is refused.
     let other = Transport::new(10_000);
     engine.probe(other.clone());
@@ -225,26 +314,30 @@ fn the_upgrade_pauses_polling_and_hands_what_waits_to_the_websocket() {
         None,
         "not the connection's"
     );
+    // A room's event pushed to the long-polling queue meanwhile waits too.
+    assert!(outlet.push_shared(&SharedText::new("42[\"r\"]")).is_ok());
     assert_eq!(engine.attach(websocket.clone()), Step::Done);
     assert_eq!(
         websocket.unwritten(),
-        1,
+        2,
         "what waited went to the WebSocket"
     );
     assert!(engine.websocket() == Some(&websocket));
+    assert!(matches!(engine.outlet(), Some(Outlet::WebSocket(t)) if t == websocket));
+    // A room still pointed at the long-polling queue: its event follows
+    // what waited to the WebSocket.
+    assert!(outlet.push_shared(&SharedText::new("42[\"s\"]")).is_ok());
+    assert_eq!(websocket.unwritten(), 3);
     // From now on packets go to the WebSocket, and polling is refused.
     assert_eq!(engine.send(ByteString::from("42[\"b\"]")), Step::Done);
-    assert_eq!(websocket.unwritten(), 2);
-    let (answer, mut answered) = oneshot::channel();
-    assert_eq!(engine.poll(answer), Step::Done);
-    assert!(matches!(
-        answered.try_recv(),
-        Ok(PollAnswer::Refused(NOT_POLLING))
-    ));
+    assert_eq!(websocket.unwritten(), 4);
+    let (_, step, answer) = poll(&mut engine);
+    assert_eq!(step, Step::Done);
+    assert_eq!(answer, Some(PollAnswer::Refused(NOT_POLLING)));
     assert_eq!(engine.posted("40", 16).err(), Some(PostRefused::NotPolling));
     let _ = clock;
     // Its end is the connection's end, with what it left unwritten.
-    assert_eq!(engine.transport_closed(&websocket), Some(2));
+    assert_eq!(engine.transport_closed(&websocket), Some(4));
 }
 
 #[test]
@@ -252,29 +345,26 @@ fn a_probe_that_fails_lets_polling_go_on() {
     let (mut engine, _clock) = polling(10_000);
     let websocket = Transport::new(10_000);
     engine.probe(websocket.clone());
-    assert_eq!(engine.send(ByteString::from("40")), Step::FlushPoll);
+    assert_eq!(engine.send(ByteString::from("40")), Step::Done);
     // Every GET during the probe is let go with a noop.
     for _ in 0..2 {
-        let (answer, mut answered) = oneshot::channel();
-        let _ = engine.poll(answer);
-        assert!(matches!(answered.try_recv(), Ok(PollAnswer::Payload(p)) if p == "6"));
+        assert_eq!(get(&mut engine), "6");
     }
     // The probing WebSocket goes: the next GET takes what waited.
     assert_eq!(engine.transport_closed(&websocket), None);
     assert_eq!(get(&mut engine), "40");
     // And polling goes on as before.
-    let (answer, mut answered) = oneshot::channel();
-    let _ = engine.poll(answer);
-    assert_eq!(answered.try_recv().err(), Some(TryRecvError::Empty));
-    assert_eq!(engine.send(ByteString::from("41")), Step::FlushPoll);
-    assert_eq!(engine.flush_poll(), Step::Done);
-    assert!(matches!(answered.try_recv(), Ok(PollAnswer::Payload(p)) if p == "41"));
+    let wakes = Arc::new(Wakes::default());
+    let mut answer = wait(&mut engine);
+    assert_eq!(ready(&mut answer, &wakes), None);
+    assert_eq!(engine.send(ByteString::from("41")), Step::Done);
+    assert_eq!(ready(&mut answer, &wakes), payload("41"));
 }
 
 #[test]
 fn a_closed_poller_lingers_for_the_get_that_takes_its_close_packet() {
     let (mut engine, clock) = polling(10_000);
-    assert_eq!(engine.send(ByteString::from("41")), Step::FlushPoll);
+    assert_eq!(engine.send(ByteString::from("41")), Step::Done);
     assert_eq!(
         engine.close(Ending::Policy, reason::TRANSPORT_CLOSE, &clock),
         Some(Closed::Lingering)
@@ -290,17 +380,31 @@ fn a_closed_poller_lingers_for_the_get_that_takes_its_close_packet() {
         "once"
     );
     // Nothing more is queued, or taken in.
-    assert_eq!(engine.send(ByteString::from("42")), Step::FlushPoll);
+    assert_eq!(engine.send(ByteString::from("42")), Step::Done);
     assert_eq!(engine.posted("40", 16).err(), Some(PostRefused::Closed));
     // The last packets go alone, then the close packet.
     assert_eq!(get(&mut engine), "41");
-    let (answer, mut answered) = oneshot::channel();
-    assert_eq!(engine.poll(answer), Step::Stop);
-    assert!(matches!(answered.try_recv(), Ok(PollAnswer::Payload(p)) if p == "1"));
+    let (mut answer, step) = engine.poll();
+    assert_eq!(step, Step::Stop);
     assert_eq!(
         engine.on_timer(Timer::Linger, 0, &CONFIG, &clock),
         Step::Stop
     );
+    // It answers the close packet even once the engine has gone.
+    engine.end(reason::TRANSPORT_CLOSE);
+    drop(engine);
+    assert_eq!(ready(&mut answer, &Arc::default()), payload("1"));
+}
+
+#[test]
+fn a_get_waiting_when_the_connection_ends_is_told() {
+    let (mut engine, _clock) = polling(10_000);
+    let wakes = Arc::new(Wakes::default());
+    let mut answer = wait(&mut engine);
+    assert_eq!(ready(&mut answer, &wakes), None);
+    drop(engine);
+    assert_eq!(wakes.count(), 1);
+    assert_eq!(ready(&mut answer, &wakes), Some(PollAnswer::Gone));
 }
 
 #[test]
