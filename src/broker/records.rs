@@ -14,6 +14,13 @@ use super::{Changes, Events, History, Records, RoomEvent, Save, Saved};
 use crate::ids::{RoomKey, UserId};
 use crate::store::StoreError;
 
+/// The most records one save writes. Every kept record is renewed a few
+/// times a window, all at once: in one save, 19,000 sockets' records were
+/// 19,000 script calls in flight together, whose futures and buffers took
+/// ~10 MiB at each renewal, kept by the allocator afterwards (half a KiB
+/// per idle connection: docs/BENCHMARKS.md, issue 13).
+const SAVE_BATCH: usize = 256;
+
 /// Keeps sockets' records; cheap to clone. A socket is named by a number
 /// unique among the keeper's callers (the registry's session id).
 #[derive(Clone)]
@@ -225,11 +232,17 @@ impl<R: Records> Keeper<R> {
         }
     }
 
-    /// Saves what changed (a record with no change is renewed).
+    /// Saves what changed (a record with no change is renewed), at most
+    /// [`SAVE_BATCH`] records at a time: the caller saves again while some
+    /// wait.
     async fn save(&mut self) {
-        let mut saves = std::mem::take(&mut self.unsaved);
+        let gone = self.unsaved.len().min(SAVE_BATCH);
+        let mut saves: Vec<Save> = self.unsaved.drain(..gone).collect();
         let mut sockets = Vec::new();
-        for socket in std::mem::take(&mut self.dirty) {
+        let room = SAVE_BATCH - saves.len();
+        let batch: Vec<u64> = self.dirty.iter().take(room).copied().collect();
+        for socket in batch {
+            self.dirty.remove(&socket);
             if let Some(kept) = self.kept.get_mut(&socket) {
                 saves.push(take_save(kept));
                 sockets.push(socket);
@@ -492,6 +505,39 @@ mod tests {
             "renewed every third of a window: {batches:?}"
         );
         assert_eq!(saved("p2"), 2, "bound, then closed: {batches:?}");
+    }
+
+    #[actix_web::test]
+    async fn many_records_are_renewed_in_batches_of_a_bounded_size() {
+        let records = Kept::default();
+        let keeper = RecordKeeper::start(records.clone(), Duration::from_millis(300));
+        let sockets = 3 * SAVE_BATCH as u64 + 7;
+        for socket in 0..sockets {
+            bind(&keeper, socket, &["user:u"]);
+        }
+        // The binds, then one renewal (a third of the window).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let batches = records.batches();
+        let largest = batches.iter().map(Vec::len).max().unwrap_or(0);
+        assert!(largest <= SAVE_BATCH, "a save of {largest} records");
+        let saves: usize = batches.iter().map(Vec::len).sum();
+        assert!(
+            saves >= 2 * sockets as usize,
+            "every record bound and renewed: {saves} saves"
+        );
+        // They all close at once: their last saves are batched too.
+        let before = records.batches().len();
+        for socket in 0..sockets {
+            keeper.closed(socket);
+        }
+        settle().await;
+        let batches = records.batches();
+        let closing = &batches[before..];
+        let largest = closing.iter().map(Vec::len).max().unwrap_or(0);
+        assert!(
+            largest <= SAVE_BATCH,
+            "a save of {largest} records on close"
+        );
     }
 
     /// Room logs: `listing:a` and `listing:b` hold their events; any other
