@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # massif.sh N HOLD LABEL BIN: BIN (a release build with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only)
+# MASSIF_BENCH_ARGS: more souk-bench idle arguments (e.g. "--transport polling").
 # under massif serving N idle connections (souk-bench idle, scripts/bench's env);
 # detailed snapshots before and during the hold via vgdb.
 set -u
@@ -19,7 +20,7 @@ for i in $(seq 600); do curl -fsS -o /dev/null http://127.0.0.1:$PORT/readyz 2>/
 echo ready after $i
 sleep 2
 vgdb --pid=$VPID detailed_snapshot $OUT/before.ms > /dev/null
-${SOUK_BENCH_BIN:-target/release/souk-bench} idle --connections $N --hold $HOLD --connect-timeout 60 --url http://127.0.0.1:$PORT --secret $SECRET --server-pid $VPID > $OUT/bench.txt 2>&1 &
+${SOUK_BENCH_BIN:-target/release/souk-bench} idle --connections $N --hold $HOLD ${MASSIF_BENCH_ARGS:-} --connect-timeout 60 --url http://127.0.0.1:$PORT --secret $SECRET --server-pid $VPID > $OUT/bench.txt 2>&1 &
 BPID=$!
 # wait until all connected, then snapshot mid-hold
 sleep $((HOLD/2 + 20))

@@ -4,22 +4,25 @@ import sys, collections
 sys.path.insert(0, __import__('os').path.dirname(__file__))
 from msdiff import leaves, key
 RULES = [
-  ('actix-http HTTP/1 read+write buffers', lambda s: 'bytes_mut.rs:162' in s and ('h1::dispatcher::Dispatcher' in s or 'HttpServiceHandler' in s)),
-  ('session actor task (Session + Context + mailbox)', lambda s: 'LocalOwnedTasks' in s and 'ContextFut<souk::session::Session' in s),
+  # Tasks first: each is one allocation, named by what spawned it.
+  ('session actor task (Session + Context + mailbox)', lambda s: 'LocalOwnedTasks' in s and ('ContextFut<souk::session::Session' in s or 'open_session' in s)),
   ('user-room actor task (Room + Context + mailbox)', lambda s: 'LocalOwnedTasks' in s and 'ContextFut<souk::rooms' in s),
-  ('tokio task of the HTTP connection (h1 dispatcher future)', lambda s: 'LocalOwnedTasks' in s and 'StreamService' in s),
+  ('WebSocket connection task (the engine\'s, after the upgrade)', lambda s: 'LocalOwnedTasks' in s and 'engine::eio::websocket::open' in s),
+  ('actix-http h1 connection task (polling and other HTTP requests)', lambda s: 'LocalOwnedTasks' in s and 'StreamService' in s),
   ('actix Addr/Recipient senders', lambda s: 'AddressSenderProducer' in s or 'address::channel' in s),
-  ('session timers (run_interval/run_later)', lambda s: 'souk::session' in s and ('run_later' in s or 'run_interval' in s)),
-  ('WebSocket transport (actix-web-actors ctx, WsTransport, ws payload)', lambda s: 'actix_web_actors' in s or 'WsTransport' in s or 'websocket.rs' in s),
-  ('actix-http other per-connection', lambda s: 'actix_http' in s),
-  ('user room: members map', lambda s: 'members.rs' in s or 'rooms::room' in s),
-  ('registry entries', lambda s: 'registry.rs' in s),
-  ('record keeper', lambda s: 'records.rs' in s),
-  ('presence', lambda s: 'presence' in s),
-  ('directory', lambda s: 'directory.rs' in s),
-  ('session other', lambda s: 'souk::session' in s),
   ('tokio I/O registration', lambda s: 'tokio::runtime::io' in s or 'registration_set' in s),
-  ('redis client buffers', lambda s: 'redis::' in s),
+  ('actix-http HTTP/1 buffers (with line tables)', lambda s: 'bytes_mut.rs:162' in s and ('h1::dispatcher::Dispatcher' in s or 'HttpServiceHandler' in s)),
+  ('actix-http: a kept request head (its header bytes pin the read buffer)', lambda s: 'h1::codec::Codec' in s),
+  ('engine: transport, link, long-polling queue', lambda s: 'souk::engine' in s),
+  ('actix-http other per-connection (dispatcher buffers without line tables)', lambda s: 'actix_http' in s or 'StreamService' in s),
+  ('user room: members map', lambda s: 'members.rs' in s or 'rooms::room' in s),
+  ('registry entries', lambda s: 'registry.rs' in s or 'rooms::registry' in s),
+  ('record keeper', lambda s: 'records.rs' in s or 'broker::records' in s),
+  ('presence', lambda s: 'presence' in s),
+  ('directory', lambda s: 'directory.rs' in s or 'session::directory' in s),
+  ('timers (one queue per thread)', lambda s: 'souk::timers' in s),
+  ('session other', lambda s: 'souk::session' in s),
+  ('redis client buffers (growth during bursts; not per connection at rest)', lambda s: 'redis::' in s),
   ('below threshold', lambda s: 'below massif' in s),
 ]
 def cat(frames):
