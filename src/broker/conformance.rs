@@ -70,6 +70,7 @@ on_both!(
     since_past_a_trimmed_log_answers_trimmed,
     a_log_past_its_ttl_is_gone_whole,
     presence_comes_online_once_and_one_sweep_reports_its_expiry,
+    a_burst_of_users_comes_online_once_each_in_the_order_given,
     a_sweep_before_the_ttl_reports_nobody,
     a_throttle_answers_true_once_per_window,
     one_of_concurrent_throttle_calls_wins,
@@ -409,6 +410,30 @@ async fn a_log_past_its_ttl_is_gone_whole<B: Conformant>(broker: &B) {
 }
 
 const PRESENCE_TTL: Duration = Duration::from_millis(300);
+
+/// A burst of connects: more users than one refresh call takes, over
+/// every bucket.
+async fn a_burst_of_users_comes_online_once_each_in_the_order_given<B: Conformant>(broker: &B) {
+    let users: Vec<UserId> = (0..2_000).map(|n| user(&format!("burst-{n}"))).collect();
+    let ttl = Duration::from_secs(30);
+    let arrived = broker
+        .refresh(&users, ttl, Utc::now())
+        .await
+        .unwrap_or_else(|err| panic!("refresh: {err}"));
+    assert_eq!(arrived, users);
+    let again = broker
+        .refresh(&users, ttl, Utc::now())
+        .await
+        .unwrap_or_else(|err| panic!("refresh: {err}"));
+    assert_eq!(again, Vec::<UserId>::new());
+    let states = broker
+        .states(&users)
+        .await
+        .unwrap_or_else(|err| panic!("states: {err}"));
+    assert!(states
+        .iter()
+        .all(|state| state.online && state.last_seen.is_some()));
+}
 
 async fn presence_comes_online_once_and_one_sweep_reports_its_expiry<B: Conformant>(broker: &B) {
     let (ana, bo) = (user("ana"), user("bo"));

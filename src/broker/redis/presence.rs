@@ -55,15 +55,29 @@ fn last_seen_key(redis: &Redis, user: &str) -> String {
     format!("{}lastseen:{user}", bucket_prefix(redis, bucket(user)))
 }
 
-/// Sets the online key and the last-seen time (kept ARGV[5] seconds);
-/// returns whether the online key existed.
+/// Refreshes users of one bucket: KEYS[1] is the bucket's expiry set, then
+/// each user's online key and last-seen key; ARGV holds the time, the TTL
+/// (ms), the expiry (ms), the last-seen time kept (s), then the users. For
+/// each user, sets the online key and the last-seen time and lists the
+/// user in the expiry set; returns, per user, whether the online key
+/// existed.
 const REFRESH: &str = r"
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+local existed = {}
+for i = 5, #ARGV do
+  local online = KEYS[2 * (i - 4)]
+  existed[i - 4] = redis.call('EXISTS', online)
+  redis.call('SET', online, ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2 * (i - 4) + 1], ARGV[1], 'EX', ARGV[4])
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[i])
+end
 return existed
 ";
+
+/// Users one refresh script call takes at most: a burst of connects is
+/// refreshed in a few calls per bucket rather than one each (Redis spent
+/// as much CPU per connect as souk did, docs/BENCHMARKS.md, issue 13), and
+/// no call runs long.
+const REFRESH_BATCH: usize = 100;
 
 /// Takes a bucket's users whose key should have expired; returns those now
 /// offline, each followed by their last-seen time. ZREM makes one node the
@@ -97,37 +111,65 @@ impl Presence for RedisBroker {
         let seen = rfc3339(now);
         let expires_ms = now.timestamp_millis() + ttl.as_millis() as i64;
         let script = &*REFRESH_SCRIPT;
-        let mut arrived = Vec::new();
-        for user in users {
-            let existed: Result<i64, _> = script
-                .key(online_key(redis, user.as_str()))
-                .key(last_seen_key(redis, user.as_str()))
-                .key(expiry_set(redis, bucket(user.as_str())))
-                .arg(&seen)
-                .arg(ttl.as_millis() as u64)
-                .arg(expires_ms)
-                .arg(user.as_str())
-                .arg(LAST_SEEN_KEPT.as_secs())
-                .invoke_async(&mut *conn)
-                .await;
-            match existed {
-                Ok(0) => arrived.push(user.clone()),
-                Ok(_) => {}
-                // Those already marked online must still be announced: the
-                // next refresh finds them online and would not report them.
-                // The users left are refreshed (and reported) next time.
-                Err(err) if !arrived.is_empty() => {
-                    log::warn!(
-                        "presence refresh stopped after {} of {} users: {err}",
-                        arrived.len(),
-                        users.len()
-                    );
-                    return Ok(arrived);
-                }
-                Err(err) => return Err(err.into()),
+        // Users by bucket (their place in `users`), so each call touches one
+        // slot; answered in the order given.
+        let mut by_bucket: Vec<Vec<usize>> = vec![Vec::new(); BUCKETS as usize];
+        for (at, user) in users.iter().enumerate() {
+            if let Some(bucket) = by_bucket.get_mut(bucket(user.as_str()) as usize) {
+                bucket.push(at);
             }
         }
-        Ok(arrived)
+        let mut came_online = vec![false; users.len()];
+        let arrived = |came_online: &[bool]| -> Vec<UserId> {
+            users
+                .iter()
+                .zip(came_online)
+                .filter(|(_, came)| **came)
+                .map(|(user, _)| user.clone())
+                .collect()
+        };
+        let mut done = 0;
+        for (bucket, in_bucket) in by_bucket.iter().enumerate() {
+            for batch in in_bucket.chunks(REFRESH_BATCH) {
+                let mut invocation = script.key(expiry_set(redis, bucket as u32));
+                for &at in batch {
+                    let user = users[at].as_str();
+                    invocation
+                        .key(online_key(redis, user))
+                        .key(last_seen_key(redis, user));
+                }
+                invocation
+                    .arg(&seen)
+                    .arg(ttl.as_millis() as u64)
+                    .arg(expires_ms)
+                    .arg(LAST_SEEN_KEPT.as_secs());
+                for &at in batch {
+                    invocation.arg(users[at].as_str());
+                }
+                let existed: Result<Vec<i64>, _> = invocation.invoke_async(&mut *conn).await;
+                match existed {
+                    Ok(existed) => {
+                        for (&at, existed) in batch.iter().zip(existed) {
+                            came_online[at] = existed == 0;
+                        }
+                        done += batch.len();
+                    }
+                    // Those already marked online must still be announced:
+                    // the next refresh finds them online and would not
+                    // report them. The users left are refreshed (and
+                    // reported) next time.
+                    Err(err) if came_online.contains(&true) => {
+                        log::warn!(
+                            "presence refresh stopped after {done} of {} users: {err}",
+                            users.len()
+                        );
+                        return Ok(arrived(&came_online));
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        Ok(arrived(&came_online))
     }
 
     async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<(UserId, Option<String>)>, StoreError> {
