@@ -178,7 +178,7 @@ mod tests {
     use futures_util::FutureExt;
 
     use super::{Delivered, Mailslot, Overflowed};
-    use crate::engine::eio::{Engine, Outlet, PollAnswer};
+    use crate::engine::eio::{Answer, Engine, Outlet, PollAnswer};
     use crate::engine::websocket::Transport;
     use crate::rooms::Deliver;
 
@@ -309,12 +309,20 @@ mod tests {
         );
     }
 
+    /// A GET, taken from the connection's long-polling queue.
+    fn get(engine: &Engine) -> Answer {
+        let Some(queue) = engine.long_poll() else {
+            panic!("a polling connection has a long-polling queue");
+        };
+        queue.get().0
+    }
+
     /// A polling connection whose open packet a GET has taken, and the
     /// outlet rooms push to.
     fn poller(limit: usize) -> (Engine, Outlet) {
         let mut engine = Engine::new("sid", true, limit);
         let _ = engine.send("0{}".into());
-        let _ = engine.poll().0.now_or_never();
+        let _ = get(&engine).now_or_never();
         let Some(outlet) = engine.outlet() else {
             panic!("a polling connection has an outlet");
         };
@@ -324,10 +332,9 @@ mod tests {
     #[actix_web::test]
     async fn a_polling_member_s_waiting_get_is_answered_with_no_message() {
         let (slot, seen) = slot();
-        let (mut engine, outlet) = poller(1 << 20);
+        let (engine, outlet) = poller(1 << 20);
         slot.direct_to(Some(outlet));
-        let (get, _) = engine.poll();
-        let get = actix_web::rt::spawn(get);
+        let get = actix_web::rt::spawn(get(&engine));
         settle().await; // the GET waits
         assert_eq!(slot.deliver(&event(1, 1)), Delivered::Direct);
         assert_eq!(slot.deliver(&event(1, 1)), Delivered::Dropped);
@@ -355,7 +362,7 @@ mod tests {
             let _ = engine.send(msg.frame.into());
         }
         assert_eq!(slot.deliver(&event(3, 3)), Delivered::Direct);
-        let answer = engine.poll().0.now_or_never();
+        let answer = get(&engine).now_or_never();
         let expected = "42[\"tick\",1]\u{1e}42[\"tick\",2]\u{1e}42[\"tick\",3]";
         assert_eq!(answer, Some(PollAnswer::Payload(expected.into())));
     }
@@ -372,7 +379,7 @@ mod tests {
         assert_eq!(seen.get().1, 1, "the session is told once");
         // Even the session's own packets wait behind nothing more.
         let _ = engine.send("42[\"late\"]".into());
-        let answer = engine.poll().0.now_or_never();
+        let answer = get(&engine).now_or_never();
         assert_eq!(answer, Some(PollAnswer::Payload("42[\"tick\",1]".into())));
     }
 

@@ -17,6 +17,8 @@ use futures_util::SinkExt;
 
 use super::guard::{self, HandshakeSlot};
 use super::{polling, reason, websocket, Directory, End, Session};
+use crate::engine::eio::longpoll::NOT_POLLING;
+use crate::engine::eio::LongPoll;
 use crate::error::{Code, Failure};
 use crate::state::AppState;
 
@@ -109,29 +111,54 @@ fn trip(app: &AppState, limit: &str) {
 }
 
 /// Admits and starts a new session, opened by long-polling (`polling`) or
-/// on a WebSocket.
+/// on a WebSocket: its address, and its long-polling queue when it polls
+/// (where the handshake GET takes the open packet).
 fn open_session(
     app: &web::Data<AppState>,
     directory: &web::Data<Directory>,
     head: &RequestHead,
     polling: bool,
-) -> Result<Addr<Session>, Failure> {
+) -> Result<(Addr<Session>, Option<LongPoll>), Failure> {
     let slot = admit(app, directory, head)?;
     let (app, directory, token) = (
         app.clone().into_inner(),
         directory.clone().into_inner(),
         header_token(head),
     );
-    Ok(Session::create(move |ctx| {
-        Session::new(app, directory, token, polling, slot, ctx)
-    }))
+    let mut queue = None;
+    let session = Session::create(|ctx| {
+        let session = Session::new(app, directory, token, polling, slot, ctx);
+        queue = session.engine.long_poll();
+        session
+    });
+    Ok((session, queue))
+}
+
+/// A long-polling GET: opens a polling session (no sid) or polls one.
+async fn poll(
+    app: &web::Data<AppState>,
+    directory: &web::Data<Directory>,
+    head: &RequestHead,
+    sid: Option<String>,
+) -> Result<HttpResponse, Failure> {
+    let (queue, session) = match sid {
+        None => {
+            let (session, queue) = open_session(app, directory, head, true)?;
+            (queue, session.downgrade())
+        }
+        Some(sid) => directory.poller(&sid).ok_or_else(unknown_sid)?,
+    };
+    let queue = queue.ok_or_else(|| Failure::new(Code::BadRequest, NOT_POLLING))?;
+    polling::get(queue, polling::tell(session)).await
 }
 
 /// The session a request names.
 fn find(directory: &Directory, sid: &str) -> Result<Addr<Session>, Failure> {
-    directory
-        .get(sid)
-        .ok_or_else(|| Failure::new(Code::BadRequest, "unknown sid: no such session here"))
+    directory.get(sid).ok_or_else(unknown_sid)
+}
+
+fn unknown_sid() -> Failure {
+    Failure::new(Code::BadRequest, "unknown sid: no such session here")
 }
 
 /// `GET /socket.io/` without an upgrade: opens a polling session or polls
@@ -143,10 +170,7 @@ pub async fn socket_io(
 ) -> Result<HttpResponse, Failure> {
     match read_query(req.query_string())? {
         (Transport::WebSocket, _) => Err(not_websocket(ws::handshake(req.head()).err())),
-        (Transport::Polling, None) => {
-            polling::get(open_session(&app, &directory, req.head(), true)?).await
-        }
-        (Transport::Polling, Some(sid)) => polling::get(find(&directory, &sid)?).await,
+        (Transport::Polling, sid) => poll(&app, &directory, req.head(), sid).await,
     }
 }
 
@@ -216,7 +240,7 @@ fn websocket_for(
     };
     ws::handshake(head).map_err(|err| not_websocket(Some(err)))?;
     match sid {
-        None => Ok((open_session(app, directory, head, false)?, false)),
+        None => Ok((open_session(app, directory, head, false)?.0, false)),
         Some(sid) => Ok((find(directory, &sid)?, true)),
     }
 }

@@ -45,9 +45,7 @@ pub use directory::Directory;
 pub use endpoint::{socket_io, socket_io_post, upgrade};
 pub use guard::on_accept;
 
-use crate::engine::eio::{
-    self, Answer, Closed, Ending, Engine, PostRefused, Schedule, Step, Timer,
-};
+use crate::engine::eio::{self, Closed, Ending, Engine, PostRefused, Schedule, Step, Timer};
 use crate::engine::websocket::Transport;
 use crate::limits::TokenBucket;
 use guard::{rate_limited, retry_after_ms, HandshakeSlot};
@@ -842,8 +840,11 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.app.metrics.connections.inc();
-        self.directory
-            .insert(self.engine.sid(), ctx.address().downgrade());
+        self.directory.insert(
+            self.engine.sid(),
+            ctx.address().downgrade(),
+            self.engine.long_poll(),
+        );
         self.app.registry.do_send(Register {
             session: self.id,
             mailslot: self.mailslot.clone(),
@@ -924,7 +925,7 @@ impl Handler<Posted> for Session {
                 return Err(Failure::new(Code::BadRequest, "the session is closed"))
             }
             Err(PostRefused::NotPolling | PostRefused::Overlapping) => {
-                return Err(Failure::new(Code::BadRequest, eio::outbound::NOT_POLLING))
+                return Err(Failure::new(Code::BadRequest, eio::longpoll::NOT_POLLING))
             }
         };
         for packet in packets {
@@ -973,23 +974,28 @@ impl Handler<PostEnded> for Session {
     }
 }
 
-/// A long-polling GET: answered with the future its request awaits, which
-/// resolves once there is something to send (what the session and the
-/// rooms push wakes it, with no message here).
+/// What a long-polling GET asks of the session, in the rare cases that ask
+/// anything: it takes its answer straight from the session's queue
+/// ([`eio::LongPoll::get`], in polling.rs), and only when that answers
+/// another step than [`Step::Done`] is the session told, by this message:
+/// [`Step::Stop`] when the GET took the close packet (a closed poller's
+/// last GET: the session stops now rather than at the end of its linger),
+/// [`Step::Close`] when it overlapped another GET.
 #[derive(Message)]
-#[rtype(result = "Polled")]
-struct Poll;
+#[rtype(result = "()")]
+struct Stepped(Step<'static>);
 
-/// A GET's answer, to await.
-#[derive(MessageResponse)]
-struct Polled(Answer);
-
-impl Handler<Poll> for Session {
-    type Result = Polled;
-    fn handle(&mut self, _: Poll, ctx: &mut Self::Context) -> Polled {
-        let (answer, step) = self.engine.poll();
+impl Handler<Stepped> for Session {
+    type Result = ();
+    fn handle(&mut self, Stepped(step): Stepped, ctx: &mut Self::Context) {
+        if let Step::Close(..) = step {
+            log::debug!(
+                "session {}: {}",
+                self.engine.sid(),
+                eio::longpoll::OVERLAPPING_POLL
+            );
+        }
         self.apply(step, ctx);
-        Polled(answer)
     }
 }
 
@@ -1014,9 +1020,15 @@ struct Attach(Transport);
 impl Handler<Attach> for Session {
     type Result = ();
     fn handle(&mut self, Attach(transport): Attach, ctx: &mut Self::Context) {
+        let polled = self.engine.long_poll().is_some();
         let step = self.engine.attach(transport);
         self.apply(step, ctx);
         self.direct_delivery();
+        if polled && self.engine.long_poll().is_none() {
+            // Upgraded: GETs are refused from now on, and the directory
+            // lets the queue go (it holds the WebSocket's handle).
+            self.directory.stop_polling(self.engine.sid());
+        }
     }
 }
 

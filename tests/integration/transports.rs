@@ -351,6 +351,28 @@ async fn a_polling_session_closed_between_gets_keeps_its_last_packets_for_the_ne
 }
 
 #[actix_web::test]
+async fn a_closed_polling_session_ends_once_a_get_takes_its_close_packet() {
+    let app = TestApp::spawn().await;
+    let poller = poller_expiring_in(&app, 2).await;
+    actix_web::rt::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(poller.get().await.0, 200, "the last packets");
+    assert_eq!(poller.get().await, (200, "1".to_owned()));
+    // The GET took the close packet from the session's queue on its own;
+    // the session, told, stops now rather than at the end of its linger
+    // (5 s from its close, some 4 s from here).
+    let told = std::time::Instant::now();
+    eventually("the session ends after its last GET", || async {
+        app.registry_stats().await.sessions == 0
+    })
+    .await;
+    assert!(
+        told.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        told.elapsed()
+    );
+}
+
+#[actix_web::test]
 async fn a_closed_polling_session_that_nobody_polls_ends_after_its_linger() {
     let app = TestApp::spawn().await;
     let _poller = poller_expiring_in(&app, 1).await;

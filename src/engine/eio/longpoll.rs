@@ -2,7 +2,11 @@
 //! [`Transport`] is for a WebSocket): the packets waiting for a GET, and
 //! the GET that waits for packets. Whoever holds a clone pushes into it:
 //! the connection's owner, and the rooms, which put an event's text here
-//! directly with no message to the owner.
+//! directly with no message to the owner. A GET takes its answer here too
+//! ([`LongPoll::get`]), with no message to the owner either: the rules of
+//! a GET (one at a time, a noop during an upgrade probe, the close packet
+//! alone and last, none once upgraded) are kept under the queue's lock, and
+//! the owner is told only when a GET asks something of it.
 //!
 //! A waiting GET is a future ([`Answer`]) that a push wakes; when it runs
 //! it takes everything waiting at once. So packets queued together (in one
@@ -25,6 +29,7 @@ use std::task::{Context, Poll, Waker};
 use bytestring::ByteString;
 
 use super::outbound::Ending;
+use super::Step;
 use crate::engine::reason;
 use crate::engine::websocket::frame::SharedText;
 use crate::engine::websocket::Transport;
@@ -129,6 +134,10 @@ pub struct LongPoll(Arc<Shared>);
 /// Why a GET is refused while another waits.
 pub const OVERLAPPING_POLL: &str = "overlapping polling requests";
 
+/// Why a GET is refused on a connection that does not poll.
+pub const NOT_POLLING: &str =
+    "this session does not poll: it has upgraded or was opened on a WebSocket";
+
 impl LongPoll {
     /// A queue holding at most `limit` counted bytes.
     pub fn new(limit: usize) -> Self {
@@ -186,26 +195,45 @@ impl LongPoll {
         Ok(())
     }
 
-    /// A GET arrives: its answer, a future that resolves once there is
-    /// something to send. Refused while another GET waits. When the close
-    /// packet is all that is left, this GET takes it (the second value is
-    /// true): the connection is over.
-    pub(super) fn get(&self) -> Result<(Answer, bool), &'static str> {
+    /// A GET arrives, taken straight from the queue by the GET's request
+    /// (no call to the connection's owner, so no message to it): its
+    /// answer, a future that resolves once there is something to send,
+    /// and what the owner must do, to be handed on to it in the two rare
+    /// cases that ask something of it:
+    /// - [`Step::Stop`]: this GET takes the close packet, the last one
+    ///   (the connection closed and the packets before it went out): the
+    ///   connection is over;
+    /// - [`Step::Close`]: another GET waits; this one is refused, and the
+    ///   connection is to close, as Engine.IO's reference server does.
+    ///
+    /// Otherwise [`Step::Done`]. Refused ([`NOT_POLLING`]) once a WebSocket
+    /// took over; answered [`PollAnswer::Gone`] once the close packet went
+    /// to another GET or the owner has gone.
+    pub fn get(&self) -> (Answer, Step<'static>) {
         let mut state = self.lock();
+        match state.stage {
+            Stage::Polling => {}
+            Stage::Moved(_) => {
+                return (Answer::ready(PollAnswer::Refused(NOT_POLLING)), Step::Done)
+            }
+            Stage::CloseSent | Stage::Gone => return (Answer::ready(PollAnswer::Gone), Step::Done),
+        }
         if state.get.is_some() {
-            return Err(OVERLAPPING_POLL);
+            return (
+                Answer::ready(PollAnswer::Refused(OVERLAPPING_POLL)),
+                Step::Close(reason::TRANSPORT_ERROR, Ending::Protocol),
+            );
         }
         state.get = Some(None);
         let answer = Answer {
             queue: Some(self.clone()),
             ready: None,
         };
-        let close = state.closing && state.waiting.frames.is_empty() && !state.paused;
-        if close && matches!(state.stage, Stage::Polling) {
+        if state.closing && state.waiting.frames.is_empty() && !state.paused {
             state.stage = Stage::CloseSent;
-            return Ok((answer, true));
+            return (answer, Step::Stop);
         }
-        Ok((answer, false))
+        (answer, Step::Done)
     }
 
     /// An upgrade probe begins (`true`: a waiting GET is let go with a
@@ -222,9 +250,14 @@ impl LongPoll {
 
     /// The WebSocket takes over: what waits goes to it, counted as it was,
     /// and so does whatever is pushed from now on. A waiting GET is let go
-    /// with a noop.
-    pub(super) fn move_to(&self, transport: &Transport) -> Result<(), Full> {
+    /// with a noop. False, and nothing moves, when the connection is over:
+    /// a GET took the close packet (on its own, so the owner may learn it
+    /// only after this).
+    pub(super) fn move_to(&self, transport: &Transport) -> Result<bool, Full> {
         let mut state = self.lock();
+        if !matches!(state.stage, Stage::Polling) {
+            return Ok(false);
+        }
         let counted = std::mem::take(&mut state.waiting.counted);
         let frames = std::mem::take(&mut state.waiting.frames);
         transport.append(frames, counted)?;
@@ -232,7 +265,7 @@ impl LongPoll {
         let waker = state.take_get_waker();
         drop(state);
         wake(waker);
-        Ok(())
+        Ok(true)
     }
 
     /// The close packet is the last one: it goes alone, in the GET after
@@ -300,11 +333,11 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// A GET refused at once, for `why`.
-    pub(super) fn refused(why: &'static str) -> Self {
+    /// A GET answered at once, with no wait on the queue.
+    fn ready(answer: PollAnswer) -> Self {
         Answer {
             queue: None,
-            ready: Some(PollAnswer::Refused(why)),
+            ready: Some(answer),
         }
     }
 }

@@ -10,6 +10,11 @@
 //! namespaces, rooms, tokens or handlers; `tests::imports_stay_in_the_engine`
 //! holds it to that.
 //!
+//! Long-polling GETs are not calls on it: they take their answers from the
+//! connection's [`LongPoll`] ([`Engine::long_poll`]) with no call here, and
+//! the [`Step`] a GET answers is handed to the layer above only when it
+//! asks something (stop, close).
+//!
 //! It arms its timers through [`Schedule`] (the owner's per-thread timer
 //! queue) and is told of them through [`Engine::on_timer`].
 
@@ -247,20 +252,13 @@ impl Engine {
         self.out.close(Ending::Normal, reason);
     }
 
-    /// A long-polling GET: its answer, a future the GET's request awaits
-    /// (it resolves once there is something to send; the owner is not
-    /// told of the packets it takes).
-    pub fn poll(&mut self) -> (Answer, Step<'static>) {
-        match self.out.poll() {
-            Ok((answer, true)) => (answer, Step::Stop), // it takes the close packet
-            Ok((answer, false)) => (answer, Step::Done),
-            Err((answer, why)) => {
-                log::debug!("session {}: {why}", self.sid);
-                (
-                    answer,
-                    Step::Close(reason::TRANSPORT_ERROR, Ending::Protocol),
-                )
-            }
+    /// The long-polling queue of a connection opened by long-polling,
+    /// while it polls: its GETs take their answers from it themselves
+    /// ([`LongPoll::get`]), with no call here. None on a WebSocket.
+    pub fn long_poll(&self) -> Option<LongPoll> {
+        match self.polling {
+            true => self.out.long_poll().cloned(),
+            false => None,
         }
     }
 

@@ -9,7 +9,7 @@
 
 use bytestring::ByteString;
 
-use super::longpoll::{Answer, LongPoll};
+use super::longpoll::LongPoll;
 use crate::engine::websocket::{frame::code, Transport};
 pub use crate::engine::Full as SlowConsumer;
 
@@ -38,10 +38,6 @@ impl Ending {
         }
     }
 }
-
-/// Why a GET is refused on a connection that does not poll.
-pub const NOT_POLLING: &str =
-    "this session does not poll: it has upgraded or was opened on a WebSocket";
 
 /// Why a WebSocket that would take over from long-polling is closed.
 const UPGRADE_REFUSED: &str = "upgrade refused";
@@ -123,25 +119,6 @@ impl Outbound {
         matches!(self.way, Way::WebSocket(_))
     }
 
-    /// A long-polling GET: answered at once when packets wait, otherwise
-    /// when the next one comes. During an upgrade it gets a noop, so that
-    /// the client's polling loop can pause.
-    /// True when this GET took the close packet: the session is over.
-    /// Refused, and the connection is to close, when another GET waits.
-    pub fn poll(&mut self) -> Result<(Answer, bool), (Answer, &'static str)> {
-        let Way::Held(held) = &mut self.way else {
-            return Ok((Answer::refused(NOT_POLLING), false));
-        };
-        match held.queue.get() {
-            Ok((answer, true)) => {
-                self.way = Way::Closed;
-                Ok((answer, true))
-            }
-            Ok(got) => Ok(got),
-            Err(why) => Err((Answer::refused(why), why)),
-        }
-    }
-
     /// A WebSocket answered the probe: the polling loop is told to pause.
     /// Refused (the WebSocket is closed) unless this is a polling session
     /// with no other upgrade under way.
@@ -157,13 +134,18 @@ impl Outbound {
 
     /// The WebSocket is the transport from now on: what waited goes to it,
     /// counted as it was, and so does what rooms push to the long-polling
-    /// queue until they are pointed at the WebSocket.
+    /// queue until they are pointed at the WebSocket. Refused (the
+    /// WebSocket is closed) once the connection is over, which a GET that
+    /// took the close packet may have made it before its owner knows.
     pub fn attach(&mut self, transport: Transport) -> Result<(), SlowConsumer> {
         let Way::Held(held) = &mut self.way else {
             transport.close(Ending::Policy.code(), UPGRADE_REFUSED);
             return Ok(());
         };
-        held.queue.move_to(&transport)?;
+        if !held.queue.move_to(&transport)? {
+            transport.close(Ending::Policy.code(), UPGRADE_REFUSED);
+            return Ok(());
+        }
         self.way = Way::WebSocket(transport);
         Ok(())
     }

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::longpoll::OVERLAPPING_POLL;
-use super::outbound::NOT_POLLING;
+use super::longpoll::{NOT_POLLING, OVERLAPPING_POLL};
 use super::*;
 use crate::engine::PACKET_OVERHEAD;
 
@@ -54,7 +53,7 @@ impl Clock {
 fn polling(max_outbound: usize) -> (Engine, Clock) {
     let (mut engine, clock) = (Engine::new("sid1", true, max_outbound), Clock::default());
     assert_eq!(engine.open(&CONFIG, &clock), Step::Done);
-    assert!(get(&mut engine).starts_with("0{"));
+    assert!(get(&engine).starts_with("0{"));
     clock.take();
     (engine, clock)
 }
@@ -85,15 +84,28 @@ fn ready(answer: &mut Answer, wakes: &Arc<Wakes>) -> Option<PollAnswer> {
     }
 }
 
-/// A GET, and the first run of its answer.
-fn poll(engine: &mut Engine) -> (Answer, Step<'static>, Option<PollAnswer>) {
-    let (mut answer, step) = engine.poll();
+/// The connection's long-polling queue, where its GETs take their answers.
+fn queue(engine: &Engine) -> LongPoll {
+    let Some(queue) = engine.long_poll() else {
+        panic!("the connection does not poll");
+    };
+    queue
+}
+
+/// A GET, taken from the queue as the GET's request takes it (no call to
+/// the engine), and the first run of its answer.
+fn poll(engine: &Engine) -> (Answer, Step<'static>, Option<PollAnswer>) {
+    poll_on(&queue(engine))
+}
+
+fn poll_on(queue: &LongPoll) -> (Answer, Step<'static>, Option<PollAnswer>) {
+    let (mut answer, step) = queue.get();
     let first = ready(&mut answer, &Arc::default());
     (answer, step, first)
 }
 
 /// A GET answered at once.
-fn get(engine: &mut Engine) -> String {
+fn get(engine: &Engine) -> String {
     match poll(engine) {
         (_, Step::Done, Some(PollAnswer::Payload(payload))) => payload,
         (_, step, answer) => panic!("GET not answered at once: {step:?}, {answer:?}"),
@@ -101,7 +113,7 @@ fn get(engine: &mut Engine) -> String {
 }
 
 /// A GET that waits (nothing to send yet).
-fn wait(engine: &mut Engine) -> Answer {
+fn wait(engine: &Engine) -> Answer {
     match poll(engine) {
         (answer, Step::Done, None) => answer,
         (_, step, answer) => panic!("GET answered: {step:?}, {answer:?}"),
@@ -121,7 +133,7 @@ fn open_queues_the_open_packet_and_starts_the_heartbeat() {
         clock.take(),
         vec![Armed::Every(Timer::Ping, CONFIG.ping_interval)]
     );
-    let open = get(&mut engine);
+    let open = get(&engine);
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&open[1..]) else {
         panic!("not JSON: {open}");
     };
@@ -148,7 +160,7 @@ fn an_unanswered_ping_closes_the_connection_at_its_deadline() {
         clock.take(),
         vec![Armed::After(Timer::PongDeadline, 1, CONFIG.ping_timeout)]
     );
-    assert_eq!(get(&mut engine), "2");
+    assert_eq!(get(&engine), "2");
     // The next tick while the ping waits sends nothing and arms nothing.
     assert_eq!(engine.on_timer(Timer::Ping, 0, &CONFIG, &clock), Step::Done);
     assert!(clock.take().is_empty());
@@ -187,7 +199,7 @@ fn client_frames_are_sorted_into_engine_io_and_socket_io() {
     let (mut engine, clock) = polling(10_000);
     assert_eq!(engine.on_text("40{}", &clock), Step::Message("0{}"));
     assert_eq!(engine.on_text("2x", &clock), Step::Done);
-    assert_eq!(get(&mut engine), "3x", "a client's ping is answered");
+    assert_eq!(get(&engine), "3x", "a client's ping is answered");
     assert_eq!(engine.on_text("6", &clock), Step::Done);
     assert!(matches!(engine.on_text("", &clock), Step::Malformed(_)));
     assert!(matches!(engine.on_text("9", &clock), Step::Malformed(_)));
@@ -200,13 +212,13 @@ fn a_get_takes_everything_queued_at_once_and_waits_when_nothing_is() {
     for packet in ["42[\"a\"]", "42[\"b\"]", "3"] {
         assert_eq!(engine.send(ByteString::from(packet)), Step::Done);
     }
-    assert_eq!(get(&mut engine), "42[\"a\"]\u{1e}42[\"b\"]\u{1e}3");
+    assert_eq!(get(&engine), "42[\"a\"]\u{1e}42[\"b\"]\u{1e}3");
     // Nothing waits: the GET is held until a packet comes.
     let wakes = Arc::new(Wakes::default());
-    let mut answer = wait(&mut engine);
+    let mut answer = wait(&engine);
     assert_eq!(ready(&mut answer, &wakes), None);
     // A second GET meanwhile is refused, and the connection is to close.
-    let (_, step, refused) = poll(&mut engine);
+    let (_, step, refused) = poll(&engine);
     assert_eq!(step, Step::Close(reason::TRANSPORT_ERROR, Ending::Protocol));
     assert_eq!(refused, Some(PollAnswer::Refused(OVERLAPPING_POLL)));
     // Packets queued in one turn wake the GET once, and travel together.
@@ -219,21 +231,21 @@ fn a_get_takes_everything_queued_at_once_and_waits_when_nothing_is() {
 #[test]
 fn a_get_that_goes_away_leaves_the_packets_for_the_next() {
     let (mut engine, _clock) = polling(10_000);
-    let answer = wait(&mut engine);
+    let answer = wait(&engine);
     drop(answer); // the client went away
     assert_eq!(engine.send(ByteString::from("40")), Step::Done);
     // Not an overlapping GET: the first one is gone.
-    assert_eq!(get(&mut engine), "40");
+    assert_eq!(get(&engine), "40");
 }
 
 #[test]
 fn a_push_by_another_holder_of_the_queue_answers_the_waiting_get() {
-    let (mut engine, _clock) = polling(10_000);
+    let (engine, _clock) = polling(10_000);
     let Some(Outlet::Polling(queue)) = engine.outlet() else {
         panic!("a polling connection's outlet is its long-polling queue");
     };
     let wakes = Arc::new(Wakes::default());
-    let mut answer = wait(&mut engine);
+    let mut answer = wait(&engine);
     assert_eq!(ready(&mut answer, &wakes), None);
     // A room's event: its text goes into the queue, the GET is woken,
     // with no call to the engine.
@@ -259,8 +271,8 @@ fn a_push_by_another_holder_of_the_queue_answers_the_waiting_get() {
         engine.close(Ending::Overloaded, reason::SLOW_CONSUMER, &clock),
         Some(Closed::Lingering)
     );
-    assert_eq!(get(&mut engine), "42[\"tick\",1]\u{1e}42[\"tick\",1]");
-    let (_, step, answer) = poll(&mut engine);
+    assert_eq!(get(&engine), "42[\"tick\",1]\u{1e}42[\"tick\",1]");
+    let (_, step, answer) = poll(&engine);
     assert_eq!((step, answer), (Step::Stop, payload("1")));
 }
 
@@ -274,7 +286,7 @@ fn the_outbound_bound_counts_each_packet_with_its_overhead() {
     assert_eq!(engine.send(packet.clone()), Step::Done);
     assert_eq!(engine.send(packet.clone()), Step::Overflow);
     // What a GET took no longer counts.
-    let _ = get(&mut engine);
+    let _ = get(&engine);
     assert_eq!(engine.send(packet), Step::Done);
     // One packet larger than the bound trips it by itself.
     let (mut engine, _clock) = polling(limit);
@@ -295,8 +307,9 @@ fn the_upgrade_pauses_polling_and_hands_what_waits_to_the_websocket() {
     let Some(outlet) = engine.outlet() else {
         panic!("no outlet");
     };
+    let queue = queue(&engine);
     let wakes = Arc::new(Wakes::default());
-    let mut answer = wait(&mut engine);
+    let mut answer = wait(&engine);
     assert_eq!(ready(&mut answer, &wakes), None);
     let websocket = Transport::new(10_000);
     engine.probe(websocket.clone());
@@ -305,7 +318,7 @@ fn the_upgrade_pauses_polling_and_hands_what_waits_to_the_websocket() {
     assert_eq!(ready(&mut answer, &wakes), payload("6"));
     // Packets queued during the probe wait for the WebSocket.
     assert_eq!(engine.send(ByteString::from("42[\"a\"]")), Step::Done);
-    assert_eq!(get(&mut engine), "6");
+    assert_eq!(get(&engine), "6");
     // A second probe is refused.
     let other = Transport::new(10_000);
     engine.probe(other.clone());
@@ -328,10 +341,12 @@ fn the_upgrade_pauses_polling_and_hands_what_waits_to_the_websocket() {
     // what waited to the WebSocket.
     assert!(outlet.push_shared(&SharedText::new("42[\"s\"]")).is_ok());
     assert_eq!(websocket.unwritten(), 3);
-    // From now on packets go to the WebSocket, and polling is refused.
+    // From now on packets go to the WebSocket, and polling is refused by
+    // the queue a GET still finds (with nothing asked of the engine).
     assert_eq!(engine.send(ByteString::from("42[\"b\"]")), Step::Done);
     assert_eq!(websocket.unwritten(), 4);
-    let (_, step, answer) = poll(&mut engine);
+    assert!(engine.long_poll().is_none());
+    let (_, step, answer) = poll_on(&queue);
     assert_eq!(step, Step::Done);
     assert_eq!(answer, Some(PollAnswer::Refused(NOT_POLLING)));
     assert_eq!(engine.posted("40", 16).err(), Some(PostRefused::NotPolling));
@@ -348,14 +363,14 @@ fn a_probe_that_fails_lets_polling_go_on() {
     assert_eq!(engine.send(ByteString::from("40")), Step::Done);
     // Every GET during the probe is let go with a noop.
     for _ in 0..2 {
-        assert_eq!(get(&mut engine), "6");
+        assert_eq!(get(&engine), "6");
     }
     // The probing WebSocket goes: the next GET takes what waited.
     assert_eq!(engine.transport_closed(&websocket), None);
-    assert_eq!(get(&mut engine), "40");
+    assert_eq!(get(&engine), "40");
     // And polling goes on as before.
     let wakes = Arc::new(Wakes::default());
-    let mut answer = wait(&mut engine);
+    let mut answer = wait(&engine);
     assert_eq!(ready(&mut answer, &wakes), None);
     assert_eq!(engine.send(ByteString::from("41")), Step::Done);
     assert_eq!(ready(&mut answer, &wakes), payload("41"));
@@ -382,10 +397,14 @@ fn a_closed_poller_lingers_for_the_get_that_takes_its_close_packet() {
     // Nothing more is queued, or taken in.
     assert_eq!(engine.send(ByteString::from("42")), Step::Done);
     assert_eq!(engine.posted("40", 16).err(), Some(PostRefused::Closed));
-    // The last packets go alone, then the close packet.
-    assert_eq!(get(&mut engine), "41");
-    let (mut answer, step) = engine.poll();
+    // The last packets go alone, then the close packet, to a GET that
+    // asks the owner to stop.
+    assert_eq!(get(&engine), "41");
+    let (mut answer, step) = queue(&engine).get();
     assert_eq!(step, Step::Stop);
+    // A GET after it is told the connection is over, asking nothing.
+    let (_, step, late) = poll(&engine);
+    assert_eq!((step, late), (Step::Done, Some(PollAnswer::Gone)));
     assert_eq!(
         engine.on_timer(Timer::Linger, 0, &CONFIG, &clock),
         Step::Stop
@@ -396,11 +415,42 @@ fn a_closed_poller_lingers_for_the_get_that_takes_its_close_packet() {
     assert_eq!(ready(&mut answer, &Arc::default()), payload("1"));
 }
 
+/// A GET takes the close packet on its own, so its owner learns it only
+/// later: an upgrade completing meanwhile must not take the connection
+/// over (nor turn the close packet into a noop).
+#[test]
+fn an_upgrade_after_a_get_took_the_close_packet_is_refused() {
+    let (mut engine, clock) = polling(10_000);
+    let websocket = Transport::new(10_000);
+    assert_eq!(
+        engine.close(Ending::Policy, reason::TRANSPORT_CLOSE, &clock),
+        Some(Closed::Lingering)
+    );
+    let (mut answer, step) = queue(&engine).get();
+    assert_eq!(step, Step::Stop);
+    assert_eq!(engine.attach(websocket.clone()), Step::Done);
+    assert!(engine.websocket().is_none(), "refused");
+    assert!(websocket.push(ByteString::from("42")).is_ok());
+    assert_eq!(websocket.unwritten(), 0, "the WebSocket is closing");
+    assert_eq!(ready(&mut answer, &Arc::default()), payload("1"));
+}
+
+#[test]
+fn a_websocket_connection_has_no_queue_for_gets() {
+    let mut engine = Engine::new("ws", false, 10_000);
+    assert!(
+        engine.long_poll().is_none(),
+        "before its WebSocket attaches"
+    );
+    assert_eq!(engine.attach(Transport::new(10_000)), Step::Done);
+    assert!(engine.long_poll().is_none());
+}
+
 #[test]
 fn a_get_waiting_when_the_connection_ends_is_told() {
-    let (mut engine, _clock) = polling(10_000);
+    let (engine, _clock) = polling(10_000);
     let wakes = Arc::new(Wakes::default());
-    let mut answer = wait(&mut engine);
+    let mut answer = wait(&engine);
     assert_eq!(ready(&mut answer, &wakes), None);
     drop(engine);
     assert_eq!(wakes.count(), 1);
