@@ -54,6 +54,29 @@ pub fn open_files_limit(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
+/// How many connections the kernel dropped because a listen queue was full
+/// (`TcpExt: ListenOverflows` of /proc/net/netstat, for the network
+/// namespace; the client retries such a SYN after a second). A connect
+/// rate measured while this grows measures the accept queue as much as
+/// the server.
+pub fn listen_overflows() -> Option<u64> {
+    netstat_field(
+        &fs::read_to_string("/proc/net/netstat").ok()?,
+        "TcpExt:",
+        "ListenOverflows",
+    )
+}
+
+/// A field of /proc/net/netstat: each group is a line of names and a line
+/// of values, both starting with the group's name.
+fn netstat_field(text: &str, group: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|line| line.starts_with(group));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_whitespace().position(|field| field == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// The machine's CPU time since boot from /proc/stat, in ticks: (busy, all).
 fn machine_ticks() -> Option<(u64, u64)> {
     let stat = fs::read_to_string("/proc/stat").ok()?;
@@ -324,6 +347,20 @@ impl Stopped {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_netstat_field_is_read_from_its_group_s_two_lines() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                    TcpExt: 0 1242 1250\n\
+                    IpExt: InNoRoutes ListenOverflows\n\
+                    IpExt: 7 9\n";
+        assert_eq!(
+            netstat_field(text, "TcpExt:", "ListenOverflows"),
+            Some(1242)
+        );
+        assert_eq!(netstat_field(text, "IpExt:", "ListenOverflows"), Some(9));
+        assert_eq!(netstat_field(text, "TcpExt:", "Nothing"), None);
+    }
     use super::*;
 
     #[test]

@@ -454,6 +454,7 @@ async fn conduct(
     let rss_before = server.and_then(procs::rss_kib);
     let files_before = server.and_then(procs::open_files);
     let cpu_before = server.and_then(procs::cpu_secs);
+    let overflows_before = procs::listen_overflows();
     let probe = Probe::start(common);
     let progress = {
         let counts = Arc::new(Mutex::new(Counts::default()));
@@ -497,6 +498,9 @@ async fn conduct(
     };
     let cpu_connected = server.and_then(procs::cpu_secs);
     let rss_connected = server.and_then(procs::rss_kib);
+    let overflows = overflows_before
+        .zip(procs::listen_overflows())
+        .map(|(before, after)| after.saturating_sub(before));
     if let Ok(mut since) = progress.2.lock() {
         *since = Some(std::time::Instant::now());
     }
@@ -549,6 +553,14 @@ async fn conduct(
         );
     }
     report.item("connect rate", format!("{connect_rate:.0} connections/s"));
+    if let Some(overflows) = overflows {
+        report.item(
+            "listen-queue overflows",
+            format!(
+                "{overflows} while connecting (kernel, this machine; each such SYN is retried after a second)"
+            ),
+        );
+    }
     report.item(
         "dropped during the hold",
         format!("{} (counted at the end of the hold)", counts.dropped),
@@ -637,6 +649,7 @@ async fn conduct(
             "givenUp": given_up,
             "connectSecs": round3(connect_secs),
             "connectPerSec": round3(connect_rate),
+            "listenOverflows": overflows,
         }),
     );
     report.set("server", server_json);
