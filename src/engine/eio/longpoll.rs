@@ -294,7 +294,7 @@ impl LongPoll {
     pub fn overloaded(&self) {
         let mut state = self.lock();
         if let Stage::Moved(transport) = &state.stage {
-            transport.close(Ending::Overloaded.code(), reason::SLOW_CONSUMER);
+            super::close_overloaded(transport);
         }
         state.closing = true;
     }

@@ -337,6 +337,13 @@ impl Engine {
     }
 }
 
+/// Closes a WebSocket at once as a slow consumer: a packet pushed by
+/// others than its owner went past its bound (directly, or through the
+/// long-polling queue it took over from).
+fn close_overloaded(transport: &Transport) {
+    transport.close(Ending::Overloaded.code(), reason::SLOW_CONSUMER);
+}
+
 /// A connection's transport as a shared handle, for packets put there by
 /// others than its owner with no message to it (a room's events).
 #[derive(Clone)]
@@ -360,9 +367,7 @@ impl Outlet {
     /// nothing more, and its owner, told, sends the close packet.
     pub fn overloaded(&self) {
         match self {
-            Outlet::WebSocket(transport) => {
-                transport.close(Ending::Overloaded.code(), reason::SLOW_CONSUMER)
-            }
+            Outlet::WebSocket(transport) => close_overloaded(transport),
             Outlet::Polling(queue) => queue.overloaded(),
         }
     }
