@@ -10,6 +10,7 @@ pub mod auction;
 pub mod auth;
 pub mod beacon;
 pub mod broker;
+pub mod cors;
 pub mod domain;
 pub mod engine;
 pub mod error;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter, AsyncContext};
 use actix_http::{HttpService, KeepAlive};
 use actix_service::map_config;
+use actix_service::{fn_factory, ServiceFactory};
 use actix_web::dev::{fn_service, AppConfig, Server, ServerHandle};
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
@@ -224,16 +226,12 @@ impl Application {
         let directory = web::Data::new(session::Directory::default());
         let user_timeout = state.settings.guard.tcp_user_timeout;
         let server = serve(listener, threads, grace, move || {
-            let (upgrade_state, upgrade_directory) = (app_state.clone(), directory.clone());
-            let (app_state, directory) = (app_state.clone(), directory.clone());
-            let upgrades = fn_service(move |request| {
-                session::upgrade(request, upgrade_state.clone(), upgrade_directory.clone())
-            });
+            let door = session::SocketIo::new(app_state.clone(), directory.clone());
             let app = App::new()
                 .app_data(app_state.clone())
-                .app_data(directory)
+                .app_data(directory.clone())
                 .configure(|cfg| api::configure(cfg, &app_state.settings));
-            (upgrades, app, user_timeout)
+            (door, app, user_timeout)
         })
         .map_err(|source| StartError::Bind {
             addr: address.to_string(),
@@ -294,28 +292,20 @@ impl Application {
 }
 
 /// Serves HTTP as actix-web's `HttpServer` does (its timeouts and
-/// keep-alive), with one difference: a request to upgrade to a WebSocket
-/// goes to the upgrade service with its raw connection, so that a WebSocket
-/// keeps none of the HTTP layer's buffers. `parts` makes each worker's
-/// upgrade service, App and `TCP_USER_TIMEOUT`.
-fn serve<F, U, A>(
+/// keep-alive), behind the engine's front door: each connection starts
+/// there, which serves `/socket.io/` itself (long-polling and WebSocket
+/// upgrades, keeping none of the HTTP layer's buffers) and hands any other
+/// request, with its connection, to actix-http and the App. `parts` makes
+/// each worker's door, App and `TCP_USER_TIMEOUT`.
+fn serve<F, D, A>(
     listener: TcpListener,
     workers: usize,
     grace: Duration,
     parts: F,
 ) -> std::io::Result<Server>
 where
-    F: Fn() -> (U, App<A>, Option<Duration>) + Send + Clone + 'static,
-    U: actix_web::dev::ServiceFactory<
-            (
-                actix_http::Request,
-                actix_codec::Framed<TcpStream, actix_http::h1::Codec>,
-            ),
-            Config = (),
-            Response = (),
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
+    F: Fn() -> (D, App<A>, Option<Duration>) + Send + Clone + 'static,
+    D: engine::front::Door,
     A: actix_web::dev::ServiceFactory<
             actix_web::dev::ServiceRequest,
             Config = (),
@@ -324,6 +314,8 @@ where
             InitError = (),
         > + 'static,
 {
+    /// How long a request head may take (and a kept-alive connection idle).
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
     let address = listener.local_addr()?;
     let builder = Server::build();
     let shutdown = builder.graceful_shutdown_signal();
@@ -332,32 +324,74 @@ where
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
         .listen("souk", listener, move || {
-            let (upgrades, app, user_timeout) = parts();
-            let shutdown = shutdown.clone();
-            HttpService::build()
-                .keep_alive(KeepAlive::default())
-                .client_request_timeout(Duration::from_secs(5))
+            let (door, app, user_timeout) = parts();
+            let signal = shutdown.clone();
+            // An upgrade on a connection the HTTP server has (a proxy's
+            // kept-alive connection that carried an API request first) is
+            // served as the front door serves one.
+            let upgrades = {
+                let door = door.clone();
+                fn_service(move |(request, framed): HandedUpgrade| {
+                    let door = door.clone();
+                    async move {
+                        engine::front::upgrade_in_http(door, request.head(), framed).await;
+                        Ok::<_, actix_web::Error>(())
+                    }
+                })
+            };
+            let http = HttpService::<engine::front::Replay, _, _, _, _>::build()
+                .keep_alive(KeepAlive::Timeout(REQUEST_TIMEOUT))
+                .client_request_timeout(REQUEST_TIMEOUT)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .h1_allow_half_closed(true)
                 .local_addr(address)
-                // Acks are small frames: without this, Nagle holds each
-                // behind the client's delayed ACK (about 35 ms an ack,
-                // measured by souk-bench).
-                .tcp_nodelay(true)
                 .graceful_shutdown_signal(move || {
-                    let shutdown = shutdown.clone();
-                    async move { shutdown.notified().await }
-                })
-                .on_connect_ext(move |stream: &TcpStream, _: &mut _| {
-                    session::on_accept(stream, user_timeout)
+                    let signal = signal.clone();
+                    async move { signal.notified().await }
                 })
                 .upgrade(upgrades)
-                .finish(map_config(app, |_| AppConfig::default()))
-                .tcp()
+                .finish(map_config(app, |_| AppConfig::default()));
+            let signal = shutdown.clone();
+            let stopping: engine::front::Stopping = std::rc::Rc::new(move || {
+                let signal = signal.clone();
+                Box::pin(async move { signal.notified().await })
+            });
+            fn_factory(move || {
+                let (door, stopping) = (door.clone(), stopping.clone());
+                let http = http.new_service(());
+                async move {
+                    let http = std::rc::Rc::new(http.await?);
+                    Ok::<_, ()>(fn_service(move |stream: TcpStream| {
+                        session::on_accept(&stream, user_timeout);
+                        // Acks are small frames: without this, Nagle holds
+                        // each behind the client's delayed ACK (about 35 ms
+                        // an ack, measured by souk-bench).
+                        if let Err(err) = stream.set_nodelay(true) {
+                            log::debug!("cannot set TCP_NODELAY: {err}");
+                        }
+                        let timing = engine::front::Timing {
+                            head: REQUEST_TIMEOUT,
+                            stopping: stopping.clone(),
+                        };
+                        let served =
+                            engine::front::serve(stream, door.clone(), http.clone(), timing);
+                        async move {
+                            served.await;
+                            Ok::<_, ()>(())
+                        }
+                    }))
+                }
+            })
         })?
         .run();
     Ok(server)
 }
+
+/// An upgrade request the HTTP server hands over, with its connection.
+type HandedUpgrade = (
+    actix_http::Request,
+    actix_codec::Framed<engine::front::Replay, actix_http::h1::Codec>,
+);
 
 /// Starts reading the backend's queue, unless it is off or the broker has
 /// no queue (the memory broker).

@@ -2,7 +2,6 @@
 //! metrics, dev tokens, and the Socket.IO endpoint.
 
 mod bookings;
-mod cors;
 mod demo;
 mod dev;
 mod health;
@@ -42,7 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     .route("/metrics", web::get().to(health::metrics))
     .service(
         web::resource("/socket.io/")
-            .wrap(actix_web::middleware::from_fn(cors::socket_io))
+            .wrap(actix_web::middleware::from_fn(crate::cors::socket_io))
             .route(web::get().to(crate::session::socket_io))
             .route(web::post().to(crate::session::socket_io_post)),
     )

@@ -21,7 +21,7 @@ use crate::time::rfc3339;
 /// Mounts the reads, with CORS as for `/socket.io/` and query errors as
 /// JSON: `/api/v1/me/…`, `/api/v1/admin/…` and `/api/v1/listings`.
 pub fn mount(cfg: &mut web::ServiceConfig) {
-    let cors = || actix_web::middleware::from_fn(super::cors::socket_io);
+    let cors = || actix_web::middleware::from_fn(crate::cors::socket_io);
     let query = || {
         web::QueryConfig::default().error_handler(|err, _| {
             Failure::new(Code::BadRequest, format!("bad query: {err}")).into()

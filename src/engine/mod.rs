@@ -7,6 +7,7 @@
 //! (`crate::protocol`), which `eio::tests::imports_stay_in_the_engine` checks.
 
 pub mod eio;
+pub mod front;
 pub mod websocket;
 
 /// What each queued packet costs beyond its bytes, counted against the

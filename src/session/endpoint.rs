@@ -1,24 +1,26 @@
 //! `/socket.io/`: checks the Engine.IO query and hands the request to its
 //! transport: a new WebSocket session, a WebSocket upgrading a polling
-//! session, or a long-polling GET or POST. WebSockets arrive through the
-//! HTTP server's upgrade hook ([`upgrade`]), which hands over the raw
-//! connection; the rest through the App.
+//! session, or a long-polling GET or POST. They arrive through the engine's
+//! front door ([`SocketIo`]), which owns the connection; the few requests
+//! it passes on (chunked bodies, HTTP/1.0, a connection the HTTP API had)
+//! through the App, answered by the same code.
 
 use std::collections::HashMap;
 
 use actix::{Actor, Addr};
-use actix_codec::Framed;
-use actix_http::body::{BodySize, MessageBody};
-use actix_http::{h1, ws, ConnectionType, Request};
+use actix_http::ws;
 use actix_web::dev::RequestHead;
-use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use futures_util::SinkExt;
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::oneshot;
 
 use super::guard::{self, HandshakeSlot};
 use super::{polling, reason, websocket, Directory, End, Session};
+use crate::cors;
 use crate::engine::eio::longpoll::NOT_POLLING;
 use crate::engine::eio::LongPoll;
+use crate::engine::front;
 use crate::error::{Code, Failure};
 use crate::state::AppState;
 
@@ -161,16 +163,25 @@ fn unknown_sid() -> Failure {
     Failure::new(Code::BadRequest, "unknown sid: no such session here")
 }
 
-/// `GET /socket.io/` without an upgrade: opens a polling session or polls
-/// one (a WebSocket comes through [`upgrade`]).
+/// `GET /socket.io/` without an upgrade, through the App: opens a polling
+/// session or polls one (a WebSocket comes through the front door).
 pub async fn socket_io(
     req: HttpRequest,
     app: web::Data<AppState>,
     directory: web::Data<Directory>,
 ) -> Result<HttpResponse, Failure> {
-    match read_query(req.query_string())? {
-        (Transport::WebSocket, _) => Err(not_websocket(ws::handshake(req.head()).err())),
-        (Transport::Polling, sid) => poll(&app, &directory, req.head(), sid).await,
+    get(&app, &directory, req.head()).await
+}
+
+/// A GET: a long-poll, or a WebSocket request without its upgrade.
+async fn get(
+    app: &web::Data<AppState>,
+    directory: &web::Data<Directory>,
+    head: &RequestHead,
+) -> Result<HttpResponse, Failure> {
+    match read_query(head.uri.query().unwrap_or_default())? {
+        (Transport::WebSocket, _) => Err(not_websocket(ws::handshake(head).err())),
+        (Transport::Polling, sid) => poll(app, directory, head, sid).await,
     }
 }
 
@@ -179,45 +190,76 @@ fn not_websocket(err: Option<ws::HandshakeError>) -> Failure {
     Failure::new(Code::BadRequest, format!("not a WebSocket upgrade: {why}"))
 }
 
-/// Any request asking to upgrade to a WebSocket, on any path (the HTTP
-/// server hands it over with its connection): a WebSocket session, or one
-/// upgrading a polling session, for `/socket.io/`; an HTTP error otherwise.
-/// Once the handshake is answered the HTTP layer's buffers are dropped: the
-/// engine's connection task keeps the socket and what was read past the
-/// request.
-pub async fn upgrade(
-    (req, mut framed): (Request, Framed<TcpStream, h1::Codec>),
+/// The requests of `/socket.io/` that the engine's front door serves
+/// itself (long-polling GETs and POSTs, WebSocket upgrades), so that a
+/// poller keeps none of the HTTP server's buffers: answered here as the
+/// App answers them (the same handlers, the same errors, CORS).
+#[derive(Clone)]
+pub struct SocketIo {
     app: web::Data<AppState>,
     directory: web::Data<Directory>,
-) -> Result<(), actix_web::Error> {
-    let (session, upgrading) = match websocket_for(req.head(), &app, &directory) {
-        Ok(found) => found,
-        Err(failure) => {
-            refuse(framed, &failure).await;
-            return Ok(());
-        }
-    };
-    let response = ws::handshake_response(req.head()).finish().drop_body();
-    if framed
-        .send(h1::Message::Item((response, BodySize::None)))
-        .await
-        .is_err()
-    {
-        if !upgrading {
-            session.do_send(End(reason::TRANSPORT_ERROR));
-        }
-        return Ok(());
+}
+
+impl SocketIo {
+    pub fn new(app: web::Data<AppState>, directory: web::Data<Directory>) -> Self {
+        SocketIo { app, directory }
     }
-    let parts = framed.into_parts();
-    let settings = &app.settings;
-    websocket::open(
-        session,
-        upgrading,
-        (parts.io, parts.read_buf),
-        settings.max_payload,
-        settings.max_outbound,
-    );
-    Ok(())
+
+    /// The answer to `head`, marked for its origin where CORS allows it.
+    fn respond(&self, head: &RequestHead, answer: Result<HttpResponse, Failure>) -> HttpResponse {
+        let mut response = answer.unwrap_or_else(|failure| failure.error_response());
+        if let Some(origin) = cors::allowed_origin(&head.headers, &self.app.settings) {
+            cors::mark(response.headers_mut(), origin);
+        }
+        response
+    }
+}
+
+impl front::Door for SocketIo {
+    fn owns(&self, head: &RequestHead) -> bool {
+        head.uri.path() == PATH
+    }
+
+    fn max_body(&self) -> usize {
+        self.app.settings.max_payload
+    }
+
+    fn get(&self, head: RequestHead) -> front::Answer {
+        let door = self.clone();
+        Box::pin(async move {
+            let answer = get(&door.app, &door.directory, &head).await;
+            door.respond(&head, answer)
+        })
+    }
+
+    fn post(&self, head: RequestHead, body: oneshot::Receiver<Bytes>) -> front::Answer {
+        let door = self.clone();
+        Box::pin(async move {
+            let body = futures_util::stream::once(body);
+            let answer = post(&door.app, &door.directory, &head, body).await;
+            door.respond(&head, answer)
+        })
+    }
+
+    fn upgrade(&self, head: &RequestHead) -> front::Upgrade {
+        let (session, upgrading) = match websocket_for(head, &self.app, &self.directory) {
+            Ok(found) => found,
+            Err(failure) => return front::Upgrade::Refuse(failure.error_response()),
+        };
+        let response = ws::handshake_response(head).finish().map_into_boxed_body();
+        let settings = &self.app.settings;
+        let (max_payload, max_outbound) = (settings.max_payload, settings.max_outbound);
+        let serve: front::Serve = Box::new(move |connection| match connection {
+            Some(connection) => {
+                websocket::open(session, upgrading, connection, max_payload, max_outbound)
+            }
+            // The handshake's answer was not written: a new session ends
+            // here (an upgrading one keeps polling).
+            None if !upgrading => session.do_send(End(reason::TRANSPORT_ERROR)),
+            None => {}
+        });
+        front::Upgrade::Accept(HttpResponse::from(response), serve)
+    }
 }
 
 /// The session an upgrade is for, and whether it upgrades a polling one.
@@ -245,38 +287,28 @@ fn websocket_for(
     }
 }
 
-/// Answers an upgrade that is refused as the App answers the same failure
-/// (status, headers, JSON body), then closes the connection.
-async fn refuse(mut framed: Framed<TcpStream, h1::Codec>, failure: &Failure) {
-    let response: actix_http::Response<_> = failure.error_response().into();
-    let (mut response, body) = response.into_parts();
-    let Ok(body) = body.try_into_bytes() else {
-        return;
-    };
-    response
-        .head_mut()
-        .set_connection_type(ConnectionType::Close);
-    let size = BodySize::Sized(body.len() as u64);
-    let sent = async {
-        framed.feed(h1::Message::Item((response, size))).await?;
-        framed.feed(h1::Message::Chunk(Some(body))).await?;
-        // `close` alone does not write what was fed.
-        framed.send(h1::Message::Chunk(None)).await?;
-        framed.close().await
-    };
-    if let Err(err) = sent.await {
-        log::debug!("refusing an upgrade: {err}");
-    }
-}
-
-/// `POST /socket.io/`: packets from a long-polling client.
+/// `POST /socket.io/` through the App: packets from a long-polling client.
 pub async fn socket_io_post(
     req: HttpRequest,
     body: web::Payload,
     app: web::Data<AppState>,
     directory: web::Data<Directory>,
 ) -> Result<HttpResponse, Failure> {
-    let (transport, sid) = read_query(req.query_string())?;
+    post(&app, &directory, req.head(), body).await
+}
+
+/// A POST and its body, as it arrives.
+async fn post<S, E>(
+    app: &web::Data<AppState>,
+    directory: &web::Data<Directory>,
+    head: &RequestHead,
+    body: S,
+) -> Result<HttpResponse, Failure>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (transport, sid) = read_query(head.uri.query().unwrap_or_default())?;
     let Transport::Polling = transport else {
         return Err(Failure::new(
             Code::BadRequest,
@@ -284,5 +316,5 @@ pub async fn socket_io_post(
         ));
     };
     let sid = sid.ok_or_else(|| Failure::new(Code::BadRequest, "a POST must name its sid"))?;
-    polling::post(find(&directory, &sid)?, body, app.settings.max_payload).await
+    polling::post(find(directory, &sid)?, body, app.settings.max_payload).await
 }

@@ -42,7 +42,7 @@ use crate::state::{random_id, AppState};
 use crate::timers::{Due, Kind, Timers};
 
 pub use directory::Directory;
-pub use endpoint::{socket_io, socket_io_post, upgrade};
+pub use endpoint::{socket_io, socket_io_post, SocketIo};
 pub use guard::on_accept;
 
 use crate::engine::eio::{self, Closed, Ending, Engine, PostRefused, Schedule, Step, Timer};

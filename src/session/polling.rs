@@ -4,7 +4,8 @@
 use actix::{Addr, WeakAddr};
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 
 use super::{reason, End, PostEnded, PostStarted, Posted, Session, Stepped};
 use crate::engine::eio::{LongPoll, PollAnswer, Step};
@@ -48,11 +49,15 @@ pub fn tell(session: WeakAddr<Session>) -> impl FnOnce(Step<'static>) {
 }
 
 /// Hands a POST body to the session, packet by packet.
-pub async fn post(
+pub async fn post<S, E>(
     session: Addr<Session>,
-    mut body: web::Payload,
+    mut body: S,
     max_payload: usize,
-) -> Result<HttpResponse, Failure> {
+) -> Result<HttpResponse, Failure>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     match session.send(PostStarted).await {
         Ok(Ok(())) => {}
         Ok(Err(failure)) => return Err(failure),

@@ -590,3 +590,48 @@ async fn a_room_frame_past_the_bound_closes_the_websocket_with_1013() {
         .await
         .contains(r#"souk_limits_tripped_total{limit="outbound_bytes"} 1"#));
 }
+
+/// Reads from `stream` until what came contains `wanted`: all of it.
+async fn read_until(stream: &mut tokio::net::TcpStream, wanted: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains(wanted) {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+            other => panic!(
+                "no {wanted:?} ({other:?}); read: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// nginx reuses its kept-alive connections to a node for any request, an
+/// upgrade included: one that carried an API request first is the HTTP
+/// server's, and an upgrade on it is still served (the front door's
+/// upgrade, through the server's upgrade hook).
+#[actix_web::test]
+async fn a_websocket_upgrade_on_a_connection_that_carried_an_api_request_is_served() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = TestApp::spawn().await;
+    let mut stream = tokio::net::TcpStream::connect(&app.address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut stream, "{\"status\":\"ok\"}").await;
+    let upgrade = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\
+                   Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let answer = read_until(&mut stream, "\"pingInterval\"").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("0{\"sid\":"), "the open packet: {answer}");
+}

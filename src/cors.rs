@@ -5,11 +5,12 @@
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpResponse};
 
+use crate::settings::Settings;
 use crate::state::AppState;
 
 /// How long a browser may cache a preflight answer, in seconds.
@@ -20,7 +21,9 @@ pub async fn socket_io(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let allowed = allowed_origin(&req);
+    let allowed = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|app| allowed_origin(req.headers(), &app.settings));
     let mut res = if req.method() == Method::OPTIONS {
         let mut preflight = HttpResponse::NoContent().finish();
         if allowed.is_some() {
@@ -43,25 +46,28 @@ pub async fn socket_io(
         next.call(req).await?.map_into_boxed_body()
     };
     if let Some(origin) = allowed {
-        let headers = res.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        mark(res.headers_mut(), origin);
     }
     Ok(res)
 }
 
-/// The request's `Origin` when the node allows it.
-fn allowed_origin(req: &ServiceRequest) -> Option<HeaderValue> {
-    let origin = req.headers().get(header::ORIGIN)?;
-    let app = req.app_data::<web::Data<AppState>>()?;
+/// The request's `Origin`, from its `headers`, when the node allows it.
+pub fn allowed_origin(headers: &HeaderMap, settings: &Settings) -> Option<HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?;
     let text = origin.to_str().ok()?;
-    app.settings
+    settings
         .cors_origins
         .iter()
         .any(|allowed| allowed == "*" || allowed == text)
         .then(|| origin.clone())
+}
+
+/// Marks an answer's `headers` as readable by the page of `origin`.
+pub fn mark(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }

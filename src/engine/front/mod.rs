@@ -1,0 +1,379 @@
+//! The front door: every connection the node accepts starts here. It reads
+//! HTTP/1.1 request heads itself and serves the requests of its [`Door`]:
+//! long-polling GETs and POSTs and WebSocket upgrades. Anything else (the
+//! HTTP API, a chunked or `Expect` request, HTTP/1.0, what it cannot
+//! parse) goes to the HTTP server with its connection and the bytes read
+//! so far, and stays there.
+//!
+//! So a long-polling connection keeps no HTTP server dispatcher, buffers
+//! or request head while its GET waits: only its socket, the door and the
+//! GET's answer. Between requests it keeps nothing but the socket: reads go
+//! to a buffer per thread, and only the bytes of an unfinished request are
+//! kept. A WebSocket leaves with its socket and what was read past its
+//! handshake, as it did through the HTTP server's upgrade hook.
+
+mod replay;
+mod wire;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_codec::Framed;
+use actix_http::h1::Codec;
+use actix_http::{Protocol, RequestHead, Version};
+use actix_service::Service;
+use actix_web::rt::net::TcpStream;
+use actix_web::rt::time::timeout;
+use actix_web::HttpResponse;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+pub use replay::Replay;
+use wire::Parsed;
+
+/// Bytes a request head may take.
+const MAX_HEAD: usize = 16 * 1024;
+/// The buffer each worker thread reads request heads into.
+const READ_BUFFER: usize = 16 * 1024;
+/// How long a body may take to arrive once its head has.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection closed after an answer waits for the client's end
+/// (so that the answer is not lost to a reset while the client still
+/// sends), and what it reads at most meanwhile.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER].into_boxed_slice());
+}
+
+/// What a WebSocket's owner does with the connection once its handshake
+/// is answered: the socket and what the client sent past the handshake, or
+/// `None` when the answer could not be written.
+pub type Serve = Box<dyn FnOnce(Option<(TcpStream, BytesMut)>)>;
+
+/// A door's answer to an upgrade request.
+pub enum Upgrade {
+    /// The handshake's answer, and who serves the connection then.
+    Accept(HttpResponse, Serve),
+    /// Why not: the connection closes after it.
+    Refuse(HttpResponse),
+}
+
+/// A future the door answers with.
+pub type Answer = Pin<Box<dyn Future<Output = HttpResponse>>>;
+
+/// The requests the front door serves, answered by the layer above.
+pub trait Door: Clone + 'static {
+    /// Whether requests for this head's path are the door's.
+    fn owns(&self, head: &RequestHead) -> bool;
+    /// The most bytes a POST body may have here (a larger one goes to the
+    /// HTTP server, which refuses it as it refuses any).
+    fn max_body(&self) -> usize;
+    /// A GET (not an upgrade).
+    fn get(&self, head: RequestHead) -> Answer;
+    /// A POST, told as soon as its head has come; its whole body follows
+    /// on `body` (dropped unsent when the client goes or is too slow).
+    fn post(&self, head: RequestHead, body: oneshot::Receiver<Bytes>) -> Answer;
+    /// A request to upgrade to a WebSocket, on any path.
+    fn upgrade(&self, head: &RequestHead) -> Upgrade;
+}
+
+/// Resolves when the server starts to shut down.
+pub type Stopping = Rc<dyn Fn() -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// The front door's timing, as the HTTP server's.
+#[derive(Clone)]
+pub struct Timing {
+    /// How long a request head may take to arrive, counted from the
+    /// connection's start or the last answer (so it is also how long a
+    /// kept-alive connection may idle).
+    pub head: Duration,
+    /// The server's shutdown: a connection idle between requests closes.
+    pub stopping: Stopping,
+}
+
+/// Serves one accepted connection: the door's requests here, the rest by
+/// `http` (the HTTP server), which then keeps the connection.
+pub async fn serve<D, H>(stream: TcpStream, door: D, http: Rc<H>, timing: Timing)
+where
+    D: Door,
+    H: Service<(Replay, Protocol, Option<SocketAddr>), Response = ()>,
+    H::Error: std::fmt::Debug,
+{
+    let peer = stream.peer_addr().ok();
+    let mut connection = Connection {
+        stream,
+        read: BytesMut::new(),
+    };
+    loop {
+        let idle = connection.read.is_empty();
+        let read = timeout(timing.head, connection.read_head());
+        let read = tokio::select! {
+            read = read => read,
+            () = (timing.stopping)(), if idle => return,
+        };
+        let (mut head, len) = match read {
+            Ok(Ok(Some(found))) => found,
+            // Not a head we can read: the HTTP server answers it.
+            Ok(Ok(None)) => return connection.hand_over(&*http, peer).await,
+            // Gone, failed, too large, or too slow: nothing to answer.
+            Ok(Err(_)) | Err(_) => return,
+        };
+        head.peer_addr = peer;
+        let close = wire::wants_close(&head);
+        let route = route(&door, &head);
+        if route == Route::Http {
+            return connection.hand_over(&*http, peer).await;
+        }
+        let _ = connection.read.split_to(len);
+        let answer = match route {
+            Route::Upgrade => {
+                connection.forget_if_empty();
+                connection.upgrade(&door, &head).await;
+                return;
+            }
+            Route::Get => {
+                connection.forget_if_empty();
+                door.get(head)
+            }
+            Route::Post(length) => {
+                // The door hears of the POST at once and gets its body
+                // when it has come: it may refuse the POST before (an
+                // overlapping one, say), and then what is left unread
+                // ends the connection.
+                let (sender, body) = oneshot::channel();
+                let mut answer = door.post(head, body);
+                let read_all = {
+                    let mut sender = Some(sender);
+                    let read = timeout(BODY_TIMEOUT, connection.read_body(length));
+                    let mut read = pin!(read);
+                    loop {
+                        tokio::select! {
+                            response = &mut answer => break Some((response, sender.is_none())),
+                            read = &mut read, if sender.is_some() => match (read, sender.take()) {
+                                (Ok(Ok(body)), Some(sender)) => {
+                                    let _ = sender.send(body);
+                                }
+                                // Gone, failed or too slow: nobody to answer.
+                                _ => break None,
+                            },
+                        }
+                    }
+                };
+                let Some((response, read_all)) = read_all else {
+                    return;
+                };
+                if !read_all {
+                    let _ = connection.answer(response, true).await;
+                    connection.linger().await;
+                    return;
+                }
+                Box::pin(std::future::ready(response))
+            }
+            Route::Http => return,
+        };
+        let response = answer.await;
+        if connection.answer(response, close).await.is_err() {
+            return;
+        }
+        if close {
+            connection.linger().await;
+            return;
+        }
+    }
+}
+
+/// Serves an upgrade request that came on a connection the HTTP server
+/// has (its first request was not the door's: a proxy reusing its kept-alive
+/// connection, say), through the HTTP server's upgrade hook: as the front
+/// door serves one.
+pub async fn upgrade_in_http<D: Door>(door: D, head: &RequestHead, framed: Framed<Replay, Codec>) {
+    let parts = framed.into_parts();
+    let (mut read, stream) = parts.io.into_parts();
+    let mut taken = parts.read_buf;
+    // What the HTTP server read comes before what it had not replayed yet.
+    taken.extend_from_slice(&read);
+    read.clear();
+    let mut connection = Connection {
+        stream,
+        read: taken,
+    };
+    connection.forget_if_empty();
+    connection.upgrade(&door, head).await;
+}
+
+/// Who serves a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Upgrade,
+    Get,
+    /// A POST with a body of this length.
+    Post(usize),
+    Http,
+}
+
+fn route<D: Door>(door: &D, head: &RequestHead) -> Route {
+    use actix_http::header::{EXPECT, TRANSFER_ENCODING, UPGRADE};
+    use actix_http::Method;
+    let headers = &head.headers;
+    if head.method == Method::GET && headers.contains_key(UPGRADE) {
+        return Route::Upgrade;
+    }
+    if head.version != Version::HTTP_11
+        || headers.contains_key(TRANSFER_ENCODING)
+        || headers.contains_key(EXPECT)
+        || !door.owns(head)
+    {
+        return Route::Http;
+    }
+    match (&head.method, wire::content_length(head)) {
+        (&Method::GET, Ok(None | Some(0))) => Route::Get,
+        (&Method::POST, Ok(Some(length))) if length <= door.max_body() => Route::Post(length),
+        _ => Route::Http,
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// What was read and not yet taken: empty (no allocation) between
+    /// requests, unless the client sent its next request early.
+    read: BytesMut,
+}
+
+impl Connection {
+    /// Hands the connection, with what was read and not taken, to the HTTP
+    /// server, which keeps it.
+    async fn hand_over<H>(self, http: &H, peer: Option<SocketAddr>)
+    where
+        H: Service<(Replay, Protocol, Option<SocketAddr>), Response = ()>,
+        H::Error: std::fmt::Debug,
+    {
+        let replay = Replay::new(self.read, self.stream);
+        if let Err(err) = http.call((replay, Protocol::Http1, peer)).await {
+            log::debug!("http: {err:?}");
+        }
+    }
+
+    /// Reads until a whole request head is here: the head and its length
+    /// (its bytes still in `read`); `None` when what came cannot be read
+    /// as one (the HTTP server judges it); an error when the client went
+    /// away or sent a head larger than [`MAX_HEAD`].
+    async fn read_head(&mut self) -> io::Result<Option<(RequestHead, usize)>> {
+        loop {
+            if !self.read.is_empty() {
+                match wire::parse(&self.read) {
+                    Parsed::Head(head, len) => return Ok(Some((head, len))),
+                    Parsed::Invalid => return Ok(None),
+                    Parsed::Partial if self.read.len() >= MAX_HEAD => {
+                        return Err(io::ErrorKind::InvalidData.into())
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            self.read_some().await?;
+        }
+    }
+
+    /// Reads a body of `length` bytes.
+    async fn read_body(&mut self, length: usize) -> io::Result<Bytes> {
+        while self.read.len() < length {
+            self.read_some().await?;
+        }
+        let body = self.read.split_to(length).freeze();
+        self.forget_if_empty();
+        Ok(body)
+    }
+
+    /// Reads what the socket has into the thread's buffer and keeps it.
+    async fn read_some(&mut self) -> io::Result<()> {
+        loop {
+            self.stream.readable().await?;
+            let read = BUFFER.with(|buffer| {
+                let mut buffer = buffer.borrow_mut();
+                let n = self.stream.try_read(&mut buffer)?;
+                self.read.extend_from_slice(&buffer[..n]);
+                Ok::<_, io::Error>(n)
+            });
+            match read {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Answers a request to upgrade to a WebSocket and hands the connection
+    /// over, or refuses it and closes.
+    async fn upgrade<D: Door>(mut self, door: &D, head: &RequestHead) {
+        match door.upgrade(head) {
+            Upgrade::Accept(response, serve) => {
+                if self.answer(response, false).await.is_ok() {
+                    serve(Some((self.stream, self.read)));
+                } else {
+                    serve(None);
+                }
+            }
+            Upgrade::Refuse(refusal) => {
+                let _ = self.answer(refusal, true).await;
+                self.linger().await;
+            }
+        }
+    }
+
+    /// Drops the read buffer's allocation when nothing waits in it.
+    fn forget_if_empty(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+    }
+
+    /// Writes `response`, head and body in one write where the socket
+    /// takes it.
+    async fn answer(&mut self, response: HttpResponse, close: bool) -> io::Result<()> {
+        let (head, body) = wire::encode(response, close);
+        let (mut head, mut body) = (&head[..], &body[..]);
+        while !head.is_empty() || !body.is_empty() {
+            let slices = [IoSlice::new(head), IoSlice::new(body)];
+            let mut written = self.stream.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_head = written.min(head.len());
+            head = &head[from_head..];
+            written -= from_head;
+            body = &body[written..];
+        }
+        Ok(())
+    }
+
+    /// Ends the writing side and waits a moment for the client to end its
+    /// own, reading (and dropping) what it still sends.
+    async fn linger(mut self) {
+        let _ = self.stream.shutdown().await;
+        self.read = BytesMut::new();
+        let drained = async {
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                match self.read_some().await {
+                    Ok(()) => {
+                        total += self.read.len();
+                        self.read.clear();
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = timeout(LINGER, drained).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
