@@ -6,10 +6,12 @@
 //! through the App, answered by the same code.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use actix::{Actor, Addr};
 use actix_http::ws;
 use actix_web::dev::RequestHead;
+use actix_web::http::header::HeaderValue;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -137,12 +139,14 @@ fn open_session(
 }
 
 /// A long-polling GET: opens a polling session (no sid) or polls one.
-async fn poll(
+/// Checks and starts it here; what is returned waits for the answer and
+/// keeps nothing of the request.
+fn poll(
     app: &web::Data<AppState>,
     directory: &web::Data<Directory>,
     head: &RequestHead,
     sid: Option<String>,
-) -> Result<HttpResponse, Failure> {
+) -> Result<impl Future<Output = Result<HttpResponse, Failure>>, Failure> {
     let (queue, session) = match sid {
         None => {
             let (session, queue) = open_session(app, directory, head, true)?;
@@ -151,7 +155,7 @@ async fn poll(
         Some(sid) => directory.poller(&sid).ok_or_else(unknown_sid)?,
     };
     let queue = queue.ok_or_else(|| Failure::new(Code::BadRequest, NOT_POLLING))?;
-    polling::get(queue, polling::tell(session)).await
+    Ok(polling::get(queue, polling::tell(session)))
 }
 
 /// The session a request names.
@@ -170,18 +174,19 @@ pub async fn socket_io(
     app: web::Data<AppState>,
     directory: web::Data<Directory>,
 ) -> Result<HttpResponse, Failure> {
-    get(&app, &directory, req.head()).await
+    get(&app, &directory, req.head())?.await
 }
 
-/// A GET: a long-poll, or a WebSocket request without its upgrade.
-async fn get(
+/// A GET: a long-poll, or a WebSocket request without its upgrade. What
+/// is returned waits for the answer and keeps nothing of the request.
+fn get(
     app: &web::Data<AppState>,
     directory: &web::Data<Directory>,
     head: &RequestHead,
-) -> Result<HttpResponse, Failure> {
+) -> Result<impl Future<Output = Result<HttpResponse, Failure>>, Failure> {
     match read_query(head.uri.query().unwrap_or_default())? {
         (Transport::WebSocket, _) => Err(not_websocket(ws::handshake(head).err())),
-        (Transport::Polling, sid) => poll(app, directory, head, sid).await,
+        (Transport::Polling, sid) => poll(app, directory, head, sid),
     }
 }
 
@@ -205,14 +210,19 @@ impl SocketIo {
         SocketIo { app, directory }
     }
 
-    /// The answer to `head`, marked for its origin where CORS allows it.
-    fn respond(&self, head: &RequestHead, answer: Result<HttpResponse, Failure>) -> HttpResponse {
-        let mut response = answer.unwrap_or_else(|failure| failure.error_response());
-        if let Some(origin) = cors::allowed_origin(&head.headers, &self.app.settings) {
-            cors::mark(response.headers_mut(), origin);
-        }
-        response
+    /// The request's origin, where CORS allows it.
+    fn origin(&self, head: &RequestHead) -> Option<HeaderValue> {
+        cors::allowed_origin(&head.headers, &self.app.settings)
     }
+}
+
+/// An answer, marked for `origin` where CORS allows it.
+fn respond(origin: Option<HeaderValue>, answer: Result<HttpResponse, Failure>) -> HttpResponse {
+    let mut response = answer.unwrap_or_else(|failure| failure.error_response());
+    if let Some(origin) = origin {
+        cors::mark(response.headers_mut(), origin);
+    }
+    response
 }
 
 impl front::Door for SocketIo {
@@ -225,10 +235,17 @@ impl front::Door for SocketIo {
     }
 
     fn get(&self, head: RequestHead) -> front::Answer {
-        let door = self.clone();
+        // A poller's GET waits long: it keeps only what it waits for (the
+        // request head, its headers' copies, is dropped here).
+        let origin = self.origin(&head);
+        let waiting = get(&self.app, &self.directory, &head);
+        drop(head);
         Box::pin(async move {
-            let answer = get(&door.app, &door.directory, &head).await;
-            door.respond(&head, answer)
+            let answer = match waiting {
+                Ok(waiting) => waiting.await,
+                Err(failure) => Err(failure),
+            };
+            respond(origin, answer)
         })
     }
 
@@ -237,7 +254,7 @@ impl front::Door for SocketIo {
         Box::pin(async move {
             let body = futures_util::stream::once(body);
             let answer = post(&door.app, &door.directory, &head, body).await;
-            door.respond(&head, answer)
+            respond(door.origin(&head), answer)
         })
     }
 
