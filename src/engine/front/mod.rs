@@ -256,7 +256,9 @@ impl Connection {
         H::Error: std::fmt::Debug,
     {
         let replay = Replay::new(self.read, self.stream);
-        if let Err(err) = http.call((replay, Protocol::Http1, peer)).await {
+        // Boxed: actix-http's dispatcher is several KiB, and held inline it
+        // would make every connection's future that large, pollers' too.
+        if let Err(err) = Box::pin(http.call((replay, Protocol::Http1, peer))).await {
             log::debug!("http: {err:?}");
         }
     }
