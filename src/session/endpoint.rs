@@ -226,6 +226,14 @@ fn respond(origin: Option<HeaderValue>, answer: Result<HttpResponse, Failure>) -
 }
 
 impl front::Door for SocketIo {
+    const HEADERS: &'static [&'static str] = &[
+        "authorization",
+        "origin",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        guard::FORWARDED_FOR,
+    ];
+
     fn owns(&self, head: &RequestHead) -> bool {
         head.uri.path() == PATH
     }

@@ -71,6 +71,9 @@ impl OpenLimiter {
     }
 }
 
+/// The header a trusted proxy names the client in.
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
+
 /// The client's address as the open limit counts it: the peer, or when the
 /// peer is a trusted proxy the last address before the trusted ones in
 /// `X-Forwarded-For`. IPv6 clients are counted by their /64, which one
@@ -81,7 +84,7 @@ pub fn client_addr(head: &RequestHead, trusted: &[IpAddr]) -> Option<IpAddr> {
     if trusted.contains(&peer) {
         let forwarded = head
             .headers()
-            .get_all("x-forwarded-for")
+            .get_all(FORWARDED_FOR)
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .map(str::trim)

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use actix_http::h1::Codec;
+use actix_http::header::{EXPECT, TRANSFER_ENCODING, UPGRADE};
 use actix_http::{Protocol, RequestHead, Version};
 use actix_service::Service;
 use actix_web::rt::net::TcpStream;
@@ -71,6 +72,10 @@ pub type Answer = Pin<Box<dyn Future<Output = HttpResponse>>>;
 
 /// The requests the front door serves, answered by the layer above.
 pub trait Door: Clone + 'static {
+    /// The request headers the door reads (lowercase names): the heads it
+    /// is handed hold these (and those the front door reads itself), no
+    /// others.
+    const HEADERS: &'static [&'static str];
     /// Whether requests for this head's path are the door's.
     fn owns(&self, head: &RequestHead) -> bool;
     /// The most bytes a POST body may have here (a larger one goes to the
@@ -108,13 +113,14 @@ where
     H::Error: std::fmt::Debug,
 {
     let peer = stream.peer_addr().ok();
+    let keep: Vec<&str> = ROUTING.iter().chain(D::HEADERS).copied().collect();
     let mut connection = Connection {
         stream,
         read: BytesMut::new(),
     };
     loop {
         let idle = connection.read.is_empty();
-        let read = timeout(timing.head, connection.read_head());
+        let read = timeout(timing.head, connection.read_head(&keep));
         let read = tokio::select! {
             read = read => read,
             () = (timing.stopping)(), if idle => return,
@@ -209,6 +215,15 @@ pub async fn upgrade_in_http<D: Door>(door: D, head: &RequestHead, framed: Frame
     connection.upgrade(&door, head).await;
 }
 
+/// The headers the front door reads to route a request.
+const ROUTING: &[&str] = &[
+    "connection",
+    "content-length",
+    "expect",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Who serves a request.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
@@ -220,7 +235,6 @@ enum Route {
 }
 
 fn route<D: Door>(door: &D, head: &RequestHead) -> Route {
-    use actix_http::header::{EXPECT, TRANSFER_ENCODING, UPGRADE};
     use actix_http::Method;
     let headers = &head.headers;
     if head.method == Method::GET && headers.contains_key(UPGRADE) {
@@ -267,10 +281,10 @@ impl Connection {
     /// (its bytes still in `read`); `None` when what came cannot be read
     /// as one (the HTTP server judges it); an error when the client went
     /// away or sent a head larger than [`MAX_HEAD`].
-    async fn read_head(&mut self) -> io::Result<Option<(RequestHead, usize)>> {
+    async fn read_head(&mut self, keep: &[&str]) -> io::Result<Option<(RequestHead, usize)>> {
         loop {
             if !self.read.is_empty() {
-                match wire::parse(&self.read) {
+                match wire::parse(&self.read, keep) {
                     Parsed::Head(head, len) => return Ok(Some((head, len))),
                     Parsed::Invalid => return Ok(None),
                     Parsed::Partial if self.read.len() >= MAX_HEAD => {

@@ -19,6 +19,8 @@ struct Echo {
 }
 
 impl Door for Echo {
+    const HEADERS: &'static [&'static str] = &[];
+
     fn owns(&self, head: &RequestHead) -> bool {
         head.uri.path() == "/door"
     }

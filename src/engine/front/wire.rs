@@ -21,8 +21,10 @@ pub enum Parsed {
     Invalid,
 }
 
-/// Parses the request head at the start of `bytes`.
-pub fn parse(bytes: &[u8]) -> Parsed {
+/// Parses the request head at the start of `bytes`, keeping the headers
+/// named in `keep` (the rest are skipped: no copy of a cookie or a user
+/// agent for a request that reads neither).
+pub fn parse(bytes: &[u8], keep: &[&str]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(bytes) {
@@ -45,8 +47,9 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     } else {
         Version::HTTP_10
     };
-    let mut map = HeaderMap::with_capacity(request.headers.len());
-    for header in request.headers.iter() {
+    let kept = |name: &str| keep.iter().any(|kept| name.eq_ignore_ascii_case(kept));
+    let mut map = HeaderMap::new();
+    for header in request.headers.iter().filter(|header| kept(header.name)) {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(header.name.as_bytes()),
             HeaderValue::from_bytes(header.value),
@@ -129,7 +132,7 @@ mod tests {
     use super::*;
 
     fn head(bytes: &[u8]) -> (RequestHead, usize) {
-        match parse(bytes) {
+        match parse(bytes, &["content-length", "connection"]) {
             Parsed::Head(head, len) => (head, len),
             other => panic!("not a head: {other:?}"),
         }
@@ -146,20 +149,27 @@ mod tests {
         assert_eq!(head.version, Version::HTTP_11);
         assert_eq!(content_length(&head), Ok(Some(3)));
         assert!(wants_close(&head));
+        assert!(
+            !head.headers.contains_key("host"),
+            "only the headers asked for"
+        );
     }
 
     #[test]
     fn a_partial_head_waits_and_garbage_is_invalid() {
         assert!(matches!(
-            parse(b"GET /socket.io/ HTTP/1.1\r\nHo"),
+            parse(b"GET /socket.io/ HTTP/1.1\r\nHo", &[]),
             Parsed::Partial
         ));
-        assert!(matches!(parse(b"\x16\x03\x01 tls hello"), Parsed::Invalid));
+        assert!(matches!(
+            parse(b"\x16\x03\x01 tls hello", &[]),
+            Parsed::Invalid
+        ));
         let many = format!(
             "GET / HTTP/1.1\r\n{}\r\n",
             "a: b\r\n".repeat(MAX_HEADERS + 1)
         );
-        assert!(matches!(parse(many.as_bytes()), Parsed::Invalid));
+        assert!(matches!(parse(many.as_bytes(), &[]), Parsed::Invalid));
     }
 
     #[test]
