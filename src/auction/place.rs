@@ -3,23 +3,20 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::Utc;
 use serde_json::{json, Value};
 
 use diesel::PgConnection;
 
-use crate::broker::bidding::Bid;
+use crate::broker::bidding::{Bid, Settled};
 use crate::broker::{Accepted, Auctions, LiveState, Outcome, Placed, RateLimit};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
-use crate::protocol::events::ServerEvent;
-use crate::rooms::RoomKey;
 use crate::state::AppState;
-use crate::store::bids::{self, Appended, NewBid, ToStore};
-use crate::store::writer;
+use crate::store::bids::{self, Appended};
 use crate::store::StoreError;
-use crate::time::rfc3339;
+use crate::time::{from_millis, rfc3339};
 
 /// Bids one bidder may place per second (§5).
 pub const BIDS_PER_SECOND: i64 = 5;
@@ -55,18 +52,18 @@ where
             now_ms: now,
             vouched,
         };
-        app.bidding.place(&app.broker, bid, RATE_LIMIT)
+        app.bidding.place(bid, RATE_LIMIT)
     };
     let mut vouched = false;
     let mut may_see = Some(may_see);
     let mut rebuilt = false;
-    let placed = loop {
+    let settled = loop {
         match place(vouched).await? {
-            Placed::Missing if !rebuilt => {
+            Settled::Placed(Placed::Missing) if !rebuilt => {
                 rebuild(app, &listing).await?;
                 rebuilt = true;
             }
-            Placed::Private => {
+            Settled::Placed(Placed::Private) => {
                 let allowed = match may_see.take() {
                     Some(rule) => app.db.run(rule).await?,
                     None => false,
@@ -78,8 +75,14 @@ where
                 }
                 vouched = true;
             }
-            placed => break placed,
+            settled => break settled,
         }
+    };
+    let placed = match settled {
+        // Stored and announced with its batch (broker::bidding).
+        Settled::Stored(accepted) => return Ok(answer(&listing, bidder, &accepted)),
+        Settled::NotStored(outcome) => return Err(not_stored(outcome)),
+        Settled::Placed(placed) => placed,
     };
     match placed {
         Placed::Missing | Placed::Private => {
@@ -92,49 +95,6 @@ where
                 .insert("retryAfterMs".into(), json!(retry_after_ms));
             Err(failure)
         }
-        Placed::Decided(Outcome::Accepted(accepted)) => {
-            let row = ToStore {
-                bid: NewBid {
-                    listing_id: listing.to_string(),
-                    bidder_id: bidder.to_string(),
-                    amount,
-                    auction_version: accepted.version,
-                    idempotency_key: key.clone(),
-                    ends_at: millis(accepted.ends),
-                },
-                // Made private since the script looked: checked again there.
-                may_see_private: vouched,
-            };
-            match writer::write(&app.bids, row).await {
-                Ok(Appended::Stored(_)) => {}
-                outcome => {
-                    // Not in Postgres, so not accepted: let the next bid
-                    // rebuild the live state from what Postgres has.
-                    let keys: Vec<(UserId, String)> = key
-                        .iter()
-                        .map(|key| (bidder.clone(), key.clone()))
-                        .collect();
-                    let _ = app.broker.forget(&listing, &keys).await;
-                    return Err(match outcome {
-                        Err(err) => err.into(),
-                        Ok(Appended::Closed) => Failure::new(
-                            Code::AuctionClosed,
-                            "the auction closed before this bid was stored",
-                        ),
-                        Ok(Appended::Private) => {
-                            Failure::new(Code::Forbidden, "this listing is private")
-                        }
-                        Ok(Appended::Unavailable) => Failure::new(
-                            Code::Unavailable,
-                            "this listing is no longer an auction open to bids",
-                        ),
-                        Ok(_) => Failure::new(Code::Conflict, "bid version already stored"),
-                    });
-                }
-            }
-            announce(app, &listing, bidder, &accepted);
-            Ok(answer(&listing, bidder, &accepted))
-        }
         Placed::Repeat(Outcome::Accepted(accepted)) => {
             wait_stored(app, &listing, accepted.version).await?;
             Ok(answer(&listing, bidder, &accepted))
@@ -143,12 +103,29 @@ where
     }
 }
 
+/// An accepted bid whose row was not stored: not accepted after all.
+fn not_stored(outcome: Result<Appended, StoreError>) -> Failure {
+    match outcome {
+        Err(err) => err.into(),
+        Ok(Appended::Closed) => Failure::new(
+            Code::AuctionClosed,
+            "the auction closed before this bid was stored",
+        ),
+        Ok(Appended::Private) => Failure::new(Code::Forbidden, "this listing is private"),
+        Ok(Appended::Unavailable) => Failure::new(
+            Code::Unavailable,
+            "this listing is no longer an auction open to bids",
+        ),
+        Ok(_) => Failure::new(Code::Conflict, "bid version already stored"),
+    }
+}
+
 fn refusal(outcome: Outcome) -> Failure {
     match outcome {
         Outcome::Closed { .. } => Failure::new(Code::AuctionClosed, "the auction has ended"),
         Outcome::NotOpen { starts } => Failure::new(
             Code::AuctionClosed,
-            format!("the auction opens at {}", rfc3339(millis(starts))),
+            format!("the auction opens at {}", rfc3339(from_millis(starts))),
         ),
         Outcome::Unavailable => Failure::new(
             Code::Unavailable,
@@ -168,7 +145,7 @@ fn refusal(outcome: Outcome) -> Failure {
 }
 
 fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> Value {
-    let ends = rfc3339(millis(accepted.ends));
+    let ends = rfc3339(from_millis(accepted.ends));
     json!({
         "bid": {
             "id": accepted.version.to_string(),
@@ -187,37 +164,6 @@ fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> Value {
             "version": accepted.version,
         },
     })
-}
-
-fn announce(app: &AppState, listing: &ListingId, bidder: &UserId, accepted: &Accepted) {
-    let ends = rfc3339(millis(accepted.ends));
-    let room = RoomKey::Listing(listing.clone());
-    let new = ServerEvent::BidNew {
-        listing_id: listing.clone(),
-        bid_id: accepted.version.to_string(),
-        amount: accepted.amount,
-        bidder_id: bidder.clone(),
-        version: accepted.version,
-        ends_at: ends.clone(),
-    };
-    app.fanout.emit(room.clone(), new);
-    if let Some(previous) = UserId::parse(&accepted.prev_leader) {
-        if &previous != bidder {
-            let outbid = ServerEvent::BidOutbid {
-                listing_id: listing.clone(),
-                amount: accepted.amount,
-                your_amount: accepted.prev_amount,
-            };
-            app.fanout.emit(RoomKey::User(previous), outbid);
-        }
-    }
-    if accepted.extended {
-        let extended = ServerEvent::AuctionExtended {
-            listing_id: listing.clone(),
-            ends_at: ends,
-        };
-        app.fanout.emit(room, extended);
-    }
 }
 
 /// A repeated bid is acked only once its first try is in Postgres.
@@ -294,10 +240,4 @@ pub async fn rebuild(app: &AppState, listing: &ListingId) -> Result<(), Failure>
     );
     app.broker.load(listing, &state, &remembered).await?;
     Ok(())
-}
-
-fn millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_else(Utc::now)
 }

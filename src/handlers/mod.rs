@@ -182,12 +182,15 @@ pub async fn handle(
     caller: Caller,
     event: ClientEvent,
 ) -> Result<Value, Failure> {
-    // A message waits for its own events (one send to the publisher).
-    let waits_itself = matches!(event, ClientEvent::MessageSend { .. });
+    // A message waits for its own events (one send to the publisher). A
+    // bid's answer comes once its batch's events are published
+    // (broker::bidding), and a bid that fails emits nothing.
+    let message = matches!(event, ClientEvent::MessageSend { .. });
+    let bid = matches!(event, ClientEvent::BidPlace { .. });
     let outcome = run(&app, &caller, event).await;
     // Answer only once the events this one caused are published: whoever
     // joins a room after the answer will not get them late.
-    if !waits_itself || outcome.is_err() {
+    if !bid && (!message || outcome.is_err()) {
         app.fanout.published().await;
     }
     outcome
