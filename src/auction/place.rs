@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 
 use diesel::PgConnection;
 
@@ -38,7 +39,7 @@ pub async fn place_bid<F>(
     amount: i64,
     key: Option<String>,
     may_see: F,
-) -> Result<Value, Failure>
+) -> Result<BidAnswer, Failure>
 where
     F: FnOnce(&mut PgConnection) -> Result<bool, StoreError> + Send + 'static,
 {
@@ -144,26 +145,57 @@ fn refusal(outcome: Outcome) -> Failure {
     }
 }
 
-fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> Value {
+fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> BidAnswer {
     let ends = rfc3339(from_millis(accepted.ends));
-    json!({
-        "bid": {
-            "id": accepted.version.to_string(),
-            "listingId": listing,
-            "bidderId": bidder,
-            "amount": accepted.amount,
-            "version": accepted.version,
-            "endsAt": ends,
+    BidAnswer {
+        bid: BidView {
+            id: accepted.version.to_string(),
+            listing_id: listing.clone(),
+            bidder_id: bidder.clone(),
+            amount: accepted.amount,
+            version: accepted.version,
+            ends_at: ends.clone(),
         },
-        "auction": {
-            "status": "open",
-            "endsAt": ends,
-            "currentAmount": accepted.amount,
-            "leaderId": bidder,
-            "bidCount": accepted.bid_count,
-            "version": accepted.version,
+        auction: AuctionView {
+            status: "open",
+            ends_at: ends,
+            current_amount: accepted.amount,
+            leader_id: bidder.clone(),
+            bid_count: accepted.bid_count,
+            version: accepted.version,
         },
-    })
+    }
+}
+
+/// `bid:place`'s answer `{bid, auction}` (§5). Typed rather than a JSON
+/// `Value`: it is written straight into the ack, and bids are the busiest
+/// event there is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BidAnswer {
+    pub bid: BidView,
+    pub auction: AuctionView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BidView {
+    pub id: String,
+    pub listing_id: ListingId,
+    pub bidder_id: UserId,
+    pub amount: i64,
+    pub version: i64,
+    pub ends_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuctionView {
+    pub status: &'static str,
+    pub ends_at: String,
+    pub current_amount: i64,
+    pub leader_id: UserId,
+    pub bid_count: i64,
+    pub version: i64,
 }
 
 /// A repeated bid is acked only once its first try is in Postgres.
@@ -240,4 +272,44 @@ pub async fn rebuild(app: &AppState, listing: &ListingId) -> Result<(), Failure>
     );
     app.broker.load(listing, &state, &remembered).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::Answer;
+    use crate::protocol::socket::encode_ack;
+
+    #[test]
+    fn a_bid_s_ack_is_the_contract_s_bid_and_auction() {
+        let listing = ListingId::parse("l1").unwrap_or_else(|| panic!("a listing id"));
+        let bidder = UserId::parse("u7").unwrap_or_else(|| panic!("a user id"));
+        let accepted = Accepted {
+            version: 12,
+            amount: 1500,
+            ends: 1_795_000_000_123,
+            extended: false,
+            prev_leader: String::new(),
+            prev_amount: -1,
+            bid_count: 9,
+        };
+        let answer = Answer::Bid(answer(&listing, &bidder, &accepted));
+        assert_eq!(
+            encode_ack(4, &answer.ack()),
+            concat!(
+                r#"434[{"ok":true,"#,
+                r#""bid":{"id":"12","listingId":"l1","bidderId":"u7","amount":1500,"version":12,"endsAt":"2026-11-18T11:06:40.123Z"},"#,
+                r#""auction":{"status":"open","endsAt":"2026-11-18T11:06:40.123Z","currentAmount":1500,"leaderId":"u7","bidCount":9,"version":12}}]"#
+            )
+        );
+        let fields = Answer::Fields(json!({"expiresAt": "2026-11-18T11:06:40.123Z"}));
+        assert_eq!(
+            encode_ack(5, &fields.ack()),
+            r#"435[{"ok":true,"expiresAt":"2026-11-18T11:06:40.123Z"}]"#
+        );
+        assert_eq!(
+            encode_ack(6, &Answer::Fields(json!({})).ack()),
+            r#"436[{"ok":true}]"#
+        );
+    }
 }
