@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::protocol::events::EventError;
@@ -94,9 +95,11 @@ impl Failure {
         Value::Object(body)
     }
 
-    /// The ack payload `{"ok":false,"error":{…}}`.
-    pub fn ack(&self) -> Value {
-        json!({ "ok": false, "error": self.body() })
+    /// The ack payload `{"ok":false,"error":{…}}`, serialized as it is
+    /// written into the frame (no `Value` built for it: half the answers
+    /// to bids in a busy auction are refusals).
+    pub fn ack(&self) -> FailureAck<'_> {
+        FailureAck(self)
     }
 }
 
@@ -188,14 +191,32 @@ impl From<EventError> for Failure {
     }
 }
 
-/// The ack payload `{"ok":true,…fields}` for a successful event.
-pub fn ok_ack(fields: Value) -> Value {
-    let mut body = Map::new();
-    body.insert("ok".into(), Value::Bool(true));
-    if let Value::Object(fields) = fields {
-        body.extend(fields);
+/// The ack payload `{"ok":false,"error":{"code","message",…extra}}`.
+pub struct FailureAck<'a>(&'a Failure);
+
+impl Serialize for FailureAck<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut ack = serializer.serialize_map(Some(2))?;
+        ack.serialize_entry("ok", &false)?;
+        ack.serialize_entry("error", &FailureBody(self.0))?;
+        ack.end()
     }
-    Value::Object(body)
+}
+
+/// `{"code","message",…extra}`, as [`Failure::body`] builds it.
+struct FailureBody<'a>(&'a Failure);
+
+impl Serialize for FailureBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let failure = self.0;
+        let mut body = serializer.serialize_map(Some(2 + failure.extra.len()))?;
+        body.serialize_entry("code", failure.code.as_str())?;
+        body.serialize_entry("message", &failure.message)?;
+        for (key, value) in &failure.extra {
+            body.serialize_entry(key, value)?;
+        }
+        body.end()
+    }
 }
 
 #[cfg(test)]
@@ -203,15 +224,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failure_s_ack_is_written_into_the_frame_in_order() {
+        use crate::protocol::socket::encode_ack;
+        let mut failure = Failure::new(Code::BidTooLow, "the lowest acceptable bid is 130");
+        failure.extra.insert("minAmount".into(), json!(130));
+        assert_eq!(
+            encode_ack(13, &failure.ack()),
+            r#"4313[{"ok":false,"error":{"code":"bid_too_low","message":"the lowest acceptable bid is 130","minAmount":130}}]"#
+        );
+    }
+
+    #[test]
     fn acks_follow_the_contract() {
         let mut failure = Failure::new(Code::RateLimited, "slow down");
         failure.extra.insert("retryAfterMs".into(), json!(200));
         assert_eq!(
-            failure.ack(),
+            json!(failure.ack()),
             json!({"ok":false,"error":{"code":"rate_limited","message":"slow down","retryAfterMs":200}})
         );
-        assert_eq!(ok_ack(json!({"a":1})), json!({"ok":true,"a":1}));
-        assert_eq!(ok_ack(json!({})), json!({"ok":true}));
     }
 
     #[test]

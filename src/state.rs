@@ -56,13 +56,14 @@ impl AppState {
         metrics: Metrics,
     ) -> Self {
         let limiter = crate::limits::Limiter::new(settings.quotas.rates);
+        let bidding = Bidding::new(broker.clone(), actors.bids.clone(), actors.fanout.clone());
         AppState {
             limiter,
             settings,
             auth,
             db,
             broker,
-            bidding: Bidding::new(),
+            bidding,
             fanout: actors.fanout,
             registry: actors.registry,
             messages: actors.messages,

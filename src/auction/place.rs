@@ -3,23 +3,21 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{json, Value};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::json;
 
 use diesel::PgConnection;
 
-use crate::broker::bidding::Bid;
+use crate::broker::bidding::{Bid, Settled};
 use crate::broker::{Accepted, Auctions, LiveState, Outcome, Placed, RateLimit};
 use crate::domain::Visibility;
 use crate::error::{Code, Failure};
 use crate::ids::{ListingId, UserId};
-use crate::protocol::events::ServerEvent;
-use crate::rooms::RoomKey;
 use crate::state::AppState;
-use crate::store::bids::{self, Appended, NewBid, ToStore};
-use crate::store::writer;
+use crate::store::bids::{self, Appended};
 use crate::store::StoreError;
-use crate::time::rfc3339;
+use crate::time::{from_millis, rfc3339};
 
 /// Bids one bidder may place per second (§5).
 pub const BIDS_PER_SECOND: i64 = 5;
@@ -41,7 +39,7 @@ pub async fn place_bid<F>(
     amount: i64,
     key: Option<String>,
     may_see: F,
-) -> Result<Value, Failure>
+) -> Result<BidAnswer, Failure>
 where
     F: FnOnce(&mut PgConnection) -> Result<bool, StoreError> + Send + 'static,
 {
@@ -55,18 +53,18 @@ where
             now_ms: now,
             vouched,
         };
-        app.bidding.place(&app.broker, bid, RATE_LIMIT)
+        app.bidding.place(bid, RATE_LIMIT)
     };
     let mut vouched = false;
     let mut may_see = Some(may_see);
     let mut rebuilt = false;
-    let placed = loop {
+    let settled = loop {
         match place(vouched).await? {
-            Placed::Missing if !rebuilt => {
+            Settled::Placed(Placed::Missing) if !rebuilt => {
                 rebuild(app, &listing).await?;
                 rebuilt = true;
             }
-            Placed::Private => {
+            Settled::Placed(Placed::Private) => {
                 let allowed = match may_see.take() {
                     Some(rule) => app.db.run(rule).await?,
                     None => false,
@@ -78,8 +76,14 @@ where
                 }
                 vouched = true;
             }
-            placed => break placed,
+            settled => break settled,
         }
+    };
+    let placed = match settled {
+        // Stored and announced with its batch (broker::bidding).
+        Settled::Stored(accepted) => return Ok(answer(&listing, bidder, &accepted)),
+        Settled::NotStored(outcome) => return Err(not_stored(outcome)),
+        Settled::Placed(placed) => placed,
     };
     match placed {
         Placed::Missing | Placed::Private => {
@@ -92,49 +96,6 @@ where
                 .insert("retryAfterMs".into(), json!(retry_after_ms));
             Err(failure)
         }
-        Placed::Decided(Outcome::Accepted(accepted)) => {
-            let row = ToStore {
-                bid: NewBid {
-                    listing_id: listing.to_string(),
-                    bidder_id: bidder.to_string(),
-                    amount,
-                    auction_version: accepted.version,
-                    idempotency_key: key.clone(),
-                    ends_at: millis(accepted.ends),
-                },
-                // Made private since the script looked: checked again there.
-                may_see_private: vouched,
-            };
-            match writer::write(&app.bids, row).await {
-                Ok(Appended::Stored(_)) => {}
-                outcome => {
-                    // Not in Postgres, so not accepted: let the next bid
-                    // rebuild the live state from what Postgres has.
-                    let keys: Vec<(UserId, String)> = key
-                        .iter()
-                        .map(|key| (bidder.clone(), key.clone()))
-                        .collect();
-                    let _ = app.broker.forget(&listing, &keys).await;
-                    return Err(match outcome {
-                        Err(err) => err.into(),
-                        Ok(Appended::Closed) => Failure::new(
-                            Code::AuctionClosed,
-                            "the auction closed before this bid was stored",
-                        ),
-                        Ok(Appended::Private) => {
-                            Failure::new(Code::Forbidden, "this listing is private")
-                        }
-                        Ok(Appended::Unavailable) => Failure::new(
-                            Code::Unavailable,
-                            "this listing is no longer an auction open to bids",
-                        ),
-                        Ok(_) => Failure::new(Code::Conflict, "bid version already stored"),
-                    });
-                }
-            }
-            announce(app, &listing, bidder, &accepted);
-            Ok(answer(&listing, bidder, &accepted))
-        }
         Placed::Repeat(Outcome::Accepted(accepted)) => {
             wait_stored(app, &listing, accepted.version).await?;
             Ok(answer(&listing, bidder, &accepted))
@@ -143,12 +104,29 @@ where
     }
 }
 
+/// An accepted bid whose row was not stored: not accepted after all.
+fn not_stored(outcome: Result<Appended, StoreError>) -> Failure {
+    match outcome {
+        Err(err) => err.into(),
+        Ok(Appended::Closed) => Failure::new(
+            Code::AuctionClosed,
+            "the auction closed before this bid was stored",
+        ),
+        Ok(Appended::Private) => Failure::new(Code::Forbidden, "this listing is private"),
+        Ok(Appended::Unavailable) => Failure::new(
+            Code::Unavailable,
+            "this listing is no longer an auction open to bids",
+        ),
+        Ok(_) => Failure::new(Code::Conflict, "bid version already stored"),
+    }
+}
+
 fn refusal(outcome: Outcome) -> Failure {
     match outcome {
         Outcome::Closed { .. } => Failure::new(Code::AuctionClosed, "the auction has ended"),
         Outcome::NotOpen { starts } => Failure::new(
             Code::AuctionClosed,
-            format!("the auction opens at {}", rfc3339(millis(starts))),
+            format!("the auction opens at {}", rfc3339(from_millis(starts))),
         ),
         Outcome::Unavailable => Failure::new(
             Code::Unavailable,
@@ -167,57 +145,57 @@ fn refusal(outcome: Outcome) -> Failure {
     }
 }
 
-fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> Value {
-    let ends = rfc3339(millis(accepted.ends));
-    json!({
-        "bid": {
-            "id": accepted.version.to_string(),
-            "listingId": listing,
-            "bidderId": bidder,
-            "amount": accepted.amount,
-            "version": accepted.version,
-            "endsAt": ends,
+fn answer(listing: &ListingId, bidder: &UserId, accepted: &Accepted) -> BidAnswer {
+    let ends = rfc3339(from_millis(accepted.ends));
+    BidAnswer {
+        bid: BidView {
+            id: accepted.version.to_string(),
+            listing_id: listing.clone(),
+            bidder_id: bidder.clone(),
+            amount: accepted.amount,
+            version: accepted.version,
+            ends_at: ends.clone(),
         },
-        "auction": {
-            "status": "open",
-            "endsAt": ends,
-            "currentAmount": accepted.amount,
-            "leaderId": bidder,
-            "bidCount": accepted.bid_count,
-            "version": accepted.version,
+        auction: AuctionView {
+            status: "open",
+            ends_at: ends,
+            current_amount: accepted.amount,
+            leader_id: bidder.clone(),
+            bid_count: accepted.bid_count,
+            version: accepted.version,
         },
-    })
+    }
 }
 
-fn announce(app: &AppState, listing: &ListingId, bidder: &UserId, accepted: &Accepted) {
-    let ends = rfc3339(millis(accepted.ends));
-    let room = RoomKey::Listing(listing.clone());
-    let new = ServerEvent::BidNew {
-        listing_id: listing.clone(),
-        bid_id: accepted.version.to_string(),
-        amount: accepted.amount,
-        bidder_id: bidder.clone(),
-        version: accepted.version,
-        ends_at: ends.clone(),
-    };
-    app.fanout.emit(room.clone(), new);
-    if let Some(previous) = UserId::parse(&accepted.prev_leader) {
-        if &previous != bidder {
-            let outbid = ServerEvent::BidOutbid {
-                listing_id: listing.clone(),
-                amount: accepted.amount,
-                your_amount: accepted.prev_amount,
-            };
-            app.fanout.emit(RoomKey::User(previous), outbid);
-        }
-    }
-    if accepted.extended {
-        let extended = ServerEvent::AuctionExtended {
-            listing_id: listing.clone(),
-            ends_at: ends,
-        };
-        app.fanout.emit(room, extended);
-    }
+/// `bid:place`'s answer `{bid, auction}` (§5). Typed rather than a JSON
+/// `Value`: it is written straight into the ack, and bids are the busiest
+/// event there is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BidAnswer {
+    pub bid: BidView,
+    pub auction: AuctionView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BidView {
+    pub id: String,
+    pub listing_id: ListingId,
+    pub bidder_id: UserId,
+    pub amount: i64,
+    pub version: i64,
+    pub ends_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuctionView {
+    pub status: &'static str,
+    pub ends_at: String,
+    pub current_amount: i64,
+    pub leader_id: UserId,
+    pub bid_count: i64,
+    pub version: i64,
 }
 
 /// A repeated bid is acked only once its first try is in Postgres.
@@ -296,8 +274,42 @@ pub async fn rebuild(app: &AppState, listing: &ListingId) -> Result<(), Failure>
     Ok(())
 }
 
-fn millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_else(Utc::now)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::Answer;
+    use crate::protocol::socket::encode_ack;
+
+    #[test]
+    fn a_bid_s_ack_is_the_contract_s_bid_and_auction() {
+        let listing = ListingId::parse("l1").unwrap_or_else(|| panic!("a listing id"));
+        let bidder = UserId::parse("u7").unwrap_or_else(|| panic!("a user id"));
+        let accepted = Accepted {
+            version: 12,
+            amount: 1500,
+            ends: 1_795_000_000_123,
+            extended: false,
+            prev_leader: String::new(),
+            prev_amount: -1,
+            bid_count: 9,
+        };
+        let answer = Answer::Bid(answer(&listing, &bidder, &accepted));
+        assert_eq!(
+            encode_ack(4, &answer.ack()),
+            concat!(
+                r#"434[{"ok":true,"#,
+                r#""bid":{"id":"12","listingId":"l1","bidderId":"u7","amount":1500,"version":12,"endsAt":"2026-11-18T11:06:40.123Z"},"#,
+                r#""auction":{"status":"open","endsAt":"2026-11-18T11:06:40.123Z","currentAmount":1500,"leaderId":"u7","bidCount":9,"version":12}}]"#
+            )
+        );
+        let fields = Answer::Fields(json!({"expiresAt": "2026-11-18T11:06:40.123Z"}));
+        assert_eq!(
+            encode_ack(5, &fields.ack()),
+            r#"435[{"ok":true,"expiresAt":"2026-11-18T11:06:40.123Z"}]"#
+        );
+        assert_eq!(
+            encode_ack(6, &Answer::Fields(json!({})).ack()),
+            r#"436[{"ok":true}]"#
+        );
+    }
 }

@@ -28,7 +28,7 @@ fn memory() -> Broker {
     Broker::Memory(MemoryBroker::new())
 }
 
-fn redis() -> Broker {
+pub(crate) fn redis() -> Broker {
     let url = std::env::var("SOUK_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!("souk-conformance-{:016x}:", rand::random::<u64>());

@@ -6,6 +6,7 @@
 //! times; what still fails is reported to the requests waiting on it
 //! ([`Fanout::emit_published`]).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,37 @@ impl Fanout {
         let (reply, done) = oneshot::channel();
         if self.queue.send(Queued::Several { events, reply }).is_ok() {
             let _ = done.await;
+        }
+    }
+
+    /// Emits each event to its room, in this order, with one send to the
+    /// publisher for all of them (a batch of bids' `bid:new`, `bid:outbid`
+    /// and `auction:extended`); what it returns resolves once they are
+    /// published, as [`Fanout::published`] does. They are queued when this
+    /// is called, not when the answer is awaited, so calls made in turn
+    /// publish in turn.
+    pub fn emit_several(
+        &self,
+        events: Vec<(RoomKey, ServerEvent)>,
+    ) -> impl Future<Output = ()> + use<> {
+        let events = events
+            .into_iter()
+            .map(|(room, event)| {
+                self.numbered(Publication {
+                    room,
+                    emission: rand::random(),
+                    head: event.head(),
+                    except: None,
+                    version: None,
+                })
+            })
+            .collect();
+        let (reply, done) = oneshot::channel();
+        let queued = self.queue.send(Queued::Several { events, reply });
+        async move {
+            if queued.is_ok() {
+                let _ = done.await;
+            }
         }
     }
 

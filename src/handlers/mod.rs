@@ -10,8 +10,10 @@ pub mod presence;
 
 use std::sync::Arc;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
+use crate::auction::place::BidAnswer;
 use crate::auth::{Identity, Role};
 use crate::error::{Code, Failure};
 use crate::ids::UserId;
@@ -181,21 +183,24 @@ pub async fn handle(
     app: Arc<AppState>,
     caller: Caller,
     event: ClientEvent,
-) -> Result<Value, Failure> {
-    // A message waits for its own events (one send to the publisher).
-    let waits_itself = matches!(event, ClientEvent::MessageSend { .. });
+) -> Result<Answer, Failure> {
+    // A message waits for its own events (one send to the publisher). A
+    // bid's answer comes once its batch's events are published
+    // (broker::bidding), and a bid that fails emits nothing.
+    let message = matches!(event, ClientEvent::MessageSend { .. });
+    let bid = matches!(event, ClientEvent::BidPlace { .. });
     let outcome = run(&app, &caller, event).await;
     // Answer only once the events this one caused are published: whoever
     // joins a room after the answer will not get them late.
-    if !waits_itself || outcome.is_err() {
+    if !bid && (!message || outcome.is_err()) {
         app.fanout.published().await;
     }
     outcome
 }
 
-async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Value, Failure> {
+async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Answer, Failure> {
     use ClientEvent::*;
-    match event {
+    let fields = match event {
         ListingWatch { listing_id } => listing::watch(app, caller, listing_id).await,
         ListingUnwatch { listing_id } => listing::unwatch(app, caller, listing_id),
         ListingReserve {
@@ -208,7 +213,7 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
             idempotency_key,
         } => {
             let (user, admin, id) = (caller.user().clone(), caller.is_admin(), listing_id.clone());
-            crate::auction::place::place_bid(
+            let placed = crate::auction::place::place_bid(
                 app,
                 caller.user(),
                 listing_id,
@@ -216,7 +221,8 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
                 idempotency_key,
                 move |conn| bookings::may_watch(conn, &id, &user, admin),
             )
-            .await
+            .await;
+            return placed.map(Answer::Bid);
         }
         BookingJoin { booking_id } => booking::join(app, caller, booking_id).await,
         BookingLeave { booking_id } => booking::leave(app, caller, booking_id),
@@ -249,5 +255,46 @@ async fn run(app: &AppState, caller: &Caller, event: ClientEvent) -> Result<Valu
             let expires_at = crate::time::rfc3339(caller.identity.expires_at);
             Ok(serde_json::json!({ "expiresAt": expires_at }))
         }
+    };
+    fields.map(Answer::Fields)
+}
+
+/// What a client event answers, besides `"ok": true`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The fields of a JSON object (anything else adds none).
+    Fields(Value),
+    /// `bid:place`'s `{bid, auction}`, typed.
+    Bid(BidAnswer),
+}
+
+impl Answer {
+    /// The ack payload `{"ok":true,…}`, serialized as it is written into
+    /// the frame (no object built for it).
+    pub fn ack(&self) -> OkAck<'_> {
+        OkAck(self)
+    }
+}
+
+/// See [`Answer::ack`].
+pub struct OkAck<'a>(&'a Answer);
+
+impl Serialize for OkAck<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut ack = serializer.serialize_map(None)?;
+        ack.serialize_entry("ok", &true)?;
+        match self.0 {
+            Answer::Fields(Value::Object(fields)) => {
+                for (key, value) in fields {
+                    ack.serialize_entry(key, value)?;
+                }
+            }
+            Answer::Fields(_) => {}
+            Answer::Bid(placed) => {
+                ack.serialize_entry("bid", &placed.bid)?;
+                ack.serialize_entry("auction", &placed.auction)?;
+            }
+        }
+        ack.end()
     }
 }

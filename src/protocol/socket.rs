@@ -2,6 +2,8 @@
 //!
 //! Wire form: `<type>[<attachments>-][<namespace>,][<ack id>][<JSON>]`.
 
+use std::io::Write as _;
+
 use serde_json::Value;
 
 use super::DecodeError;
@@ -214,9 +216,21 @@ pub fn encode_serialized<T: serde::Serialize + ?Sized>(
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// `43<id>[reply]`: the answer to a client event's ack id.
-pub fn encode_ack(ack_id: u64, reply: &Value) -> String {
-    format!("43{ack_id}[{reply}]")
+/// `43<id>[reply]`: the answer to a client event's ack id. Written
+/// straight into the frame (no `format!` through `Display`): every answered
+/// event pays for it.
+pub fn encode_ack<T: serde::Serialize + ?Sized>(ack_id: u64, reply: &T) -> String {
+    let mut out = Vec::with_capacity(160);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "43{ack_id}[");
+    let start = out.len();
+    if serde_json::to_writer(&mut out, reply).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    }
+    out.push(b']');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use crate::auth::{AuthError, Identity, Role};
 use crate::broker::records::{self, Missed};
 use crate::broker::{parse_offset, Claim, Records, RoomEvent};
-use crate::error::{ok_ack, Code, Failure};
+use crate::error::{Code, Failure};
 use crate::handlers::{self, Caller};
 use crate::ids::{UserId, MAX_ID_LEN};
 use crate::limits;
@@ -569,7 +569,7 @@ impl Session {
         ack_id: Option<u64>,
         name: &EventName,
         started: Instant,
-        outcome: Result<Value, Failure>,
+        outcome: Result<handlers::Answer, Failure>,
     ) {
         self.app
             .metrics
@@ -615,7 +615,7 @@ impl Session {
         ctx: &mut Context<Self>,
         ack_id: Option<u64>,
         event: &EventName,
-        outcome: Result<Value, Failure>,
+        outcome: Result<handlers::Answer, Failure>,
     ) {
         let result = if outcome.is_ok() { "ok" } else { "error" };
         self.app
@@ -624,7 +624,7 @@ impl Session {
             .with_label_values(&[event.label, result])
             .inc();
         match (ack_id, outcome) {
-            (Some(id), Ok(fields)) => self.send(ctx, socket::encode_ack(id, &ok_ack(fields))),
+            (Some(id), Ok(answer)) => self.send(ctx, socket::encode_ack(id, &answer.ack())),
             (Some(id), Err(failure)) => self.send(ctx, socket::encode_ack(id, &failure.ack())),
             (None, Ok(_)) => {}
             (None, Err(failure)) => self.send_server_error(&failure, event.text.as_deref(), ctx),

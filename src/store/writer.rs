@@ -26,13 +26,17 @@ pub trait Batch: Unpin + 'static {
 /// What a write answers.
 pub type Answer<B> = Result<<B as Batch>::Written, StoreError>;
 
+/// What a write of several rows answers: one answer per row, in order.
+pub type Answers<B> = Result<Vec<<B as Batch>::Written>, StoreError>;
+
 /// Batches writes of one kind.
 pub struct Writer<B: Batch> {
     db: Db,
     /// The connection of the last batch that committed: the next batch
     /// needs no checkout from the pool (see [`Db::transaction_kept`]).
     kept: Option<Kept>,
-    queue: Vec<(B::Row, oneshot::Sender<Answer<B>>)>,
+    /// Rows waiting for the next batch, each message's with its answer.
+    queue: Vec<Write<B>>,
     writing: bool,
     /// Answered when the queue is empty and nothing is being written.
     drained: Vec<oneshot::Sender<()>>,
@@ -59,9 +63,27 @@ impl<B: Batch> Writer<B> {
             }
             return;
         }
-        let take = self.queue.len().min(MAX_BATCH);
-        let (rows, replies): (Vec<B::Row>, Vec<oneshot::Sender<Answer<B>>>) =
-            self.queue.drain(..take).unzip();
+        // Whole entries, until MAX_BATCH rows or more: an entry is never
+        // split over two transactions (its answer is one).
+        let mut counted = 0;
+        let entries = self
+            .queue
+            .iter()
+            .take_while(|queued| {
+                if counted >= MAX_BATCH {
+                    return false;
+                }
+                counted += queued.rows.len();
+                true
+            })
+            .count();
+        let mut rows = Vec::with_capacity(counted);
+        let mut replies = Vec::with_capacity(entries);
+        for queued in self.queue.drain(..entries) {
+            replies.push((queued.rows.len(), queued.reply));
+            rows.extend(queued.rows);
+        }
+        let take = rows.len();
         self.writing = true;
         let db = self.db.clone();
         let kept = self.kept.take();
@@ -76,13 +98,15 @@ impl<B: Batch> Writer<B> {
                     writer.kept = kept;
                     match result {
                         Ok(written) => {
-                            for (reply, row) in replies.into_iter().zip(written) {
-                                let _ = reply.send(Ok(row));
+                            let mut written = written.into_iter();
+                            for (count, reply) in replies {
+                                let rows = written.by_ref().take(count).collect();
+                                let _ = reply.send(Ok(rows));
                             }
                         }
                         Err(err) => {
                             log::warn!("batch of {take} failed: {err}");
-                            for reply in replies {
+                            for (_, reply) in replies {
                                 let _ = reply.send(Err(err.clone()));
                             }
                         }
@@ -98,18 +122,20 @@ impl<B: Batch> Actor for Writer<B> {
     type Context = Context<Self>;
 }
 
-/// Writes one row; the answer comes on `reply` after commit.
+/// Writes rows (one, or several decided together) in one transaction,
+/// with others queued meanwhile; one answer for all of them comes on
+/// `reply` after commit.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Write<B: Batch> {
-    pub row: B::Row,
-    pub reply: oneshot::Sender<Answer<B>>,
+    pub rows: Vec<B::Row>,
+    pub reply: oneshot::Sender<Answers<B>>,
 }
 
 impl<B: Batch> Handler<Write<B>> for Writer<B> {
     type Result = ();
     fn handle(&mut self, msg: Write<B>, ctx: &mut Context<Self>) {
-        self.queue.push((msg.row, msg.reply));
+        self.queue.push(msg);
         self.flush(ctx);
     }
 }
@@ -139,8 +165,21 @@ pub async fn write<B: Batch>(writer: &Addr<Writer<B>>, row: B::Row) -> Answer<B>
 where
     B::Row: Send,
 {
+    write_all(writer, vec![row])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::internal("the writer answered no row"))
+}
+
+/// Writes several rows through `writer`, in one transaction, and waits for
+/// its commit: one answer per row, in order (a batch of bids decided
+/// together: one message and one wake for all of them).
+pub async fn write_all<B: Batch>(writer: &Addr<Writer<B>>, rows: Vec<B::Row>) -> Answers<B>
+where
+    B::Row: Send,
+{
     let (reply, answer) = oneshot::channel();
-    writer.do_send(Write { row, reply });
+    writer.do_send(Write { rows, reply });
     answer
         .await
         .map_err(|err| StoreError::internal_by("writer stopped", err))?

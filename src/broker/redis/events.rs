@@ -33,6 +33,10 @@ use crate::store::StoreError;
 /// A counter Redis lost (a restart without persistence) starts again from
 /// the time in microseconds, so offsets keep increasing: nodes drop an
 /// event whose offset is not past the last one they passed on.
+/// A room with several events in one call (a batch of bids' `bid:new`)
+/// reads and swaps its last id once, at its first event, and takes the
+/// ones after from the call itself; its last id is written again, and its
+/// log's expiry set, once per call, after all the batch's entries.
 /// KEYS: the offset counter, then per event its room's log and last offset.
 /// ARGV: log length, log TTL (ms), then per event: channel, frame head,
 /// except, version, emission id.
@@ -45,16 +49,31 @@ if n == count then
   redis.call('SET', KEYS[1], string.format('%.0f', n))
 end
 local first = n - count + 1
+-- per log in the call, in order of first event: its last-id key, the id
+-- written there at its first event, and the id of its latest event
+local logs, last_key, swapped, latest = {}, {}, {}, {}
 for i = 0, count - 1 do
   local offset = string.format('%.0f', first + i)
   local id = offset .. '-0'
   local log, a = KEYS[2 + 2 * i], 3 + 5 * i
-  local previous = redis.call('SET', KEYS[3 + 2 * i], id, 'PX', ARGV[2], 'GET') or '0-0'
+  local previous = latest[log]
+  if previous == nil then
+    previous = redis.call('SET', KEYS[3 + 2 * i], id, 'PX', ARGV[2], 'GET') or '0-0'
+    logs[#logs + 1] = log
+    last_key[log] = KEYS[3 + 2 * i]
+    swapped[log] = id
+  end
+  latest[log] = id
   redis.call('XADD', log, 'MAXLEN', '~', ARGV[1], id, 'h', ARGV[a + 1], 'x', ARGV[a + 2],
     'v', ARGV[a + 3], 'e', ARGV[a + 4], 'p', previous)
-  redis.call('PEXPIRE', log, ARGV[2])
   redis.call('SPUBLISH', ARGV[a], ARGV[a + 2] .. '|' .. ARGV[a + 3] .. '|' .. ARGV[a + 4] ..
     '|' .. offset .. '|' .. ARGV[a + 1] .. ',"' .. id .. '"]')
+end
+for _, log in ipairs(logs) do
+  if latest[log] ~= swapped[log] then
+    redis.call('SET', last_key[log], latest[log], 'PX', ARGV[2])
+  end
+  redis.call('PEXPIRE', log, ARGV[2])
 end
 return string.format('%.0f', first)
 "#;
@@ -278,6 +297,87 @@ mod tests {
             except: None,
             version: None,
         }
+    }
+
+    /// A room's entries in one call each keep the id of the room's entry
+    /// before them (`p`, which tells `since` whether trimming dropped
+    /// events), its last id is the call's last, and both keys expire.
+    #[actix_web::test]
+    async fn a_room_s_entries_in_one_call_each_keep_the_one_before() {
+        let crate::broker::Broker::Redis(broker) = crate::broker::conformance::redis() else {
+            panic!("a Redis broker");
+        };
+        let limits = LogLimits {
+            ttl: Duration::from_secs(60),
+            max_len: 100,
+        };
+        let batch = ["listing:a", "listing:b", "listing:a", "listing:a"].map(publication);
+        let mut offsets: Vec<u64> = broker
+            .publish(&batch, limits)
+            .await
+            .into_iter()
+            .map(|offset| offset.unwrap_or_else(|err| panic!("published: {err}")))
+            .collect();
+        let again = broker.publish(&[publication("listing:a")], limits).await;
+        offsets.extend(
+            again
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|e| panic!("{e}"))),
+        );
+        let room = RoomKey::parse("listing:a").unwrap_or_else(|| panic!("a room"));
+        let (log, last) = (
+            room_log(broker.redis.prefix(), &room),
+            room_last_offset(broker.redis.prefix(), &room),
+        );
+        let mut conn = broker
+            .redis
+            .connection()
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let entries: RedisValue = deadpool_redis::redis::cmd("XRANGE")
+            .arg(&log)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut *conn)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let previous: Vec<Option<String>> = stream_entries(entries)
+            .iter()
+            .map(|(_, fields)| field(fields, "p"))
+            .collect();
+        let id = |offset: u64| Some(format!("{offset}-0"));
+        assert_eq!(
+            previous,
+            [
+                Some("0-0".to_owned()),
+                id(offsets[0]),
+                id(offsets[2]),
+                id(offsets[3])
+            ]
+        );
+        let stored: Option<String> = deadpool_redis::redis::cmd("GET")
+            .arg(&last)
+            .query_async(&mut *conn)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(stored, id(offsets[4]));
+        for key in [&log, &last] {
+            let ttl: i64 = deadpool_redis::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut *conn)
+                .await
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert!(ttl > 0 && ttl <= 60_000, "{key}: {ttl}");
+        }
+        // One call of several events on a room keeps its last id too.
+        let _ = broker.publish(&batch, limits).await;
+        let relast: Option<String> = deadpool_redis::redis::cmd("GET")
+            .arg(&last)
+            .query_async(&mut *conn)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let latest = offsets[4] + 4;
+        assert_eq!(relast, id(latest));
     }
 
     #[tokio::test]
