@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 
 use actix_service::fn_service;
-use actix_web::http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
@@ -228,6 +227,7 @@ async fn other_requests_go_to_the_http_server_with_what_was_read() {
         b"POST /door HTTP/1.1\r\nContent-Length: 65\r\n\r\n",
         b"GET /door HTTP/1.0\r\n\r\n",
         b"PUT /door HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"GET /door HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
     ] {
         let mut client = connect(address).await;
         send(&mut client, request).await;
@@ -248,58 +248,6 @@ async fn other_requests_go_to_the_http_server_with_what_was_read() {
     let http = "http saw GET /healthz HTTP/1.1\r\n\r\n".to_owned();
     assert_eq!(response(&mut client).await, (200, http));
     assert_eq!(*echo.seen.borrow(), vec!["GET a=1"]);
-}
-
-#[actix_web::test]
-async fn an_upgrade_hands_over_the_socket_and_what_came_past_the_handshake() {
-    let (address, echo) = node(Duration::from_secs(5)).await;
-    let mut client = connect(address).await;
-    send(
-        &mut client,
-        b"GET /door HTTP/1.1\r\nUpgrade: websocket\r\n\r\nframes",
-    )
-    .await;
-    let mut answer = vec![0; 64];
-    let Ok(Ok(n)) = timeout(Duration::from_secs(5), client.read(&mut answer)).await else {
-        panic!("no answer");
-    };
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
-    assert!(
-        answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
-        "{answer}"
-    );
-    assert!(answer.contains("connection: upgrade\r\n"), "{answer}");
-    assert!(!answer.contains("content-length"), "{answer}");
-    let mut rest = answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    while rest.len() < "frames".len() {
-        let mut more = [0; 16];
-        match client.read(&mut more).await {
-            Ok(n) if n > 0 => rest.push_str(&String::from_utf8_lossy(&more[..n])),
-            other => panic!("echo ended: {other:?}"),
-        }
-    }
-    assert_eq!(rest, "frames");
-    assert_eq!(*echo.seen.borrow(), vec!["upgraded"]);
-}
-
-#[actix_web::test]
-async fn a_refused_upgrade_is_answered_and_closed() {
-    let (address, _) = node(Duration::from_secs(5)).await;
-    let mut client = connect(address).await;
-    send(
-        &mut client,
-        b"GET /elsewhere HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await;
-    assert_eq!(
-        response(&mut client).await,
-        (StatusCode::NOT_FOUND.as_u16(), "no".into())
-    );
-    assert!(closed(&mut client, Duration::from_secs(2)).await);
 }
 
 #[actix_web::test]

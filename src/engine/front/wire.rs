@@ -48,7 +48,15 @@ pub fn parse(bytes: &[u8], keep: &[&str]) -> Parsed {
         Version::HTTP_10
     };
     let kept = |name: &str| keep.iter().any(|kept| name.eq_ignore_ascii_case(kept));
-    let mut map = HeaderMap::new();
+    // One allocation of the right size: a map grown header by header
+    // leaves its smaller tables behind as holes in the heap, between the
+    // session's long-lived allocations made next.
+    let count = request
+        .headers
+        .iter()
+        .filter(|header| kept(header.name))
+        .count();
+    let mut map = HeaderMap::with_capacity(count);
     for header in request.headers.iter().filter(|header| kept(header.name)) {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(header.name.as_bytes()),
