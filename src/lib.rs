@@ -34,8 +34,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, AsyncContext};
-use actix_http::{HttpService, KeepAlive};
+use actix_http::{HttpService, KeepAlive, Protocol};
 use actix_service::map_config;
+use actix_service::Service;
 use actix_service::{fn_factory, ServiceFactory};
 use actix_web::dev::{fn_service, AppConfig, Server, ServerHandle};
 use actix_web::rt::net::TcpStream;
@@ -292,11 +293,13 @@ impl Application {
 }
 
 /// Serves HTTP as actix-web's `HttpServer` does (its timeouts and
-/// keep-alive), behind the engine's front door: each connection starts
-/// there, which serves `/socket.io/` itself (long-polling and WebSocket
-/// upgrades, keeping none of the HTTP layer's buffers) and hands any other
-/// request, with its connection, to actix-http and the App. `parts` makes
-/// each worker's door, App and `TCP_USER_TIMEOUT`.
+/// keep-alive), with two differences: a connection whose first request is
+/// a long-poll goes to the engine's front door, which serves long-polling
+/// itself (keeping none of the HTTP layer's buffers) and hands any other
+/// request, with its connection, to actix-http; and a request to upgrade
+/// to a WebSocket goes from actix-http's upgrade hook to the engine with
+/// its raw connection. `parts` makes each worker's door, App and
+/// `TCP_USER_TIMEOUT`.
 fn serve<F, D, A>(
     listener: TcpListener,
     workers: usize,
@@ -314,8 +317,6 @@ where
             InitError = (),
         > + 'static,
 {
-    /// How long a request head may take (and a kept-alive connection idle).
-    const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
     let address = listener.local_addr()?;
     let builder = Server::build();
     let shutdown = builder.graceful_shutdown_signal();
@@ -324,33 +325,18 @@ where
         .disable_signals()
         .shutdown_timeout(grace.as_secs().max(1))
         .listen("souk", listener, move || {
+            // Two HTTP services over one configuration: one for connections
+            // that start with the HTTP server (a WebSocket, the API), one for
+            // those the front door hands over after serving long-polling.
             let (door, app, user_timeout) = parts();
-            let signal = shutdown.clone();
-            // An upgrade on a connection the HTTP server has (a proxy's
-            // kept-alive connection that carried an API request first) is
-            // served as the front door serves one.
-            let upgrades = {
-                let door = door.clone();
-                fn_service(move |(request, framed): HandedUpgrade| {
-                    let door = door.clone();
-                    async move {
-                        engine::front::upgrade_in_http(door, request.head(), framed).await;
-                        Ok::<_, actix_web::Error>(())
-                    }
-                })
-            };
-            let http = HttpService::<engine::front::Replay, _, _, _, _>::build()
-                .keep_alive(KeepAlive::Timeout(REQUEST_TIMEOUT))
-                .client_request_timeout(REQUEST_TIMEOUT)
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .h1_allow_half_closed(true)
-                .local_addr(address)
-                .graceful_shutdown_signal(move || {
-                    let signal = signal.clone();
-                    async move { signal.notified().await }
-                })
-                .upgrade(upgrades)
-                .finish(map_config(app, |_| AppConfig::default()));
+            let (_, replay_app, _) = parts();
+            let straight = http_service::<TcpStream, _, _>(app, door.clone(), address, &shutdown);
+            let replayed = http_service::<engine::front::Replay, _, _>(
+                replay_app,
+                door.clone(),
+                address,
+                &shutdown,
+            );
             let signal = shutdown.clone();
             let stopping: engine::front::Stopping = std::rc::Rc::new(move || {
                 let signal = signal.clone();
@@ -358,9 +344,10 @@ where
             });
             fn_factory(move || {
                 let (door, stopping) = (door.clone(), stopping.clone());
-                let http = http.new_service(());
+                let (straight, replayed) = (straight.new_service(()), replayed.new_service(()));
                 async move {
-                    let http = std::rc::Rc::new(http.await?);
+                    let straight = std::rc::Rc::new(straight.await?);
+                    let replayed = std::rc::Rc::new(replayed.await?);
                     Ok::<_, ()>(fn_service(move |stream: TcpStream| {
                         session::on_accept(&stream, user_timeout);
                         // Acks are small frames: without this, Nagle holds
@@ -369,14 +356,26 @@ where
                         if let Err(err) = stream.set_nodelay(true) {
                             log::debug!("cannot set TCP_NODELAY: {err}");
                         }
+                        let (door, straight, replayed) =
+                            (door.clone(), straight.clone(), replayed.clone());
                         let timing = engine::front::Timing {
                             head: REQUEST_TIMEOUT,
                             stopping: stopping.clone(),
                         };
-                        let served =
-                            engine::front::serve(stream, door.clone(), http.clone(), timing);
                         async move {
-                            served.await;
+                            if engine::front::polls(&stream, REQUEST_TIMEOUT).await {
+                                // Its own task: this one is as large as
+                                // actix-http's dispatcher, which a poller
+                                // does not need.
+                                let served = engine::front::serve(stream, door, replayed, timing);
+                                actix_web::rt::spawn(served);
+                            } else {
+                                let peer = stream.peer_addr().ok();
+                                let call = straight.call((stream, Protocol::Http1, peer));
+                                if let Err(err) = call.await {
+                                    log::debug!("http: {err:?}");
+                                }
+                            }
                             Ok::<_, ()>(())
                         }
                     }))
@@ -387,11 +386,61 @@ where
     Ok(server)
 }
 
-/// An upgrade request the HTTP server hands over, with its connection.
-type HandedUpgrade = (
-    actix_http::Request,
-    actix_codec::Framed<engine::front::Replay, actix_http::h1::Codec>,
-);
+/// actix-http over connections of type `T` (fresh sockets, or sockets the
+/// front door hands over): actix-web's `HttpServer` settings (timeouts,
+/// keep-alive, graceful shutdown), and upgrades handed to `door`.
+fn http_service<T, D, A>(
+    app: App<A>,
+    door: D,
+    address: SocketAddr,
+    shutdown: &actix_server::GracefulShutdownSignal,
+) -> impl ServiceFactory<
+    (T, Protocol, Option<SocketAddr>),
+    Config = (),
+    Response = (),
+    Error = actix_http::error::DispatchError,
+    InitError = (),
+>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + engine::front::Handed + 'static,
+    D: engine::front::Door,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+{
+    let upgrades = fn_service(
+        move |(request, framed): (
+            actix_http::Request,
+            actix_codec::Framed<T, actix_http::h1::Codec>,
+        )| {
+            let door = door.clone();
+            async move {
+                engine::front::upgrade_in_http(door, request.head(), framed).await;
+                Ok::<_, actix_web::Error>(())
+            }
+        },
+    );
+    let signal = shutdown.clone();
+    HttpService::<T, _, _, _, _>::build()
+        .keep_alive(KeepAlive::Timeout(REQUEST_TIMEOUT))
+        .client_request_timeout(REQUEST_TIMEOUT)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .h1_allow_half_closed(true)
+        .local_addr(address)
+        .graceful_shutdown_signal(move || {
+            let signal = signal.clone();
+            async move { signal.notified().await }
+        })
+        .upgrade(upgrades)
+        .finish(map_config(app, |_| AppConfig::default()))
+}
+
+/// How long a request head may take (and a kept-alive connection idle).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts reading the backend's queue, unless it is off or the broker has
 /// no queue (the memory broker).

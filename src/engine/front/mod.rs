@@ -128,7 +128,7 @@ where
         };
         let (mut head, len) = match read {
             Ok(Ok(Some(found))) => found,
-            // Not a head we can read: the HTTP server answers it.
+            // Not a head for the front door: the HTTP server answers it.
             Ok(Ok(None)) => return connection.hand_over(&*http, peer).await,
             // Gone, failed, too large, or too slow: nothing to answer.
             Ok(Err(_)) | Err(_) => return,
@@ -192,11 +192,54 @@ where
     }
 }
 
+/// Whether a new connection's first request is a long-polling one, from
+/// its first bytes (peeked, left for whoever reads it): those connections
+/// go to the front door, the rest straight to the HTTP server as they
+/// were. A client that sends nothing within `wait`, or a first line that
+/// has not all come, goes to the HTTP server, which serves polling too.
+pub async fn polls(stream: &TcpStream, wait: Duration) -> bool {
+    let mut first = [0u8; 256];
+    let Ok(Ok(n)) = timeout(wait, stream.peek(&mut first)).await else {
+        return false;
+    };
+    let first = &first[..n];
+    let line = first
+        .windows(2)
+        .position(|pair| pair == b"\r\n")
+        .map_or(first, |end| &first[..end]);
+    (line.starts_with(b"GET /socket.io/?") || line.starts_with(b"POST /socket.io/?"))
+        && line
+            .windows(b"transport=polling".len())
+            .any(|window| window == b"transport=polling")
+}
+
+/// A connection the HTTP server hands over with an upgrade request.
+pub trait Handed {
+    /// What was read and not yet taken, and the socket.
+    fn into_socket(self) -> (BytesMut, TcpStream);
+}
+
+impl Handed for TcpStream {
+    fn into_socket(self) -> (BytesMut, TcpStream) {
+        (BytesMut::new(), self)
+    }
+}
+
+impl Handed for Replay {
+    fn into_socket(self) -> (BytesMut, TcpStream) {
+        self.into_parts()
+    }
+}
+
 /// Serves an upgrade request, which the HTTP server hands over through its
 /// upgrade hook with the connection and what it read past the request.
-pub async fn upgrade_in_http<D: Door>(door: D, head: &RequestHead, framed: Framed<Replay, Codec>) {
+pub async fn upgrade_in_http<D: Door, T: Handed>(
+    door: D,
+    head: &RequestHead,
+    framed: Framed<T, Codec>,
+) {
     let parts = framed.into_parts();
-    let (mut read, stream) = parts.io.into_parts();
+    let (mut read, stream) = parts.io.into_socket();
     let mut taken = parts.read_buf;
     // What the HTTP server read comes before what it had not replayed yet.
     taken.extend_from_slice(&read);
@@ -230,10 +273,11 @@ enum Route {
 fn route<D: Door>(door: &D, head: &RequestHead) -> Route {
     use actix_http::Method;
     let headers = &head.headers;
-    // An upgrade goes to the HTTP server, whose upgrade hook brings it
-    // back to the door (`upgrade_in_http`): served here, a WebSocket kept
-    // 0.7-0.9 KiB more RSS (4.84-5.15 against 4.11-4.32 KiB per idle
-    // connection, 5,000 connections, alternated runs) for no CPU saved.
+    // An upgrade goes to the HTTP server (`wire::parse` says so before
+    // copying its head), whose upgrade hook brings it back to the door
+    // (`upgrade_in_http`): served here, a WebSocket kept 0.7-0.9 KiB more
+    // RSS (4.84-5.15 against 4.11-4.32 KiB per idle connection, 5,000
+    // connections, alternated runs) for no CPU saved.
     if headers.contains_key(UPGRADE)
         || head.version != Version::HTTP_11
         || headers.contains_key(TRANSFER_ENCODING)
@@ -281,7 +325,7 @@ impl Connection {
             if !self.read.is_empty() {
                 match wire::parse(&self.read, keep) {
                     Parsed::Head(head, len) => return Ok(Some((head, len))),
-                    Parsed::Invalid => return Ok(None),
+                    Parsed::Elsewhere => return Ok(None),
                     Parsed::Partial if self.read.len() >= MAX_HEAD => {
                         return Err(io::ErrorKind::InvalidData.into())
                     }

@@ -17,8 +17,9 @@ pub enum Parsed {
     Head(RequestHead, usize),
     /// Not all of it yet.
     Partial,
-    /// Not HTTP/1 (or more headers than we take): not ours to judge.
-    Invalid,
+    /// Not for the front door: not HTTP/1 (or more headers than we
+    /// take), or a request to upgrade, which the HTTP server hands back.
+    Elsewhere,
 }
 
 /// Parses the request head at the start of `bytes`, keeping the headers
@@ -30,14 +31,24 @@ pub fn parse(bytes: &[u8], keep: &[&str]) -> Parsed {
     let len = match request.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Invalid,
+        Err(_) => return Parsed::Elsewhere,
     };
+    // Told before anything is copied: an upgrade's head is the HTTP
+    // server's to read (copied here, its headers' allocations sat between
+    // the session's long-lived ones and cost every WebSocket RSS).
+    if request
+        .headers
+        .iter()
+        .any(|header| header.name.eq_ignore_ascii_case("upgrade"))
+    {
+        return Parsed::Elsewhere;
+    }
     let (Some(method), Some(path), Some(version)) = (request.method, request.path, request.version)
     else {
-        return Parsed::Invalid;
+        return Parsed::Elsewhere;
     };
     let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path.parse::<Uri>()) else {
-        return Parsed::Invalid;
+        return Parsed::Elsewhere;
     };
     let mut head = RequestHead::default();
     head.method = method;
@@ -62,7 +73,7 @@ pub fn parse(bytes: &[u8], keep: &[&str]) -> Parsed {
             HeaderName::from_bytes(header.name.as_bytes()),
             HeaderValue::from_bytes(header.value),
         ) else {
-            return Parsed::Invalid;
+            return Parsed::Elsewhere;
         };
         map.append(name, value);
     }
@@ -171,13 +182,20 @@ mod tests {
         ));
         assert!(matches!(
             parse(b"\x16\x03\x01 tls hello", &[]),
-            Parsed::Invalid
+            Parsed::Elsewhere
         ));
         let many = format!(
             "GET / HTTP/1.1\r\n{}\r\n",
             "a: b\r\n".repeat(MAX_HEADERS + 1)
         );
-        assert!(matches!(parse(many.as_bytes(), &[]), Parsed::Invalid));
+        assert!(matches!(parse(many.as_bytes(), &[]), Parsed::Elsewhere));
+    }
+
+    #[test]
+    fn an_upgrade_is_left_to_the_http_server_unread() {
+        let upgrade =
+            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        assert!(matches!(parse(upgrade, &["upgrade"]), Parsed::Elsewhere));
     }
 
     #[test]
