@@ -309,13 +309,7 @@ fn serve<F, D, A>(
 where
     F: Fn() -> (D, App<A>, Option<Duration>) + Send + Clone + 'static,
     D: engine::front::Door,
-    A: actix_web::dev::ServiceFactory<
-            actix_web::dev::ServiceRequest,
-            Config = (),
-            Response = actix_web::dev::ServiceResponse,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
+    A: AppFactory,
 {
     let address = listener.local_addr()?;
     let builder = Server::build();
@@ -404,13 +398,7 @@ fn http_service<T, D, A>(
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + engine::front::Handed + 'static,
     D: engine::front::Door,
-    A: actix_web::dev::ServiceFactory<
-            actix_web::dev::ServiceRequest,
-            Config = (),
-            Response = actix_web::dev::ServiceResponse,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
+    A: AppFactory,
 {
     let upgrades = fn_service(
         move |(request, framed): (
@@ -437,6 +425,29 @@ where
         })
         .upgrade(upgrades)
         .finish(map_config(app, |_| AppConfig::default()))
+}
+
+/// What `App::new()` makes, as the HTTP service takes it.
+trait AppFactory:
+    actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    > + 'static
+{
+}
+
+impl<T> AppFactory for T where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static
+{
 }
 
 /// How long a request head may take (and a kept-alive connection idle).
