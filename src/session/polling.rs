@@ -76,7 +76,7 @@ where
         }
         data.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(data.to_vec())
+    let text = String::from_utf8(Vec::from(data))
         .map_err(|_| Failure::new(Code::BadRequest, "body is not UTF-8"))?;
     match session.send(Posted(text)).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok()
