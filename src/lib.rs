@@ -357,18 +357,24 @@ where
                             stopping: stopping.clone(),
                         };
                         async move {
-                            if engine::front::polls(&stream, REQUEST_TIMEOUT).await {
-                                // Its own task: this one is as large as
-                                // actix-http's dispatcher, which a poller
-                                // does not need.
-                                let served = engine::front::serve(stream, door, replayed, timing);
-                                actix_web::rt::spawn(served);
-                            } else {
-                                let peer = stream.peer_addr().ok();
-                                let call = straight.call((stream, Protocol::Http1, peer));
-                                if let Err(err) = call.await {
-                                    log::debug!("http: {err:?}");
+                            let first = engine::front::first_request::<D>(&stream, REQUEST_TIMEOUT);
+                            match first.await {
+                                engine::front::First::LongPoll => {
+                                    // Its own task: this one is as large as
+                                    // actix-http's dispatcher, which a
+                                    // poller does not need.
+                                    let served =
+                                        engine::front::serve(stream, door, replayed, timing);
+                                    actix_web::rt::spawn(served);
                                 }
+                                engine::front::First::Other => {
+                                    let peer = stream.peer_addr().ok();
+                                    let call = straight.call((stream, Protocol::Http1, peer));
+                                    if let Err(err) = call.await {
+                                        log::debug!("http: {err:?}");
+                                    }
+                                }
+                                engine::front::First::Nothing => {}
                             }
                             Ok::<_, ()>(())
                         }

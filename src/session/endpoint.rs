@@ -1,9 +1,11 @@
 //! `/socket.io/`: checks the Engine.IO query and hands the request to its
 //! transport: a new WebSocket session, a WebSocket upgrading a polling
-//! session, or a long-polling GET or POST. They arrive through the engine's
-//! front door ([`SocketIo`]), which owns the connection; the few requests
-//! it passes on (chunked bodies, HTTP/1.0, a connection the HTTP API had)
-//! through the App, answered by the same code.
+//! session, or a long-polling GET or POST. Long-polling requests on a
+//! connection that started with one arrive through the engine's front door
+//! ([`SocketIo`]), WebSocket upgrades through the HTTP server's upgrade
+//! hook (which hands them to [`SocketIo`] too), and the rest (polling on a
+//! connection that started otherwise, chunked bodies, HTTP/1.0) through
+//! the App: all answered by the same code.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -168,7 +170,7 @@ fn unknown_sid() -> Failure {
 }
 
 /// `GET /socket.io/` without an upgrade, through the App: opens a polling
-/// session or polls one (a WebSocket comes through the front door).
+/// session or polls one (a WebSocket comes through the upgrade hook).
 pub async fn socket_io(
     req: HttpRequest,
     app: web::Data<AppState>,
@@ -195,10 +197,11 @@ fn not_websocket(err: Option<ws::HandshakeError>) -> Failure {
     Failure::new(Code::BadRequest, format!("not a WebSocket upgrade: {why}"))
 }
 
-/// The requests of `/socket.io/` that the engine's front door serves
-/// itself (long-polling GETs and POSTs, WebSocket upgrades), so that a
-/// poller keeps none of the HTTP server's buffers: answered here as the
-/// App answers them (the same handlers, the same errors, CORS).
+/// The requests of `/socket.io/` that reach the engine rather than the App:
+/// long-polling GETs and POSTs at the front door (so that a poller keeps
+/// none of the HTTP server's buffers) and WebSocket upgrades from the HTTP
+/// server's hook; answered as the App answers them (the same handlers,
+/// the same errors, CORS).
 #[derive(Clone)]
 pub struct SocketIo {
     app: web::Data<AppState>,
@@ -234,9 +237,7 @@ impl front::Door for SocketIo {
         guard::FORWARDED_FOR,
     ];
 
-    fn owns(&self, head: &RequestHead) -> bool {
-        head.uri.path() == PATH
-    }
+    const PATH: &'static str = PATH;
 
     fn max_body(&self) -> usize {
         self.app.settings.max_payload

@@ -277,3 +277,23 @@ async fn connect_attempts_and_token_refreshes_are_rate_limited_per_socket() {
     assert_eq!(tripped(&app, "token_checks").await, 2);
     still_served(&mut other).await;
 }
+
+/// A connection that never sends a request is closed after the request
+/// timeout (5 s), once: looking at its first bytes to route it must not
+/// give it a second timeout at the HTTP server.
+#[actix_web::test]
+async fn a_connection_that_sends_nothing_is_closed_after_one_request_timeout() {
+    use tokio::io::AsyncReadExt;
+
+    let app = TestApp::spawn().await;
+    let mut silent = tokio::net::TcpStream::connect(&app.address).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), silent.read_to_end(&mut rest)).await;
+    let took = started.elapsed();
+    assert!(read.is_ok(), "still open after 15 s");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_millis(7500),
+        "closed after {took:?}"
+    );
+}

@@ -1,10 +1,12 @@
-//! The front door: every connection the node accepts starts here. It reads
+//! The front door for long-polling: a connection whose first request is a
+//! long-poll ([`first_request`] peeks at it) is served here. It reads
 //! HTTP/1.1 request heads itself and serves the requests of its [`Door`]:
-//! long-polling GETs and POSTs. Anything else (the HTTP API, a WebSocket
-//! upgrade, a chunked or `Expect` request, HTTP/1.0, what it cannot
-//! parse) goes to the HTTP server with its connection and the bytes read
-//! so far, and stays there; the server's upgrade hook hands upgrades back
-//! to the door ([`upgrade_in_http`]).
+//! long-polling GETs and POSTs. Anything else on such a connection (the
+//! HTTP API, a WebSocket upgrade, a chunked or `Expect` request, HTTP/1.0,
+//! what it cannot parse) goes to the HTTP server with the connection and
+//! the bytes read so far, and stays there. Every other connection goes to
+//! the HTTP server from the start; its upgrade hook hands upgrades to the
+//! door ([`upgrade_in_http`]).
 //!
 //! So a long-polling connection keeps no HTTP server dispatcher, buffers
 //! or request head while its GET waits: only its socket, the door and the
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use actix_http::h1::Codec;
-use actix_http::header::{EXPECT, TRANSFER_ENCODING, UPGRADE};
+use actix_http::header::{EXPECT, TRANSFER_ENCODING};
 use actix_http::{Protocol, RequestHead, Version};
 use actix_service::Service;
 use actix_web::rt::net::TcpStream;
@@ -77,8 +79,8 @@ pub trait Door: Clone + 'static {
     /// is handed hold these (and those the front door reads itself), no
     /// others.
     const HEADERS: &'static [&'static str];
-    /// Whether requests for this head's path are the door's.
-    fn owns(&self, head: &RequestHead) -> bool;
+    /// The path whose requests are the door's.
+    const PATH: &'static str;
     /// The most bytes a POST body may have here (a larger one goes to the
     /// HTTP server, which refuses it as it refuses any).
     fn max_body(&self) -> usize;
@@ -135,17 +137,14 @@ where
         };
         head.peer_addr = peer;
         let close = wire::wants_close(&head);
-        let route = route(&door, &head);
-        if route == Route::Http {
-            return connection.hand_over(&*http, peer).await;
-        }
-        let _ = connection.read.split_to(len);
-        let answer = match route {
+        let answer = match route(&door, &head) {
+            Route::Http => return connection.hand_over(&*http, peer).await,
             Route::Get => {
-                connection.forget_if_empty();
+                connection.take_head(len);
                 door.get(head)
             }
             Route::Post(length) => {
+                connection.take_head(len);
                 // The door hears of the POST at once and gets its body
                 // when it has come: it may refuse the POST before (an
                 // overlapping one, say), and then what is left unread
@@ -179,7 +178,6 @@ where
                 }
                 Box::pin(std::future::ready(response))
             }
-            Route::Http => return,
         };
         let response = answer.await;
         if connection.answer(response, close).await.is_err() {
@@ -192,25 +190,43 @@ where
     }
 }
 
-/// Whether a new connection's first request is a long-polling one, from
-/// its first bytes (peeked, left for whoever reads it): those connections
-/// go to the front door, the rest straight to the HTTP server as they
-/// were. A client that sends nothing within `wait`, or a first line that
-/// has not all come, goes to the HTTP server, which serves polling too.
-pub async fn polls(stream: &TcpStream, wait: Duration) -> bool {
+/// What a new connection's first bytes say.
+#[derive(Debug, PartialEq, Eq)]
+pub enum First {
+    /// A long-poll on the door's path: the front door's.
+    LongPoll,
+    /// Anything else (or a first line that has not all come): the HTTP
+    /// server's, which serves polling too.
+    Other,
+    /// Nothing within the request timeout, or the client went: close it,
+    /// as the HTTP server would have (passing it on would give it a second
+    /// request timeout).
+    Nothing,
+}
+
+/// Tells from a new connection's first bytes (peeked, left for whoever
+/// reads them) whether its first request is a long-poll on the door's path.
+pub async fn first_request<D: Door>(stream: &TcpStream, wait: Duration) -> First {
     let mut first = [0u8; 256];
-    let Ok(Ok(n)) = timeout(wait, stream.peek(&mut first)).await else {
-        return false;
+    let n = match timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return First::Nothing,
     };
     let first = &first[..n];
     let line = first
         .windows(2)
         .position(|pair| pair == b"\r\n")
         .map_or(first, |end| &first[..end]);
-    (line.starts_with(b"GET /socket.io/?") || line.starts_with(b"POST /socket.io/?"))
-        && line
-            .windows(b"transport=polling".len())
-            .any(|window| window == b"transport=polling")
+    let query = ["GET ", "POST "]
+        .iter()
+        .find_map(|method| line.strip_prefix(method.as_bytes()))
+        .and_then(|target| target.strip_prefix(D::PATH.as_bytes()))
+        .and_then(|rest| rest.strip_prefix(b"?"));
+    let polling = b"transport=polling";
+    match query {
+        Some(query) if query.windows(polling.len()).any(|w| w == polling) => First::LongPoll,
+        _ => First::Other,
+    }
 }
 
 /// A connection the HTTP server hands over with an upgrade request.
@@ -239,11 +255,10 @@ pub async fn upgrade_in_http<D: Door, T: Handed>(
     framed: Framed<T, Codec>,
 ) {
     let parts = framed.into_parts();
-    let (mut read, stream) = parts.io.into_socket();
+    let (read, stream) = parts.io.into_socket();
     let mut taken = parts.read_buf;
     // What the HTTP server read comes before what it had not replayed yet.
     taken.extend_from_slice(&read);
-    read.clear();
     let mut connection = Connection {
         stream,
         read: taken,
@@ -252,13 +267,13 @@ pub async fn upgrade_in_http<D: Door, T: Handed>(
     connection.upgrade(&door, head).await;
 }
 
-/// The headers the front door reads to route a request.
+/// The headers the front door reads to route a request (an upgrade is
+/// told apart before any header is copied: `wire::parse`).
 const ROUTING: &[&str] = &[
     "connection",
     "content-length",
     "expect",
     "transfer-encoding",
-    "upgrade",
 ];
 
 /// Who serves a request.
@@ -273,16 +288,10 @@ enum Route {
 fn route<D: Door>(door: &D, head: &RequestHead) -> Route {
     use actix_http::Method;
     let headers = &head.headers;
-    // An upgrade goes to the HTTP server (`wire::parse` says so before
-    // copying its head), whose upgrade hook brings it back to the door
-    // (`upgrade_in_http`): served here, a WebSocket kept 0.7-0.9 KiB more
-    // RSS (4.84-5.15 against 4.11-4.32 KiB per idle connection, 5,000
-    // connections, alternated runs) for no CPU saved.
-    if headers.contains_key(UPGRADE)
-        || head.version != Version::HTTP_11
+    if head.version != Version::HTTP_11
         || headers.contains_key(TRANSFER_ENCODING)
         || headers.contains_key(EXPECT)
-        || !door.owns(head)
+        || head.uri.path() != D::PATH
     {
         return Route::Http;
     }
@@ -381,6 +390,12 @@ impl Connection {
                 self.linger().await;
             }
         }
+    }
+
+    /// Takes a request head of `len` bytes off what was read.
+    fn take_head(&mut self, len: usize) {
+        let _ = self.read.split_to(len);
+        self.forget_if_empty();
     }
 
     /// Drops the read buffer's allocation when nothing waits in it.

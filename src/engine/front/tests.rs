@@ -20,9 +20,7 @@ struct Echo {
 impl Door for Echo {
     const HEADERS: &'static [&'static str] = &[];
 
-    fn owns(&self, head: &RequestHead) -> bool {
-        head.uri.path() == "/door"
-    }
+    const PATH: &'static str = "/door";
 
     fn max_body(&self) -> usize {
         64
@@ -93,13 +91,7 @@ impl Drop for Unanswered {
 /// A node: the front door with `Echo`, and an "HTTP server" that answers
 /// `http saw <everything it read until the head's end>` and closes.
 async fn node(timing: Duration) -> (SocketAddr, Echo) {
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(listener) => listener,
-        Err(err) => panic!("bind: {err}"),
-    };
-    let Ok(address) = listener.local_addr() else {
-        panic!("no address");
-    };
+    let (listener, address) = listen().await;
     let echo = Echo::default();
     let door = echo.clone();
     let http = Rc::new(fn_service(
@@ -131,6 +123,28 @@ async fn node(timing: Duration) -> (SocketAddr, Echo) {
         }
     });
     (address, echo)
+}
+
+/// A listener on a free port of 127.0.0.1, and its address.
+async fn listen() -> (tokio::net::TcpListener, SocketAddr) {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(listener) => listener,
+        Err(err) => panic!("bind: {err}"),
+    };
+    let Ok(address) = listener.local_addr() else {
+        panic!("no address");
+    };
+    (listener, address)
+}
+
+/// Both ends of a connection over 127.0.0.1: the client's, the server's.
+pub(super) async fn socket_pair() -> (tokio::net::TcpStream, TcpStream) {
+    let (listener, address) = listen().await;
+    let client = connect(address).await;
+    let Ok((server, _)) = listener.accept().await else {
+        panic!("accept");
+    };
+    (client, server)
 }
 
 async fn connect(address: SocketAddr) -> tokio::net::TcpStream {
@@ -306,17 +320,7 @@ async fn a_post_refused_before_its_body_came_is_answered_and_closed() {
 
 #[actix_web::test]
 async fn a_connection_s_future_stays_small_whatever_the_http_server_s_is() {
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(listener) => listener,
-        Err(err) => panic!("bind: {err}"),
-    };
-    let Ok(address) = listener.local_addr() else {
-        panic!("no address");
-    };
-    let _client = connect(address).await;
-    let Ok((stream, _)) = listener.accept().await else {
-        panic!("accept");
-    };
+    let (_client, stream) = socket_pair().await;
     // An HTTP server whose future is large, as actix-http's dispatcher is.
     let http = Rc::new(fn_service(
         |_: (Replay, Protocol, Option<SocketAddr>)| async move {
@@ -335,4 +339,51 @@ async fn a_connection_s_future_stays_small_whatever_the_http_server_s_is() {
     // build; with the HTTP server's inline, over 8).
     let size = std::mem::size_of_val(&future);
     assert!(size < 2048, "{size} bytes");
+}
+
+/// What `first_request` says of a connection whose client sent `bytes`
+/// (and then nothing, or closed when `close`).
+async fn first_of(bytes: &[u8], close: bool) -> First {
+    let (mut client, stream) = socket_pair().await;
+    send(&mut client, bytes).await;
+    if close {
+        drop(client);
+    }
+    let first = first_request::<Echo>(&stream, Duration::from_millis(300)).await;
+    // Peeked, not read: the bytes are still there for whoever serves it.
+    if !bytes.is_empty() && !close {
+        let mut again = vec![0; bytes.len()];
+        let peeked = stream.peek(&mut again).await;
+        assert!(matches!(peeked, Ok(n) if n == bytes.len()), "{peeked:?}");
+    }
+    first
+}
+
+#[actix_web::test]
+async fn a_connection_is_the_front_door_s_when_its_first_request_is_a_long_poll() {
+    for (bytes, wanted) in [
+        (
+            &b"GET /door?EIO=4&transport=polling HTTP/1.1\r\n\r\n"[..],
+            First::LongPoll,
+        ),
+        (
+            b"POST /door?EIO=4&transport=polling&sid=x HTTP/1.1\r\n",
+            First::LongPoll,
+        ),
+        (
+            b"GET /door?EIO=4&transport=websocket HTTP/1.1\r\n",
+            First::Other,
+        ),
+        (b"GET /doorway?transport=polling HTTP/1.1\r\n", First::Other),
+        (
+            b"GET /api?x=1 HTTP/1.1\r\nX: transport=polling\r\n",
+            First::Other,
+        ),
+        (b"GET /door?EIO=4", First::Other),
+        (b"", First::Nothing),
+    ] {
+        let seen = String::from_utf8_lossy(bytes).into_owned();
+        assert_eq!(first_of(bytes, false).await, wanted, "{seen}");
+    }
+    assert_eq!(first_of(b"", true).await, First::Nothing, "closed");
 }
